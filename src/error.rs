@@ -1,0 +1,242 @@
+//! The edge error: every failure a client sees is `application/problem+json` (RFC 9457)
+//! with a stable `type`, a short `title` and the request id. Causes go to the log only.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::oidc::flows::FlowError;
+use crate::oidc::OidcError;
+use crate::session::{LoginStateError, SessionError, StoreError};
+
+/// Stable problem kinds: `type` is `urn:gatehouse:problem:<slug>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    CsrfRequired,
+    Unauthenticated,
+    InvalidReturnTo,
+    InvalidRequest,
+    InvalidCallback,
+    LoginStateInvalid,
+    ProviderDenied,
+    LoginFailed,
+    NotFound,
+    MethodNotAllowed,
+    SessionStoreUnavailable,
+    ProviderUnavailable,
+    Internal,
+}
+
+impl Problem {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Problem::CsrfRequired | Problem::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Problem::InvalidReturnTo
+            | Problem::InvalidRequest
+            | Problem::InvalidCallback
+            | Problem::LoginStateInvalid
+            | Problem::ProviderDenied
+            | Problem::LoginFailed => StatusCode::BAD_REQUEST,
+            Problem::NotFound => StatusCode::NOT_FOUND,
+            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Problem::SessionStoreUnavailable | Problem::ProviderUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            Problem::CsrfRequired => "csrf-header-required",
+            Problem::Unauthenticated => "unauthenticated",
+            Problem::InvalidReturnTo => "invalid-return-to",
+            Problem::InvalidRequest => "invalid-request",
+            Problem::InvalidCallback => "invalid-callback",
+            Problem::LoginStateInvalid => "login-state-invalid",
+            Problem::ProviderDenied => "provider-denied",
+            Problem::LoginFailed => "login-failed",
+            Problem::NotFound => "not-found",
+            Problem::MethodNotAllowed => "method-not-allowed",
+            Problem::SessionStoreUnavailable => "session-store-unavailable",
+            Problem::ProviderUnavailable => "provider-unavailable",
+            Problem::Internal => "internal-error",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Problem::CsrfRequired => "Anti-forgery header missing",
+            Problem::Unauthenticated => "Not logged in",
+            Problem::InvalidReturnTo => "returnTo must be a local path",
+            Problem::InvalidRequest => "Invalid request",
+            Problem::InvalidCallback => "Invalid login callback",
+            Problem::LoginStateInvalid => {
+                "Login state unknown, expired, used or from another browser"
+            }
+            Problem::ProviderDenied => "The identity provider did not log you in",
+            Problem::LoginFailed => "Login failed",
+            Problem::NotFound => "Not found",
+            Problem::MethodNotAllowed => "Method not allowed",
+            Problem::SessionStoreUnavailable => "Session store unavailable, try again",
+            Problem::ProviderUnavailable => "Identity provider unavailable, try again",
+            Problem::Internal => "Internal error",
+        }
+    }
+}
+
+/// An error on its way to the client. `detail` is a fixed, safe sentence; `cause` is logged.
+#[derive(Debug)]
+pub struct ApiError {
+    pub problem: Problem,
+    pub detail: Option<String>,
+    /// Extra stable members of the problem object, e.g. `provider_error`.
+    pub extensions: Vec<(&'static str, String)>,
+    pub cause: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(problem: Problem) -> Self {
+        Self {
+            problem,
+            detail: None,
+            extensions: Vec::new(),
+            cause: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn extension(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extensions.push((name, value.into()));
+        self
+    }
+
+    pub fn cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Renders the body with the request id; the request-context middleware calls this.
+    pub fn render(&self, request_id: &str) -> HttpResponse {
+        let status = self.problem.status();
+        let mut body = json!({
+            "type": format!("urn:gatehouse:problem:{}", self.problem.slug()),
+            "title": self.problem.title(),
+            "status": status.as_u16(),
+            "request_id": request_id,
+        });
+        if let Some(detail) = &self.detail {
+            body["detail"] = json!(detail);
+        }
+        for (name, value) in &self.extensions {
+            body[*name] = json!(value);
+        }
+        let mut response = HttpResponse::build(status);
+        response
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            ))
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.body(body.to_string())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.problem.slug())?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The middleware re-renders with the real request id; this is the fallback.
+        self.render("unknown")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::new(Problem::SessionStoreUnavailable).cause(error)
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::Store(e) => e.into(),
+            SessionError::Encoding(_) => ApiError::new(Problem::Internal).cause(error),
+        }
+    }
+}
+
+impl From<OidcError> for ApiError {
+    fn from(error: OidcError) -> Self {
+        match &error {
+            OidcError::NotReady(_) | OidcError::Transport(_) | OidcError::Discovery(_) => {
+                ApiError::new(Problem::ProviderUnavailable).cause(error)
+            }
+            OidcError::Rejected { error: code, .. } => ApiError::new(Problem::LoginFailed)
+                .extension("provider_error", code.clone())
+                .cause(error),
+            OidcError::BadResponse(_) | OidcError::InvalidIdToken(_) => {
+                ApiError::new(Problem::LoginFailed).cause(error)
+            }
+            OidcError::IssuerMismatch => ApiError::new(Problem::InvalidCallback)
+                .detail("The issuer in the authorization response is not this provider.")
+                .cause(error),
+        }
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(error: FlowError) -> Self {
+        match error {
+            FlowError::ReturnTo(e) => ApiError::new(Problem::InvalidReturnTo).detail(e.to_string()),
+            FlowError::UnknownProvider => {
+                ApiError::new(Problem::InvalidRequest).detail("Unknown identity provider.")
+            }
+            FlowError::InvalidPrompt => {
+                ApiError::new(Problem::InvalidRequest).detail(FlowError::InvalidPrompt.to_string())
+            }
+            FlowError::MissingState | FlowError::MissingCode => {
+                ApiError::new(Problem::InvalidCallback).detail(error.to_string())
+            }
+            FlowError::LoginState(LoginStateError::Store(e)) => e.into(),
+            FlowError::LoginState(e) => ApiError::new(Problem::LoginStateInvalid).cause(e),
+            FlowError::ProviderDenied { code } => {
+                let detail = match code.as_str() {
+                    "access_denied" => "Login was cancelled or denied at the identity provider.",
+                    "login_required"
+                    | "interaction_required"
+                    | "consent_required"
+                    | "account_selection_required" => {
+                        "The identity provider needs you to log in interactively."
+                    }
+                    _ => "The identity provider reported an error.",
+                };
+                ApiError::new(Problem::ProviderDenied)
+                    .detail(detail)
+                    .extension("provider_error", code)
+            }
+            FlowError::Oidc(e) => e.into(),
+            FlowError::Session(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! gatehouse: a Backend-for-Frontend session server.
+//!
+//! The browser only ever holds an opaque, HttpOnly session cookie; gatehouse runs the
+//! OpenID Connect login, keeps the tokens server-side (encrypted per session) and attaches
+//! them to API calls it proxies.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod oidc;
+pub mod routes;
+pub mod session;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,220 @@
+//! The login and logout flows: OIDC plus sessions, still free of HTTP framework types.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::return_to::{validate_return_to, InvalidReturnTo};
+use super::{OidcError, Provider, Providers};
+use crate::clock::UnixMillis;
+use crate::config::SessionSettings;
+use crate::session::crypto::{b64, random_bytes};
+use crate::session::{
+    LoadedSession, LoginBinding, LoginStateError, SessionData, SessionError, SessionManager,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error(transparent)]
+    ReturnTo(#[from] InvalidReturnTo),
+    #[error("unknown identity provider")]
+    UnknownProvider,
+    #[error("prompt must be one or more of none, login, consent, select_account, create")]
+    InvalidPrompt,
+    #[error("the callback has no state parameter")]
+    MissingState,
+    #[error("the callback has no code parameter")]
+    MissingCode,
+    #[error(transparent)]
+    LoginState(#[from] LoginStateError),
+    /// The provider redirected back with `error=…`.
+    #[error("the identity provider returned `{code}`")]
+    ProviderDenied { code: String },
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+pub struct LoginStart {
+    pub authorization_url: url::Url,
+    pub binding_cookie: SecretString,
+}
+
+pub struct CallbackParams<'a> {
+    pub code: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub iss: Option<&'a str>,
+}
+
+pub struct LoginDone {
+    pub session_cookie: SecretString,
+    pub return_to: String,
+    pub sub: String,
+    pub provider: String,
+}
+
+pub struct LogoutDone {
+    pub redirect: url::Url,
+    /// Whether a session existed and was ended.
+    pub ended: Option<(String, String)>,
+}
+
+const PROMPTS: &[&str] = &["none", "login", "consent", "select_account", "create"];
+
+pub struct AuthFlows {
+    pub providers: Arc<Providers>,
+    pub sessions: SessionManager,
+    pub session_settings: SessionSettings,
+}
+
+impl AuthFlows {
+    pub async fn begin_login(
+        &self,
+        return_to: Option<&str>,
+        prompt: Option<&str>,
+        provider: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<LoginStart, FlowError> {
+        let return_to = validate_return_to(return_to.unwrap_or("/"))?;
+        if let Some(prompt) = prompt {
+            if prompt.is_empty() || !prompt.split(' ').all(|p| PROMPTS.contains(&p)) {
+                return Err(FlowError::InvalidPrompt);
+            }
+        }
+        let provider = self
+            .providers
+            .get(provider)
+            .ok_or(FlowError::UnknownProvider)?;
+        let request = provider.begin_login(return_to, prompt.map(str::to_owned), now)?;
+        let binding = LoginBinding::generate();
+        self.sessions
+            .put_login_state(
+                &request.state,
+                &binding,
+                &request.login,
+                self.session_settings.login_state_ttl,
+                now,
+            )
+            .await?;
+        Ok(LoginStart {
+            authorization_url: request.url,
+            binding_cookie: binding.cookie_value(),
+        })
+    }
+
+    /// Consumes the login state first, so that whatever happens next the same callback can
+    /// never be replayed.
+    pub async fn complete_login(
+        &self,
+        params: CallbackParams<'_>,
+        binding_cookie: Option<&str>,
+        previous_session_cookie: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<LoginDone, FlowError> {
+        let state = params
+            .state
+            .filter(|s| !s.is_empty())
+            .ok_or(FlowError::MissingState)?;
+        let binding = binding_cookie.and_then(LoginBinding::parse);
+        let login = self
+            .sessions
+            .take_login_state(state, binding.as_ref(), now)
+            .await?;
+        let provider = self
+            .providers
+            .get(Some(&login.provider))
+            .ok_or(FlowError::UnknownProvider)?;
+        provider.check_response_issuer(params.iss)?;
+        if let Some(error) = params.error {
+            return Err(FlowError::ProviderDenied {
+                code: sanitize_error_code(error),
+            });
+        }
+        let code = params
+            .code
+            .filter(|c| !c.is_empty())
+            .ok_or(FlowError::MissingCode)?;
+        let outcome = provider.complete_login(code, &login, now).await?;
+
+        let absolute = self.session_settings.absolute_timeout.as_millis() as i64;
+        let data = SessionData {
+            provider: login.provider.clone(),
+            sub: outcome.sub.clone(),
+            provider_sid: outcome.provider_sid,
+            claims: outcome.claims,
+            tokens: outcome.tokens,
+            logout_sid: b64(&random_bytes()[..16]),
+            created_at: now,
+            absolute_expires_at: now + absolute,
+        };
+        // A new login always gets a new session id (no fixation); the one it replaces ends.
+        if let Some(previous) = previous_session_cookie {
+            if let Ok(Some(old)) = self.sessions.load(previous, now).await {
+                let _ = self.sessions.delete(&old.store_key).await;
+            }
+        }
+        let handle = self.sessions.create(&data, now).await?;
+        Ok(LoginDone {
+            session_cookie: handle.cookie_value(),
+            return_to: login.return_to,
+            sub: outcome.sub,
+            provider: login.provider,
+        })
+    }
+
+    pub async fn current_session(
+        &self,
+        cookie: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<Option<LoadedSession>, FlowError> {
+        match cookie {
+            Some(cookie) => Ok(self.sessions.load(cookie, now).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Revokes the refresh token at the provider (best effort: a provider outage must not
+    /// keep the user logged in here), deletes the session and its indices, and says where the
+    /// browser goes next.
+    pub async fn logout(&self, session: Option<LoadedSession>) -> Result<LogoutDone, FlowError> {
+        let Some(session) = session else {
+            let provider = self.providers.get(None).ok_or(FlowError::UnknownProvider)?;
+            return Ok(LogoutDone {
+                redirect: provider.logout_redirect(None),
+                ended: None,
+            });
+        };
+        let provider = self
+            .providers
+            .get(Some(&session.data.provider))
+            .ok_or(FlowError::UnknownProvider)?;
+        if let Some(refresh_token) = &session.data.tokens.refresh_token {
+            if let Err(error) = provider.revoke_refresh_token(refresh_token).await {
+                tracing::warn!(provider = %provider.name(), %error, "refresh token revocation failed; session ends anyway");
+            }
+        }
+        self.sessions.delete(&session.store_key).await?;
+        Ok(LogoutDone {
+            redirect: provider.logout_redirect(Some(&session.data.tokens.id_token)),
+            ended: Some((session.data.sub.clone(), session.store_key.clone())),
+        })
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(Some(name))
+    }
+}
+
+/// Provider error codes are ASCII words; anything else is not echoed.
+fn sanitize_error_code(raw: &str) -> String {
+    if !raw.is_empty()
+        && raw.len() <= 64
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        raw.to_owned()
+    } else {
+        "invalid_error_code".to_owned()
+    }
+}

@@ -1,0 +1,511 @@
+//! The OpenID Connect relying party: login, callback, logout. No HTTP framework types here;
+//! handlers translate requests into these calls.
+
+pub mod flows;
+pub mod provider;
+pub mod return_to;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, TimeZone, Utc};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreErrorResponseType, CoreIdToken, CoreTokenResponse,
+};
+use openidconnect::{
+    AccessToken, AccessTokenHash, AuthorizationCode, ClaimsVerificationError, CsrfToken,
+    IdTokenVerifier, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::clock::UnixMillis;
+use crate::session::{LoginState, TokenSet};
+use provider::without_url;
+pub use provider::{Discovered, Provider};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("identity provider `{0}` is not ready (discovery has not succeeded yet)")]
+    NotReady(String),
+    #[error("provider discovery failed: {0}")]
+    Discovery(String),
+    #[error("cannot reach the identity provider: {0}")]
+    Transport(String),
+    /// The provider answered with an OAuth error (`invalid_grant`, …).
+    #[error("identity provider refused: {error}")]
+    Rejected {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("identity provider answered unexpectedly: {0}")]
+    BadResponse(String),
+    #[error("ID token rejected: {0}")]
+    InvalidIdToken(String),
+    #[error("authorization response issuer does not match the provider")]
+    IssuerMismatch,
+}
+
+impl OidcError {
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, OidcError::Rejected { error, .. } if error == "invalid_grant")
+    }
+}
+
+/// Claims that only serve the protocol; the SPA gets the rest.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "azp",
+    "jti",
+    "sid",
+    "auth_time",
+    "acr",
+    "amr",
+];
+
+/// A login about to leave for the provider.
+pub struct AuthorizationRequest {
+    pub url: Url,
+    /// The `state` value sent to the provider; the login state is stored under its hash.
+    pub state: String,
+    pub login: LoginState,
+}
+
+/// What a successful callback yields.
+pub struct LoginOutcome {
+    pub sub: String,
+    pub provider_sid: Option<String>,
+    pub claims: Map<String, Value>,
+    pub tokens: TokenSet,
+}
+
+/// Every configured provider, keyed by name, one of them the default.
+pub struct Providers {
+    pub by_name: BTreeMap<String, Arc<Provider>>,
+    pub default: String,
+}
+
+impl Providers {
+    pub fn get(&self, name: Option<&str>) -> Option<&Arc<Provider>> {
+        self.by_name.get(name.unwrap_or(&self.default))
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.by_name.values().all(|p| p.is_ready())
+    }
+}
+
+fn to_chrono(millis: UnixMillis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
+}
+
+fn token_error(
+    error: RequestTokenError<
+        impl std::error::Error + 'static,
+        openidconnect::StandardErrorResponse<CoreErrorResponseType>,
+    >,
+) -> OidcError {
+    match error {
+        RequestTokenError::ServerResponse(response) => OidcError::Rejected {
+            error: response.error().as_ref().to_owned(),
+            description: response.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => {
+            OidcError::Transport(format!("token endpoint: {}", source_kind(&e)))
+        }
+        RequestTokenError::Parse(e, _) => {
+            OidcError::BadResponse(format!("token response: {}", e.path()))
+        }
+        RequestTokenError::Other(text) => OidcError::BadResponse(format!("token response: {text}")),
+    }
+}
+
+/// Describes a transport error by its cause, never by its text (which may carry a URL).
+fn source_kind(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(reqwest_error) = e.downcast_ref::<reqwest::Error>() {
+            return without_url(reqwest_error);
+        }
+        current = e.source();
+    }
+    "request failed".to_owned()
+}
+
+impl Provider {
+    /// Builds the authorization request: PKCE S256, fresh `state` and `nonce`.
+    pub fn begin_login(
+        &self,
+        return_to: String,
+        prompt: Option<String>,
+        now: UnixMillis,
+    ) -> Result<AuthorizationRequest, OidcError> {
+        let discovered = self.current()?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = discovered
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        for (key, value) in &self.settings.extra_authorize_params {
+            if key != "prompt" || prompt.is_none() {
+                request = request.add_extra_param(key.clone(), value.clone());
+            }
+        }
+        if let Some(prompt) = &prompt {
+            request = request.add_extra_param("prompt", prompt.clone());
+        }
+        let (url, state, nonce) = request.url();
+        Ok(AuthorizationRequest {
+            url,
+            state: state.secret().clone(),
+            login: LoginState {
+                provider: self.settings.name.clone(),
+                pkce_verifier: SecretString::from(verifier.secret().clone()),
+                nonce: SecretString::from(nonce.secret().clone()),
+                return_to,
+                prompt,
+                created_at: now,
+            },
+        })
+    }
+
+    /// RFC 9207: when the provider says it sends `iss`, it must be there and be ours; when
+    /// it is there anyway, it must still be ours (mix-up defence).
+    pub fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), OidcError> {
+        let discovered = self.current()?;
+        match iss {
+            Some(iss) if iss == self.settings.issuer => Ok(()),
+            Some(_) => Err(OidcError::IssuerMismatch),
+            None if discovered
+                .extra
+                .authorization_response_iss_parameter_supported =>
+            {
+                Err(OidcError::IssuerMismatch)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Exchanges the code (client auth + PKCE verifier), validates the ID token fully and
+    /// gathers the user's claims.
+    pub async fn complete_login(
+        &self,
+        code: &str,
+        login: &LoginState,
+        now: UnixMillis,
+    ) -> Result<LoginOutcome, OidcError> {
+        let discovered = self.current()?;
+        let response: CoreTokenResponse = discovered
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(
+                login.pkce_verifier.expose_secret().to_owned(),
+            ))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::BadResponse("token response has no id_token".into()))?;
+        let nonce = Nonce::new(login.nonce.expose_secret().to_owned());
+        let id_claims = self
+            .verify_id_token(id_token, Some(&nonce), response.access_token(), now)
+            .await?;
+        let sub = id_claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OidcError::InvalidIdToken("no sub".into()))?
+            .to_owned();
+        let provider_sid = id_claims
+            .get("sid")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+
+        let mut claims: Map<String, Value> = id_claims
+            .into_iter()
+            .filter(|(k, _)| !PROTOCOL_CLAIMS.contains(&k.as_str()))
+            .collect();
+        if let Some(userinfo) = self
+            .fetch_userinfo(&discovered, response.access_token(), &sub)
+            .await?
+        {
+            for (key, value) in userinfo {
+                if !PROTOCOL_CLAIMS.contains(&key.as_str()) && key != "sub" {
+                    claims.insert(key, value);
+                }
+            }
+        }
+
+        Ok(LoginOutcome {
+            sub,
+            provider_sid,
+            claims,
+            tokens: TokenSet {
+                access_token: SecretString::from(response.access_token().secret().clone()),
+                access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
+                refresh_token: response
+                    .refresh_token()
+                    .map(|t| SecretString::from(t.secret().clone())),
+                id_token: SecretString::from(id_token.to_string()),
+                scope: response.scopes().map(|scopes| {
+                    scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+            },
+        })
+    }
+
+    /// Signature (asymmetric algorithms the provider advertises only), `iss`, `aud`/`azp`,
+    /// `exp` and `iat` within the configured skew, `nonce` when given, and `at_hash`. One
+    /// JWKS refetch when the token names a key we do not have.
+    pub async fn verify_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: Option<&Nonce>,
+        access_token: &AccessToken,
+        now: UnixMillis,
+    ) -> Result<Map<String, Value>, OidcError> {
+        match self.verify_id_token_once(id_token, nonce, access_token, now) {
+            Err(VerifyFailure::UnknownKey) if self.refetch_jwks_if_due().await => self
+                .verify_id_token_once(id_token, nonce, access_token, now)
+                .map_err(VerifyFailure::into_error),
+            other => other.map_err(VerifyFailure::into_error),
+        }
+    }
+
+    fn verify_id_token_once(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: Option<&Nonce>,
+        access_token: &AccessToken,
+        now: UnixMillis,
+    ) -> Result<Map<String, Value>, VerifyFailure> {
+        let discovered = self
+            .current()
+            .map_err(|e| VerifyFailure::Other(e.to_string()))?;
+        let skew = self.settings.clock_skew.as_millis() as i64;
+        let verifier: IdTokenVerifier<'_, _> = discovered
+            .client
+            .id_token_verifier()
+            .set_allowed_algs(discovered.signing_algs.clone())
+            // `exp` is checked against this time with no leeway of its own.
+            .set_time_fn(move || to_chrono(now - skew))
+            .set_issue_time_verifier_fn(move |iat| {
+                let iat = iat.timestamp_millis();
+                if iat > now + skew {
+                    Err("issued in the future".to_owned())
+                } else {
+                    Ok(())
+                }
+            });
+        let claims = match nonce {
+            Some(nonce) => id_token.claims(&verifier, nonce),
+            // Tokens from a refresh may omit the nonce; only that path passes None.
+            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        };
+        if let Err(error) = claims {
+            return Err(match error {
+                ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                ) => VerifyFailure::UnknownKey,
+                other => VerifyFailure::Other(other.to_string()),
+            });
+        }
+        let claims = claims.map_err(|e| VerifyFailure::Other(e.to_string()))?;
+        if let Some(expected) = claims.access_token_hash() {
+            let alg = id_token
+                .signing_alg()
+                .map_err(|e| VerifyFailure::Other(e.to_string()))?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| VerifyFailure::Other(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(access_token, alg, key)
+                .map_err(|e| VerifyFailure::Other(e.to_string()))?;
+            if actual != *expected {
+                return Err(VerifyFailure::Other(
+                    "at_hash does not match the access token".into(),
+                ));
+            }
+        }
+        // The signature is verified; read the payload as JSON to keep every claim.
+        let compact = id_token.to_string();
+        let payload = compact
+            .split('.')
+            .nth(1)
+            .and_then(|part| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok())
+            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+            .ok_or_else(|| VerifyFailure::Other("payload is not a JSON object".into()))?;
+        Ok(payload)
+    }
+
+    async fn fetch_userinfo(
+        &self,
+        discovered: &Discovered,
+        access_token: &AccessToken,
+        sub: &str,
+    ) -> Result<Option<Map<String, Value>>, OidcError> {
+        let Some(endpoint) = discovered.metadata.userinfo_endpoint() else {
+            return Ok(None);
+        };
+        let response = self
+            .http
+            .get(endpoint.url().as_str())
+            .bearer_auth(access_token.secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| OidcError::Transport(format!("userinfo: {}", without_url(&e))))?;
+        if !response.status().is_success() {
+            return Err(OidcError::BadResponse(format!(
+                "userinfo answered {}",
+                response.status()
+            )));
+        }
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            // Signed or encrypted userinfo: the ID token claims stand alone.
+            return Ok(None);
+        }
+        let userinfo: Map<String, Value> = response
+            .json()
+            .await
+            .map_err(|e| OidcError::BadResponse(format!("userinfo: {}", without_url(&e))))?;
+        if userinfo.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(OidcError::BadResponse(
+                "userinfo sub differs from the ID token".into(),
+            ));
+        }
+        Ok(Some(userinfo))
+    }
+
+    /// RFC 7009 revocation of a refresh token (which also ends its access tokens at most
+    /// providers). Returns Ok(false) when the provider has no revocation endpoint.
+    pub async fn revoke_refresh_token(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<bool, OidcError> {
+        let discovered = self.current()?;
+        let Some(endpoint) = &discovered.extra.revocation_endpoint else {
+            return Ok(false);
+        };
+        let mut form = vec![
+            ("token", refresh_token.expose_secret().to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ];
+        let mut request = self.http.post(endpoint.as_str());
+        request = match self.settings.client_auth_method {
+            crate::config::ClientAuthMethod::ClientSecretBasic => {
+                request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header())
+            }
+            crate::config::ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.push((
+                    "client_secret",
+                    self.settings.client_secret.expose_secret().to_owned(),
+                ));
+                request
+            }
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let response = request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OidcError::Transport(format!("revocation: {}", without_url(&e))))?;
+        if response.status().is_success() {
+            Ok(true)
+        } else {
+            Err(OidcError::BadResponse(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        }
+    }
+
+    /// `client_secret_basic` per RFC 6749 §2.3.1: both parts form-urlencoded first.
+    fn basic_auth_header(&self) -> String {
+        let encode =
+            |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        let pair = format!(
+            "{}:{}",
+            encode(&self.settings.client_id),
+            encode(self.settings.client_secret.expose_secret())
+        );
+        format!("Basic {}", STANDARD.encode(pair))
+    }
+
+    /// Where the browser goes after gatehouse has ended its session: the provider's
+    /// end-session endpoint when it has one, else the configured post-logout URL.
+    pub fn logout_redirect(&self, id_token: Option<&SecretString>) -> Url {
+        let Ok(discovered) = self.current() else {
+            return self.settings.post_logout_redirect.clone();
+        };
+        let Some(endpoint) = &discovered.extra.end_session_endpoint else {
+            return self.settings.post_logout_redirect.clone();
+        };
+        let mut url = endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let (Some(id_token), true) = (id_token, self.settings.end_session_id_token_hint) {
+                query.append_pair("id_token_hint", id_token.expose_secret());
+            }
+            query.append_pair("client_id", &self.settings.client_id);
+            query.append_pair(
+                "post_logout_redirect_uri",
+                self.settings.post_logout_redirect.as_str(),
+            );
+        }
+        url
+    }
+}
+
+enum VerifyFailure {
+    UnknownKey,
+    Other(String),
+}
+
+impl VerifyFailure {
+    fn into_error(self) -> OidcError {
+        match self {
+            VerifyFailure::UnknownKey => {
+                OidcError::InvalidIdToken("signed with an unknown key".into())
+            }
+            VerifyFailure::Other(reason) => OidcError::InvalidIdToken(reason),
+        }
+    }
+}

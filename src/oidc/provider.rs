@@ -1,0 +1,306 @@
+//! One configured OpenID Provider: discovery, the JWKS cache, and the client built from them.
+//!
+//! openidconnect keeps the JWKS a client was built with, so the discovered state sits behind
+//! a swappable pointer: re-discovery on a timer, and one rate-limited JWKS refetch when an ID
+//! token names a key we do not know (the provider rotated its keys).
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthType, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, RedirectUrl,
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use url::Url;
+
+use super::OidcError;
+use crate::config::{ClientAuthMethod, ProviderSettings};
+
+pub type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Discovery fields openidconnect's core metadata does not carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExtraMetadata {
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    pub backchannel_logout_supported: bool,
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+pub struct Discovered {
+    pub metadata: CoreProviderMetadata,
+    pub extra: ExtraMetadata,
+    pub client: OidcClient,
+    /// Asymmetric algorithms the provider advertises for ID tokens; nothing else is accepted.
+    pub signing_algs: Vec<CoreJwsSigningAlgorithm>,
+}
+
+/// How often a JWKS refetch for an unknown key may happen.
+const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Re-discovery keeps metadata and keys fresh even when no unknown key is seen.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(30 * 60);
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub(super) http: reqwest::Client,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    last_jwks_refetch: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+}
+
+pub fn is_asymmetric(alg: &CoreJwsSigningAlgorithm) -> bool {
+    use CoreJwsSigningAlgorithm::*;
+    matches!(
+        alg,
+        RsaSsaPkcs1V15Sha256
+            | RsaSsaPkcs1V15Sha384
+            | RsaSsaPkcs1V15Sha512
+            | EcdsaP256Sha256
+            | EcdsaP384Sha384
+            | EcdsaP521Sha512
+            | RsaSsaPssSha256
+            | RsaSsaPssSha384
+            | RsaSsaPssSha512
+            | EdDsa
+    )
+}
+
+impl Provider {
+    pub fn new(settings: ProviderSettings) -> Result<Self, OidcError> {
+        // Never follow redirects (SSRF) and bound every exchange with the provider.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.http_timeout)
+            .connect_timeout(settings.http_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OidcError::Transport(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            settings,
+            http,
+            discovered: RwLock::new(None),
+            last_jwks_refetch: Mutex::new(None),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub fn current(&self) -> Result<Arc<Discovered>, OidcError> {
+        self.discovered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| OidcError::NotReady(self.settings.name.clone()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.current().is_ok()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn install(&self, discovered: Discovered) {
+        *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(discovered));
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<(T, serde_json::Value), OidcError> {
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| OidcError::Transport(format!("GET {url}: {}", without_url(&e))))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(OidcError::Discovery(format!("GET {url} answered {status}")));
+        }
+        let value: serde_json::Value = response.json().await.map_err(|e| {
+            OidcError::Discovery(format!("GET {url}: not JSON: {}", without_url(&e)))
+        })?;
+        let typed = serde_json::from_value(value.clone())
+            .map_err(|e| OidcError::Discovery(format!("GET {url}: unexpected document: {e}")))?;
+        Ok((typed, value))
+    }
+
+    /// Fetches discovery metadata and keys and installs a fresh client.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        let issuer = &self.settings.issuer;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let (metadata, raw): (CoreProviderMetadata, _) = self.get_json(&url).await?;
+        if metadata.issuer().as_str() != issuer {
+            return Err(OidcError::Discovery(format!(
+                "discovery document names issuer `{}`, configured is `{issuer}` (they must match exactly)",
+                metadata.issuer().as_str()
+            )));
+        }
+        let extra: ExtraMetadata = serde_json::from_value(raw)
+            .map_err(|e| OidcError::Discovery(format!("discovery document: {e}")))?;
+        if let Some(methods) = &extra.code_challenge_methods_supported {
+            if !methods.iter().any(|m| m == "S256") {
+                return Err(OidcError::Discovery(
+                    "provider does not support PKCE S256".into(),
+                ));
+            }
+        }
+        let jwks = self.fetch_jwks(&metadata).await?;
+        self.install(self.build(metadata.set_jwks(jwks), extra)?);
+        Ok(())
+    }
+
+    async fn fetch_jwks(
+        &self,
+        metadata: &CoreProviderMetadata,
+    ) -> Result<CoreJsonWebKeySet, OidcError> {
+        let (jwks, _): (CoreJsonWebKeySet, _) = self.get_json(metadata.jwks_uri().as_str()).await?;
+        Ok(jwks)
+    }
+
+    fn build(
+        &self,
+        metadata: CoreProviderMetadata,
+        extra: ExtraMetadata,
+    ) -> Result<Discovered, OidcError> {
+        let signing_algs: Vec<_> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| is_asymmetric(alg))
+            .cloned()
+            .collect();
+        if signing_algs.is_empty() {
+            return Err(OidcError::Discovery(
+                "provider advertises no asymmetric ID token signing algorithm".into(),
+            ));
+        }
+        let redirect = RedirectUrl::new(self.settings.redirect_uri.to_string())
+            .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(
+                self.settings.client_secret.expose_secret().to_owned(),
+            )),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(match self.settings.client_auth_method {
+            ClientAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            ClientAuthMethod::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(Discovered {
+            metadata,
+            extra,
+            client,
+            signing_algs,
+        })
+    }
+
+    /// Refetches the JWKS at most once per interval; returns whether new keys were installed.
+    pub async fn refetch_jwks_if_due(&self) -> bool {
+        {
+            let mut last = self
+                .last_jwks_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_MIN_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(current) = self.current() else {
+            return false;
+        };
+        match self.fetch_jwks(&current.metadata).await {
+            Ok(jwks) => match self.build(
+                current.metadata.clone().set_jwks(jwks),
+                current.extra.clone(),
+            ) {
+                Ok(discovered) => {
+                    self.install(discovered);
+                    tracing::info!(provider = %self.name(), "refetched provider signing keys");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.name(), error = %e, "refetched keys unusable");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(provider = %self.name(), error = %e, "JWKS refetch failed");
+                false
+            }
+        }
+    }
+
+    /// Discovers with backoff until it works, then re-discovers on a timer. Runs for the
+    /// life of the server; readiness stays false until the first success.
+    pub async fn keep_discovered(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.discover().await {
+                Ok(()) => {
+                    tracing::info!(provider = %self.name(), issuer = %self.settings.issuer, "provider metadata loaded");
+                    delay = Duration::from_millis(250);
+                    tokio::time::sleep(REDISCOVERY_INTERVAL).await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        provider = %self.name(),
+                        issuer = %self.settings.issuer,
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "provider discovery failed; not ready"
+                    );
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(e.to_string());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// reqwest errors print the URL, which for some calls carries parameters; keep the cause.
+pub(super) fn without_url(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    if let Some(status) = error.status() {
+        text.push_str(&format!(" ({status})"));
+    }
+    text
+}

@@ -1,0 +1,167 @@
+//! `/auth/*`: login, callback, user, logout.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::{cookies, single_params, AppState};
+use crate::error::{ApiError, Problem};
+use crate::oidc::flows::CallbackParams;
+use crate::telemetry::{security_event, SecurityEvent};
+
+fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Found();
+    response.insert_header((header::LOCATION, location.to_owned()));
+    response
+}
+
+/// `GET /auth/login?returnTo=/x&prompt=none`
+pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = single_params(&req)?;
+    let start = state
+        .flows
+        .begin_login(
+            params.get("returnTo").map(String::as_str),
+            params.get("prompt").map(String::as_str),
+            params.get("provider").map(String::as_str),
+            state.now(),
+        )
+        .await?;
+    security_event(SecurityEvent::LoginStarted, None, None, None);
+    Ok(redirect(start.authorization_url.as_str())
+        .cookie(cookies::login_cookie(
+            &start.binding_cookie,
+            &state.settings.session,
+        ))
+        .finish())
+}
+
+/// `GET /auth/callback?code=…&state=…` (or `error=…`)
+pub async fn callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = single_params(&req)?;
+    let settings = &state.settings.session;
+    let binding = cookies::read(&req, &settings.login_cookie_name);
+    let previous = cookies::read(&req, &settings.cookie_name);
+    let outcome = state
+        .flows
+        .complete_login(
+            CallbackParams {
+                code: params.get("code").map(String::as_str),
+                state: params.get("state").map(String::as_str),
+                error: params.get("error").map(String::as_str),
+                iss: params.get("iss").map(String::as_str),
+            },
+            binding.as_deref(),
+            previous.as_deref(),
+            state.now(),
+        )
+        .await;
+    match outcome {
+        Ok(done) => {
+            security_event(
+                SecurityEvent::LoginSucceeded,
+                Some(&done.sub),
+                None,
+                Some(&done.provider),
+            );
+            Ok(redirect(&done.return_to)
+                .cookie(cookies::session_cookie(&done.session_cookie, settings))
+                .cookie(cookies::expired_login_cookie(settings))
+                .finish())
+        }
+        Err(error) => {
+            let error = ApiError::from(error);
+            security_event(
+                SecurityEvent::LoginFailed,
+                None,
+                None,
+                Some(error.problem.slug()),
+            );
+            Err(error)
+        }
+    }
+}
+
+/// `GET /auth/user`: who is logged in, for the SPA. Never a redirect.
+pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(&req)?;
+    let now = state.now();
+    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
+    let session = state
+        .flows
+        .current_session(cookie.as_deref(), now)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
+    let data = &session.data;
+    let seconds_until = |at: i64| ((at - now).max(0) + 999) / 1000;
+    Ok(HttpResponse::Ok().json(json!({
+        "sub": data.sub,
+        "claims": data.claims,
+        "session": {
+            "expires_in": seconds_until(data.absolute_expires_at),
+            "idle_expires_in": seconds_until(session.idle_expires_at),
+            "logout_url": format!("/auth/logout?sid={}", data.logout_sid),
+            "provider": data.provider,
+        },
+    })))
+}
+
+/// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
+/// the answer names where to send the browser next.
+pub async fn logout_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(&req)?;
+    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
+    let session = state
+        .flows
+        .current_session(cookie.as_deref(), state.now())
+        .await?;
+    let done = state.flows.logout(session).await?;
+    if let Some((sub, key)) = &done.ended {
+        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
+    }
+    Ok(HttpResponse::Ok()
+        .cookie(cookies::expired_session_cookie(&state.settings.session))
+        .json(json!({ "redirect_to": done.redirect.as_str() })))
+}
+
+/// `GET /auth/logout?sid=…`: a top-level navigation. The `sid` (from `/auth/user`) must match
+/// the session, so a cross-site link cannot log the user out.
+pub async fn logout_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = single_params(&req)?;
+    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
+    let session = state
+        .flows
+        .current_session(cookie.as_deref(), state.now())
+        .await?;
+    if let Some(session) = &session {
+        let given = params.get("sid").map(String::as_bytes).unwrap_or_default();
+        let expected = session.data.logout_sid.as_bytes();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(given, expected)) {
+            security_event(
+                SecurityEvent::CsrfRejected,
+                Some(&session.data.sub),
+                Some(&session.store_key),
+                Some("logout sid"),
+            );
+            return Err(ApiError::new(Problem::InvalidRequest).detail(
+                "The sid parameter does not match this session; take logout_url from /auth/user.",
+            ));
+        }
+    }
+    let done = state.flows.logout(session).await?;
+    if let Some((sub, key)) = &done.ended {
+        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
+    }
+    Ok(redirect(done.redirect.as_str())
+        .cookie(cookies::expired_session_cookie(&state.settings.session))
+        .finish())
+}

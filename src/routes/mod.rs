@@ -1,0 +1,84 @@
+//! HTTP handlers: thin translations between requests and the flows.
+
+pub mod auth;
+pub mod cookies;
+pub mod health;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::error::{ApiError, Problem};
+use crate::oidc::flows::AuthFlows;
+use crate::telemetry::{security_event, SecurityEvent};
+
+/// Shared, read-only application state handed to every handler.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub flows: AuthFlows,
+    pub clock: SharedClock,
+}
+
+impl AppState {
+    pub fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// Every API call carries the anti-forgery header: a cross-site form or image cannot set
+    /// it, and a cross-site fetch that sets it fails CORS preflight.
+    pub fn require_csrf_header(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let csrf = &self.settings.csrf;
+        let ok = req
+            .headers()
+            .get(csrf.header.as_str())
+            .is_some_and(|value| value.as_bytes() == csrf.value.as_bytes());
+        if ok {
+            Ok(())
+        } else {
+            security_event(SecurityEvent::CsrfRejected, None, None, Some(req.path()));
+            Err(ApiError::new(Problem::CsrfRequired).detail(format!(
+                "API calls must send the header `{}: {}`.",
+                csrf.header, csrf.value
+            )))
+        }
+    }
+}
+
+/// The `/auth` scope's routes (the scope itself is made in startup, with its headers).
+pub fn configure_auth(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(auth::login))
+        .route("/callback", web::get().to(auth::callback))
+        .route("/user", web::get().to(auth::user))
+        .route("/logout", web::post().to(auth::logout_post))
+        .route("/logout", web::get().to(auth::logout_get))
+        .default_service(web::to(not_found));
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}
+
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(Problem::NotFound))
+}
+
+/// Query parameters, each at most once: a repeated parameter is a request to refuse, not to
+/// guess about.
+pub fn single_params(
+    req: &HttpRequest,
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let mut params = std::collections::HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        if params
+            .insert(key.clone().into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(ApiError::new(Problem::InvalidRequest)
+                .detail(format!("parameter `{key}` appears more than once")));
+        }
+    }
+    Ok(params)
+}

@@ -1,0 +1,267 @@
+//! Single-process session store: the embedded default when no Redis is configured. Sessions
+//! vanish with the process and are not shared between instances.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::store::*;
+use crate::clock::UnixMillis;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Entry>,
+    indices: HashMap<String, HashSet<String>>,
+    login_states: HashMap<String, (Vec<u8>, UnixMillis)>,
+    writes: u64,
+}
+
+struct Entry {
+    record: SessionRecord,
+    last_touch: UnixMillis,
+    expires_at: UnixMillis,
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl Inner {
+    fn sweep_now_and_then(&mut self, now: UnixMillis) {
+        self.writes += 1;
+        if self.writes % 256 != 0 {
+            return;
+        }
+        self.sessions.retain(|_, e| e.expires_at > now);
+        self.login_states.retain(|_, (_, exp)| *exp > now);
+        let sessions = &self.sessions;
+        self.indices.retain(|_, members| {
+            members.retain(|key| sessions.contains_key(key));
+            !members.is_empty()
+        });
+    }
+
+    fn unindex(&mut self, key: &str, record: &SessionRecord) {
+        let mut index_ids = vec![sub_index_id(&record.provider, &record.sub)];
+        if let Some(sid) = &record.provider_sid {
+            index_ids.push(sid_index_id(&record.provider, sid));
+        }
+        for id in index_ids {
+            if let Some(members) = self.indices.get_mut(&id) {
+                members.remove(key);
+                if members.is_empty() {
+                    self.indices.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn live_keys(&self, index_id: &str, now: UnixMillis) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .indices
+            .get(index_id)
+            .map(|members| {
+                members
+                    .iter()
+                    .filter(|k| self.sessions.get(*k).is_some_and(|e| e.expires_at > now))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than losing every session, so keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn insert<'a>(
+        &'a self,
+        key: &'a str,
+        record: &'a SessionRecord,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        let result = (|| {
+            let mut inner = self.lock();
+            inner.sweep_now_and_then(now);
+            if inner.sessions.get(key).is_some_and(|e| e.expires_at > now) {
+                return Err(StoreError::Corrupt("session key collision".into()));
+            }
+            let expires_at = (now + millis(idle.idle_timeout)).min(record.absolute_expires_at);
+            inner.sessions.insert(
+                key.to_owned(),
+                Entry {
+                    record: record.clone(),
+                    last_touch: now,
+                    expires_at,
+                },
+            );
+            let sub_id = sub_index_id(&record.provider, &record.sub);
+            inner
+                .indices
+                .entry(sub_id)
+                .or_default()
+                .insert(key.to_owned());
+            if let Some(sid) = &record.provider_sid {
+                let sid_id = sid_index_id(&record.provider, sid);
+                inner
+                    .indices
+                    .entry(sid_id)
+                    .or_default()
+                    .insert(key.to_owned());
+            }
+            Ok(())
+        })();
+        async move { result }.boxed()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>> {
+        let result = (|| {
+            let mut inner = self.lock();
+            let idle_ms = millis(idle.idle_timeout);
+            let Some(entry) = inner.sessions.get_mut(key) else {
+                return Ok(None);
+            };
+            let expired = now >= entry.record.absolute_expires_at
+                || now - entry.last_touch >= idle_ms
+                || now >= entry.expires_at;
+            if expired {
+                let record = entry.record.clone();
+                inner.sessions.remove(key);
+                inner.unindex(key, &record);
+                return Ok(None);
+            }
+            if now - entry.last_touch >= millis(idle.touch_interval) {
+                entry.last_touch = now;
+                entry.expires_at = (now + idle_ms).min(entry.record.absolute_expires_at);
+            }
+            Ok(Some(FetchedSession {
+                record: entry.record.clone(),
+                idle_expires_at: (entry.last_touch + idle_ms).min(entry.record.absolute_expires_at),
+            }))
+        })();
+        async move { result }.boxed()
+    }
+
+    fn replace_sealed<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let replaced = match self.lock().sessions.get_mut(key) {
+            Some(entry) => {
+                entry.record.sealed = sealed.to_vec();
+                true
+            }
+            None => false,
+        };
+        async move { Ok(replaced) }.boxed()
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut inner = self.lock();
+        let existed = match inner.sessions.remove(key) {
+            Some(entry) => {
+                inner.unindex(key, &entry.record);
+                true
+            }
+            None => false,
+        };
+        drop(inner);
+        async move { Ok(existed) }.boxed()
+    }
+
+    fn keys_by_sub<'a>(
+        &'a self,
+        provider: &'a str,
+        sub: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        let keys = self.lock().live_keys(&sub_index_id(provider, sub), now);
+        async move { Ok(keys) }.boxed()
+    }
+
+    fn keys_by_sid<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        let keys = self.lock().live_keys(&sid_index_id(provider, sid), now);
+        async move { Ok(keys) }.boxed()
+    }
+
+    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>> {
+        let summary = self.lock().sessions.get(key).map(|e| SessionSummary {
+            key: key.to_owned(),
+            provider: e.record.provider.clone(),
+            sub: e.record.sub.clone(),
+            provider_sid: e.record.provider_sid.clone(),
+            created_at: e.record.created_at,
+            absolute_expires_at: e.record.absolute_expires_at,
+            last_seen_at: e.last_touch,
+        });
+        async move { Ok(summary) }.boxed()
+    }
+
+    fn put_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        inner
+            .login_states
+            .insert(key.to_owned(), (sealed.to_vec(), now + millis(ttl)));
+        drop(inner);
+        async move { Ok(()) }.boxed()
+    }
+
+    fn take_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
+        let taken = self
+            .lock()
+            .login_states
+            .remove(key)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(sealed, _)| sealed);
+        async move { Ok(taken) }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+}

@@ -1,0 +1,393 @@
+//! Sessions: the model, the cookie handle, and the manager that seals sessions under the
+//! per-session secret before any store sees them. Free of HTTP framework types.
+
+pub mod crypto;
+pub mod memory;
+pub mod redis;
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+use crypto::{b64, hash_id, open, random_bytes, seal, unb64_32, RandomBytes};
+pub use store::{
+    FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary, StoreError,
+};
+
+const SESSION_PURPOSE: &str = "gatehouse/session/v1";
+const LOGIN_STATE_PURPOSE: &str = "gatehouse/login-state/v1";
+
+/// The tokens of one session. Only ever serialized into a sealed payload.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    #[serde(with = "secret_serde")]
+    pub access_token: SecretString,
+    /// When the access token expires, if the provider said.
+    pub access_token_expires_at: Option<UnixMillis>,
+    #[serde(with = "secret_serde::option", default)]
+    pub refresh_token: Option<SecretString>,
+    #[serde(with = "secret_serde")]
+    pub id_token: SecretString,
+    /// Scopes the provider granted (space separated), when it said.
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"<present>")
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<present>"),
+            )
+            .field("id_token", &"<present>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Everything gatehouse knows about a logged-in browser.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SessionData {
+    pub provider: String,
+    pub sub: String,
+    /// The provider's session id (`sid` claim), for back-channel logout.
+    pub provider_sid: Option<String>,
+    /// ID-token and userinfo claims, protocol-only ones left out.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub tokens: TokenSet,
+    /// Public value the SPA passes to `GET /auth/logout?sid=` (a CSRF guard, not a secret).
+    pub logout_sid: String,
+    pub created_at: UnixMillis,
+    pub absolute_expires_at: UnixMillis,
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionData")
+            .field("provider", &self.provider)
+            .field("sub", &self.sub)
+            .field(
+                "provider_sid",
+                &self.provider_sid.as_ref().map(|_| "<present>"),
+            )
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("tokens", &self.tokens)
+            .field("created_at", &self.created_at)
+            .field("absolute_expires_at", &self.absolute_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a session cookie carries: `<id>.<secret>`, 256 random bits each. The store key is a
+/// hash of the id; the secret is the encryption key and lives only in the browser.
+pub struct SessionHandle {
+    id: RandomBytes,
+    secret: SecretBox<RandomBytes>,
+}
+
+impl SessionHandle {
+    fn generate() -> Self {
+        Self {
+            id: random_bytes(),
+            secret: SecretBox::new(Box::new(random_bytes())),
+        }
+    }
+
+    pub fn parse(cookie_value: &str) -> Option<Self> {
+        let (id, secret) = cookie_value.split_once('.')?;
+        Some(Self {
+            id: unb64_32(id)?,
+            secret: SecretBox::new(Box::new(unb64_32(secret)?)),
+        })
+    }
+
+    pub fn cookie_value(&self) -> SecretString {
+        SecretString::from(format!(
+            "{}.{}",
+            b64(&self.id),
+            b64(self.secret.expose_secret())
+        ))
+    }
+
+    /// The store key: a hash, so neither the id nor the secret is in the store.
+    pub fn store_key(&self) -> String {
+        hash_id("gatehouse/session-key", &[&self.id])
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionHandle(<redacted>)")
+    }
+}
+
+/// A session as a request sees it.
+#[derive(Debug)]
+pub struct LoadedSession {
+    pub store_key: String,
+    pub data: SessionData,
+    pub idle_expires_at: UnixMillis,
+}
+
+/// Server-side state of a login in flight, sealed under the browser-binding secret that only
+/// the login cookie holds.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginState {
+    pub provider: String,
+    #[serde(with = "secret_serde")]
+    pub pkce_verifier: SecretString,
+    #[serde(with = "secret_serde")]
+    pub nonce: SecretString,
+    pub return_to: String,
+    pub prompt: Option<String>,
+    pub created_at: UnixMillis,
+}
+
+impl fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginState")
+            .field("provider", &self.provider)
+            .field("return_to", &self.return_to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a login state to one browser: the value of the short-lived login cookie.
+pub struct LoginBinding(SecretBox<RandomBytes>);
+
+impl LoginBinding {
+    pub fn generate() -> Self {
+        Self(SecretBox::new(Box::new(random_bytes())))
+    }
+
+    pub fn parse(cookie_value: &str) -> Option<Self> {
+        unb64_32(cookie_value).map(|bytes| Self(SecretBox::new(Box::new(bytes))))
+    }
+
+    pub fn cookie_value(&self) -> SecretString {
+        SecretString::from(b64(self.0.expose_secret()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginStateError {
+    #[error("unknown, expired or already used login state")]
+    NotFound,
+    #[error("login state belongs to another browser")]
+    WrongBrowser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("session payload could not be encoded: {0}")]
+    Encoding(String),
+}
+
+/// Seals sessions under their own secret and keeps the store unaware of any plaintext.
+#[derive(Clone)]
+pub struct SessionManager {
+    store: Arc<dyn SessionStore>,
+    idle: IdlePolicy,
+}
+
+impl SessionManager {
+    pub fn new(store: Arc<dyn SessionStore>, idle: IdlePolicy) -> Self {
+        Self { store, idle }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    pub fn idle_policy(&self) -> IdlePolicy {
+        self.idle
+    }
+
+    pub async fn create(
+        &self,
+        data: &SessionData,
+        now: UnixMillis,
+    ) -> Result<SessionHandle, SessionError> {
+        let handle = SessionHandle::generate();
+        let key = handle.store_key();
+        let plaintext =
+            serde_json::to_vec(data).map_err(|e| SessionError::Encoding(e.to_string()))?;
+        let record = SessionRecord {
+            sealed: seal(&handle.secret, SESSION_PURPOSE, key.as_bytes(), &plaintext),
+            provider: data.provider.clone(),
+            sub: data.sub.clone(),
+            provider_sid: data.provider_sid.clone(),
+            created_at: data.created_at,
+            absolute_expires_at: data.absolute_expires_at,
+        };
+        self.store.insert(&key, &record, now, self.idle).await?;
+        Ok(handle)
+    }
+
+    /// The session a cookie names, or `None` when it is unknown, expired, or the cookie's
+    /// secret does not open it (a forged or truncated cookie looks exactly like no session).
+    pub async fn load(
+        &self,
+        cookie_value: &str,
+        now: UnixMillis,
+    ) -> Result<Option<LoadedSession>, SessionError> {
+        let Some(handle) = SessionHandle::parse(cookie_value) else {
+            return Ok(None);
+        };
+        let key = handle.store_key();
+        let Some(fetched) = self.store.fetch(&key, now, self.idle).await? else {
+            return Ok(None);
+        };
+        let Ok(plaintext) = open(
+            &handle.secret,
+            SESSION_PURPOSE,
+            key.as_bytes(),
+            &fetched.record.sealed,
+        ) else {
+            return Ok(None);
+        };
+        let data: SessionData = serde_json::from_slice(&plaintext)
+            .map_err(|e| SessionError::Encoding(format!("stored session does not decode: {e}")))?;
+        Ok(Some(LoadedSession {
+            store_key: key,
+            data,
+            idle_expires_at: fetched.idle_expires_at,
+        }))
+    }
+
+    /// Writes new tokens into an existing session (only ever under the refresh lock).
+    pub async fn replace(
+        &self,
+        cookie_value: &str,
+        data: &SessionData,
+    ) -> Result<bool, SessionError> {
+        let Some(handle) = SessionHandle::parse(cookie_value) else {
+            return Ok(false);
+        };
+        let key = handle.store_key();
+        let plaintext =
+            serde_json::to_vec(data).map_err(|e| SessionError::Encoding(e.to_string()))?;
+        let sealed = seal(&handle.secret, SESSION_PURPOSE, key.as_bytes(), &plaintext);
+        Ok(self.store.replace_sealed(&key, &sealed).await?)
+    }
+
+    pub async fn delete(&self, store_key: &str) -> Result<bool, SessionError> {
+        Ok(self.store.remove(store_key).await?)
+    }
+
+    /// Ends every session of a user at a provider; returns how many ended.
+    pub async fn delete_by_sub(
+        &self,
+        provider: &str,
+        sub: &str,
+        now: UnixMillis,
+    ) -> Result<usize, SessionError> {
+        let keys = self.store.keys_by_sub(provider, sub, now).await?;
+        self.delete_all(keys).await
+    }
+
+    /// Ends the sessions opened under one provider session (`sid`).
+    pub async fn delete_by_provider_sid(
+        &self,
+        provider: &str,
+        sid: &str,
+        now: UnixMillis,
+    ) -> Result<usize, SessionError> {
+        let keys = self.store.keys_by_sid(provider, sid, now).await?;
+        self.delete_all(keys).await
+    }
+
+    async fn delete_all(&self, keys: Vec<String>) -> Result<usize, SessionError> {
+        let mut ended = 0;
+        for key in keys {
+            if self.store.remove(&key).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Stores a login state under a hash of `state`, sealed under the browser binding.
+    pub async fn put_login_state(
+        &self,
+        state: &str,
+        binding: &LoginBinding,
+        login: &LoginState,
+        ttl: std::time::Duration,
+        now: UnixMillis,
+    ) -> Result<(), SessionError> {
+        let key = hash_id("gatehouse/login-state", &[state.as_bytes()]);
+        let plaintext =
+            serde_json::to_vec(login).map_err(|e| SessionError::Encoding(e.to_string()))?;
+        let sealed = seal(&binding.0, LOGIN_STATE_PURPOSE, key.as_bytes(), &plaintext);
+        Ok(self.store.put_login_state(&key, &sealed, ttl, now).await?)
+    }
+
+    /// Consumes the login state: whatever the outcome, it cannot be used again.
+    pub async fn take_login_state(
+        &self,
+        state: &str,
+        binding: Option<&LoginBinding>,
+        now: UnixMillis,
+    ) -> Result<LoginState, LoginStateError> {
+        let key = hash_id("gatehouse/login-state", &[state.as_bytes()]);
+        let sealed = self
+            .store
+            .take_login_state(&key, now)
+            .await?
+            .ok_or(LoginStateError::NotFound)?;
+        let binding = binding.ok_or(LoginStateError::WrongBrowser)?;
+        let plaintext = open(&binding.0, LOGIN_STATE_PURPOSE, key.as_bytes(), &sealed)
+            .map_err(|_| LoginStateError::WrongBrowser)?;
+        serde_json::from_slice(&plaintext).map_err(|_| LoginStateError::NotFound)
+    }
+}
+
+/// serde for `SecretString` fields that go into sealed payloads only.
+mod secret_serde {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        secret: &SecretString,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(secret.expose_secret())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SecretString, D::Error> {
+        Ok(SecretString::from(String::deserialize(deserializer)?))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            secret: &Option<SecretString>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match secret {
+                Some(secret) => serializer.serialize_some(secret.expose_secret()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<SecretString>, D::Error> {
+            Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Redis session store, shared by every gatehouse instance.
+//!
+//! Layout (every key carries its own hash tag; no command or script touches two keys, so
+//! the layout works unchanged on Redis Cluster):
+//! - `<prefix>:s:{<hash of session id>}` — hash: `c` sealed payload, `p` provider, `u` sub,
+//!   `i` provider sid, `t0` created, `ta` absolute expiry, `ts` last touch (ms). Its TTL is
+//!   the idle timeout, capped by the absolute expiry.
+//! - `<prefix>:x:{<hash of provider+sub or provider+sid>}` — set of session keys (no secrets).
+//! - `<prefix>:l:{<hash of state>}` — sealed login state, consumed with GETDEL.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisError, Script};
+use secrecy::ExposeSecret;
+
+use super::store::*;
+use crate::clock::UnixMillis;
+use crate::config::RedisSettings;
+
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'c', ARGV[1], 'p', ARGV[2], 'u', ARGV[3], 't0', ARGV[5], 'ta', ARGV[6], 'ts', ARGV[5])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[4]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return 1
+";
+
+/// Reads a session and slides its idle expiry; ARGV: now, idle ms, touch interval ms.
+const FETCH: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'c', 'p', 'u', 'i', 't0', 'ta', 'ts')
+if not v[1] then return false end
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+local ta = tonumber(v[6])
+local ts = tonumber(v[7])
+if now >= ta or now - ts >= idle then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if now - ts >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'ts', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.min(idle, ta - now))
+  v[7] = ARGV[1]
+end
+return v
+";
+
+const REPLACE_SEALED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'c', ARGV[1])
+return 1
+";
+
+/// Adds a member to an index and makes the index live at least as long as the session.
+const INDEX_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    insert: Script,
+    fetch: Script,
+    replace_sealed: Script,
+    index_add: Script,
+}
+
+impl RedisStore {
+    /// Connects lazily: gatehouse starts (not ready) while Redis is still coming up.
+    pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = redis::Client::open(settings.url.expose_secret())
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis URL: {:?}", e.kind())))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(Self {
+            connection,
+            prefix: settings.key_prefix.clone(),
+            insert: Script::new(INSERT),
+            fetch: Script::new(FETCH),
+            replace_sealed: Script::new(REPLACE_SEALED),
+            index_add: Script::new(INDEX_ADD),
+        })
+    }
+
+    fn session_key(&self, key: &str) -> String {
+        format!("{}:s:{{{key}}}", self.prefix)
+    }
+
+    fn index_key(&self, index_id: &str) -> String {
+        format!("{}:x:{{{index_id}}}", self.prefix)
+    }
+
+    fn login_key(&self, key: &str) -> String {
+        format!("{}:l:{{{key}}}", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    async fn index_members(&self, index_id: &str, now: UnixMillis) -> StoreResult<Vec<String>> {
+        let index_key = self.index_key(index_id);
+        let members: Vec<String> = retry(|| {
+            let mut conn = self.conn();
+            let index_key = index_key.clone();
+            async move { conn.smembers(index_key).await }
+        })
+        .await?;
+        let mut live = Vec::with_capacity(members.len());
+        for member in members {
+            let absolute: Option<i64> = retry(|| {
+                let mut conn = self.conn();
+                let key = self.session_key(&member);
+                async move { conn.hget(key, "ta").await }
+            })
+            .await?;
+            match absolute {
+                Some(ta) if ta > now => live.push(member),
+                _ => {
+                    // Dangling entry of a session that expired on its own.
+                    let _: Result<(), _> = self.conn().srem(&index_key, &member).await;
+                }
+            }
+        }
+        live.sort();
+        Ok(live)
+    }
+}
+
+fn describe(error: &RedisError) -> String {
+    // RedisError's Display can echo command arguments in some cases; keep to its kind.
+    format!("{:?}", error.kind())
+}
+
+fn to_store_error(error: RedisError) -> StoreError {
+    StoreError::Unavailable(describe(&error))
+}
+
+/// A command on a dropped connection fails while the manager reconnects: retry once.
+async fn retry<T, F, Fut>(mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RedisError>>,
+{
+    match op().await {
+        Ok(value) => Ok(value),
+        Err(e)
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_connection_refusal() =>
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            op().await.map_err(to_store_error)
+        }
+        Err(e) => Err(to_store_error(e)),
+    }
+}
+
+fn field_string(value: &Option<Vec<u8>>, name: &str) -> StoreResult<String> {
+    match value {
+        Some(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|_| StoreError::Corrupt(format!("field {name} is not text"))),
+        None => Err(StoreError::Corrupt(format!("field {name} missing"))),
+    }
+}
+
+fn field_millis(value: &Option<Vec<u8>>, name: &str) -> StoreResult<UnixMillis> {
+    field_string(value, name)?
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("field {name} is not a number")))
+}
+
+/// Decodes the `c p u i t0 ta ts` fields.
+fn record_from_fields(fields: &[Option<Vec<u8>>]) -> StoreResult<(SessionRecord, UnixMillis)> {
+    if fields.len() != 7 {
+        return Err(StoreError::Corrupt("unexpected field count".into()));
+    }
+    let record = SessionRecord {
+        sealed: fields[0]
+            .clone()
+            .ok_or_else(|| StoreError::Corrupt("payload missing".into()))?,
+        provider: field_string(&fields[1], "p")?,
+        sub: field_string(&fields[2], "u")?,
+        provider_sid: fields[3]
+            .as_ref()
+            .map(|_| field_string(&fields[3], "i"))
+            .transpose()?,
+        created_at: field_millis(&fields[4], "t0")?,
+        absolute_expires_at: field_millis(&fields[5], "ta")?,
+    };
+    Ok((record, field_millis(&fields[6], "ts")?))
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl SessionStore for RedisStore {
+    fn insert<'a>(
+        &'a self,
+        key: &'a str,
+        record: &'a SessionRecord,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let ttl = millis(idle.idle_timeout)
+                .min(record.absolute_expires_at - now)
+                .max(1);
+            let session_key = self.session_key(key);
+            let inserted: i64 = retry(|| {
+                let mut conn = self.conn();
+                let mut invocation = self.insert.key(&session_key);
+                invocation
+                    .arg(&record.sealed)
+                    .arg(&record.provider)
+                    .arg(&record.sub)
+                    .arg(record.provider_sid.as_deref().unwrap_or(""))
+                    .arg(now)
+                    .arg(record.absolute_expires_at)
+                    .arg(ttl);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+            if inserted == 0 {
+                return Err(StoreError::Corrupt("session key collision".into()));
+            }
+            let index_ttl = (record.absolute_expires_at - now).max(1);
+            let mut index_ids = vec![sub_index_id(&record.provider, &record.sub)];
+            if let Some(sid) = &record.provider_sid {
+                index_ids.push(sid_index_id(&record.provider, sid));
+            }
+            for index_id in index_ids {
+                let index_key = self.index_key(&index_id);
+                let _: i64 = retry(|| {
+                    let mut conn = self.conn();
+                    let mut invocation = self.index_add.key(&index_key);
+                    invocation.arg(key).arg(index_ttl);
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>> {
+        async move {
+            let session_key = self.session_key(key);
+            let fields: Option<Vec<Option<Vec<u8>>>> = retry(|| {
+                let mut conn = self.conn();
+                let mut invocation = self.fetch.key(&session_key);
+                invocation
+                    .arg(now)
+                    .arg(millis(idle.idle_timeout))
+                    .arg(millis(idle.touch_interval));
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+            let Some(fields) = fields else {
+                return Ok(None);
+            };
+            let (record, last_touch) = record_from_fields(&fields)?;
+            let idle_expires_at =
+                (last_touch + millis(idle.idle_timeout)).min(record.absolute_expires_at);
+            Ok(Some(FetchedSession {
+                record,
+                idle_expires_at,
+            }))
+        }
+        .boxed()
+    }
+
+    fn replace_sealed<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let session_key = self.session_key(key);
+            let replaced: i64 = retry(|| {
+                let mut conn = self.conn();
+                let mut invocation = self.replace_sealed.key(&session_key);
+                invocation.arg(sealed);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+            Ok(replaced == 1)
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let session_key = self.session_key(key);
+            let fields: (Option<String>, Option<String>, Option<String>) = retry(|| {
+                let mut conn = self.conn();
+                let session_key = session_key.clone();
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(session_key)
+                        .arg(&["p", "u", "i"])
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+            let deleted: i64 = retry(|| {
+                let mut conn = self.conn();
+                let session_key = session_key.clone();
+                async move { conn.del(session_key).await }
+            })
+            .await?;
+            if let (Some(provider), Some(sub), sid) = fields {
+                let mut index_ids = vec![sub_index_id(&provider, &sub)];
+                if let Some(sid) = sid {
+                    index_ids.push(sid_index_id(&provider, &sid));
+                }
+                for index_id in index_ids {
+                    let index_key = self.index_key(&index_id);
+                    let _: i64 = retry(|| {
+                        let mut conn = self.conn();
+                        let index_key = index_key.clone();
+                        async move { conn.srem(index_key, key).await }
+                    })
+                    .await?;
+                }
+            }
+            Ok(deleted == 1)
+        }
+        .boxed()
+    }
+
+    fn keys_by_sub<'a>(
+        &'a self,
+        provider: &'a str,
+        sub: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        async move { self.index_members(&sub_index_id(provider, sub), now).await }.boxed()
+    }
+
+    fn keys_by_sid<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        async move { self.index_members(&sid_index_id(provider, sid), now).await }.boxed()
+    }
+
+    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>> {
+        async move {
+            let session_key = self.session_key(key);
+            let fields: Vec<Option<Vec<u8>>> = retry(|| {
+                let mut conn = self.conn();
+                let session_key = session_key.clone();
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(session_key)
+                        .arg(&["c", "p", "u", "i", "t0", "ta", "ts"])
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+            if fields.first().is_none_or(|c| c.is_none()) {
+                return Ok(None);
+            }
+            let (record, last_touch) = record_from_fields(&fields)?;
+            Ok(Some(SessionSummary {
+                key: key.to_owned(),
+                provider: record.provider,
+                sub: record.sub,
+                provider_sid: record.provider_sid,
+                created_at: record.created_at,
+                absolute_expires_at: record.absolute_expires_at,
+                last_seen_at: last_touch,
+            }))
+        }
+        .boxed()
+    }
+
+    fn put_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+        ttl: Duration,
+        _now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let login_key = self.login_key(key);
+            retry(|| {
+                let mut conn = self.conn();
+                let login_key = login_key.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(login_key)
+                        .arg(sealed)
+                        .arg("PX")
+                        .arg(millis(ttl).max(1))
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn take_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        _now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
+        async move {
+            let login_key = self.login_key(key);
+            // GETDEL is atomic: a replayed callback finds nothing. Not retried: a retry after a
+            // lost reply could report "absent" for a state that was just consumed — which is
+            // the safe outcome anyway.
+            let mut conn = self.conn();
+            redis::cmd("GETDEL")
+                .arg(login_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(to_store_error)
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let mut conn = self.conn();
+            redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(to_store_error)
+        }
+        .boxed()
+    }
+}

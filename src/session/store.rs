@@ -1,0 +1,148 @@
+//! The storage contract. Stores only ever see sealed (encrypted) session payloads and
+//! hashed keys; the crypto lives in [`super::SessionManager`], so both implementations
+//! behave the same and one contract test suite covers them.
+
+use futures_util::future::BoxFuture;
+use std::time::Duration;
+
+use crate::clock::UnixMillis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store did not answer (connection refused, timeout, failover). Callers
+    /// answer 503 and keep the session: an outage must never log anybody out.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store returned malformed data: {0}")]
+    Corrupt(String),
+}
+
+/// What the store keeps for one session: the sealed payload plus the plain metadata the
+/// operator commands and indices need (no secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub sealed: Vec<u8>,
+    pub provider: String,
+    pub sub: String,
+    pub provider_sid: Option<String>,
+    pub created_at: UnixMillis,
+    pub absolute_expires_at: UnixMillis,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("sealed_len", &self.sealed.len())
+            .field("provider", &self.provider)
+            .field("created_at", &self.created_at)
+            .field("absolute_expires_at", &self.absolute_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchedSession {
+    pub record: SessionRecord,
+    /// When the session ends if it stays idle from now on.
+    pub idle_expires_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePolicy {
+    pub idle_timeout: Duration,
+    /// Sliding expiry is written back at most this often, to spare the store a write per read.
+    pub touch_interval: Duration,
+}
+
+/// A session listed for an operator: no payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub key: String,
+    pub provider: String,
+    pub sub: String,
+    pub provider_sid: Option<String>,
+    pub created_at: UnixMillis,
+    pub absolute_expires_at: UnixMillis,
+    pub last_seen_at: UnixMillis,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session under `key` (fails if the key exists) and indexes it by
+    /// provider `sub` and `sid`.
+    fn insert<'a>(
+        &'a self,
+        key: &'a str,
+        record: &'a SessionRecord,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Reads a live session; slides its idle expiry when the touch interval has passed. An
+    /// idle or absolutely expired session is removed and reported as absent.
+    fn fetch<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+        idle: IdlePolicy,
+    ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>>;
+
+    /// Swaps the sealed payload of a session that still exists (tokens refreshed under the
+    /// refresh lock). Returns false when the session is gone.
+    fn replace_sealed<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Deletes a session and its index entries. Returns whether it existed.
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
+    fn keys_by_sub<'a>(
+        &'a self,
+        provider: &'a str,
+        sub: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+
+    fn keys_by_sid<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+
+    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>>;
+
+    /// Login state, single use: `take` returns it at most once.
+    fn put_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    fn take_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>>;
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+}
+
+pub(crate) fn sub_index_id(provider: &str, sub: &str) -> String {
+    super::crypto::hash_id(
+        "gatehouse/index/sub",
+        &[provider.as_bytes(), sub.as_bytes()],
+    )
+}
+
+pub(crate) fn sid_index_id(provider: &str, sid: &str) -> String {
+    super::crypto::hash_id(
+        "gatehouse/index/sid",
+        &[provider.as_bytes(), sid.as_bytes()],
+    )
+}

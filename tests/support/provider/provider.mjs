@@ -1,0 +1,423 @@
+#!/usr/bin/env node
+// Test OpenID Provider for gatehouse integration tests.
+//
+// Runs a real `oidc-provider` (v9) instance on plain HTTP. See README.md.
+//
+// Environment:
+//   PROVIDER_HOST        bind address / issuer host      (default 127.0.0.2)
+//   PROVIDER_PORT        port, 0 = pick a free one      (default 0)
+//   ACCESS_TOKEN_TTL     seconds (AccessToken and ClientCredentials)  (default 3600)
+//   ID_TOKEN_TTL         seconds                        (default 3600)
+//   REFRESH_TOKEN_TTL    seconds                        (default 86400)
+//   PROVIDER_CLIENTS     optional JSON array of static client metadata objects
+//   PROVIDER_QUIET=1     no request / event logging on stderr
+//   PROVIDER_WATCH_STDIN 1 = exit when stdin closes, 0 = never. Default: watch
+//                        only if stdin is a pipe or socket (so `node provider.mjs
+//                        </dev/null &` does not exit immediately).
+//
+// Stdout: exactly one line once listening, then nothing else:
+//   {"ready":true,"issuer":"http://127.0.0.2:NNNNN"}
+// All logs (including oidc-provider's own notices) go to stderr.
+//
+// Test-control endpoints (handled before oidc-provider sees the request):
+//   GET  /__test/grants?client_id=X
+//        -> {"authorization_code":N,"refresh_token":N,"client_credentials":N,
+//            "refresh_token_errors":N}
+//        Counts of successful token-endpoint grants for client X by grant_type
+//        (provider `grant.success` event) plus failed refresh_token grants
+//        (`grant.error` event). Other grant types appear as extra keys if used.
+//   POST /__test/token-delay?ms=N
+//        Every later request to the token endpoint waits N ms before the
+//        provider handles it. ms=0 resets. -> {"token_delay_ms":N}
+//   POST /__test/token-down?on=1|0
+//        While on, the token endpoint answers 503
+//        {"error":"temporarily_unavailable",...} without processing.
+//        -> {"token_down":true|false}
+//   POST /__test/revoke-grants?client_id=X&sub=Y
+//        Revokes every grant issued to client X for account Y (sub optional:
+//        omitted = all accounts): destroys their access tokens, refresh tokens,
+//        authorization codes and the Grant itself. Afterwards refreshing fails
+//        with invalid_grant and the access tokens introspect as inactive.
+//        -> {"revoked":N}   (N = number of grants revoked)
+//   Unknown /__test/ paths -> 404 {"error":"not_found"}.
+
+import * as crypto from 'node:crypto';
+import { fstatSync } from 'node:fs';
+import * as http from 'node:http';
+
+// oidc-provider prints NOTICEs with console.info (stdout). Stdout is reserved
+// for the ready line, so route console.log/info to stderr.
+console.log = console.error;
+console.info = console.error;
+
+const { default: Provider } = await import('oidc-provider');
+const { default: MemoryAdapter } = await import('./memory_adapter.mjs');
+
+function intEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`invalid ${name}=${raw}: expected a non-negative integer`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const HOST = process.env.PROVIDER_HOST || '127.0.0.2';
+const PORT = intEnv('PROVIDER_PORT', 0);
+const ACCESS_TOKEN_TTL = intEnv('ACCESS_TOKEN_TTL', 3600);
+const ID_TOKEN_TTL = intEnv('ID_TOKEN_TTL', 3600);
+const REFRESH_TOKEN_TTL = intEnv('REFRESH_TOKEN_TTL', 86400);
+const QUIET = process.env.PROVIDER_QUIET === '1';
+
+let staticClients = [];
+if (process.env.PROVIDER_CLIENTS) {
+  try {
+    staticClients = JSON.parse(process.env.PROVIDER_CLIENTS);
+    if (!Array.isArray(staticClients)) throw new TypeError('not a JSON array');
+  } catch (err) {
+    console.error(`invalid PROVIDER_CLIENTS: ${err.message}`);
+    process.exit(2);
+  }
+}
+
+const log = QUIET ? () => {} : (...args) => console.error('[provider]', ...args);
+
+// ---------------------------------------------------------------------------
+// Lifecycle: exit on signals and (when watched) when stdin closes.
+
+let shuttingDown = false;
+function shutdown(reason) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  log(`shutting down (${reason})`);
+  process.exit(0);
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+
+function shouldWatchStdin() {
+  const flag = process.env.PROVIDER_WATCH_STDIN;
+  if (flag === '1') return true;
+  if (flag === '0') return false;
+  try {
+    const st = fstatSync(0);
+    return st.isFIFO() || st.isSocket();
+  } catch {
+    return false;
+  }
+}
+if (shouldWatchStdin()) {
+  process.stdin.on('data', () => {});
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('close', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
+
+// ---------------------------------------------------------------------------
+// Accounts: any id is a valid account.
+
+function accountClaims(id) {
+  return {
+    sub: id,
+    name: id.charAt(0).toUpperCase() + id.slice(1),
+    preferred_username: id,
+    email: `${id}@example.test`,
+    email_verified: true,
+    roles: id === 'alice' ? ['support', 'user'] : ['user'],
+  };
+}
+
+async function findAccount(ctx, id) {
+  if (typeof id !== 'string' || id === '') return undefined;
+  return {
+    accountId: id,
+    async claims() {
+      return accountClaims(id);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Test-control state.
+
+const grantCounts = new Map(); // clientId -> { [grant_type]: n, refresh_token_errors: n }
+let tokenDelayMs = 0;
+let tokenDown = false;
+const grantsByClientAccount = new Map(); // `${clientId}\n${accountId}` -> Set<grantId>
+
+function countsFor(clientId) {
+  let c = grantCounts.get(clientId);
+  if (!c) {
+    c = { authorization_code: 0, refresh_token: 0, client_credentials: 0, refresh_token_errors: 0 };
+    grantCounts.set(clientId, c);
+  }
+  return c;
+}
+
+function trackGrant(clientId, accountId, grantId) {
+  if (!clientId || !accountId || !grantId) return;
+  const key = `${clientId}\n${accountId}`;
+  let set = grantsByClientAccount.get(key);
+  if (!set) {
+    set = new Set();
+    grantsByClientAccount.set(key, set);
+  }
+  set.add(grantId);
+}
+
+// ---------------------------------------------------------------------------
+// Keys generated fresh at start.
+
+function signingJwk() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig' };
+}
+
+const cookieKeys = [crypto.randomBytes(32).toString('base64url'), crypto.randomBytes(32).toString('base64url')];
+
+// ---------------------------------------------------------------------------
+// HTTP server: listen first, then build the provider with the real port.
+
+let provider;
+let providerCallback;
+
+function sendJson(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(data),
+  });
+  res.end(data);
+}
+
+async function revokeGrants(clientId, sub) {
+  const grantIds = new Set();
+  for (const [key, set] of grantsByClientAccount) {
+    const [c, a] = key.split('\n');
+    if (c === clientId && (sub === undefined || a === sub)) {
+      for (const g of set) grantIds.add(g);
+      grantsByClientAccount.delete(key);
+    }
+  }
+  const tokenModels = [
+    provider.AccessToken,
+    provider.RefreshToken,
+    provider.AuthorizationCode,
+  ];
+  let revoked = 0;
+  for (const grantId of grantIds) {
+    const exists = await provider.Grant.adapter.find(grantId);
+    await Promise.all(tokenModels.map((model) => model.adapter.revokeByGrantId(grantId)));
+    await provider.Grant.adapter.destroy(grantId);
+    if (exists) revoked += 1;
+  }
+  log(`revoke-grants client_id=${clientId} sub=${sub ?? '*'} revoked=${revoked}`);
+  return revoked;
+}
+
+async function handleTest(req, res, url) {
+  const route = `${req.method} ${url.pathname}`;
+  const q = url.searchParams;
+  req.resume();
+  switch (route) {
+    case 'GET /__test/grants': {
+      const clientId = q.get('client_id');
+      if (!clientId) return sendJson(res, 400, { error: 'client_id required' });
+      return sendJson(res, 200, { ...countsFor(clientId) });
+    }
+    case 'POST /__test/token-delay': {
+      const ms = Number(q.get('ms') ?? '0');
+      if (!Number.isFinite(ms) || ms < 0) return sendJson(res, 400, { error: 'bad ms' });
+      tokenDelayMs = ms;
+      log(`token-delay set to ${ms}ms`);
+      return sendJson(res, 200, { token_delay_ms: tokenDelayMs });
+    }
+    case 'POST /__test/token-down': {
+      tokenDown = ['1', 'true', 'on', 'yes'].includes(q.get('on') ?? '1');
+      log(`token-down ${tokenDown ? 'on' : 'off'}`);
+      return sendJson(res, 200, { token_down: tokenDown });
+    }
+    case 'POST /__test/revoke-grants': {
+      const clientId = q.get('client_id');
+      if (!clientId) return sendJson(res, 400, { error: 'client_id required' });
+      const revoked = await revokeGrants(clientId, q.get('sub') ?? undefined);
+      return sendJson(res, 200, { revoked });
+    }
+    default:
+      return sendJson(res, 404, { error: 'not_found' });
+  }
+}
+
+const TOKEN_PATH = '/token';
+
+const server = http.createServer((req, res) => {
+  const started = Date.now();
+  if (!QUIET) {
+    res.on('finish', () => {
+      console.error(`[provider] ${req.method} ${req.url} -> ${res.statusCode} (${Date.now() - started}ms)`);
+    });
+  }
+  let url;
+  try {
+    url = new URL(req.url, 'http://localhost');
+  } catch {
+    return sendJson(res, 400, { error: 'invalid_request' });
+  }
+
+  if (!providerCallback) {
+    req.resume();
+    return sendJson(res, 503, { error: 'temporarily_unavailable', error_description: 'starting' });
+  }
+
+  if (url.pathname.startsWith('/__test/')) {
+    handleTest(req, res, url).catch((err) => {
+      console.error('[provider] test endpoint error', err);
+      if (!res.headersSent) sendJson(res, 500, { error: String(err?.message ?? err) });
+    });
+    return undefined;
+  }
+
+  if (url.pathname === TOKEN_PATH) {
+    if (tokenDown) {
+      req.resume();
+      return sendJson(res, 503, {
+        error: 'temporarily_unavailable',
+        error_description: 'token endpoint is down (test control)',
+      });
+    }
+    if (tokenDelayMs > 0) {
+      setTimeout(() => providerCallback(req, res), tokenDelayMs);
+      return undefined;
+    }
+  }
+  return providerCallback(req, res);
+});
+
+server.on('error', (err) => {
+  console.error(`[provider] server error: ${err.message}`);
+  process.exit(1);
+});
+
+await new Promise((resolve) => server.listen(PORT, HOST, resolve));
+const { port } = server.address();
+const hostPart = HOST.includes(':') ? `[${HOST}]` : HOST;
+const ISSUER = `http://${hostPart}:${port}`;
+
+const configuration = {
+  adapter: MemoryAdapter,
+  clients: staticClients,
+  findAccount,
+  jwks: { keys: [signingJwk()] },
+  cookies: { keys: cookieKeys },
+
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'preferred_username', 'roles'],
+    email: ['email', 'email_verified'],
+    roles: ['roles'],
+  },
+  conformIdTokenClaims: false,
+
+  features: {
+    devInteractions: { enabled: true },
+    claimsParameter: { enabled: true },
+    clientCredentials: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Same as the default policy, minus the "you SHOULD change" notice.
+      allowedPolicy: async (ctx, client, token) => !(
+        client.clientAuthMethod === 'none' && token.clientId !== ctx.oidc.client.clientId
+      ),
+    },
+    revocation: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+    registration: { enabled: true, initialAccessToken: false },
+  },
+
+  pkce: { required: () => true },
+
+  // Always issue a refresh token to clients allowed the refresh_token grant
+  // (no offline_access / prompt=consent dance needed).
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Always rotate. (The library default only rotates confidential clients once
+  // 70% of the refresh token's TTL has passed.) Reusing a rotated refresh token
+  // revokes the whole grant - library behaviour.
+  rotateRefreshToken: true,
+
+  ttl: {
+    AccessToken: ACCESS_TOKEN_TTL,
+    ClientCredentials: ACCESS_TOKEN_TTL,
+    IdToken: ID_TOKEN_TTL,
+    RefreshToken: REFRESH_TOKEN_TTL,
+    AuthorizationCode: 60,
+    Interaction: 3600,
+    Session: 14 * 24 * 3600,
+    Grant: 14 * 24 * 3600,
+    DeviceCode: 600,
+    BackchannelAuthenticationRequest: 600,
+    PreAuthorizedCode: 600,
+  },
+
+  // oidc-provider v9 hands its fetch helper an undici dispatcher that refuses
+  // connections to special-use addresses (loopback included), which would block
+  // back-channel logout to http://127.0.0.1:PORT. Drop that dispatcher and use
+  // the plain global fetch (the 2.5s timeout signal is kept).
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+};
+
+provider = new Provider(ISSUER, configuration);
+
+provider.on('grant.success', (ctx) => {
+  const clientId = ctx.oidc?.client?.clientId;
+  const grantType = ctx.oidc?.params?.grant_type;
+  if (!clientId || !grantType) return;
+  const c = countsFor(clientId);
+  c[grantType] = (c[grantType] ?? 0) + 1;
+});
+provider.on('grant.error', (ctx, err) => {
+  let clientId;
+  let grantType;
+  try {
+    clientId = ctx.oidc?.client?.clientId ?? ctx.oidc?.params?.client_id;
+    grantType = ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type;
+  } catch { /* ctx.oidc not assembled */ }
+  log(`token error client_id=${clientId} grant_type=${grantType}: ${err?.error ?? err?.message} (${err?.error_detail ?? err?.error_description ?? ''})`);
+  if (clientId && grantType === 'refresh_token') countsFor(clientId).refresh_token_errors += 1;
+});
+
+for (const event of ['access_token.saved', 'refresh_token.saved', 'authorization_code.saved']) {
+  provider.on(event, (token) => trackGrant(token.clientId, token.accountId, token.grantId));
+}
+provider.on('grant.saved', (grant) => trackGrant(grant.clientId, grant.accountId, grant.jti));
+
+provider.on('backchannel.success', (ctx, client, accountId, sid) => {
+  log(`backchannel logout delivered client_id=${client.clientId} sub=${accountId} sid=${sid}`);
+});
+provider.on('backchannel.error', (ctx, err, client, accountId) => {
+  console.error(`[provider] backchannel logout FAILED client_id=${client.clientId} sub=${accountId}: ${err?.message}${err?.cause ? ` (${err.cause.message ?? err.cause})` : ''}`);
+});
+provider.on('server_error', (ctx, err) => {
+  console.error('[provider] server_error', err);
+});
+provider.on('registration_create.error', (ctx, err) => {
+  log(`registration error: ${err?.error} ${err?.error_description ?? ''}`);
+});
+provider.on('authorization.error', (ctx, err) => {
+  log(`authorization error: ${err?.error} ${err?.error_description ?? ''}`);
+});
+provider.on('end_session.error', (ctx, err) => {
+  log(`end_session error: ${err?.error} ${err?.error_description ?? ''}`);
+});
+
+providerCallback = provider.callback();
+
+process.stdout.write(`${JSON.stringify({ ready: true, issuer: ISSUER })}\n`);
