@@ -1,1 +1,8 @@
+//! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod callback;
+mod config_cli;
+mod helpers;
+mod login;
+mod logout;
+mod store_contract;

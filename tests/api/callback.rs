@@ -1,0 +1,210 @@
+use crate::helpers::spawn_app;
+
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
+fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
+    let mut parsed = url::Url::parse(url).expect("url");
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != name)
+        .collect();
+    {
+        let mut query = parsed.query_pairs_mut();
+        query.clear();
+        for (k, v) in &pairs {
+            query.append_pair(k, v);
+        }
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    parsed.to_string()
+}
+
+#[tokio::test]
+async fn callback_with_missing_or_unknown_state_creates_no_session() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    let start = browser.start_login(None).await;
+    let callback = browser
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+
+    let missing = browser.get(&with_param(&callback, "state", None)).await;
+    missing.assert_problem(400, "invalid-callback");
+    let wrong = browser
+        .get(&with_param(&callback, "state", Some("not-the-state")))
+        .await;
+    wrong.assert_problem(400, "login-state-invalid");
+    let empty = browser.get(&with_param(&callback, "state", Some(""))).await;
+    empty.assert_problem(400, "invalid-callback");
+    let doubled = browser.get(&format!("{callback}&state=x")).await;
+    doubled.assert_problem(400, "invalid-request");
+
+    assert!(browser.session_cookie().is_none());
+    assert_eq!(app.session_key_count().await, 0);
+
+    // None of that consumed the real state: the genuine callback still works.
+    let genuine = browser.get(&callback).await;
+    assert_eq!(genuine.status, 302, "{}", genuine.body);
+    assert_eq!(app.session_key_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_callback_from_another_browser_is_refused_and_burns_the_state() {
+    let app = spawn_app().await;
+    let mut victim = app.browser();
+    let start = victim.start_login(None).await;
+    let callback = victim
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+
+    // The attacker's browser has no login cookie, or its own one from another login.
+    let mut attacker = app.browser();
+    attacker
+        .get(&callback)
+        .await
+        .assert_problem(400, "login-state-invalid");
+    let mut attacker_with_own = app.browser();
+    attacker_with_own.start_login(None).await;
+    attacker_with_own
+        .get(&callback)
+        .await
+        .assert_problem(400, "login-state-invalid");
+
+    assert!(attacker.session_cookie().is_none() && attacker_with_own.session_cookie().is_none());
+    // Single use: the state is gone even for the right browser now.
+    victim
+        .get(&callback)
+        .await
+        .assert_problem(400, "login-state-invalid");
+    assert_eq!(app.session_key_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_replayed_callback_finds_nothing() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    let start = browser.start_login(None).await;
+    let login_cookie = browser.cookies.clone();
+    let callback = browser
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+    assert_eq!(browser.get(&callback).await.status, 302);
+    assert_eq!(app.session_key_count().await, 1);
+
+    // Replay with the original login cookie restored, as an attacker with the whole
+    // browser state would.
+    let mut replay = app.browser();
+    replay.cookies = login_cookie;
+    replay
+        .get(&callback)
+        .await
+        .assert_problem(400, "login-state-invalid");
+    assert_eq!(app.session_key_count().await, 1, "no second session");
+}
+
+#[tokio::test]
+async fn access_denied_at_the_provider_is_a_clear_error_and_no_session() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    let start = browser.start_login(None).await;
+    let authorize = start.location().expect("location").to_owned();
+
+    // Walk to the provider's login page and press its Cancel link.
+    let mut url = authorize;
+    let page_url = loop {
+        let response = browser
+            .provider_http
+            .get(&url)
+            .send()
+            .await
+            .expect("provider");
+        if response.status().is_redirection() {
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+            url = if location.starts_with('/') {
+                format!("{}{location}", app.issuer)
+            } else {
+                location
+            };
+            continue;
+        }
+        break url;
+    };
+    let abort = browser
+        .provider_http
+        .get(format!("{page_url}/abort"))
+        .send()
+        .await
+        .expect("abort");
+    assert!(abort.status().is_redirection());
+    let mut location = abort.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    while !location.starts_with(&app.base) {
+        let absolute = if location.starts_with('/') {
+            format!("{}{location}", app.issuer)
+        } else {
+            location.clone()
+        };
+        let next = browser
+            .provider_http
+            .get(&absolute)
+            .send()
+            .await
+            .expect("provider");
+        location = next.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+    }
+    assert_eq!(query_param(&location, "error"), "access_denied");
+
+    let response = browser.get(&location).await;
+    response.assert_problem(400, "provider-denied");
+    assert_eq!(response.json()["provider_error"], "access_denied");
+    assert!(response.json()["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("cancelled or denied")));
+    assert!(browser.session_cookie().is_none());
+    assert_eq!(app.session_key_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_callback_naming_another_issuer_is_refused() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    let start = browser.start_login(None).await;
+    let callback = browser
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+    let mixed_up = with_param(&callback, "iss", Some("https://attacker.example"));
+    browser
+        .get(&mixed_up)
+        .await
+        .assert_problem(400, "invalid-callback");
+
+    // The provider advertises RFC 9207, so a response without `iss` is refused too.
+    let mut second = app.browser();
+    let start = second.start_login(None).await;
+    let callback = second
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+    second
+        .get(&with_param(&callback, "iss", None))
+        .await
+        .assert_problem(400, "invalid-callback");
+    assert_eq!(app.session_key_count().await, 0);
+}

@@ -1,0 +1,103 @@
+//! The real binary: `check-config` and `serve` report every configuration problem at once.
+
+use std::process::Command;
+
+const BROKEN: &str = r#"
+colour = "blue"
+[server]
+public_url = "http://app.example.com"
+bind = "not-an-address"
+[session]
+idle_timeout_secs = 7200
+absolute_timeout_secs = 3600
+[providers.main]
+issuer = "ftp://id.example.com"
+client_secret = "committed-by-mistake"
+scopes = ["profile"]
+"#;
+
+fn gatehouse(args: &[&str], config: &str) -> std::process::Output {
+    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, config).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .current_dir(&dir) // no stray .env
+        .env_remove("GATEHOUSE_CONFIG")
+        .env(
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_AUTH_METHOD",
+            "private_key_jwt",
+        )
+        .output()
+        .expect("run gatehouse")
+}
+
+fn assert_full_report(output: &std::process::Output) {
+    assert!(!output.status.success(), "must exit non-zero");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "unknown key `colour`",
+        "server.bind",
+        "server.public_url",
+        "idle_timeout_secs must not exceed",
+        "providers.main.issuer",
+        "client_secret must not be in the config file",
+        "providers.main.client_id is required",
+        "scopes must include `openid`",
+        "private_key_jwt",
+    ] {
+        assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("committed-by-mistake"),
+        "a secret was echoed"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_in_one_run() {
+    let output = gatehouse(&["check-config"], BROKEN);
+    assert_eq!(output.status.code(), Some(2));
+    assert_full_report(&output);
+}
+
+#[test]
+fn serve_with_a_broken_config_exits_with_the_same_report() {
+    let output = gatehouse(&["serve"], BROKEN);
+    assert_full_report(&output);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&gatehouse(&["check-config"], BROKEN).stderr)
+    );
+}
+
+#[test]
+fn check_config_accepts_a_good_config() {
+    let good = r#"
+[server]
+public_url = "https://app.example.com"
+[providers.main]
+issuer = "https://id.example.com"
+client_id = "spa"
+client_secret_file = "secret.txt"
+"#;
+    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("secret.txt"), "s3cret\n").expect("secret");
+    std::fs::write(dir.join("gatehouse.toml"), good).expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check-config", "--config", "gatehouse.toml"])
+        .current_dir(&dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
+}

@@ -1,0 +1,636 @@
+#![allow(dead_code)] // helpers serve later test modules too
+
+//! The test bed: real gatehouse (in process, port 0), real Redis, real OpenID Provider.
+
+pub mod processes;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use gatehouse::clock::OffsetClock;
+use gatehouse::config::{self, RedisSettings, Settings};
+use gatehouse::session::redis::RedisStore;
+use gatehouse::session::{IdlePolicy, LoadedSession, SessionManager};
+use gatehouse::startup::Application;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+pub use processes::{shared_provider, shared_redis, ProviderOptions, ProviderProcess};
+
+// ---------------------------------------------------------------------------------------
+// Logs: every line gatehouse logs during the run is kept, so tests can grep for secrets.
+// ---------------------------------------------------------------------------------------
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("gatehouse=trace,info"))
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .try_init();
+    });
+}
+
+/// Everything logged so far by any test in this binary.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+pub fn random_name(prefix: &str) -> String {
+    let n: u64 = rand::thread_rng().gen();
+    format!("{prefix}{n:016x}")
+}
+
+// ---------------------------------------------------------------------------------------
+// The application under test
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StoreKind {
+    Redis,
+    Memory,
+}
+
+pub struct AppOptions<'a> {
+    pub store: StoreKind,
+    pub provider: Option<&'a ProviderProcess>,
+    /// Extra TOML appended to the generated config (new tables only).
+    pub extra_toml: String,
+    /// Extra keys for the `[session]` table.
+    pub session_toml: String,
+}
+
+impl Default for AppOptions<'_> {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Redis,
+            provider: None,
+            extra_toml: String::new(),
+            session_toml: String::new(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub key_prefix: String,
+    pub settings: Settings,
+    pub clock: OffsetClock,
+    pub http: reqwest::Client,
+}
+
+/// A client registered at the provider for one gatehouse instance.
+pub struct RegisteredClient {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+pub async fn register_client(issuer: &str, gatehouse_base: &str) -> RegisteredClient {
+    let response: Value = reqwest::Client::new()
+        .post(format!("{issuer}/reg"))
+        .json(&json!({
+            "redirect_uris": [format!("{gatehouse_base}/auth/callback")],
+            "post_logout_redirect_uris": [format!("{gatehouse_base}/")],
+            "backchannel_logout_uri": format!("{gatehouse_base}/auth/backchannel-logout"),
+            "backchannel_logout_session_required": true,
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .send()
+        .await
+        .expect("registration request")
+        .error_for_status()
+        .expect("registration accepted")
+        .json()
+        .await
+        .expect("registration JSON");
+    RegisteredClient {
+        client_id: response["client_id"]
+            .as_str()
+            .expect("client_id")
+            .to_owned(),
+        client_secret: response["client_secret"]
+            .as_str()
+            .expect("client_secret")
+            .to_owned(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
+    init_logs();
+    let provider = options.provider.unwrap_or_else(|| shared_provider());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = register_client(&provider.issuer, &base).await;
+    let key_prefix = random_name("t");
+    let redis_table = match options.store {
+        StoreKind::Redis => format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{key_prefix}\"\n",
+            shared_redis().url()
+        ),
+        StoreKind::Memory => String::new(),
+    };
+    let toml = format!(
+        r#"
+[server]
+public_url = "{base}"
+workers = 2
+shutdown_timeout_secs = 1
+
+[session]
+{session}
+
+{redis_table}
+
+[providers.main]
+issuer = "{issuer}"
+client_id = "{client_id}"
+http_timeout_secs = 5
+
+{extra}
+"#,
+        session = options.session_toml,
+        issuer = provider.issuer,
+        client_id = client.client_id,
+        extra = options.extra_toml,
+    );
+    let env = vec![(
+        "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".to_owned(),
+        client.client_secret.clone(),
+    )];
+    let settings =
+        config::load(Some(&toml), env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let clock = OffsetClock::new();
+    let app = Application::build_with_listener(settings.clone(), listener, Arc::new(clock.clone()))
+        .await
+        .expect("application builds");
+    tokio::spawn(app.run_until_stopped());
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let test_app = TestApp {
+        base,
+        port,
+        issuer: provider.issuer.clone(),
+        client_id: client.client_id,
+        client_secret: client.client_secret,
+        key_prefix,
+        settings,
+        clock,
+        http,
+    };
+    test_app.wait_until_ready().await;
+    test_app
+}
+
+impl TestApp {
+    pub async fn wait_until_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gatehouse did not become ready");
+    }
+
+    pub fn browser(&self) -> Browser<'_> {
+        Browser::new(self)
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.settings.session.cookie_name
+    }
+
+    /// A session manager on the same Redis and key prefix: lets a test read the tokens a
+    /// session holds, given the cookie the browser has.
+    pub fn session_manager(&self) -> SessionManager {
+        let store = RedisStore::new(&RedisSettings {
+            url: SecretString::from(shared_redis().url()),
+            key_prefix: self.key_prefix.clone(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        })
+        .expect("store");
+        SessionManager::new(
+            Arc::new(store),
+            IdlePolicy {
+                idle_timeout: self.settings.session.idle_timeout,
+                touch_interval: self.settings.session.touch_interval,
+            },
+        )
+    }
+
+    pub async fn session_for(&self, cookie_value: &str) -> Option<LoadedSession> {
+        self.session_manager()
+            .load(
+                cookie_value,
+                gatehouse::clock::Clock::now_millis(&self.clock),
+            )
+            .await
+            .expect("load")
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(shared_redis().url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    /// Every key of this app with a readable dump of its value.
+    pub async fn redis_dump(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut conn = self.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.key_prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        let mut dump = BTreeMap::new();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("type");
+            let values: Vec<Vec<u8>> = match kind.as_str() {
+                "hash" => redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("hgetall"),
+                "set" => redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("smembers"),
+                "string" => vec![redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("get")],
+                other => panic!("unexpected key type {other}"),
+            };
+            dump.insert(key, values);
+        }
+        dump
+    }
+
+    pub async fn session_key_count(&self) -> usize {
+        self.redis_dump()
+            .await
+            .keys()
+            .filter(|k| k.contains(":s:"))
+            .count()
+    }
+
+    /// The provider's token introspection, authenticated as this app's client.
+    pub async fn introspect(&self, token: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/token/introspection", self.issuer))
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspection")
+            .json()
+            .await
+            .expect("introspection JSON")
+    }
+
+    pub async fn provider_grants(&self) -> Value {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/__test/grants?client_id={}",
+                self.issuer, self.client_id
+            ))
+            .send()
+            .await
+            .expect("grants")
+            .json()
+            .await
+            .expect("grants JSON")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A browser: a cookie jar for gatehouse (kept by hand, so tests see every attribute) and one
+// for the provider.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// Status, headers and body as one text, for "does this response contain X".
+    pub fn transcript(&self) -> String {
+        let mut text = format!("{}\n", self.status);
+        for (name, value) in &self.headers {
+            text.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        text.push_str(&self.body);
+        text
+    }
+
+    pub fn assert_problem(&self, status: u16, slug: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert!(
+            self.content_type().starts_with("application/problem+json"),
+            "content type {}",
+            self.content_type()
+        );
+        let body = self.json();
+        assert_eq!(
+            body["type"],
+            format!("urn:gatehouse:problem:{slug}"),
+            "body: {body}"
+        );
+        assert!(
+            body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "no request id: {body}"
+        );
+        assert!(self.location().is_none(), "a problem must not redirect");
+    }
+}
+
+pub struct Browser<'a> {
+    pub app: &'a TestApp,
+    pub cookies: BTreeMap<String, String>,
+    pub provider_http: reqwest::Client,
+    /// Every response gatehouse sent this browser.
+    pub seen: Vec<Resp>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: BTreeMap::new(),
+            provider_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("provider client"),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookies.get(self.app.cookie_name()).cloned()
+    }
+
+    fn absorb_cookies(&mut self, headers: &HeaderMap) {
+        for value in headers.get_all("set-cookie") {
+            let text = value.to_str().expect("ascii cookie");
+            let cookie = cookie::Cookie::parse(text.to_owned()).expect("valid Set-Cookie");
+            let removal = cookie
+                .max_age()
+                .is_some_and(|age| age.is_zero() || age.is_negative());
+            if removal || cookie.value().is_empty() {
+                self.cookies.remove(cookie.name());
+            } else {
+                self.cookies
+                    .insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> Option<HeaderValue> {
+        if self.cookies.is_empty() {
+            return None;
+        }
+        let text = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(HeaderValue::from_str(&text).expect("cookie header"))
+    }
+
+    pub async fn request(
+        &mut self,
+        method: reqwest::Method,
+        path_or_url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.app.base)
+        };
+        let mut request = self.app.http.request(method, url);
+        if let Some(cookie) = self.cookie_header() {
+            request = request.header("cookie", cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("gatehouse answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        self.absorb_cookies(&headers);
+        let resp = Resp {
+            status,
+            headers,
+            body,
+        };
+        self.seen.push(resp.clone());
+        resp
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.request(reqwest::Method::GET, path, &[], None).await
+    }
+
+    /// A GET as the SPA's fetch makes it: with the anti-forgery header.
+    pub async fn api_get(&mut self, path: &str) -> Resp {
+        self.request(reqwest::Method::GET, path, &[("x-csrf", "1")], None)
+            .await
+    }
+
+    pub async fn api_post(&mut self, path: &str, body: Vec<u8>) -> Resp {
+        self.request(reqwest::Method::POST, path, &[("x-csrf", "1")], Some(body))
+            .await
+    }
+
+    /// `/auth/login`; returns gatehouse's answer (a redirect to the provider when all is well).
+    pub async fn start_login(&mut self, return_to: Option<&str>) -> Resp {
+        let path = match return_to {
+            Some(target) => format!("/auth/login?returnTo={}", urlencode(target)),
+            None => "/auth/login".to_owned(),
+        };
+        self.get(&path).await
+    }
+
+    /// Walks the provider's login and consent pages as `user` and returns the URL the
+    /// provider finally redirects the browser to (gatehouse's callback).
+    pub async fn authenticate_at_provider(&mut self, authorize_url: &str, user: &str) -> String {
+        let issuer = self.app.issuer.clone();
+        let absolute = |location: &str| {
+            if location.starts_with('/') {
+                format!("{issuer}{location}")
+            } else {
+                location.to_owned()
+            }
+        };
+        let mut url = authorize_url.to_owned();
+        for _ in 0..20 {
+            if url.starts_with(&self.app.base) {
+                return url;
+            }
+            let response = self
+                .provider_http
+                .get(&url)
+                .send()
+                .await
+                .expect("provider answers");
+            if response.status().is_redirection() {
+                url = absolute(response.headers()["location"].to_str().expect("location"));
+                continue;
+            }
+            assert_eq!(response.status(), 200, "provider page {url}");
+            let page = response.text().await.expect("page");
+            let form = if page.contains("name=\"login\"") {
+                vec![
+                    ("prompt", "login"),
+                    ("login", user),
+                    ("password", "irrelevant"),
+                ]
+            } else if page.contains("value=\"consent\"") {
+                vec![("prompt", "consent")]
+            } else {
+                panic!("unexpected provider page at {url}: {page}");
+            };
+            let response = self
+                .provider_http
+                .post(&url)
+                .form(&form)
+                .send()
+                .await
+                .expect("form post");
+            assert!(
+                response.status().is_redirection(),
+                "form post at {url} answered {}",
+                response.status()
+            );
+            url = absolute(response.headers()["location"].to_str().expect("location"));
+        }
+        panic!("provider flow did not end at gatehouse");
+    }
+
+    /// The whole login as `user`; returns the callback's answer.
+    pub async fn login_with(&mut self, user: &str, return_to: Option<&str>) -> Resp {
+        let start = self.start_login(return_to).await;
+        assert_eq!(start.status, 302, "login start: {}", start.body);
+        let authorize = start.location().expect("redirect to provider").to_owned();
+        let callback = self.authenticate_at_provider(&authorize, user).await;
+        self.get(&callback).await
+    }
+
+    pub async fn login(&mut self, user: &str) -> Resp {
+        let response = self.login_with(user, None).await;
+        assert_eq!(response.status, 302, "callback: {}", response.body);
+        assert!(
+            self.session_cookie().is_some(),
+            "no session cookie after login"
+        );
+        response
+    }
+
+    /// The tokens the current session holds (read with the cookie's secret, as gatehouse does).
+    pub async fn tokens(&self) -> gatehouse::session::TokenSet {
+        let cookie = self.session_cookie().expect("session cookie");
+        self.app
+            .session_for(&cookie)
+            .await
+            .expect("live session")
+            .data
+            .tokens
+    }
+}
+
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

@@ -1,0 +1,242 @@
+//! Real Redis and the real OpenID Provider, started once per test binary (or per test when a
+//! test needs its own settings) and killed with it.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Children get SIGKILL when the thread that forked them exits; this thread never exits
+/// before the test process does, so no server outlives a test run.
+fn spawn_in_nursery(mut command: Command) -> Child {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static NURSERY: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let sender = NURSERY.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("process-nursery".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("nursery thread");
+        Mutex::new(tx)
+    });
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (reply_tx, reply_rx) = mpsc::channel();
+    sender
+        .lock()
+        .expect("nursery")
+        .send((command, reply_tx))
+        .expect("nursery alive");
+    reply_rx
+        .recv()
+        .expect("nursery reply")
+        .expect("spawn child process")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn artifacts_dir() -> PathBuf {
+    let dir = repo_root().join("target").join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Mutex<Child>,
+}
+
+impl RedisServer {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut command = Command::new("redis-server");
+            command
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(["--daemonize", "no", "--loglevel", "warning"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = spawn_in_nursery(command);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                if redis_ping(port) {
+                    return RedisServer {
+                        port,
+                        child: Mutex::new(child),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+        }
+        panic!("redis-server did not start (is it installed? run the README's test command)");
+    }
+
+    /// Stops the server (a Redis outage) — the port stays reserved for `restart`.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().expect("redis child");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        *self.child.lock().expect("redis child") = spawn_in_nursery(command);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !redis_ping(self.port) {
+            assert!(Instant::now() < deadline, "redis did not restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// The Redis server shared by every test in this binary; tests isolate by key prefix.
+pub fn shared_redis() -> &'static RedisServer {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    REDIS.get_or_init(RedisServer::start)
+}
+
+pub struct ProviderProcess {
+    pub issuer: String,
+    _child: Child,
+    /// The provider exits when its stdin closes: one more guarantee it dies with us.
+    _stdin: ChildStdin,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProviderOptions {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 86400,
+        }
+    }
+}
+
+impl ProviderProcess {
+    pub fn start(options: &ProviderOptions) -> ProviderProcess {
+        let dir = repo_root().join("tests/support/provider");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test provider's npm packages are missing: run the README's test command (scripts/test)"
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(artifacts_dir().join("provider.log"))
+            .expect("provider log");
+        let mut command = Command::new("node");
+        command
+            .arg(dir.join("provider.mjs"))
+            .current_dir(&dir)
+            .env("PROVIDER_HOST", "127.0.0.2")
+            .env("PROVIDER_PORT", "0")
+            .env(
+                "ACCESS_TOKEN_TTL",
+                options.access_token_ttl_secs.to_string(),
+            )
+            .env(
+                "REFRESH_TOKEN_TTL",
+                options.refresh_token_ttl_secs.to_string(),
+            )
+            .env("PROVIDER_WATCH_STDIN", "1")
+            .env("PROVIDER_QUIET", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = spawn_in_nursery(command);
+        let stdin = child.stdin.take().expect("provider stdin");
+        let stdout = child.stdout.take().expect("provider stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("provider ready line");
+        let ready: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+            panic!("provider did not start; see target/test-artifacts/provider.log ({line:?})")
+        });
+        let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
+        ProviderProcess {
+            issuer,
+            _child: child,
+            _stdin: stdin,
+        }
+    }
+}
+
+pub fn shared_provider() -> &'static ProviderProcess {
+    static PROVIDER: OnceLock<ProviderProcess> = OnceLock::new();
+    PROVIDER.get_or_init(|| ProviderProcess::start(&ProviderOptions::default()))
+}

@@ -1,0 +1,115 @@
+use secrecy::ExposeSecret;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn logout_revokes_at_the_provider_and_forgets_everything() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let tokens = browser.tokens().await;
+    let refresh = tokens
+        .refresh_token
+        .as_ref()
+        .expect("refresh token")
+        .expose_secret()
+        .to_owned();
+    assert_eq!(
+        app.introspect(&refresh).await["active"],
+        true,
+        "live before logout"
+    );
+    assert!(!app.redis_dump().await.is_empty());
+
+    let user = browser.api_get("/auth/user").await.json();
+    let logout_url = user["session"]["logout_url"]
+        .as_str()
+        .expect("logout_url")
+        .to_owned();
+
+    // Without the session's sid, a cross-site link cannot log anybody out.
+    browser
+        .get("/auth/logout?sid=guess")
+        .await
+        .assert_problem(400, "invalid-request");
+    assert_eq!(browser.api_get("/auth/user").await.status, 200);
+
+    let response = browser.get(&logout_url).await;
+    assert_eq!(response.status, 302);
+    let location = url::Url::parse(response.location().expect("location")).expect("absolute");
+    assert!(
+        location
+            .as_str()
+            .starts_with(&format!("{}/session/end?", app.issuer)),
+        "{location}"
+    );
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(params["client_id"], app.client_id);
+    assert_eq!(params["post_logout_redirect_uri"], format!("{}/", app.base));
+    assert_eq!(params["id_token_hint"], tokens.id_token.expose_secret());
+    assert!(
+        response
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Host-gatehouse=;")),
+        "cookie expired"
+    );
+
+    assert_eq!(
+        app.introspect(&refresh).await["active"],
+        false,
+        "refresh token revoked"
+    );
+    assert!(
+        app.redis_dump().await.is_empty(),
+        "session and indices gone: {:?}",
+        app.redis_dump().await.keys()
+    );
+
+    let mut old_cookie = app.browser();
+    old_cookie
+        .cookies
+        .insert(app.cookie_name().to_owned(), cookie);
+    old_cookie
+        .api_get("/auth/user")
+        .await
+        .assert_problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn post_logout_from_the_spa_names_the_next_stop() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    browser.login("bob").await;
+
+    browser
+        .request(reqwest::Method::POST, "/auth/logout", &[], None)
+        .await
+        .assert_problem(401, "csrf-header-required");
+    assert_eq!(
+        browser.api_get("/auth/user").await.status,
+        200,
+        "still logged in"
+    );
+
+    let response = browser.api_post("/auth/logout", Vec::new()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let next = response.json()["redirect_to"]
+        .as_str()
+        .expect("redirect_to")
+        .to_owned();
+    assert!(
+        next.starts_with(&format!("{}/session/end?", app.issuer)),
+        "{next}"
+    );
+    browser
+        .api_get("/auth/user")
+        .await
+        .assert_problem(401, "unauthenticated");
+    assert!(app.redis_dump().await.is_empty());
+
+    // Logging out without a session still sends the browser somewhere sensible.
+    let again = browser.api_post("/auth/logout", Vec::new()).await;
+    assert_eq!(again.status, 200);
+}

@@ -1,0 +1,424 @@
+//! One contract, two stores: every case runs against Redis and against the in-memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::clock::{Clock, OffsetClock};
+use gatehouse::config::RedisSettings;
+use gatehouse::session::memory::MemoryStore;
+use gatehouse::session::redis::RedisStore;
+use gatehouse::session::{
+    IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager, TokenSet,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::helpers::{random_name, shared_redis};
+
+const IDLE: Duration = Duration::from_secs(60);
+const TOUCH: Duration = Duration::from_secs(10);
+
+fn policy() -> IdlePolicy {
+    IdlePolicy {
+        idle_timeout: IDLE,
+        touch_interval: TOUCH,
+    }
+}
+
+fn redis_manager() -> SessionManager {
+    let store = RedisStore::new(&RedisSettings {
+        url: SecretString::from(shared_redis().url()),
+        key_prefix: random_name("contract"),
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(2),
+    })
+    .expect("store");
+    SessionManager::new(Arc::new(store), policy())
+}
+
+fn memory_manager() -> SessionManager {
+    SessionManager::new(Arc::new(MemoryStore::new()), policy())
+}
+
+fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
+    let mut claims = serde_json::Map::new();
+    claims.insert("name".into(), serde_json::json!(sub.to_uppercase()));
+    SessionData {
+        provider: "main".into(),
+        sub: sub.into(),
+        provider_sid: Some(sid.into()),
+        claims,
+        tokens: TokenSet {
+            access_token: SecretString::from(format!("access-{sub}-{now}")),
+            access_token_expires_at: Some(now + 300_000),
+            refresh_token: Some(SecretString::from(format!("refresh-{sub}-{now}"))),
+            id_token: SecretString::from("header.payload.signature".to_owned()),
+            scope: Some("openid profile".into()),
+        },
+        logout_sid: "logout-sid".into(),
+        created_at: now,
+        absolute_expires_at: now + absolute.as_millis() as i64,
+    }
+}
+
+async fn round_trip(sessions: SessionManager, clock: OffsetClock) {
+    let now = clock.now_millis();
+    let handle = sessions
+        .create(
+            &session("alice", "sid-1", now, Duration::from_secs(3600)),
+            now,
+        )
+        .await
+        .expect("create");
+    let cookie = handle.cookie_value();
+    let loaded = sessions
+        .load(cookie.expose_secret(), now)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(loaded.data.sub, "alice");
+    assert_eq!(loaded.data.claims["name"], "ALICE");
+    assert_eq!(
+        loaded.data.tokens.access_token.expose_secret(),
+        &format!("access-alice-{now}")
+    );
+    assert_eq!(loaded.store_key, handle.store_key());
+    assert_eq!(loaded.idle_expires_at, now + IDLE.as_millis() as i64);
+
+    // Same id, another secret: the payload does not open, which reads as no session.
+    let (id, _) = cookie
+        .expose_secret()
+        .split_once('.')
+        .expect("id.secret")
+        .to_owned();
+    let forged = format!("{id}.{}", "Z".repeat(43));
+    assert!(sessions.load(&forged, now).await.expect("load").is_none());
+    assert!(sessions.load("garbage", now).await.expect("load").is_none());
+    assert!(sessions
+        .load(&format!("{}.{}", "A".repeat(43), "A".repeat(43)), now)
+        .await
+        .expect("load")
+        .is_none());
+}
+
+async fn idle_timeout_slides_with_use(sessions: SessionManager, clock: OffsetClock) {
+    let now = clock.now_millis();
+    let cookie = sessions
+        .create(&session("alice", "s", now, Duration::from_secs(3600)), now)
+        .await
+        .expect("create")
+        .cookie_value();
+    let cookie = cookie.expose_secret();
+
+    // Within the touch interval nothing is written back.
+    clock.advance(Duration::from_secs(5));
+    let early = sessions
+        .load(cookie, clock.now_millis())
+        .await
+        .expect("load")
+        .expect("alive");
+    assert_eq!(
+        early.idle_expires_at,
+        now + IDLE.as_millis() as i64,
+        "not touched yet"
+    );
+
+    clock.advance(Duration::from_secs(40)); // 45 s idle: alive, and now touched
+    let at = clock.now_millis();
+    let touched = sessions
+        .load(cookie, at)
+        .await
+        .expect("load")
+        .expect("alive");
+    assert_eq!(touched.idle_expires_at, at + IDLE.as_millis() as i64);
+
+    clock.advance(Duration::from_secs(50)); // 95 s since creation, 50 s since last use
+    assert!(
+        sessions
+            .load(cookie, clock.now_millis())
+            .await
+            .expect("load")
+            .is_some(),
+        "use kept it alive"
+    );
+
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        sessions
+            .load(cookie, clock.now_millis())
+            .await
+            .expect("load")
+            .is_none(),
+        "idle timeout ended it"
+    );
+    assert!(
+        sessions
+            .load(cookie, clock.now_millis())
+            .await
+            .expect("load")
+            .is_none(),
+        "stays ended"
+    );
+}
+
+async fn absolute_lifetime_ends_even_a_busy_session(sessions: SessionManager, clock: OffsetClock) {
+    let now = clock.now_millis();
+    let cookie = sessions
+        .create(&session("alice", "s", now, Duration::from_secs(100)), now)
+        .await
+        .expect("create")
+        .cookie_value();
+    let cookie = cookie.expose_secret();
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(30));
+        let loaded = sessions
+            .load(cookie, clock.now_millis())
+            .await
+            .expect("load")
+            .expect("alive");
+        assert!(
+            loaded.idle_expires_at <= now + 100_000,
+            "idle expiry never passes the absolute one"
+        );
+    }
+    clock.advance(Duration::from_secs(11)); // 101 s
+    assert!(sessions
+        .load(cookie, clock.now_millis())
+        .await
+        .expect("load")
+        .is_none());
+}
+
+async fn delete_by_user_and_by_provider_session(sessions: SessionManager, clock: OffsetClock) {
+    let now = clock.now_millis();
+    let hour = Duration::from_secs(3600);
+    let mut alice = Vec::new();
+    for sid in ["a1", "a2", "a2"] {
+        alice.push(
+            sessions
+                .create(&session("alice", sid, now, hour), now)
+                .await
+                .expect("create")
+                .cookie_value(),
+        );
+    }
+    let bob = sessions
+        .create(&session("bob", "b1", now, hour), now)
+        .await
+        .expect("create")
+        .cookie_value();
+
+    assert_eq!(
+        sessions
+            .delete_by_provider_sid("main", "a2", now)
+            .await
+            .expect("by sid"),
+        2
+    );
+    assert!(sessions
+        .load(alice[0].expose_secret(), now)
+        .await
+        .expect("load")
+        .is_some());
+    assert!(sessions
+        .load(alice[1].expose_secret(), now)
+        .await
+        .expect("load")
+        .is_none());
+    assert_eq!(
+        sessions
+            .delete_by_provider_sid("main", "a2", now)
+            .await
+            .expect("by sid"),
+        0
+    );
+    assert_eq!(
+        sessions
+            .delete_by_sub("other-provider", "alice", now)
+            .await
+            .expect("by sub"),
+        0
+    );
+
+    assert_eq!(
+        sessions
+            .delete_by_sub("main", "alice", now)
+            .await
+            .expect("by sub"),
+        1
+    );
+    assert!(sessions
+        .load(alice[0].expose_secret(), now)
+        .await
+        .expect("load")
+        .is_none());
+    assert!(
+        sessions
+            .load(bob.expose_secret(), now)
+            .await
+            .expect("load")
+            .is_some(),
+        "bob untouched"
+    );
+
+    let bob_key = sessions
+        .load(bob.expose_secret(), now)
+        .await
+        .expect("load")
+        .expect("bob")
+        .store_key;
+    assert!(sessions.delete(&bob_key).await.expect("delete"));
+    assert!(
+        !sessions.delete(&bob_key).await.expect("delete"),
+        "already gone"
+    );
+    assert_eq!(
+        sessions
+            .delete_by_sub("main", "bob", now)
+            .await
+            .expect("by sub"),
+        0,
+        "index entry went with it"
+    );
+}
+
+async fn login_state_is_single_use_and_bound_to_one_browser(
+    sessions: SessionManager,
+    clock: OffsetClock,
+) {
+    let now = clock.now_millis();
+    let state = LoginState {
+        provider: "main".into(),
+        pkce_verifier: SecretString::from("verifier".to_owned()),
+        nonce: SecretString::from("nonce".to_owned()),
+        return_to: "/back".into(),
+        prompt: None,
+        created_at: now,
+    };
+    let binding = LoginBinding::generate();
+    let ttl = Duration::from_secs(600);
+    sessions
+        .put_login_state("state-1", &binding, &state, ttl, now)
+        .await
+        .expect("put");
+    let taken = sessions
+        .take_login_state("state-1", Some(&binding), now)
+        .await
+        .expect("take");
+    assert_eq!(taken.return_to, "/back");
+    assert_eq!(taken.pkce_verifier.expose_secret(), "verifier");
+    assert!(matches!(
+        sessions
+            .take_login_state("state-1", Some(&binding), now)
+            .await,
+        Err(LoginStateError::NotFound)
+    ));
+
+    sessions
+        .put_login_state("state-2", &binding, &state, ttl, now)
+        .await
+        .expect("put");
+    let other = LoginBinding::generate();
+    assert!(matches!(
+        sessions
+            .take_login_state("state-2", Some(&other), now)
+            .await,
+        Err(LoginStateError::WrongBrowser)
+    ));
+    assert!(
+        matches!(
+            sessions
+                .take_login_state("state-2", Some(&binding), now)
+                .await,
+            Err(LoginStateError::NotFound)
+        ),
+        "burnt"
+    );
+
+    sessions
+        .put_login_state("state-3", &binding, &state, ttl, now)
+        .await
+        .expect("put");
+    assert!(matches!(
+        sessions.take_login_state("state-3", None, now).await,
+        Err(LoginStateError::WrongBrowser)
+    ));
+}
+
+async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: OffsetClock) {
+    let now = clock.now_millis();
+    let data = session("alice", "s", now, Duration::from_secs(3600));
+    let cookie = sessions
+        .create(&data, now)
+        .await
+        .expect("create")
+        .cookie_value();
+    let mut refreshed = data.clone();
+    refreshed.tokens.access_token = SecretString::from("new-access".to_owned());
+    assert!(sessions
+        .replace(cookie.expose_secret(), &refreshed)
+        .await
+        .expect("replace"));
+    let loaded = sessions
+        .load(cookie.expose_secret(), now)
+        .await
+        .expect("load")
+        .expect("alive");
+    assert_eq!(
+        loaded.data.tokens.access_token.expose_secret(),
+        "new-access"
+    );
+
+    sessions.delete(&loaded.store_key).await.expect("delete");
+    assert!(
+        !sessions
+            .replace(cookie.expose_secret(), &refreshed)
+            .await
+            .expect("replace"),
+        "no resurrection"
+    );
+    assert!(sessions
+        .load(cookie.expose_secret(), now)
+        .await
+        .expect("load")
+        .is_none());
+}
+
+macro_rules! contract {
+    ($store:ident, $make:expr) => {
+        mod $store {
+            use super::*;
+
+            #[tokio::test]
+            async fn round_trip() {
+                super::round_trip($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn idle_timeout_slides_with_use() {
+                super::idle_timeout_slides_with_use($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn absolute_lifetime_ends_even_a_busy_session() {
+                super::absolute_lifetime_ends_even_a_busy_session($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn delete_by_user_and_by_provider_session() {
+                super::delete_by_user_and_by_provider_session($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn login_state_is_single_use_and_bound_to_one_browser() {
+                super::login_state_is_single_use_and_bound_to_one_browser(
+                    $make,
+                    OffsetClock::new(),
+                )
+                .await;
+            }
+            #[tokio::test]
+            async fn replacing_tokens_keeps_the_session() {
+                super::replacing_tokens_keeps_the_session($make, OffsetClock::new()).await;
+            }
+        }
+    };
+}
+
+contract!(redis_store, redis_manager());
+contract!(memory_store, memory_manager());
