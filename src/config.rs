@@ -71,6 +71,7 @@ struct RawServer {
 
 #[derive(Debug, Deserialize, Default)]
 struct RawSession {
+    #[serde(default, deserialize_with = "string_from_scalar")]
     cookie_name: Option<String>,
     idle_timeout_secs: Option<u64>,
     absolute_timeout_secs: Option<u64>,
@@ -83,6 +84,7 @@ struct RawRedis {
     #[serde(default, deserialize_with = "secret_from_scalar")]
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
     key_prefix: Option<String>,
     connect_timeout_ms: Option<u64>,
     response_timeout_ms: Option<u64>,
@@ -90,7 +92,9 @@ struct RawRedis {
 
 #[derive(Debug, Deserialize, Default)]
 struct RawCsrf {
+    #[serde(default, deserialize_with = "string_from_scalar")]
     header: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
     value: Option<String>,
 }
 

@@ -101,3 +101,19 @@ client_secret_file = "secret.txt"
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
 }
+
+#[test]
+fn env_example_documents_a_valid_configuration() {
+    let text = std::fs::read_to_string(crate::helpers::processes::repo_root().join(".env.example"))
+        .expect(".env.example");
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#') && line.contains('='))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    assert!(env.len() > 20, "the example documents the keys");
+    let settings = gatehouse::config::load(None, env)
+        .unwrap_or_else(|e| panic!(".env.example is not valid: {e}"));
+    assert_eq!(settings.providers["main"].client_id, "spa-bff");
+}

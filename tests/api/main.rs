@@ -5,4 +5,5 @@ mod config_cli;
 mod helpers;
 mod login;
 mod logout;
+mod resilience;
 mod store_contract;

@@ -83,6 +83,19 @@ pub struct AppOptions<'a> {
     pub extra_toml: String,
     /// Extra keys for the `[session]` table.
     pub session_toml: String,
+    /// Extra keys for the `[redis]` table.
+    pub redis_toml: String,
+    /// Another Redis than the shared one (a test that takes Redis down).
+    pub redis_url: Option<String>,
+    /// A client configured in advance, with the listener its redirect URI names (for a
+    /// provider that is not running yet).
+    pub preset: Option<Preset>,
+}
+
+pub struct Preset {
+    pub issuer: String,
+    pub client: RegisteredClient,
+    pub listener: std::net::TcpListener,
 }
 
 impl Default for AppOptions<'_> {
@@ -92,6 +105,9 @@ impl Default for AppOptions<'_> {
             provider: None,
             extra_toml: String::new(),
             session_toml: String::new(),
+            redis_toml: String::new(),
+            redis_url: None,
+            preset: None,
         }
     }
 }
@@ -103,6 +119,7 @@ pub struct TestApp {
     pub client_id: String,
     pub client_secret: String,
     pub key_prefix: String,
+    pub redis_url: String,
     pub settings: Settings,
     pub clock: OffsetClock,
     pub http: reqwest::Client,
@@ -152,16 +169,34 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
     init_logs();
-    let provider = options.provider.unwrap_or_else(|| shared_provider());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let wait_ready = options.preset.is_none();
+    let (issuer, client, listener) = match options.preset {
+        Some(preset) => (preset.issuer, preset.client, preset.listener),
+        None => {
+            let provider = options.provider.unwrap_or_else(|| shared_provider());
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let base = format!(
+                "http://127.0.0.1:{}",
+                listener.local_addr().expect("addr").port()
+            );
+            (
+                provider.issuer.clone(),
+                register_client(&provider.issuer, &base).await,
+                listener,
+            )
+        }
+    };
     let port = listener.local_addr().expect("addr").port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = register_client(&provider.issuer, &base).await;
     let key_prefix = random_name("t");
+    let redis_url = options
+        .redis_url
+        .clone()
+        .unwrap_or_else(|| shared_redis().url());
     let redis_table = match options.store {
         StoreKind::Redis => format!(
-            "[redis]\nurl = \"{}\"\nkey_prefix = \"{key_prefix}\"\n",
-            shared_redis().url()
+            "[redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n{}\n",
+            options.redis_toml
         ),
         StoreKind::Memory => String::new(),
     };
@@ -185,7 +220,6 @@ http_timeout_secs = 5
 {extra}
 "#,
         session = options.session_toml,
-        issuer = provider.issuer,
         client_id = client.client_id,
         extra = options.extra_toml,
     );
@@ -209,15 +243,18 @@ http_timeout_secs = 5
     let test_app = TestApp {
         base,
         port,
-        issuer: provider.issuer.clone(),
+        issuer,
         client_id: client.client_id,
         client_secret: client.client_secret,
         key_prefix,
+        redis_url,
         settings,
         clock,
         http,
     };
-    test_app.wait_until_ready().await;
+    if wait_ready {
+        test_app.wait_until_ready().await;
+    }
     test_app
 }
 
@@ -246,7 +283,7 @@ impl TestApp {
     /// session holds, given the cookie the browser has.
     pub fn session_manager(&self) -> SessionManager {
         let store = RedisStore::new(&RedisSettings {
-            url: SecretString::from(shared_redis().url()),
+            url: SecretString::from(self.redis_url.clone()),
             key_prefix: self.key_prefix.clone(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
@@ -272,7 +309,7 @@ impl TestApp {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(shared_redis().url())
+        redis::Client::open(self.redis_url.clone())
             .expect("client")
             .get_multiplexed_async_connection()
             .await

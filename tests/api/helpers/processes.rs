@@ -111,6 +111,23 @@ impl RedisServer {
         panic!("redis-server did not start (is it installed? run the README's test command)");
     }
 
+    fn signal(&self, signal: i32) {
+        let child = self.child.lock().expect("redis child");
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+    }
+
+    /// Freezes the server: connections stay open but nothing answers (an outage that keeps
+    /// the data, so a test can show that nothing was lost).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Stops the server (a Redis outage) — the port stays reserved for `restart`.
     pub fn stop(&self) {
         let mut child = self.child.lock().expect("redis child");
@@ -175,6 +192,10 @@ pub struct ProviderProcess {
 pub struct ProviderOptions {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    /// A fixed port (for a gatehouse configured before the provider starts).
+    pub port: Option<u16>,
+    /// JSON array of static clients.
+    pub static_clients: Option<String>,
 }
 
 impl Default for ProviderOptions {
@@ -182,6 +203,8 @@ impl Default for ProviderOptions {
         Self {
             access_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 86400,
+            port: None,
+            static_clients: None,
         }
     }
 }
@@ -203,7 +226,11 @@ impl ProviderProcess {
             .arg(dir.join("provider.mjs"))
             .current_dir(&dir)
             .env("PROVIDER_HOST", "127.0.0.2")
-            .env("PROVIDER_PORT", "0")
+            .env("PROVIDER_PORT", options.port.unwrap_or(0).to_string())
+            .env(
+                "PROVIDER_CLIENTS",
+                options.static_clients.clone().unwrap_or_default(),
+            )
             .env(
                 "ACCESS_TOKEN_TTL",
                 options.access_token_ttl_secs.to_string(),
