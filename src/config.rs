@@ -58,6 +58,42 @@ struct RawSettings {
     default_provider: Option<String>,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRoute {
+    prefix: Option<String>,
+    upstream: Option<String>,
+    token: Option<String>,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    require: RawRequire,
+    timeout_secs: Option<u64>,
+    max_body_bytes: Option<u64>,
+    /// Which provider's client-credentials token `client` routes use (default provider).
+    provider: Option<String>,
+    /// Scopes to ask for in the client-credentials grant.
+    client_scopes: Option<Vec<String>>,
+    pass_set_cookie: Option<bool>,
+    send_user_id_header: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRequire {
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// claim name -> values the claim must contain (all of them).
+    #[serde(default)]
+    claims: BTreeMap<String, StringOrList>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +201,41 @@ pub struct Settings {
     pub log: LogSettings,
     pub default_provider: String,
     pub providers: BTreeMap<String, ProviderSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Which token a proxied call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPolicy {
+    /// The user's access token; anonymous calls get 401.
+    User,
+    /// gatehouse's own client-credentials token.
+    Client,
+    /// The user's token when logged in, else the client token.
+    UserOrClient,
+    /// The user's token when logged in, else no token.
+    Optional,
+    /// Never a token.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Matched on whole path segments; no trailing slash.
+    pub prefix: String,
+    /// Absolute base URL; the prefix is replaced by its path.
+    pub upstream: Url,
+    pub token: TokenPolicy,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<String>,
+    pub required_scopes: Vec<String>,
+    pub required_claims: BTreeMap<String, Vec<String>>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub provider: String,
+    pub client_scopes: Vec<String>,
+    pub pass_set_cookie: bool,
+    pub send_user_id_header: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +630,8 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         None => raw.providers.keys().next().cloned().unwrap_or_default(),
     };
 
+    let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
+
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
         if let Some(settings) = validate_provider(&name, provider, public_url.as_ref(), problems) {
@@ -591,7 +664,172 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         log,
         default_provider,
         providers,
+        routes,
     })
+}
+
+/// Paths gatehouse answers itself; no route may shadow them.
+const RESERVED_PREFIXES: &[&str] = &["/auth", "/healthz", "/readyz", "/metrics"];
+
+fn validate_routes(
+    raw: Vec<RawRoute>,
+    default_provider: &str,
+    providers: &BTreeMap<String, RawProvider>,
+    problems: &mut Vec<String>,
+) -> Vec<RouteSettings> {
+    let mut routes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (index, route) in raw.into_iter().enumerate() {
+        let at = |field: &str| format!("routes[{index}].{field}");
+        let start = problems.len();
+        let prefix = match route.prefix {
+            None => {
+                problems.push(format!("{} is required", at("prefix")));
+                String::new()
+            }
+            Some(prefix) => {
+                let segments_ok = prefix.starts_with('/')
+                    && prefix.len() > 1
+                    && !prefix.ends_with('/')
+                    && prefix[1..].split('/').all(|s| {
+                        !s.is_empty()
+                            && s != "."
+                            && s != ".."
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                    });
+                if !segments_ok {
+                    problems.push(format!(
+                        "{}: `{prefix}` must be a path like /api/orders (no trailing slash, plain segments)",
+                        at("prefix")
+                    ));
+                }
+                if let Some(reserved) = RESERVED_PREFIXES
+                    .iter()
+                    .find(|r| prefix == **r || prefix.starts_with(&format!("{r}/")))
+                {
+                    problems.push(format!(
+                        "{}: `{prefix}` would shadow gatehouse's own {reserved}",
+                        at("prefix")
+                    ));
+                }
+                if !seen.insert(prefix.clone()) {
+                    problems.push(format!(
+                        "{}: `{prefix}` is used by another route",
+                        at("prefix")
+                    ));
+                }
+                prefix
+            }
+        };
+        let upstream = match route.upstream.as_deref().map(Url::parse) {
+            None => {
+                problems.push(format!("{} is required", at("upstream")));
+                None
+            }
+            Some(Ok(url))
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
+            Some(Ok(url)) => {
+                problems.push(format!(
+                    "{}: `{url}` must be an absolute http(s) URL without credentials, query or fragment",
+                    at("upstream")
+                ));
+                None
+            }
+            Some(Err(e)) => {
+                problems.push(format!(
+                    "{}: {e} (an absolute http(s) URL is needed)",
+                    at("upstream")
+                ));
+                None
+            }
+        };
+        let token = match route.token.as_deref().unwrap_or("user") {
+            "user" => TokenPolicy::User,
+            "client" => TokenPolicy::Client,
+            "user-or-client" => TokenPolicy::UserOrClient,
+            "optional" => TokenPolicy::Optional,
+            "none" => TokenPolicy::None,
+            other => {
+                problems.push(format!(
+                    "{}: `{other}` is not one of user, client, user-or-client, optional, none",
+                    at("token")
+                ));
+                TokenPolicy::User
+            }
+        };
+        let methods: Vec<String> = route
+            .methods
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        for method in &methods {
+            if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty()
+            {
+                problems.push(format!(
+                    "{}: `{method}` is not an HTTP method",
+                    at("methods")
+                ));
+            }
+        }
+        let required_claims: BTreeMap<String, Vec<String>> = route
+            .require
+            .claims
+            .into_iter()
+            .map(|(claim, values)| match values {
+                StringOrList::One(value) => (claim, vec![value]),
+                StringOrList::Many(values) => (claim, values),
+            })
+            .collect();
+        let has_requirements = !route.require.scopes.is_empty() || !required_claims.is_empty();
+        if has_requirements && token != TokenPolicy::User {
+            problems.push(format!(
+                "{}: scope and claim requirements need token = \"user\" (they are checked against the user's session)",
+                at("require")
+            ));
+        }
+        let provider = route
+            .provider
+            .unwrap_or_else(|| default_provider.to_owned());
+        if !providers.contains_key(&provider) && !provider.is_empty() {
+            problems.push(format!(
+                "{}: `{provider}` is not a configured provider",
+                at("provider")
+            ));
+        }
+        let timeout = Duration::from_secs(route.timeout_secs.unwrap_or(30));
+        if timeout.is_zero() {
+            problems.push(format!("{} must be greater than zero", at("timeout_secs")));
+        }
+        if problems.len() > start {
+            continue;
+        }
+        let Some(upstream) = upstream else { continue };
+        routes.push(RouteSettings {
+            prefix,
+            upstream,
+            token,
+            methods,
+            required_scopes: route.require.scopes,
+            required_claims,
+            timeout,
+            max_body_bytes: route.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            provider,
+            client_scopes: route.client_scopes.unwrap_or_default(),
+            pass_set_cookie: route.pass_set_cookie.unwrap_or(false),
+            send_user_id_header: route.send_user_id_header.unwrap_or(false),
+        });
+    }
+    routes
 }
 
 fn validate_provider(

@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::oidc::flows::FlowError;
 use crate::oidc::OidcError;
+use crate::proxy::path::UnsafePath;
+use crate::proxy::ProxyError;
 use crate::session::{LoginStateError, SessionError, StoreError};
 
 /// Stable problem kinds: `type` is `urn:gatehouse:problem:<slug>`.
@@ -26,6 +28,11 @@ pub enum Problem {
     SessionStoreUnavailable,
     ProviderUnavailable,
     Internal,
+    UnsafePath,
+    Forbidden,
+    PayloadTooLarge,
+    UpstreamUnreachable,
+    UpstreamTimeout,
 }
 
 impl Problem {
@@ -44,6 +51,11 @@ impl Problem {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::UnsafePath => StatusCode::BAD_REQUEST,
+            Problem::Forbidden => StatusCode::FORBIDDEN,
+            Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -62,6 +74,11 @@ impl Problem {
             Problem::SessionStoreUnavailable => "session-store-unavailable",
             Problem::ProviderUnavailable => "provider-unavailable",
             Problem::Internal => "internal-error",
+            Problem::UnsafePath => "unsafe-path",
+            Problem::Forbidden => "forbidden",
+            Problem::PayloadTooLarge => "payload-too-large",
+            Problem::UpstreamUnreachable => "upstream-unreachable",
+            Problem::UpstreamTimeout => "upstream-timeout",
         }
     }
 
@@ -82,6 +99,11 @@ impl Problem {
             Problem::SessionStoreUnavailable => "Session store unavailable, try again",
             Problem::ProviderUnavailable => "Identity provider unavailable, try again",
             Problem::Internal => "Internal error",
+            Problem::UnsafePath => "Request path not acceptable",
+            Problem::Forbidden => "Not allowed",
+            Problem::PayloadTooLarge => "Request body too large",
+            Problem::UpstreamUnreachable => "Upstream API unreachable",
+            Problem::UpstreamTimeout => "Upstream API did not answer in time",
         }
     }
 }
@@ -93,6 +115,8 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// Extra stable members of the problem object, e.g. `provider_error`.
     pub extensions: Vec<(&'static str, String)>,
+    /// Response headers the problem needs (`Allow` on 405).
+    pub headers: Vec<(&'static str, String)>,
     pub cause: Option<String>,
 }
 
@@ -102,6 +126,7 @@ impl ApiError {
             problem,
             detail: None,
             extensions: Vec::new(),
+            headers: Vec::new(),
             cause: None,
         }
     }
@@ -113,6 +138,11 @@ impl ApiError {
 
     pub fn extension(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.extensions.push((name, value.into()));
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -145,6 +175,9 @@ impl ApiError {
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        for (name, value) in &self.headers {
+            response.insert_header((*name, value.as_str()));
         }
         response.body(body.to_string())
     }
@@ -237,6 +270,30 @@ impl From<FlowError> for ApiError {
             }
             FlowError::Oidc(e) => e.into(),
             FlowError::Session(e) => e.into(),
+        }
+    }
+}
+
+impl From<UnsafePath> for ApiError {
+    fn from(error: UnsafePath) -> Self {
+        ApiError::new(Problem::UnsafePath).detail(error.0)
+    }
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(error: ProxyError) -> Self {
+        match error {
+            ProxyError::Unauthenticated => ApiError::new(Problem::Unauthenticated),
+            ProxyError::Forbidden(reason) => ApiError::new(Problem::Forbidden).cause(reason),
+            ProxyError::MethodNotAllowed { allow } => {
+                ApiError::new(Problem::MethodNotAllowed).header("Allow", allow.join(", "))
+            }
+            ProxyError::BodyTooLarge => ApiError::new(Problem::PayloadTooLarge),
+            ProxyError::UpstreamUnreachable(cause) => {
+                ApiError::new(Problem::UpstreamUnreachable).cause(cause)
+            }
+            ProxyError::UpstreamTimeout => ApiError::new(Problem::UpstreamTimeout),
+            ProxyError::Token(e) => ApiError::new(Problem::ProviderUnavailable).cause(e),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod oidc;
+pub mod proxy;
 pub mod routes;
 pub mod session;
 pub mod startup;

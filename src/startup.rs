@@ -12,6 +12,7 @@ use crate::config::{Settings, StoreSettings};
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::{OidcError, Provider, Providers};
+use crate::proxy::Proxy;
 use crate::routes::{self, AppState};
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
@@ -112,8 +113,14 @@ impl Application {
             default: settings.default_provider.clone(),
         });
 
+        let proxy = Proxy::new(settings.routes.clone(), &providers).map_err(|e| {
+            StartupError::Oidc(OidcError::Transport(format!(
+                "cannot build the proxy client: {e}"
+            )))
+        })?;
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
+            proxy,
             flows: AuthFlows {
                 providers,
                 sessions,
@@ -134,6 +141,7 @@ impl Application {
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("Referrer-Policy", "no-referrer")),
                 )
+                .wrap(middleware::from_fn(routes::path_guard))
                 .wrap(middleware::from_fn(telemetry::request_context))
                 .service(
                     web::scope("/auth")
@@ -141,7 +149,7 @@ impl Application {
                         .configure(routes::configure_auth),
                 )
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+                .default_service(web::to(routes::proxy::dispatch))
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {

@@ -509,3 +509,28 @@ impl VerifyFailure {
         }
     }
 }
+
+impl Provider {
+    /// A token for gatehouse itself (client-credentials grant) and how long it lives.
+    pub async fn client_credentials_token(
+        &self,
+        scopes: &[String],
+    ) -> Result<(SecretString, Option<std::time::Duration>), OidcError> {
+        let discovered = self.current()?;
+        let mut request = discovered
+            .client
+            .exchange_client_credentials()
+            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?;
+        for scope in scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let response: CoreTokenResponse = request
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        Ok((
+            SecretString::from(response.access_token().secret().clone()),
+            response.expires_in(),
+        ))
+    }
+}

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cookies;
 pub mod health;
+pub mod proxy;
 
 use std::sync::Arc;
 
@@ -12,12 +13,14 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
+use crate::proxy::Proxy;
 use crate::telemetry::{security_event, SecurityEvent};
 
 /// Shared, read-only application state handed to every handler.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub flows: AuthFlows,
+    pub proxy: Proxy,
     pub clock: SharedClock,
 }
 
@@ -81,4 +84,15 @@ pub fn single_params(
         }
     }
     Ok(params)
+}
+
+/// Refuses unsafe request paths before any routing, for every path gatehouse serves.
+pub async fn path_guard(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Err(unsafe_path) = crate::proxy::path::check_request_path(req.path()) {
+        return Err(ApiError::from(unsafe_path).into());
+    }
+    next.call(req).await
 }

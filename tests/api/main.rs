@@ -5,5 +5,6 @@ mod config_cli;
 mod helpers;
 mod login;
 mod logout;
+mod proxy;
 mod resilience;
 mod store_contract;

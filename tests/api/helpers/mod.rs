@@ -2,6 +2,7 @@
 
 //! The test bed: real gatehouse (in process, port 0), real Redis, real OpenID Provider.
 
+pub mod echo;
 pub mod processes;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-pub use processes::{shared_provider, shared_redis, ProviderOptions, ProviderProcess};
+pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
 // ---------------------------------------------------------------------------------------
 // Logs: every line gatehouse logs during the run is kept, so tests can grep for secrets.

@@ -1,0 +1,167 @@
+//! The token-attaching reverse proxy: route table, path safety, header policy, and the
+//! decision of which token a call carries. The byte-pumping lives with the HTTP handler.
+
+pub mod client_credentials;
+pub mod headers;
+pub mod path;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::clock::UnixMillis;
+use crate::config::{RouteSettings, TokenPolicy};
+use crate::oidc::{OidcError, Providers};
+use crate::session::LoadedSession;
+use client_credentials::ClientTokenCache;
+pub use routes::RouteTable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("not logged in")]
+    Unauthenticated,
+    #[error("the session does not meet the route's requirements: {0}")]
+    Forbidden(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allow: Vec<String> },
+    #[error("request body larger than the route allows")]
+    BodyTooLarge,
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("no token for the upstream: {0}")]
+    Token(#[from] OidcError),
+}
+
+pub struct Proxy {
+    pub table: RouteTable,
+    /// One pooled client for every upstream: no total timeout (bodies stream), but bounded
+    /// connect and per-read waits, and redirects are passed back, never followed.
+    pub http: reqwest::Client,
+    client_tokens: HashMap<String, Arc<ClientTokenCache>>,
+}
+
+fn client_token_key(route: &RouteSettings) -> String {
+    format!("{}\u{0}{}", route.provider, route.client_scopes.join(" "))
+}
+
+impl Proxy {
+    pub fn new(routes: Vec<RouteSettings>, providers: &Providers) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(300))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        let mut client_tokens = HashMap::new();
+        for route in &routes {
+            if matches!(route.token, TokenPolicy::Client | TokenPolicy::UserOrClient) {
+                if let Some(provider) = providers.get(Some(&route.provider)) {
+                    client_tokens
+                        .entry(client_token_key(route))
+                        .or_insert_with(|| {
+                            Arc::new(ClientTokenCache::new(
+                                provider.clone(),
+                                route.client_scopes.clone(),
+                            ))
+                        });
+                }
+            }
+        }
+        Ok(Self {
+            table: RouteTable::new(routes),
+            http,
+            client_tokens,
+        })
+    }
+
+    pub fn check_method(route: &RouteSettings, method: &str) -> Result<(), ProxyError> {
+        if route.methods.is_empty() || route.methods.iter().any(|m| m == method) {
+            Ok(())
+        } else {
+            Err(ProxyError::MethodNotAllowed {
+                allow: route.methods.clone(),
+            })
+        }
+    }
+
+    /// The token this call carries, or why it may not proceed.
+    pub async fn token_for(
+        &self,
+        route: &RouteSettings,
+        session: Option<&LoadedSession>,
+        now: UnixMillis,
+    ) -> Result<Option<SecretString>, ProxyError> {
+        let user_token = session.map(|s| s.data.tokens.access_token.clone());
+        match route.token {
+            TokenPolicy::None => Ok(None),
+            TokenPolicy::Optional => Ok(user_token),
+            TokenPolicy::User => {
+                let session = session.ok_or(ProxyError::Unauthenticated)?;
+                check_requirements(route, session)?;
+                Ok(user_token)
+            }
+            TokenPolicy::Client => Ok(Some(self.client_token(route, now).await?)),
+            TokenPolicy::UserOrClient => match user_token {
+                Some(token) => Ok(Some(token)),
+                None => Ok(Some(self.client_token(route, now).await?)),
+            },
+        }
+    }
+
+    async fn client_token(
+        &self,
+        route: &RouteSettings,
+        now: UnixMillis,
+    ) -> Result<SecretString, ProxyError> {
+        let cache = self
+            .client_tokens
+            .get(&client_token_key(route))
+            .ok_or_else(|| ProxyError::Token(OidcError::NotReady(route.provider.clone())))?;
+        Ok(cache.token(now).await?)
+    }
+}
+
+/// Scopes the user's access token was granted, and claim values the session holds.
+pub fn check_requirements(
+    route: &RouteSettings,
+    session: &LoadedSession,
+) -> Result<(), ProxyError> {
+    let granted: Vec<&str> = session
+        .data
+        .tokens
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .collect();
+    for scope in &route.required_scopes {
+        if !granted.contains(&scope.as_str()) {
+            return Err(ProxyError::Forbidden(format!(
+                "scope `{scope}` not granted"
+            )));
+        }
+    }
+    for (claim, wanted) in &route.required_claims {
+        let present: Vec<&str> = match session.data.claims.get(claim) {
+            Some(Value::String(value)) => vec![value.as_str()],
+            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
+            Some(Value::Bool(true)) => vec!["true"],
+            _ => vec![],
+        };
+        for value in wanted {
+            if !present.contains(&value.as_str()) {
+                return Err(ProxyError::Forbidden(format!(
+                    "claim `{claim}` lacks `{value}`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

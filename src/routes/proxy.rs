@@ -1,0 +1,238 @@
+//! Forwarding: the request and response bodies stream through without being buffered whole.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+
+use super::{cookies, AppState};
+use crate::config::{RouteSettings, TokenPolicy};
+use crate::error::ApiError;
+use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
+use crate::proxy::routes::upstream_path;
+use crate::proxy::{Proxy, ProxyError};
+use crate::telemetry::{security_event, RequestId, SecurityEvent};
+
+/// Chunks in flight between the browser's upload and the upstream: the backpressure window.
+const UPLOAD_WINDOW: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the route's limit")]
+struct BodyLimitExceeded;
+
+#[derive(Debug, thiserror::Error)]
+#[error("client upload failed")]
+struct ClientUploadFailed;
+
+/// The default service: a proxy route when one matches, else not found.
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let path = req.path().to_owned();
+    let Some((route, rest)) = state.proxy.table.find(&path) else {
+        return super::not_found().await;
+    };
+    forward(&req, payload, &state, route, rest).await
+}
+
+async fn forward(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    route: &RouteSettings,
+    rest: &str,
+) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(req)?;
+    Proxy::check_method(route, req.method().as_str())?;
+
+    let now = state.now();
+    let session = match route.token {
+        TokenPolicy::None | TokenPolicy::Client => None,
+        _ => {
+            let cookie = cookies::read(req, &state.settings.session.cookie_name);
+            state.flows.current_session(cookie.as_deref(), now).await?
+        }
+    };
+    let token = match state.proxy.token_for(route, session.as_ref(), now).await {
+        Ok(token) => token,
+        Err(ProxyError::Forbidden(reason)) => {
+            let sub = session.as_ref().map(|s| s.data.sub.as_str());
+            security_event(
+                SecurityEvent::AuthorizationDenied,
+                sub,
+                session.as_ref().map(|s| s.store_key.as_str()),
+                Some(&reason),
+            );
+            return Err(ProxyError::Forbidden(reason).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let declared_length: Option<u64> = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared_length.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge.into());
+    }
+
+    let mut url = route.upstream.clone();
+    url.set_path(&upstream_path(&route.upstream, rest));
+    url.set_query(Some(req.query_string()).filter(|q| !q.is_empty()));
+
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
+        ProxyError::MethodNotAllowed {
+            allow: route.methods.clone(),
+        }
+    })?;
+    let mut request = state.proxy.http.request(method, url);
+
+    let connection_values: Vec<&str> = req
+        .headers()
+        .get_all(actix_web::http::header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let hop_tokens = connection_tokens(&connection_values);
+    for (name, value) in req.headers() {
+        if forward_request_header(name.as_str(), &hop_tokens, &state.settings.csrf.header) {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    if let Some(token) = &token {
+        request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
+    }
+    if route.send_user_id_header {
+        if let Some(session) = &session {
+            request = request.header("x-user-id", session.data.sub.as_str());
+        }
+    }
+    let client_ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let public = &state.settings.server.public_url;
+    let public_host = match public.port() {
+        Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
+        None => public.host_str().unwrap_or_default().to_owned(),
+    };
+    request = request
+        .header("x-forwarded-for", client_ip)
+        .header("x-forwarded-proto", public.scheme())
+        .header("x-forwarded-host", public_host);
+    if let Some(request_id) = req.extensions().get::<RequestId>() {
+        request = request.header("x-request-id", request_id.0.as_str());
+    }
+
+    let too_large = Arc::new(AtomicBool::new(false));
+    let has_body = declared_length.is_some_and(|len| len > 0)
+        || req
+            .headers()
+            .contains_key(actix_web::http::header::TRANSFER_ENCODING);
+    if has_body {
+        if let Some(len) = declared_length {
+            request = request.header("content-length", len);
+        }
+        request = request.body(stream_upload(
+            payload,
+            route.max_body_bytes,
+            too_large.clone(),
+        ));
+    }
+
+    let response = match tokio::time::timeout(route.timeout, request.send()).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
+        Ok(Err(_)) if too_large.load(Ordering::SeqCst) => {
+            return Err(ProxyError::BodyTooLarge.into())
+        }
+        Ok(Err(error)) if error.is_timeout() => return Err(ProxyError::UpstreamTimeout.into()),
+        Ok(Err(error)) => {
+            return Err(ProxyError::UpstreamUnreachable(describe(&error).to_owned()).into())
+        }
+        Ok(Ok(response)) => response,
+    };
+    Ok(stream_response(response, route))
+}
+
+/// actix's payload is not `Send`; a local task pumps it into a bounded channel whose
+/// receiving end is the upstream request body, so a slow upstream slows the upload.
+fn stream_upload(
+    mut payload: web::Payload,
+    limit: u64,
+    too_large: Arc<AtomicBool>,
+) -> reqwest::Body {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<
+        Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+    >(UPLOAD_WINDOW);
+    actix_web::rt::spawn(async move {
+        let mut total: u64 = 0;
+        while let Some(chunk) = payload.next().await {
+            let item = match chunk {
+                Ok(bytes) => {
+                    total += bytes.len() as u64;
+                    if total > limit {
+                        too_large.store(true, Ordering::SeqCst);
+                        let _ = sender.send(Err(Box::new(BodyLimitExceeded))).await;
+                        return;
+                    }
+                    Ok(bytes)
+                }
+                Err(_) => {
+                    Err(Box::new(ClientUploadFailed) as Box<dyn std::error::Error + Send + Sync>)
+                }
+            };
+            let failed = item.is_err();
+            if sender.send(item).await.is_err() || failed {
+                return; // the upstream stopped reading, or the client went away
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+fn stream_response(response: reqwest::Response, route: &RouteSettings) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = HttpResponse::build(status);
+    let connection_values: Vec<&str> = response
+        .headers()
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let hop_tokens = connection_tokens(&connection_values);
+    for (name, value) in response.headers() {
+        if forward_response_header(name.as_str(), &hop_tokens, route.pass_set_cookie) {
+            builder.append_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    let length = response.content_length();
+    let body = response.bytes_stream();
+    match length {
+        Some(length) => builder.body(SizedStream::new(length, body)),
+        None => builder.body(BodyStream::new(body)),
+    }
+}
+
+/// A transport error's kind, never its text (which carries the upstream URL).
+fn describe(error: &reqwest::Error) -> &'static str {
+    if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() {
+        "body transfer failed"
+    } else if error.is_request() {
+        "request failed"
+    } else {
+        "upstream failed"
+    }
+}

@@ -1,0 +1,510 @@
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::helpers::echo::{pattern_byte, pattern_sha256, raw_request, spawn_echo};
+use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+
+fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|pair| pair[1].as_str())
+        .collect()
+}
+
+async fn app_with_routes(routes: &str) -> TestApp {
+    spawn_app_with(AppOptions {
+        extra_toml: routes.to_owned(),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+fn route(prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+#[tokio::test]
+async fn calls_reach_the_upstream_with_a_live_token_and_nothing_of_the_browser() {
+    let echo = spawn_echo().await;
+    let app = app_with_routes(&route("/api", &format!("{}/v1", echo.base), "")).await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+
+    let spoofed = [
+        ("X-Forwarded-User", "mallory"),
+        ("x_forwarded_user", "mallory"),
+        ("X_Forwarded_Email", "mallory@evil"),
+        ("x-user-id", "mallory"),
+        ("X-Auth-Request-User", "mallory"),
+        ("Remote-User", "mallory"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("Authorization", "Bearer forged"),
+        ("Connection", "keep-alive, X-Hop-Secret"),
+        ("X-Hop-Secret", "hop"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Later"),
+        ("Proxy-Authorization", "Basic abc"),
+        ("X-Request-Id", "browser-chosen-id"),
+        ("X-Trace", "kept"),
+    ];
+    let mut headers: Vec<(&str, &str)> = vec![("x-csrf", "1")];
+    headers.extend_from_slice(&spoofed);
+    let response = browser
+        .request(
+            reqwest::Method::GET,
+            "/api/orders/7?expand=lines&x=%20y",
+            &headers,
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let seen = response.json();
+    assert_eq!(seen["path"], "/v1/orders/7");
+    assert_eq!(seen["query"], "expand=lines&x=%20y");
+
+    let bearer = header(&seen, "authorization");
+    assert_eq!(bearer.len(), 1, "exactly one Authorization: {bearer:?}");
+    let token = bearer[0].strip_prefix("Bearer ").expect("bearer");
+    assert_eq!(token, browser.tokens().await.access_token.expose_secret());
+    let introspection = app.introspect(token).await;
+    assert_eq!(introspection["active"], true, "{introspection}");
+    assert_eq!(introspection["sub"], "alice");
+
+    for name in [
+        "cookie",
+        "x-csrf",
+        "x-forwarded-user",
+        "x_forwarded_user",
+        "x_forwarded_email",
+        "x-user-id",
+        "x-auth-request-user",
+        "remote-user",
+        "x-real-ip",
+        "forwarded",
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+    ] {
+        assert!(
+            header(&seen, name).is_empty(),
+            "upstream saw {name}: {:?}",
+            header(&seen, name)
+        );
+    }
+    assert_eq!(header(&seen, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(header(&seen, "x-forwarded-proto"), vec!["http"]);
+    assert_eq!(
+        header(&seen, "x-forwarded-host"),
+        vec![format!("127.0.0.1:{}", app.port).as_str()]
+    );
+    assert_eq!(
+        header(&seen, "host"),
+        vec![echo.base.trim_start_matches("http://")]
+    );
+    assert_eq!(header(&seen, "x-trace"), vec!["kept"]);
+    let request_id = header(&seen, "x-request-id");
+    assert_eq!(
+        request_id,
+        vec!["browser-chosen-id"],
+        "a well-formed request id is propagated"
+    );
+    assert_eq!(response.headers["x-request-id"], "browser-chosen-id");
+
+    let body = b"{\"order\": 42}".to_vec();
+    let posted = browser
+        .request(
+            reqwest::Method::POST,
+            "/api/orders",
+            &[("x-csrf", "1"), ("content-type", "application/json")],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let seen = posted.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body_len"], body.len());
+    assert_eq!(
+        seen["body_sha256"],
+        crate::helpers::echo::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)[..])
+    );
+    assert_eq!(header(&seen, "content-type"), vec!["application/json"]);
+    assert_eq!(header(&seen, "authorization").len(), 1);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_intact() {
+    let echo = spawn_echo().await;
+    let app = app_with_routes(&route("/api", &echo.base, "max_body_bytes = 60000000")).await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    const SIZE: u64 = 50 * 1024 * 1024;
+
+    let upload: Vec<u8> = (0..SIZE).map(pattern_byte).collect();
+    let response = browser.api_post("/api/upload", upload).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["body_len"], SIZE);
+    assert_eq!(response.json()["body_sha256"], pattern_sha256(SIZE));
+
+    let download = browser
+        .api_get(&format!("/api/download?bytes={SIZE}"))
+        .await;
+    assert_eq!(download.status, 200);
+    assert_eq!(
+        download.headers["content-length"],
+        SIZE.to_string().as_str()
+    );
+    // Resp keeps bodies as text: compare the bytes' hash via a second, binary fetch.
+    let bytes = app
+        .http
+        .get(format!("{}/api/download?bytes={SIZE}", app.base))
+        .header("x-csrf", "1")
+        .header(
+            "cookie",
+            format!(
+                "{}={}",
+                app.cookie_name(),
+                browser.session_cookie().expect("cookie")
+            ),
+        )
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(bytes.len() as u64, SIZE);
+    assert_eq!(
+        crate::helpers::echo::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)[..]),
+        pattern_sha256(SIZE)
+    );
+}
+
+#[tokio::test]
+async fn hostile_paths_are_refused_and_never_reach_the_upstream() {
+    let echo = spawn_echo().await;
+    let app = app_with_routes(
+        &(route("/api", &format!("{}/base", echo.base), "token = \"none\"")
+            + &route("/api/orders", &echo.base, "token = \"none\"")),
+    )
+    .await;
+    let hostile = [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/%2E%2E/admin",
+        "/api/..%2fadmin",
+        "/api/%2fadmin",
+        "/api/%2Fadmin",
+        "/api\\..\\admin",
+        "/api/%5c..%5cadmin",
+        "/api/x%00",
+        "/api/orders%23x",
+        "/api/./orders",
+        "/api/orders/..",
+        "/api/%252e%252e/admin",
+        "/api//admin",
+        "/api/x%0d%0aX-Injected:%201",
+        "/api/x%7f",
+        "/api/orders/%2e",
+        "/api/.%2e/admin",
+    ];
+    for path in hostile {
+        let (status, text) = raw_request(
+            app.port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("application/problem+json"), "{path}: {text}");
+        assert!(
+            text.contains("urn:gatehouse:problem:unsafe-path"),
+            "{path}: {text}"
+        );
+    }
+    // Raw bytes the HTTP parser itself refuses.
+    for path in ["/api/x\x00y", "/api/x\x7fy"] {
+        let (status, _) = raw_request(
+            app.port,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 400, "{path:?}");
+    }
+    assert!(
+        echo.seen().is_empty(),
+        "upstream received {:?}",
+        echo.seen()
+    );
+
+    let (status, text) = raw_request(
+        app.port,
+        "GET /api/orders/7 HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(echo.seen(), vec!["/7".to_owned()]);
+}
+
+#[tokio::test]
+async fn routing_methods_and_requirements() {
+    let echo = spawn_echo().await;
+    let routes = [
+        route("/api", &format!("{}/general", echo.base), ""),
+        route(
+            "/api/orders",
+            &format!("{}/orders", echo.base),
+            "methods = [\"GET\", \"post\"]",
+        ),
+        route(
+            "/api/support",
+            &format!("{}/support", echo.base),
+            "[routes.require.claims]\nroles = \"support\"",
+        ),
+        route(
+            "/api/admin",
+            &format!("{}/admin", echo.base),
+            "[routes.require]\nscopes = [\"orders:admin\"]",
+        ),
+        route(
+            "/api/profile",
+            &format!("{}/profile", echo.base),
+            "[routes.require]\nscopes = [\"profile\"]\n[routes.require.claims]\nroles = [\"user\"]",
+        ),
+    ]
+    .concat();
+    let app = app_with_routes(&routes).await;
+    let mut alice = app.browser();
+    alice.login("alice").await;
+    let mut bob = app.browser();
+    bob.login("bob").await;
+
+    assert_eq!(
+        alice.api_get("/api/orders/7").await.json()["path"],
+        "/orders/7",
+        "longest prefix"
+    );
+    assert_eq!(alice.api_get("/api/orders").await.json()["path"], "/orders");
+    assert_eq!(
+        alice.api_get("/api/ordersX").await.json()["path"],
+        "/general/ordersX",
+        "whole segments only"
+    );
+    assert_eq!(alice.api_get("/api").await.json()["path"], "/general");
+    alice
+        .api_get("/apix")
+        .await
+        .assert_problem(404, "not-found");
+
+    let delete = alice
+        .request(
+            reqwest::Method::DELETE,
+            "/api/orders/7",
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    delete.assert_problem(405, "method-not-allowed");
+    assert_eq!(delete.headers["allow"], "GET, POST");
+    assert_eq!(
+        alice.api_post("/api/orders", b"x".to_vec()).await.status,
+        200
+    );
+
+    assert_eq!(
+        alice.api_get("/api/support/tickets").await.status,
+        200,
+        "alice has roles=support"
+    );
+    bob.api_get("/api/support/tickets")
+        .await
+        .assert_problem(403, "forbidden");
+    alice
+        .api_get("/api/admin")
+        .await
+        .assert_problem(403, "forbidden");
+    assert_eq!(
+        bob.api_get("/api/profile").await.status,
+        200,
+        "granted scope and claim"
+    );
+
+    let mut anonymous = app.browser();
+    anonymous
+        .api_get("/api/orders")
+        .await
+        .assert_problem(401, "unauthenticated");
+    alice
+        .get("/api/orders")
+        .await
+        .assert_problem(401, "csrf-header-required");
+    let seen = echo.seen();
+    assert_eq!(
+        seen.iter().filter(|p| p.starts_with("/support")).count(),
+        1,
+        "only alice's call: {seen:?}"
+    );
+    assert!(!seen.iter().any(|p| p.starts_with("/admin")), "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|p| p.starts_with("/orders")).count(),
+        3,
+        "the 405 never left: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn optional_none_and_client_routes() {
+    let echo = spawn_echo().await;
+    let routes = [
+        route("/public", &echo.base, "token = \"optional\""),
+        route("/static-api", &echo.base, "token = \"none\""),
+        route("/service", &echo.base, "token = \"client\""),
+    ]
+    .concat();
+    let app = app_with_routes(&routes).await;
+    let mut anonymous = app.browser();
+    let seen = anonymous.api_get("/public/x").await.json();
+    assert!(
+        header(&seen, "authorization").is_empty(),
+        "anonymous optional call carries no token"
+    );
+
+    let mut alice = app.browser();
+    alice.login("alice").await;
+    let seen = alice.api_get("/public/x").await.json();
+    assert_eq!(
+        header(&seen, "authorization").len(),
+        1,
+        "logged-in optional call carries the user's token"
+    );
+    let seen = alice.api_get("/static-api/x").await.json();
+    assert!(
+        header(&seen, "authorization").is_empty(),
+        "none routes never carry a token"
+    );
+
+    let calls = (0..20).map(|_| {
+        let http = app.http.clone();
+        let url = format!("{}/service/call", app.base);
+        async move {
+            http.get(url)
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .expect("call")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let tokens: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|seen| header(seen, "authorization")[0].to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 1, "one client token shared by all calls");
+    assert_eq!(
+        app.provider_grants().await["client_credentials"],
+        1,
+        "fetched exactly once"
+    );
+    let token = tokens
+        .iter()
+        .next()
+        .expect("token")
+        .strip_prefix("Bearer ")
+        .expect("bearer");
+    let introspection = app.introspect(token).await;
+    assert_eq!(introspection["active"], true);
+    assert_eq!(introspection["client_id"], app.client_id);
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_gateway_errors() {
+    let echo = spawn_echo().await;
+    let closed_port = crate::helpers::processes::free_port();
+    let routes = [
+        route("/down", &format!("http://127.0.0.1:{closed_port}"), ""),
+        route("/slow", &format!("{}/slow", echo.base), "timeout_secs = 1"),
+        route("/api", &echo.base, "max_body_bytes = 1000"),
+        route("/cookies", &echo.base, "pass_set_cookie = true"),
+    ]
+    .concat();
+    let app = app_with_routes(&routes).await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+
+    let down = browser.api_get("/down/x").await;
+    down.assert_problem(502, "upstream-unreachable");
+    assert!(
+        !down.body.contains(&closed_port.to_string()),
+        "no upstream internals: {}",
+        down.body
+    );
+    browser
+        .api_get("/slow?ms=3000")
+        .await
+        .assert_problem(504, "upstream-timeout");
+    assert_eq!(browser.api_get("/slow?ms=10").await.status, 200);
+
+    let redirect = browser.api_get("/api/redirect").await;
+    assert_eq!(
+        redirect.status, 302,
+        "redirects are passed back, not followed"
+    );
+    assert_eq!(redirect.location(), Some("/elsewhere"));
+
+    browser
+        .api_post("/api/upload", vec![b'x'; 2000])
+        .await
+        .assert_problem(413, "payload-too-large");
+    assert!(
+        !echo.seen().iter().any(|p| p.starts_with("/upload")),
+        "a declared oversize body never leaves"
+    );
+    let chunked =
+        futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 600])));
+    let response = app
+        .http
+        .post(format!("{}/api/upload", app.base))
+        .header("x-csrf", "1")
+        .header(
+            "cookie",
+            format!(
+                "{}={}",
+                app.cookie_name(),
+                browser.session_cookie().expect("cookie")
+            ),
+        )
+        .body(reqwest::Body::wrap_stream(chunked))
+        .send()
+        .await
+        .expect("chunked upload");
+    assert_eq!(
+        response.status(),
+        413,
+        "a chunked body over the limit is refused too"
+    );
+
+    let stripped = browser.api_get("/api/set-cookie").await;
+    assert_eq!(stripped.status, 200);
+    assert!(
+        stripped.set_cookies().is_empty(),
+        "upstream cookies are stripped by default"
+    );
+    let passed = browser.api_get("/cookies/set-cookie").await;
+    assert_eq!(passed.set_cookies(), vec!["upstream=1; Path=/".to_owned()]);
+}
