@@ -29,6 +29,34 @@ pub enum Command {
     Serve,
     /// Validate the configuration, print every problem, exit non-zero if there is one.
     CheckConfig,
+    /// Operator commands on the sessions in the configured Redis; they take effect on the
+    /// next request at every instance.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's sessions.
+    List {
+        #[arg(long)]
+        sub: String,
+        /// Provider name (default: the default provider).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// End every session of a user (--sub, e.g. a compromised account) or of one provider
+    /// session (--sid).
+    Revoke {
+        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        sub: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// How many sessions the store holds.
+    Count,
 }
 
 fn load(cli: &Cli) -> Result<Settings, config::ConfigErrors> {
@@ -49,6 +77,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Sessions(command) => match load(&cli) {
+            Ok(settings) => sessions(settings, command),
             Err(errors) => {
                 eprint!("{errors}");
                 ExitCode::from(2)
@@ -86,4 +121,91 @@ fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
+    if matches!(settings.store, config::StoreSettings::Memory) {
+        eprintln!("gatehouse sessions: no redis.url configured; in-memory sessions live inside the server process");
+        return ExitCode::from(2);
+    }
+    let result: Result<String, String> = actix_web::rt::System::new().block_on(async move {
+        let store = crate::startup::build_store(&settings).map_err(|e| e.to_string())?;
+        let sessions = crate::startup::session_manager(&settings, store);
+        let now = crate::clock::Clock::now_millis(&crate::clock::SystemClock);
+        let provider_name = |provider: &Option<String>| -> Result<String, String> {
+            let name = provider
+                .clone()
+                .unwrap_or_else(|| settings.default_provider.clone());
+            if settings.providers.contains_key(&name) {
+                Ok(name)
+            } else {
+                Err(format!("unknown provider `{name}`"))
+            }
+        };
+        match command {
+            SessionsCommand::Count => Ok(sessions
+                .store()
+                .count()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_string()),
+            SessionsCommand::List { sub, provider } => {
+                let provider = provider_name(provider)?;
+                let keys = sessions
+                    .store()
+                    .keys_by_sub(&provider, sub, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut lines = vec![format!(
+                    "{:<14} {:<10} {:<24} {:<25} {:<25} {}",
+                    "session", "provider", "sub", "created", "last seen", "ends by"
+                )];
+                for key in keys {
+                    if let Some(s) = sessions
+                        .store()
+                        .summary(&key)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        lines.push(format!(
+                            "{:<14} {:<10} {:<24} {:<25} {:<25} {}",
+                            &s.key[..s.key.len().min(12)],
+                            s.provider,
+                            s.sub,
+                            timestamp(s.created_at),
+                            timestamp(s.last_seen_at),
+                            timestamp(s.absolute_expires_at)
+                        ));
+                    }
+                }
+                Ok(lines.join("\n"))
+            }
+            SessionsCommand::Revoke { sub, sid, provider } => {
+                let provider = provider_name(provider)?;
+                let ended = match (sub, sid) {
+                    (Some(sub), _) => sessions.delete_by_sub(&provider, sub, now).await,
+                    (None, Some(sid)) => sessions.delete_by_provider_sid(&provider, sid, now).await,
+                    (None, None) => Ok(0),
+                }
+                .map_err(|e| e.to_string())?;
+                Ok(format!("revoked {ended} session(s)"))
+            }
+        }
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("gatehouse sessions: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn timestamp(millis: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }

@@ -113,6 +113,9 @@ struct RawSession {
     absolute_timeout_secs: Option<u64>,
     touch_interval_secs: Option<u64>,
     login_state_ttl_secs: Option<u64>,
+    refresh_skew_secs: Option<u64>,
+    refresh_lock_ttl_ms: Option<u64>,
+    refresh_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -259,6 +262,13 @@ pub struct SessionSettings {
     pub touch_interval: Duration,
     pub login_state_ttl: Duration,
     pub secure_cookies: bool,
+    /// An access token expiring within this is refreshed before a call is forwarded.
+    pub refresh_skew: Duration,
+    /// The per-session refresh lock lapses after this unless renewed (it is renewed while
+    /// the refresh runs); longer than the provider's HTTP timeout.
+    pub refresh_lock_ttl: Duration,
+    /// How long a call waits for another instance's refresh before answering 503.
+    pub refresh_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +554,12 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     let absolute_timeout = secs(raw.session.absolute_timeout_secs.unwrap_or(8 * 60 * 60));
     let touch_interval = secs(raw.session.touch_interval_secs.unwrap_or(60));
     let login_state_ttl = secs(raw.session.login_state_ttl_secs.unwrap_or(10 * 60));
+    let refresh_skew = secs(raw.session.refresh_skew_secs.unwrap_or(60));
+    let refresh_lock_ttl = Duration::from_millis(raw.session.refresh_lock_ttl_ms.unwrap_or(15_000));
+    let refresh_wait = Duration::from_millis(raw.session.refresh_wait_ms.unwrap_or(20_000));
+    if refresh_lock_ttl < Duration::from_millis(300) {
+        problems.push("session.refresh_lock_ttl_ms must be at least 300".into());
+    }
     if idle_timeout.is_zero() || absolute_timeout.is_zero() || login_state_ttl.is_zero() {
         problems.push("session timeouts must be greater than zero".into());
     }
@@ -657,6 +673,9 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
             absolute_timeout,
             touch_interval,
             login_state_ttl,
+            refresh_skew,
+            refresh_lock_ttl,
+            refresh_wait,
             secure_cookies,
         },
         store,

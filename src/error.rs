@@ -33,6 +33,7 @@ pub enum Problem {
     PayloadTooLarge,
     UpstreamUnreachable,
     UpstreamTimeout,
+    LogoutTokenInvalid,
 }
 
 impl Problem {
@@ -56,6 +57,7 @@ impl Problem {
             Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Problem::LogoutTokenInvalid => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -79,6 +81,7 @@ impl Problem {
             Problem::PayloadTooLarge => "payload-too-large",
             Problem::UpstreamUnreachable => "upstream-unreachable",
             Problem::UpstreamTimeout => "upstream-timeout",
+            Problem::LogoutTokenInvalid => "logout-token-invalid",
         }
     }
 
@@ -104,6 +107,7 @@ impl Problem {
             Problem::PayloadTooLarge => "Request body too large",
             Problem::UpstreamUnreachable => "Upstream API unreachable",
             Problem::UpstreamTimeout => "Upstream API did not answer in time",
+            Problem::LogoutTokenInvalid => "Logout token rejected",
         }
     }
 }

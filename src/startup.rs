@@ -11,6 +11,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
+use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
 use crate::proxy::Proxy;
 use crate::routes::{self, AppState};
@@ -118,9 +119,16 @@ impl Application {
                 "cannot build the proxy client: {e}"
             )))
         })?;
+        let refresher = TokenRefresher::new(
+            sessions.clone(),
+            providers.clone(),
+            clock.clone(),
+            &settings.session,
+        );
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
             proxy,
+            refresher,
             flows: AuthFlows {
                 providers,
                 sessions,

@@ -10,7 +10,8 @@ use crate::clock::UnixMillis;
 use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
-    LoadedSession, LoginBinding, LoginStateError, SessionData, SessionError, SessionManager,
+    absolute_expiry, LoadedSession, LoginBinding, LoginStateError, SessionData, SessionError,
+    SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,7 @@ impl AuthFlows {
             .ok_or(FlowError::MissingCode)?;
         let outcome = provider.complete_login(code, &login, now).await?;
 
-        let absolute = self.session_settings.absolute_timeout.as_millis() as i64;
+        let refresh_token_expires_at = outcome.tokens.refresh_token_expires_at;
         let data = SessionData {
             provider: login.provider.clone(),
             sub: outcome.sub.clone(),
@@ -147,7 +148,11 @@ impl AuthFlows {
             tokens: outcome.tokens,
             logout_sid: b64(&random_bytes()[..16]),
             created_at: now,
-            absolute_expires_at: now + absolute,
+            absolute_expires_at: absolute_expiry(
+                now,
+                self.session_settings.absolute_timeout,
+                refresh_token_expires_at,
+            ),
         };
         // A new login always gets a new session id (no fixation); the one it replaces ends.
         if let Some(previous) = previous_session_cookie {

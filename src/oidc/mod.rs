@@ -1,8 +1,10 @@
 //! The OpenID Connect relying party: login, callback, logout. No HTTP framework types here;
 //! handlers translate requests into these calls.
 
+pub mod backchannel;
 pub mod flows;
 pub mod provider;
+pub mod refresh;
 pub mod return_to;
 
 use std::collections::BTreeMap;
@@ -11,9 +13,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreErrorResponseType, CoreIdToken, CoreTokenResponse,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreErrorResponseType, CoreIdToken};
 use openidconnect::{
     AccessToken, AccessTokenHash, AuthorizationCode, ClaimsVerificationError, CsrfToken,
     IdTokenVerifier, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
@@ -216,7 +216,7 @@ impl Provider {
         now: UnixMillis,
     ) -> Result<LoginOutcome, OidcError> {
         let discovered = self.current()?;
-        let response: CoreTokenResponse = discovered
+        let response: provider::TokenResponse = discovered
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?
@@ -265,6 +265,7 @@ impl Provider {
             tokens: TokenSet {
                 access_token: SecretString::from(response.access_token().secret().clone()),
                 access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
+                refresh_token_expires_at: refresh_expiry(&response, now),
                 refresh_token: response
                     .refresh_token()
                     .map(|t| SecretString::from(t.secret().clone())),
@@ -524,7 +525,7 @@ impl Provider {
         for scope in scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
-        let response: CoreTokenResponse = request
+        let response: provider::TokenResponse = request
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
@@ -532,5 +533,76 @@ impl Provider {
             SecretString::from(response.access_token().secret().clone()),
             response.expires_in(),
         ))
+    }
+}
+
+/// When the refresh token in a response expires, if the provider said.
+fn refresh_expiry(response: &provider::TokenResponse, now: UnixMillis) -> Option<UnixMillis> {
+    let extra = response.extra_fields().extra_fields();
+    extra
+        .refresh_expires_in
+        .or(extra.refresh_token_expires_in)
+        .filter(|secs| *secs > 0)
+        .map(|secs| now + secs as i64 * 1000)
+}
+
+/// What a refresh yields; absent members mean "keep what the session has".
+pub struct RefreshedTokens {
+    pub access_token: SecretString,
+    pub access_token_expires_at: Option<UnixMillis>,
+    pub refresh_token: Option<SecretString>,
+    pub refresh_token_expires_at: Option<UnixMillis>,
+    pub id_token: Option<SecretString>,
+    pub scope: Option<String>,
+}
+
+impl Provider {
+    /// The refresh-token grant. A new ID token, when the provider sends one, is validated
+    /// like the first (its nonce may be absent) and must name the same user.
+    pub async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        sub: &str,
+        now: UnixMillis,
+    ) -> Result<RefreshedTokens, OidcError> {
+        let discovered = self.current()?;
+        let token = openidconnect::RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let response: provider::TokenResponse = discovered
+            .client
+            .exchange_refresh_token(&token)
+            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let id_token = match response.id_token() {
+            Some(id_token) => {
+                let claims = self
+                    .verify_id_token(id_token, None, response.access_token(), now)
+                    .await?;
+                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+                    return Err(OidcError::InvalidIdToken(
+                        "refreshed ID token names another user".into(),
+                    ));
+                }
+                Some(SecretString::from(id_token.to_string()))
+            }
+            None => None,
+        };
+        Ok(RefreshedTokens {
+            access_token: SecretString::from(response.access_token().secret().clone()),
+            access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| SecretString::from(t.secret().clone())),
+            refresh_token_expires_at: refresh_expiry(&response, now),
+            id_token,
+            scope: response.scopes().map(|scopes| {
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+        })
     }
 }

@@ -8,19 +8,57 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AuthType, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, RedirectUrl,
+    AuthType, ClientId, ClientSecret, EmptyAdditionalClaims, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IdTokenFields, RedirectUrl, StandardErrorResponse, StandardTokenResponse,
 };
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::OidcError;
 use crate::config::{ClientAuthMethod, ProviderSettings};
 
-pub type OidcClient = CoreClient<
+/// Token response members beyond the standard ones that gatehouse uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExtraTokenFields {
+    /// Keycloak and others say how long the refresh token lives; a session never outlives it.
+    pub refresh_expires_in: Option<u64>,
+    /// The same, as Entra ID and others spell it.
+    pub refresh_token_expires_in: Option<u64>,
+}
+
+impl openidconnect::ExtraTokenFields for ExtraTokenFields {}
+
+pub type TokenResponse = StandardTokenResponse<
+    IdTokenFields<
+        EmptyAdditionalClaims,
+        ExtraTokenFields,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >,
+    CoreTokenType,
+>;
+
+/// The client built from discovery (typestate: auth URL set, token and userinfo URLs maybe).
+pub type OidcClient = openidconnect::Client<
+    EmptyAdditionalClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -204,7 +242,7 @@ impl Provider {
         }
         let redirect = RedirectUrl::new(self.settings.redirect_uri.to_string())
             .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
-        let client = CoreClient::from_provider_metadata(
+        let client = OidcClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(self.settings.client_id.clone()),
             Some(ClientSecret::new(

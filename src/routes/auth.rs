@@ -165,3 +165,70 @@ pub async fn logout_get(
         .cookie(cookies::expired_session_cookie(&state.settings.session))
         .finish())
 }
+
+/// `POST /auth/backchannel-logout`: the provider, server to server, ends sessions.
+pub async fn backchannel_logout(
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = |reason: &str| {
+        security_event(SecurityEvent::BackchannelLogout, None, None, Some(reason));
+        ApiError::new(Problem::LogoutTokenInvalid)
+            .extension("error", "invalid_request")
+            .cause(reason.to_owned())
+    };
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "logout_token")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| invalid("no logout_token"))?;
+    let now = state.now();
+    let request = state
+        .flows
+        .providers
+        .verify_logout_token(&token, now)
+        .await
+        .map_err(|e| invalid(&e.to_string()))?;
+    let replay_key = crate::session::crypto::hash_id(
+        "gatehouse/logout-jti",
+        &[
+            request.provider.settings.issuer.as_bytes(),
+            request.jti.as_bytes(),
+        ],
+    );
+    let replay_window =
+        crate::oidc::backchannel::MAX_AGE + request.provider.settings.clock_skew * 2;
+    if !state
+        .flows
+        .sessions
+        .store()
+        .remember_once(&replay_key, replay_window, now)
+        .await?
+    {
+        return Err(invalid("logout token replayed"));
+    }
+    let provider = request.provider.name();
+    let ended = match (&request.sid, &request.sub) {
+        (Some(sid), _) => {
+            state
+                .flows
+                .sessions
+                .delete_by_provider_sid(provider, sid, now)
+                .await?
+        }
+        (None, Some(sub)) => {
+            state
+                .flows
+                .sessions
+                .delete_by_sub(provider, sub, now)
+                .await?
+        }
+        (None, None) => 0,
+    };
+    security_event(
+        SecurityEvent::BackchannelLogout,
+        request.sub.as_deref(),
+        None,
+        Some(&format!("ended {ended} session(s)")),
+    );
+    Ok(HttpResponse::Ok().finish())
+}

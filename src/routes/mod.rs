@@ -13,6 +13,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
+use crate::oidc::refresh::TokenRefresher;
 use crate::proxy::Proxy;
 use crate::telemetry::{security_event, SecurityEvent};
 
@@ -21,6 +22,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub flows: AuthFlows,
     pub proxy: Proxy,
+    pub refresher: TokenRefresher,
     pub clock: SharedClock,
 }
 
@@ -56,6 +58,10 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
         .route("/user", web::get().to(auth::user))
         .route("/logout", web::post().to(auth::logout_post))
         .route("/logout", web::get().to(auth::logout_get))
+        .route(
+            "/backchannel-logout",
+            web::post().to(auth::backchannel_logout),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -12,7 +12,8 @@ use secrecy::ExposeSecret;
 
 use super::{cookies, AppState};
 use crate::config::{RouteSettings, TokenPolicy};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+use crate::oidc::refresh::RefreshError;
 use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
 use crate::proxy::routes::upstream_path;
 use crate::proxy::{Proxy, ProxyError};
@@ -57,9 +58,22 @@ async fn forward(
         TokenPolicy::None | TokenPolicy::Client => None,
         _ => {
             let cookie = cookies::read(req, &state.settings.session.cookie_name);
-            state.flows.current_session(cookie.as_deref(), now).await?
+            match (
+                state.flows.current_session(cookie.as_deref(), now).await?,
+                cookie,
+            ) {
+                (Some(session), Some(cookie)) => Some(
+                    state
+                        .refresher
+                        .fresh_session(&cookie, session)
+                        .await
+                        .map_err(|e| refresh_error(e, state))?,
+                ),
+                _ => None,
+            }
         }
     };
+    let now = state.now();
     let token = match state.proxy.token_for(route, session.as_ref(), now).await {
         Ok(token) => token,
         Err(ProxyError::Forbidden(reason)) => {
@@ -159,6 +173,21 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     Ok(stream_response(response, route))
+}
+
+fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
+    match error {
+        RefreshError::SessionEnded(reason) => ApiError::new(Problem::Unauthenticated)
+            .header(
+                "Set-Cookie",
+                cookies::expired_session_cookie(&state.settings.session).to_string(),
+            )
+            .cause(reason),
+        RefreshError::Unavailable(reason) => {
+            ApiError::new(Problem::ProviderUnavailable).cause(reason)
+        }
+        RefreshError::Session(e) => e.into(),
+    }
 }
 
 /// actix's payload is not `Send`; a local task pumps it into a bounded channel whose

@@ -21,6 +21,8 @@ struct Inner {
     sessions: HashMap<String, Entry>,
     indices: HashMap<String, HashSet<String>>,
     login_states: HashMap<String, (Vec<u8>, UnixMillis)>,
+    locks: HashMap<String, (String, UnixMillis)>,
+    remembered: HashMap<String, UnixMillis>,
     writes: u64,
 }
 
@@ -42,6 +44,8 @@ impl Inner {
         }
         self.sessions.retain(|_, e| e.expires_at > now);
         self.login_states.retain(|_, (_, exp)| *exp > now);
+        self.locks.retain(|_, (_, exp)| *exp > now);
+        self.remembered.retain(|_, exp| *exp > now);
         let sessions = &self.sessions;
         self.indices.retain(|_, members| {
             members.retain(|key| sessions.contains_key(key));
@@ -174,15 +178,94 @@ impl SessionStore for MemoryStore {
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        absolute_expires_at: UnixMillis,
+        now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         let replaced = match self.lock().sessions.get_mut(key) {
-            Some(entry) => {
+            Some(entry) if entry.expires_at > now => {
                 entry.record.sealed = sealed.to_vec();
+                entry.record.absolute_expires_at = absolute_expires_at;
+                entry.expires_at = entry.expires_at.min(absolute_expires_at);
                 true
             }
-            None => false,
+            _ => false,
         };
         async move { Ok(replaced) }.boxed()
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut inner = self.lock();
+        let free = inner
+            .locks
+            .get(name)
+            .is_none_or(|(_, expires_at)| *expires_at <= now);
+        if free {
+            inner
+                .locks
+                .insert(name.to_owned(), (owner.to_owned(), now + millis(ttl)));
+        }
+        drop(inner);
+        async move { Ok(free) }.boxed()
+    }
+
+    fn renew_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let renewed = match self.lock().locks.get_mut(name) {
+            Some((holder, expires_at)) if holder == owner && *expires_at > now => {
+                *expires_at = now + millis(ttl);
+                true
+            }
+            _ => false,
+        };
+        async move { Ok(renewed) }.boxed()
+    }
+
+    fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        let mut inner = self.lock();
+        if inner
+            .locks
+            .get(name)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            inner.locks.remove(name);
+        }
+        drop(inner);
+        async move { Ok(()) }.boxed()
+    }
+
+    fn remember_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        let first = inner
+            .remembered
+            .get(name)
+            .is_none_or(|expires_at| *expires_at <= now);
+        if first {
+            inner.remembered.insert(name.to_owned(), now + millis(ttl));
+        }
+        drop(inner);
+        async move { Ok(first) }.boxed()
+    }
+
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        let count = self.lock().sessions.len() as u64;
+        async move { Ok(count) }.boxed()
     }
 
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {

@@ -30,6 +30,9 @@ pub struct TokenSet {
     pub access_token_expires_at: Option<UnixMillis>,
     #[serde(with = "secret_serde::option", default)]
     pub refresh_token: Option<SecretString>,
+    /// When the refresh token expires, if the provider said; the session ends by then.
+    #[serde(default)]
+    pub refresh_token_expires_at: Option<UnixMillis>,
     #[serde(with = "secret_serde")]
     pub id_token: SecretString,
     /// Scopes the provider granted (space separated), when it said.
@@ -82,6 +85,16 @@ impl fmt::Debug for SessionData {
             .field("absolute_expires_at", &self.absolute_expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A session ends at its absolute lifetime, or earlier when its refresh token does.
+pub fn absolute_expiry(
+    created_at: UnixMillis,
+    absolute_timeout: std::time::Duration,
+    refresh_token_expires_at: Option<UnixMillis>,
+) -> UnixMillis {
+    let absolute = created_at + absolute_timeout.as_millis() as i64;
+    refresh_token_expires_at.map_or(absolute, |refresh| refresh.min(absolute))
 }
 
 /// What a session cookie carries: `<id>.<secret>`, 256 random bits each. The store key is a
@@ -270,6 +283,7 @@ impl SessionManager {
         &self,
         cookie_value: &str,
         data: &SessionData,
+        now: UnixMillis,
     ) -> Result<bool, SessionError> {
         let Some(handle) = SessionHandle::parse(cookie_value) else {
             return Ok(false);
@@ -278,7 +292,10 @@ impl SessionManager {
         let plaintext =
             serde_json::to_vec(data).map_err(|e| SessionError::Encoding(e.to_string()))?;
         let sealed = seal(&handle.secret, SESSION_PURPOSE, key.as_bytes(), &plaintext);
-        Ok(self.store.replace_sealed(&key, &sealed).await?)
+        Ok(self
+            .store
+            .replace_sealed(&key, &sealed, data.absolute_expires_at, now)
+            .await?)
     }
 
     pub async fn delete(&self, store_key: &str) -> Result<bool, SessionError> {

@@ -48,9 +48,30 @@ end
 return v
 ";
 
+/// ARGV: sealed payload, absolute expiry, now.
 const REPLACE_SEALED: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[1])
+redis.call('HSET', KEYS[1], 'c', ARGV[1], 'ta', ARGV[2])
+local left = tonumber(ARGV[2]) - tonumber(ARGV[3])
+if left <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 or left < ttl then redis.call('PEXPIRE', KEYS[1], left) end
+return 1
+";
+
+const RENEW_LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
@@ -69,6 +90,8 @@ pub struct RedisStore {
     fetch: Script,
     replace_sealed: Script,
     index_add: Script,
+    renew_lock: Script,
+    unlock: Script,
 }
 
 impl RedisStore {
@@ -90,6 +113,8 @@ impl RedisStore {
             fetch: Script::new(FETCH),
             replace_sealed: Script::new(REPLACE_SEALED),
             index_add: Script::new(INDEX_ADD),
+            renew_lock: Script::new(RENEW_LOCK),
+            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -99,6 +124,15 @@ impl RedisStore {
 
     fn index_key(&self, index_id: &str) -> String {
         format!("{}:x:{{{index_id}}}", self.prefix)
+    }
+
+    /// The refresh lock sits in the same hash slot as the session it guards.
+    fn lock_key(&self, name: &str) -> String {
+        format!("{}:k:{{{name}}}", self.prefix)
+    }
+
+    fn remembered_key(&self, name: &str) -> String {
+        format!("{}:j:{{{name}}}", self.prefix)
     }
 
     fn login_key(&self, key: &str) -> String {
@@ -293,17 +327,131 @@ impl SessionStore for RedisStore {
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        absolute_expires_at: UnixMillis,
+        now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let session_key = self.session_key(key);
             let replaced: i64 = retry(|| {
                 let mut conn = self.conn();
                 let mut invocation = self.replace_sealed.key(&session_key);
-                invocation.arg(sealed);
+                invocation.arg(sealed).arg(absolute_expires_at).arg(now);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
             Ok(replaced == 1)
+        }
+        .boxed()
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        _now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let lock_key = self.lock_key(name);
+            let mut conn = self.conn();
+            // Not retried blindly: a lost reply to a successful SET would leave us believing
+            // someone else holds the lock, which only makes us wait — the safe side.
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&lock_key)
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(to_store_error)?;
+            Ok(taken.is_some())
+        }
+        .boxed()
+    }
+
+    fn renew_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        _now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let lock_key = self.lock_key(name);
+            let renewed: i64 = retry(|| {
+                let mut conn = self.conn();
+                let mut invocation = self.renew_lock.key(&lock_key);
+                invocation.arg(owner).arg(millis(ttl).max(1));
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+            Ok(renewed == 1)
+        }
+        .boxed()
+    }
+
+    fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let lock_key = self.lock_key(name);
+            let _: i64 = retry(|| {
+                let mut conn = self.conn();
+                let mut invocation = self.unlock.key(&lock_key);
+                invocation.arg(owner);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remember_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+        _now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let key = self.remembered_key(name);
+            let mut conn = self.conn();
+            let first: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(to_store_error)?;
+            Ok(first.is_some())
+        }
+        .boxed()
+    }
+
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            // SCAN, not KEYS: it does not block the server. (On a cluster, run per node.)
+            let mut conn = self.conn();
+            let pattern = format!("{}:s:*", self.prefix);
+            let mut cursor: u64 = 0;
+            let mut total: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(to_store_error)?;
+                total += keys.len() as u64;
+                if next == 0 {
+                    return Ok(total);
+                }
+                cursor = next;
+            }
         }
         .boxed()
     }

@@ -89,12 +89,48 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>>;
 
     /// Swaps the sealed payload of a session that still exists (tokens refreshed under the
-    /// refresh lock). Returns false when the session is gone.
+    /// refresh lock) and sets its absolute expiry (a refresh token may end sooner than the
+    /// session would). Returns false when the session is gone: nothing is resurrected.
     fn replace_sealed<'a>(
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        absolute_expires_at: UnixMillis,
+        now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Takes the named lock for `owner` unless someone holds it. The lock lapses after `ttl`
+    /// unless renewed, so a crashed holder cannot block others for long.
+    fn try_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Extends a lock `owner` still holds; false when it lapsed or passed to someone else.
+    fn renew_lock<'a>(
+        &'a self,
+        name: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Releases a lock if `owner` still holds it.
+    fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// True the first time a name is seen within `ttl` (replay detection for logout tokens).
+    fn remember_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// How many sessions the store holds (operator command; may scan).
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Deletes a session and its index entries. Returns whether it existed.
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>>;

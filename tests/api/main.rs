@@ -3,6 +3,7 @@
 mod callback;
 mod config_cli;
 mod helpers;
+mod lifecycle;
 mod login;
 mod logout;
 mod proxy;

@@ -51,6 +51,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
             access_token: SecretString::from(format!("access-{sub}-{now}")),
             access_token_expires_at: Some(now + 300_000),
             refresh_token: Some(SecretString::from(format!("refresh-{sub}-{now}"))),
+            refresh_token_expires_at: None,
             id_token: SecretString::from("header.payload.signature".to_owned()),
             scope: Some("openid profile".into()),
         },
@@ -355,7 +356,7 @@ async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: Off
     let mut refreshed = data.clone();
     refreshed.tokens.access_token = SecretString::from("new-access".to_owned());
     assert!(sessions
-        .replace(cookie.expose_secret(), &refreshed)
+        .replace(cookie.expose_secret(), &refreshed, now)
         .await
         .expect("replace"));
     let loaded = sessions
@@ -371,7 +372,7 @@ async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: Off
     sessions.delete(&loaded.store_key).await.expect("delete");
     assert!(
         !sessions
-            .replace(cookie.expose_secret(), &refreshed)
+            .replace(cookie.expose_secret(), &refreshed, now)
             .await
             .expect("replace"),
         "no resurrection"
@@ -381,6 +382,70 @@ async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: Off
         .await
         .expect("load")
         .is_none());
+}
+
+async fn locks_have_one_owner_and_lapse(sessions: SessionManager, clock: OffsetClock) {
+    let store = sessions.store();
+    let now = clock.now_millis();
+    let ttl = Duration::from_secs(10);
+    assert!(store.try_lock("s1", "a", ttl, now).await.expect("lock"));
+    assert!(
+        !store.try_lock("s1", "b", ttl, now).await.expect("lock"),
+        "held by a"
+    );
+    assert!(
+        store.try_lock("s2", "b", ttl, now).await.expect("lock"),
+        "locks are per name"
+    );
+    assert!(
+        !store.renew_lock("s1", "b", ttl, now).await.expect("renew"),
+        "b does not own s1"
+    );
+    assert!(store.renew_lock("s1", "a", ttl, now).await.expect("renew"));
+    store.unlock("s1", "b").await.expect("unlock");
+    assert!(
+        !store.try_lock("s1", "b", ttl, now).await.expect("lock"),
+        "a foreign unlock does nothing"
+    );
+    store.unlock("s1", "a").await.expect("unlock");
+    assert!(
+        store
+            .try_lock("s1", "b", Duration::from_millis(300), now)
+            .await
+            .expect("lock"),
+        "free after unlock"
+    );
+    // Lapses without renewal (real time for Redis, the clock for memory).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(400));
+    assert!(
+        store
+            .try_lock("s1", "c", ttl, clock.now_millis())
+            .await
+            .expect("lock"),
+        "lapsed"
+    );
+}
+
+async fn remember_once_detects_replays(sessions: SessionManager, clock: OffsetClock) {
+    let store = sessions.store();
+    let now = clock.now_millis();
+    let ttl = Duration::from_secs(60);
+    assert!(store
+        .remember_once("jti-1", ttl, now)
+        .await
+        .expect("remember"));
+    assert!(
+        !store
+            .remember_once("jti-1", ttl, now)
+            .await
+            .expect("remember"),
+        "second sighting"
+    );
+    assert!(store
+        .remember_once("jti-2", ttl, now)
+        .await
+        .expect("remember"));
 }
 
 macro_rules! contract {
@@ -411,6 +476,14 @@ macro_rules! contract {
                     OffsetClock::new(),
                 )
                 .await;
+            }
+            #[tokio::test]
+            async fn locks_have_one_owner_and_lapse() {
+                super::locks_have_one_owner_and_lapse($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn remember_once_detects_replays() {
+                super::remember_once_detects_replays($make, OffsetClock::new()).await;
             }
             #[tokio::test]
             async fn replacing_tokens_keeps_the_session() {

@@ -88,6 +88,8 @@ pub struct AppOptions<'a> {
     pub redis_toml: String,
     /// Another Redis than the shared one (a test that takes Redis down).
     pub redis_url: Option<String>,
+    /// Another instance of an app: same Redis prefix, provider and client.
+    pub share: Option<&'a TestApp>,
     /// A client configured in advance, with the listener its redirect URI names (for a
     /// provider that is not running yet).
     pub preset: Option<Preset>,
@@ -108,6 +110,7 @@ impl Default for AppOptions<'_> {
             session_toml: String::new(),
             redis_toml: String::new(),
             redis_url: None,
+            share: None,
             preset: None,
         }
     }
@@ -121,6 +124,8 @@ pub struct TestApp {
     pub client_secret: String,
     pub key_prefix: String,
     pub redis_url: String,
+    /// The config this instance runs on (secret in the environment, as in production).
+    pub config_toml: String,
     pub settings: Settings,
     pub clock: OffsetClock,
     pub http: reqwest::Client,
@@ -173,6 +178,15 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
     let wait_ready = options.preset.is_none();
     let (issuer, client, listener) = match options.preset {
         Some(preset) => (preset.issuer, preset.client, preset.listener),
+        None if options.share.is_some() => {
+            let other = options.share.expect("checked");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let client = RegisteredClient {
+                client_id: other.client_id.clone(),
+                client_secret: other.client_secret.clone(),
+            };
+            (other.issuer.clone(), client, listener)
+        }
         None => {
             let provider = options.provider.unwrap_or_else(|| shared_provider());
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -189,7 +203,10 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
     };
     let port = listener.local_addr().expect("addr").port();
     let base = format!("http://127.0.0.1:{port}");
-    let key_prefix = random_name("t");
+    let key_prefix = options
+        .share
+        .map(|other| other.key_prefix.clone())
+        .unwrap_or_else(|| random_name("t"));
     let redis_url = options
         .redis_url
         .clone()
@@ -224,6 +241,7 @@ http_timeout_secs = 5
         client_id = client.client_id,
         extra = options.extra_toml,
     );
+    let config_toml = toml.clone();
     let env = vec![(
         "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".to_owned(),
         client.client_secret.clone(),
@@ -249,6 +267,7 @@ http_timeout_secs = 5
         client_secret: client.client_secret,
         key_prefix,
         redis_url,
+        config_toml,
         settings,
         clock,
         http,

@@ -96,7 +96,7 @@ impl RedisServer {
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken meanwhile: try another
+                    break; // port taken meanwhile: try another (the child has exited)
                 }
                 if redis_ping(port) {
                     return RedisServer {
@@ -192,6 +192,9 @@ pub struct ProviderProcess {
 pub struct ProviderOptions {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    /// Long by default, so tests can move gatehouse's clock past access-token expiry and
+    /// still get ID tokens it accepts from a refresh.
+    pub id_token_ttl_secs: u64,
     /// A fixed port (for a gatehouse configured before the provider starts).
     pub port: Option<u16>,
     /// JSON array of static clients.
@@ -203,6 +206,7 @@ impl Default for ProviderOptions {
         Self {
             access_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 86400,
+            id_token_ttl_secs: 86400,
             port: None,
             static_clients: None,
         }
@@ -235,6 +239,7 @@ impl ProviderProcess {
                 "ACCESS_TOKEN_TTL",
                 options.access_token_ttl_secs.to_string(),
             )
+            .env("ID_TOKEN_TTL", options.id_token_ttl_secs.to_string())
             .env(
                 "REFRESH_TOKEN_TTL",
                 options.refresh_token_ttl_secs.to_string(),

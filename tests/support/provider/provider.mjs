@@ -39,6 +39,13 @@
 //        authorization codes and the Grant itself. Afterwards refreshing fails
 //        with invalid_grant and the access tokens introspect as inactive.
 //        -> {"revoked":N}   (N = number of grants revoked)
+//   POST /__test/sign   body: {"header": {...}, "payload": {...}}
+//        Signs the payload with the provider's own signing key (RS256, its kid;
+//        header members given override the defaults alg/kid/typ=logout+jwt), so
+//        tests can hand gatehouse validly signed tokens with hostile claims.
+//        -> {"jwt": "..."}
+//   Token responses that carry a refresh token also carry refresh_expires_in
+//   (REFRESH_TOKEN_TTL), as Keycloak does, so clients can bound sessions by it.
 //   Unknown /__test/ paths -> 404 {"error":"not_found"}.
 
 import * as crypto from 'node:crypto';
@@ -177,6 +184,23 @@ function signingJwk() {
   return { ...jwk, kid: crypto.randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig' };
 }
 
+const SIGNING_JWK = signingJwk();
+const SIGNING_KEY = crypto.createPrivateKey({ key: SIGNING_JWK, format: 'jwk' });
+
+function signJwt(header, payload) {
+  const fullHeader = { alg: 'RS256', kid: SIGNING_JWK.kid, typ: 'logout+jwt', ...header };
+  const encode = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const input = `${encode(fullHeader)}.${encode(payload)}`;
+  const signature = crypto.sign('sha256', Buffer.from(input), SIGNING_KEY).toString('base64url');
+  return `${input}.${signature}`;
+}
+
+async function readJsonBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+}
+
 const cookieKeys = [crypto.randomBytes(32).toString('base64url'), crypto.randomBytes(32).toString('base64url')];
 
 // ---------------------------------------------------------------------------
@@ -223,6 +247,10 @@ async function revokeGrants(clientId, sub) {
 async function handleTest(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
+  if (route === 'POST /__test/sign') {
+    const body = await readJsonBody(req);
+    return sendJson(res, 200, { jwt: signJwt(body.header ?? {}, body.payload ?? {}) });
+  }
   req.resume();
   switch (route) {
     case 'GET /__test/grants': {
@@ -312,7 +340,7 @@ const configuration = {
   adapter: MemoryAdapter,
   clients: staticClients,
   findAccount,
-  jwks: { keys: [signingJwk()] },
+  jwks: { keys: [SIGNING_JWK] },
   cookies: { keys: cookieKeys },
 
   claims: {
@@ -375,6 +403,14 @@ const configuration = {
 };
 
 provider = new Provider(ISSUER, configuration);
+
+// Like Keycloak, say how long the refresh token lives.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === TOKEN_PATH && ctx.body && typeof ctx.body === 'object' && ctx.body.refresh_token) {
+    ctx.body.refresh_expires_in = REFRESH_TOKEN_TTL;
+  }
+});
 
 provider.on('grant.success', (ctx) => {
   const clientId = ctx.oidc?.client?.clientId;

@@ -1,0 +1,253 @@
+//! Race-free token refresh. Providers rotate refresh tokens and revoke the whole grant when
+//! an old one is replayed, so two refreshes with the same token would log the user out. One
+//! refresh per session runs at a time across every instance sharing the store: a store lock
+//! with an owner token, renewed while the refresh runs, and a re-read of the session after
+//! winning it (someone else may have refreshed meanwhile). Others wait and reuse the result.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{OidcError, Providers};
+use crate::clock::{SharedClock, UnixMillis};
+use crate::config::SessionSettings;
+use crate::session::crypto::{b64, random_bytes};
+use crate::session::{absolute_expiry, LoadedSession, SessionError, SessionManager};
+use crate::telemetry::{security_event, SecurityEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider refused the refresh token (`invalid_grant`), or there is none and the
+    /// access token has expired: the session is over.
+    #[error("session ended: {0}")]
+    SessionEnded(&'static str),
+    /// The provider or the store had a hiccup and the old access token has expired: try
+    /// again shortly. The session stays.
+    #[error("token refresh temporarily impossible: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// How often a waiting call looks whether the refresh it waits for is done.
+const WAIT_POLL: Duration = Duration::from_millis(25);
+
+pub struct TokenRefresher {
+    sessions: SessionManager,
+    providers: Arc<Providers>,
+    clock: SharedClock,
+    skew_ms: i64,
+    lock_ttl: Duration,
+    wait: Duration,
+    absolute_timeout: Duration,
+}
+
+impl TokenRefresher {
+    pub fn new(
+        sessions: SessionManager,
+        providers: Arc<Providers>,
+        clock: SharedClock,
+        settings: &SessionSettings,
+    ) -> Self {
+        Self {
+            sessions,
+            providers,
+            clock,
+            skew_ms: settings.refresh_skew.as_millis() as i64,
+            lock_ttl: settings.refresh_lock_ttl,
+            wait: settings.refresh_wait,
+            absolute_timeout: settings.absolute_timeout,
+        }
+    }
+
+    fn needs_refresh(&self, session: &LoadedSession, now: UnixMillis) -> bool {
+        session
+            .data
+            .tokens
+            .access_token_expires_at
+            .is_some_and(|expires_at| expires_at - self.skew_ms <= now)
+    }
+
+    fn still_valid(session: &LoadedSession, now: UnixMillis) -> bool {
+        session
+            .data
+            .tokens
+            .access_token_expires_at
+            .is_none_or(|expires_at| expires_at > now)
+    }
+
+    /// The session with an access token that is good for at least the skew, refreshing it
+    /// when needed. `cookie` is the browser's session cookie (it opens the session).
+    pub async fn fresh_session(
+        &self,
+        cookie: &str,
+        session: LoadedSession,
+    ) -> Result<LoadedSession, RefreshError> {
+        if !self.needs_refresh(&session, self.clock.now_millis()) {
+            return Ok(session);
+        }
+        let owner = b64(&random_bytes()[..16]);
+        let deadline = Instant::now() + self.wait;
+        let mut latest = session;
+        loop {
+            let now = self.clock.now_millis();
+            let store = self.sessions.store();
+            match store
+                .try_lock(&latest.store_key, &owner, self.lock_ttl, now)
+                .await
+            {
+                Ok(true) => {
+                    let outcome = self
+                        .refresh_holding_lock(cookie, &latest.store_key, &owner)
+                        .await;
+                    if let Err(error) = store.unlock(&latest.store_key, &owner).await {
+                        // It lapses on its own within the lock TTL.
+                        tracing::warn!(%error, "could not release the refresh lock");
+                    }
+                    return outcome;
+                }
+                Ok(false) => {}
+                Err(error) => return self.fall_back(latest, now, error.to_string()),
+            }
+            // Someone else is refreshing: wait for their result.
+            tokio::time::sleep(WAIT_POLL).await;
+            let now = self.clock.now_millis();
+            match self.sessions.load(cookie, now).await {
+                Ok(Some(current)) if !self.needs_refresh(&current, now) => return Ok(current),
+                Ok(Some(current)) => latest = current,
+                Ok(None) => return Err(RefreshError::SessionEnded("session ended during refresh")),
+                Err(error) => return self.fall_back(latest, now, error.to_string()),
+            }
+            if Instant::now() >= deadline {
+                return self.fall_back(latest, now, "timed out waiting for another refresh".into());
+            }
+        }
+    }
+
+    /// A transient failure: the old access token if it is still valid, else 503.
+    fn fall_back(
+        &self,
+        session: LoadedSession,
+        now: UnixMillis,
+        reason: String,
+    ) -> Result<LoadedSession, RefreshError> {
+        if Self::still_valid(&session, now) {
+            tracing::warn!(%reason, "token refresh failed; using the still-valid access token");
+            Ok(session)
+        } else {
+            Err(RefreshError::Unavailable(reason))
+        }
+    }
+
+    async fn refresh_holding_lock(
+        &self,
+        cookie: &str,
+        store_key: &str,
+        owner: &str,
+    ) -> Result<LoadedSession, RefreshError> {
+        let now = self.clock.now_millis();
+        // The fencing re-read: the token may have been refreshed between our read and the lock.
+        let Some(current) = self.sessions.load(cookie, now).await? else {
+            return Err(RefreshError::SessionEnded("session ended"));
+        };
+        if !self.needs_refresh(&current, now) {
+            return Ok(current);
+        }
+        let Some(refresh_token) = current.data.tokens.refresh_token.clone() else {
+            if Self::still_valid(&current, now) {
+                return Ok(current);
+            }
+            self.sessions.delete(store_key).await?;
+            return Err(RefreshError::SessionEnded(
+                "access token expired and there is no refresh token",
+            ));
+        };
+        let Some(provider) = self.providers.get(Some(&current.data.provider)) else {
+            return Err(RefreshError::SessionEnded(
+                "the session's provider is no longer configured",
+            ));
+        };
+
+        let refresh = provider.refresh(&refresh_token, &current.data.sub, now);
+        let keep_lock = async {
+            loop {
+                tokio::time::sleep(self.lock_ttl / 3).await;
+                let renewed = self
+                    .sessions
+                    .store()
+                    .renew_lock(store_key, owner, self.lock_ttl, self.clock.now_millis())
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    tracing::warn!("refresh lock lost while refreshing");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = refresh => result,
+            // The keeper loops forever; should it ever stop, treat it as a transient failure.
+            _ = keep_lock => Err(OidcError::Transport("refresh lock keeper stopped".into())),
+        };
+
+        let now = self.clock.now_millis();
+        match result {
+            Ok(tokens) => {
+                let mut data = current.data.clone();
+                data.tokens.access_token = tokens.access_token;
+                data.tokens.access_token_expires_at = tokens.access_token_expires_at;
+                if let Some(rotated) = tokens.refresh_token {
+                    data.tokens.refresh_token = Some(rotated);
+                }
+                if tokens.refresh_token_expires_at.is_some() {
+                    data.tokens.refresh_token_expires_at = tokens.refresh_token_expires_at;
+                }
+                if let Some(id_token) = tokens.id_token {
+                    data.tokens.id_token = id_token;
+                }
+                if tokens.scope.is_some() {
+                    data.tokens.scope = tokens.scope;
+                }
+                data.absolute_expires_at = absolute_expiry(
+                    data.created_at,
+                    self.absolute_timeout,
+                    data.tokens.refresh_token_expires_at,
+                );
+                // Stored before the lock is released: the next refresh uses the new token.
+                if !self.sessions.replace(cookie, &data, now).await? {
+                    return Err(RefreshError::SessionEnded("session ended during refresh"));
+                }
+                security_event(
+                    SecurityEvent::RefreshSucceeded,
+                    Some(&data.sub),
+                    Some(store_key),
+                    None,
+                );
+                Ok(LoadedSession {
+                    store_key: current.store_key,
+                    data,
+                    idle_expires_at: current.idle_expires_at,
+                })
+            }
+            Err(error) if error.is_invalid_grant() => {
+                security_event(
+                    SecurityEvent::RefreshFailed,
+                    Some(&current.data.sub),
+                    Some(store_key),
+                    Some("invalid_grant"),
+                );
+                self.sessions.delete(store_key).await?;
+                Err(RefreshError::SessionEnded(
+                    "the provider refused the refresh token",
+                ))
+            }
+            Err(error) => {
+                security_event(
+                    SecurityEvent::RefreshFailed,
+                    Some(&current.data.sub),
+                    Some(store_key),
+                    Some("transient"),
+                );
+                self.fall_back(current, now, error.to_string())
+            }
+        }
+    }
+}

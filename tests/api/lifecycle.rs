@@ -1,0 +1,648 @@
+//! Token lifecycle: refresh without races, provider-side revocation and outages,
+//! back-channel logout, session lifetimes, operator commands.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::processes::{ProviderOptions, ProviderProcess};
+use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Long idle/absolute lifetimes so moving the clock past token expiry ends no session.
+const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
+
+async fn app(
+    echo: &EchoUpstream,
+    provider: Option<&ProviderProcess>,
+    session_toml: &str,
+) -> TestApp {
+    spawn_app_with(AppOptions {
+        provider,
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            echo.base
+        ),
+        session_toml: format!("{LONG_SESSIONS}\n{session_toml}"),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+async fn second_instance(first: &TestApp, echo: &EchoUpstream, session_toml: &str) -> TestApp {
+    spawn_app_with(AppOptions {
+        share: Some(first),
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            echo.base
+        ),
+        session_toml: format!("{LONG_SESSIONS}\n{session_toml}"),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// One API call as the SPA makes it, from the given browser's cookies, to any instance.
+async fn api_call(
+    app: &TestApp,
+    cookie: &str,
+) -> (u16, Option<String>, reqwest::header::HeaderMap) {
+    let response = app
+        .http
+        .get(format!("{}/api/data", app.base))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{}={cookie}", app.cookie_name()))
+        .send()
+        .await
+        .expect("call");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bearer = if status == 200 {
+        let body: Value = response.json().await.expect("json");
+        body["headers"]
+            .as_array()
+            .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
+            .and_then(|p| p[1].as_str())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    (status, bearer, headers)
+}
+
+async fn provider_control(issuer: &str, path: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{issuer}{path}"))
+        .send()
+        .await
+        .expect("provider control");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+}
+
+async fn grants(app: &TestApp) -> (u64, u64) {
+    let counts = app.provider_grants().await;
+    (
+        counts["refresh_token"].as_u64().unwrap_or(0),
+        counts["refresh_token_errors"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn fifty_concurrent_calls_with_an_expired_token_share_one_refresh() {
+    let echo = spawn_echo().await;
+    let app = app(&echo, None, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let old = browser.tokens().await;
+
+    app.clock.advance(HOUR + Duration::from_secs(1));
+    let calls = (0..50).map(|_| api_call(&app, &cookie));
+    let results = futures_util::future::join_all(calls).await;
+    assert!(
+        results.iter().all(|(status, ..)| *status == 200),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    let bearers: HashSet<_> = results
+        .iter()
+        .map(|(_, bearer, _)| bearer.clone().expect("bearer"))
+        .collect();
+    assert_eq!(bearers.len(), 1, "every call used the one refreshed token");
+    let new_token = bearers.into_iter().next().expect("token");
+    assert_ne!(
+        new_token,
+        format!("Bearer {}", old.access_token.expose_secret())
+    );
+    assert_eq!(
+        grants(&app).await,
+        (1, 0),
+        "exactly one refresh at the provider, no failures"
+    );
+    assert_eq!(
+        app.introspect(new_token.trim_start_matches("Bearer "))
+            .await["active"],
+        true
+    );
+    let stored = browser.tokens().await;
+    assert_ne!(
+        stored
+            .refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        old.refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+        "the rotated refresh token was stored"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_refresh_once_between_them() {
+    let echo = spawn_echo().await;
+    let first = app(&echo, None, "").await;
+    let second = second_instance(&first, &echo, "").await;
+    let mut browser = first.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+
+    first.clock.advance(HOUR + Duration::from_secs(1));
+    second.clock.advance(HOUR + Duration::from_secs(1));
+    let calls = (0..50).map(|i| api_call(if i % 2 == 0 { &first } else { &second }, &cookie));
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().all(|(status, ..)| *status == 200));
+    let bearers: HashSet<_> = results
+        .iter()
+        .map(|(_, bearer, _)| bearer.clone().expect("bearer"))
+        .collect();
+    assert_eq!(bearers.len(), 1);
+    assert_eq!(
+        grants(&first).await,
+        (1, 0),
+        "one refresh across both instances"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_slower_than_the_lock_expiry_still_happens_once() {
+    let provider = ProviderProcess::start(&ProviderOptions::default());
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "refresh_lock_ttl_ms = 600").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+
+    provider_control(&provider.issuer, "/__test/token-delay?ms=2000").await;
+    app.clock.advance(HOUR + Duration::from_secs(1));
+    let calls = (0..10).map(|_| api_call(&app, &cookie));
+    let results = futures_util::future::join_all(calls).await;
+    provider_control(&provider.issuer, "/__test/token-delay?ms=0").await;
+    assert!(
+        results.iter().all(|(status, ..)| *status == 200),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        grants(&app).await,
+        (1, 0),
+        "the lock was renewed while the provider was slow"
+    );
+    let (status, _, _) = api_call(&app, &cookie).await;
+    assert_eq!(status, 200, "the session still works afterwards");
+}
+
+#[tokio::test]
+async fn a_revoked_grant_ends_the_session() {
+    let echo = spawn_echo().await;
+    let app = app(&echo, None, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    assert_eq!(api_call(&app, &cookie).await.0, 200);
+
+    provider_control(
+        &app.issuer,
+        &format!(
+            "/__test/revoke-grants?client_id={}&sub=alice",
+            app.client_id
+        ),
+    )
+    .await;
+    app.clock.advance(HOUR + Duration::from_secs(1));
+    let (status, _, headers) = api_call(&app, &cookie).await;
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "cookie cleared"
+    );
+    assert_eq!(app.session_key_count().await, 0, "session deleted");
+    browser
+        .api_get("/auth/user")
+        .await
+        .assert_problem(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn a_provider_outage_answers_503_and_keeps_the_session() {
+    let provider = ProviderProcess::start(&ProviderOptions::default());
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "refresh_skew_secs = 120").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let old = format!(
+        "Bearer {}",
+        browser.tokens().await.access_token.expose_secret()
+    );
+
+    provider_control(&provider.issuer, "/__test/token-down?on=1").await;
+    // Inside the skew but not yet expired: the refresh fails, the old token still serves.
+    app.clock.advance(HOUR - Duration::from_secs(60));
+    let (status, bearer, _) = api_call(&app, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(bearer.as_deref(), Some(old.as_str()));
+
+    // Expired and the provider still down: 503 with Retry-After, the session stays.
+    app.clock.advance(Duration::from_secs(120));
+    let (status, _, headers) = api_call(&app, &cookie).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert!(headers.get("set-cookie").is_none());
+    assert_eq!(
+        browser.api_get("/auth/user").await.status,
+        200,
+        "still logged in"
+    );
+
+    provider_control(&provider.issuer, "/__test/token-down?on=0").await;
+    let (status, bearer, _) = api_call(&app, &cookie).await;
+    assert_eq!(status, 200, "works again once the provider is back");
+    assert_ne!(bearer.as_deref(), Some(old.as_str()));
+    assert_eq!(grants(&app).await.0, 1);
+}
+
+/// Completes RP-initiated logout at the provider directly (the user logs out there), so
+/// the provider sends its back-channel logout token to gatehouse.
+async fn log_out_at_provider(browser: &Browser<'_>) {
+    let app = browser.app;
+    let id_token = browser.tokens().await.id_token.expose_secret().to_owned();
+    let page = browser
+        .provider_http
+        .get(format!("{}/session/end", app.issuer))
+        .query(&[
+            ("id_token_hint", id_token.as_str()),
+            ("post_logout_redirect_uri", &format!("{}/", app.base)),
+        ])
+        .send()
+        .await
+        .expect("end session")
+        .text()
+        .await
+        .expect("page");
+    let xsrf = page
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no xsrf in {page}"))
+        .to_owned();
+    let confirm = browser
+        .provider_http
+        .post(format!("{}/session/end/confirm", app.issuer))
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .expect("confirm");
+    assert!(
+        confirm.status().is_redirection(),
+        "logout confirm: {}",
+        confirm.status()
+    );
+}
+
+#[tokio::test]
+async fn back_channel_logout_from_the_provider_ends_the_session_everywhere() {
+    let echo = spawn_echo().await;
+    let first = app(&echo, None, "").await;
+    let second = second_instance(&first, &echo, "").await;
+    let mut alice = first.browser();
+    alice.login("alice").await;
+    let mut alice_elsewhere = first.browser(); // another provider session of alice's
+    alice_elsewhere.login("alice").await;
+    let mut bob = first.browser();
+    bob.login("bob").await;
+    let alice_cookie = alice.session_cookie().expect("cookie");
+    assert_eq!(api_call(&second, &alice_cookie).await.0, 200);
+
+    log_out_at_provider(&alice).await;
+
+    assert_eq!(
+        api_call(&first, &alice_cookie).await.0,
+        401,
+        "ended at the instance the provider called"
+    );
+    assert_eq!(
+        api_call(&second, &alice_cookie).await.0,
+        401,
+        "and at the other instance"
+    );
+    let other = alice_elsewhere.session_cookie().expect("cookie");
+    assert_eq!(
+        api_call(&second, &other).await.0,
+        200,
+        "only the provider session that logged out"
+    );
+    assert_eq!(
+        api_call(&second, &bob.session_cookie().expect("cookie"))
+            .await
+            .0,
+        200
+    );
+}
+
+async fn sign(issuer: &str, header: Value, payload: Value) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{issuer}/__test/sign"))
+        .json(&json!({"header": header, "payload": payload}))
+        .send()
+        .await
+        .expect("sign")
+        .json()
+        .await
+        .expect("json");
+    answer["jwt"].as_str().expect("jwt").to_owned()
+}
+
+async fn post_logout_token(app: &TestApp, token: &str) -> crate::helpers::Resp {
+    let response = app
+        .http
+        .post(format!("{}/auth/backchannel-logout", app.base))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.expect("body");
+    crate::helpers::Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn hostile_logout_tokens_are_refused_and_end_nothing() {
+    let echo = spawn_echo().await;
+    let app = app(&echo, None, "").await;
+    let mut alice = app.browser();
+    alice.login("alice").await;
+    let cookie = alice.session_cookie().expect("cookie");
+    let sid = app
+        .session_for(&cookie)
+        .await
+        .expect("session")
+        .data
+        .provider_sid
+        .expect("provider sid");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let claims = |jti: &str| {
+        json!({
+            "iss": app.issuer, "aud": app.client_id, "iat": now, "jti": jti, "sid": sid,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        })
+    };
+    let with = |jti: &str, change: &dyn Fn(&mut Value)| {
+        let mut c = claims(jti);
+        change(&mut c);
+        c
+    };
+
+    let wrong_aud = sign(
+        &app.issuer,
+        json!({}),
+        with("j1", &|c| c["aud"] = json!("someone-else")),
+    )
+    .await;
+    let wrong_iss = sign(
+        &app.issuer,
+        json!({}),
+        with("j2", &|c| c["iss"] = json!("https://evil.example")),
+    )
+    .await;
+    let with_nonce = sign(
+        &app.issuer,
+        json!({}),
+        with("j3", &|c| c["nonce"] = json!("n")),
+    )
+    .await;
+    let no_events = sign(
+        &app.issuer,
+        json!({}),
+        with("j4", &|c| {
+            c.as_object_mut().expect("object").remove("events");
+        }),
+    )
+    .await;
+    let old = sign(
+        &app.issuer,
+        json!({}),
+        with("j5", &|c| c["iat"] = json!(now - 3600)),
+    )
+    .await;
+    let wrong_typ = sign(&app.issuer, json!({"typ": "at+jwt"}), claims("j6")).await;
+    let no_subject = sign(
+        &app.issuer,
+        json!({}),
+        with("j7", &|c| {
+            c.as_object_mut().expect("object").remove("sid");
+        }),
+    )
+    .await;
+    let valid = sign(&app.issuer, json!({}), claims("j-valid")).await;
+    let mut bad_signature = valid.clone();
+    let last = bad_signature.pop().expect("char");
+    bad_signature.push(if last == 'A' { 'B' } else { 'A' });
+    let unsigned = {
+        let mut parts = valid.split('.');
+        let _ = parts.next();
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"none"}"#,
+        );
+        format!("{header}.{}.", parts.next().expect("payload"))
+    };
+
+    for (what, token) in [
+        ("wrong aud", &wrong_aud),
+        ("wrong iss", &wrong_iss),
+        ("nonce", &with_nonce),
+        ("no events", &no_events),
+        ("old iat", &old),
+        ("wrong typ", &wrong_typ),
+        ("neither sid nor sub", &no_subject),
+        ("bad signature", &bad_signature),
+        ("alg none", &unsigned),
+        ("not a JWT", &"garbage".to_owned()),
+    ] {
+        let response = post_logout_token(&app, token).await;
+        assert_eq!(response.status, 400, "{what}: {}", response.body);
+        assert_eq!(response.json()["error"], "invalid_request", "{what}");
+        assert_eq!(response.headers["cache-control"], "no-store");
+        assert_eq!(
+            api_call(&app, &cookie).await.0,
+            200,
+            "{what} ended the session"
+        );
+    }
+
+    let accepted = post_logout_token(&app, &valid).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    assert_eq!(accepted.headers["cache-control"], "no-store");
+    assert_eq!(
+        api_call(&app, &cookie).await.0,
+        401,
+        "the valid token ended it"
+    );
+
+    let mut again = app.browser();
+    again.login("alice").await;
+    let replayed = post_logout_token(&app, &valid).await;
+    assert_eq!(replayed.status, 400, "replay refused");
+    assert_eq!(
+        api_call(&app, &again.session_cookie().expect("cookie"))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn idle_and_absolute_lifetimes_end_sessions() {
+    let echo = spawn_echo().await;
+    let idle = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            echo.base
+        ),
+        session_toml:
+            "idle_timeout_secs = 120\nabsolute_timeout_secs = 300\ntouch_interval_secs = 60".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = idle.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    for _ in 0..2 {
+        idle.clock.advance(Duration::from_secs(100));
+        assert_eq!(api_call(&idle, &cookie).await.0, 200, "use keeps it alive");
+    }
+    idle.clock.advance(Duration::from_secs(121));
+    assert_eq!(api_call(&idle, &cookie).await.0, 401, "idle timeout");
+
+    let mut busy = idle.browser();
+    busy.login("alice").await;
+    let cookie = busy.session_cookie().expect("cookie");
+    for _ in 0..2 {
+        idle.clock.advance(Duration::from_secs(100));
+        assert_eq!(api_call(&idle, &cookie).await.0, 200);
+    }
+    idle.clock.advance(Duration::from_secs(101));
+    assert_eq!(
+        api_call(&idle, &cookie).await.0,
+        401,
+        "absolute lifetime, however busy"
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_with_its_refresh_token() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        refresh_token_ttl_secs: 200,
+        ..ProviderOptions::default()
+    });
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let user = browser.api_get("/auth/user").await.json();
+    assert!(
+        user["session"]["expires_in"]
+            .as_i64()
+            .is_some_and(|s| s <= 200),
+        "{user}"
+    );
+    app.clock.advance(Duration::from_secs(150));
+    assert_eq!(api_call(&app, &cookie).await.0, 200);
+    app.clock.advance(Duration::from_secs(51));
+    assert_eq!(
+        api_call(&app, &cookie).await.0,
+        401,
+        "never outlives the refresh token"
+    );
+}
+
+fn gatehouse_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("ops"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("gatehouse.toml"), &app.config_toml).expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .args(["--config", "gatehouse.toml"])
+        .current_dir(&dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env(
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
+            &app.client_secret,
+        )
+        .output()
+        .expect("run gatehouse");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn operators_revoke_every_session_of_a_user() {
+    let echo = spawn_echo().await;
+    let first = app(&echo, None, "").await;
+    let second = second_instance(&first, &echo, "").await;
+    let mut alice_cookies = Vec::new();
+    for _ in 0..3 {
+        let mut browser = first.browser();
+        browser.login("alice").await;
+        alice_cookies.push(browser.session_cookie().expect("cookie"));
+    }
+    let mut bob = first.browser();
+    bob.login("bob").await;
+    let bob_cookie = bob.session_cookie().expect("cookie");
+
+    let (ok, listed) = gatehouse_cli(&first, &["sessions", "list", "--sub", "alice"]);
+    assert!(ok, "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(" alice ")).count(),
+        3,
+        "{listed}"
+    );
+    let (ok, count) = gatehouse_cli(&first, &["sessions", "count"]);
+    assert!(ok, "{count}");
+    assert_eq!(count.trim(), "4");
+
+    let (ok, revoked) = gatehouse_cli(&first, &["sessions", "revoke", "--sub", "alice"]);
+    assert!(ok, "{revoked}");
+    assert!(revoked.contains("revoked 3 session(s)"), "{revoked}");
+    for cookie in &alice_cookies {
+        assert_eq!(api_call(&first, cookie).await.0, 401);
+        assert_eq!(api_call(&second, cookie).await.0, 401);
+    }
+    assert_eq!(api_call(&first, &bob_cookie).await.0, 200, "bob untouched");
+    assert_eq!(api_call(&second, &bob_cookie).await.0, 200);
+
+    let sid = first
+        .session_for(&bob_cookie)
+        .await
+        .expect("bob")
+        .data
+        .provider_sid
+        .expect("sid");
+    let (ok, revoked) = gatehouse_cli(&first, &["sessions", "revoke", "--sid", &sid]);
+    assert!(ok && revoked.contains("revoked 1 session(s)"), "{revoked}");
+    assert_eq!(api_call(&second, &bob_cookie).await.0, 401);
+}
