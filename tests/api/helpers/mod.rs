@@ -17,7 +17,7 @@ use gatehouse::session::{IdlePolicy, LoadedSession, SessionManager};
 use gatehouse::startup::Application;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
@@ -28,6 +28,31 @@ pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
+/// The whole run's gatehouse log and every secret the tests saw, for `scripts/test` to
+/// grep one against the other once all tests are done.
+fn run_file(name: &str) -> &'static Mutex<std::fs::File> {
+    static FILES: OnceLock<(Mutex<std::fs::File>, Mutex<std::fs::File>)> = OnceLock::new();
+    let (log, secrets) = FILES.get_or_init(|| {
+        let dir = processes::artifacts_dir();
+        let open =
+            |file: &str| Mutex::new(std::fs::File::create(dir.join(file)).expect("artifact file"));
+        (open("gatehouse.log"), open("secrets.txt"))
+    });
+    if name == "log" {
+        log
+    } else {
+        secrets
+    }
+}
+
+/// Remembers a token or cookie value the browser side came to know.
+pub fn record_secret(secret: &str) {
+    let mut file = run_file("secrets")
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(file, "{secret}");
+}
+
 struct CaptureWriter;
 
 impl Write for CaptureWriter {
@@ -35,6 +60,10 @@ impl Write for CaptureWriter {
         LOGS.lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(buf);
+        let _ = run_file("log")
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(buf);
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(buf)?;
         }
@@ -679,12 +708,20 @@ impl<'a> Browser<'a> {
     /// The tokens the current session holds (read with the cookie's secret, as gatehouse does).
     pub async fn tokens(&self) -> gatehouse::session::TokenSet {
         let cookie = self.session_cookie().expect("session cookie");
-        self.app
+        let tokens = self
+            .app
             .session_for(&cookie)
             .await
             .expect("live session")
             .data
-            .tokens
+            .tokens;
+        record_secret(&cookie);
+        record_secret(tokens.access_token.expose_secret());
+        record_secret(tokens.id_token.expose_secret());
+        if let Some(refresh) = &tokens.refresh_token {
+            record_secret(refresh.expose_secret());
+        }
+        tokens
     }
 }
 
