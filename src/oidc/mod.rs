@@ -334,7 +334,7 @@ impl Provider {
                 ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
                 ) => VerifyFailure::UnknownKey,
-                other => VerifyFailure::Other(other.to_string()),
+                other => VerifyFailure::Other(error_chain(&other)),
             });
         }
         let claims = claims.map_err(|e| VerifyFailure::Other(e.to_string()))?;
@@ -605,4 +605,16 @@ impl Provider {
             }),
         })
     }
+}
+
+/// An error with its causes, for the log (verification errors carry no secrets).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

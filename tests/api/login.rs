@@ -370,3 +370,41 @@ async fn a_valid_return_to_survives_url_encoding_round_trip() {
         "returnTo stays server-side"
     );
 }
+
+#[tokio::test]
+async fn hmac_signed_id_tokens_are_refused_even_when_the_provider_advertises_them() {
+    use crate::helpers::{
+        register_client_with, shared_provider, spawn_app_with, AppOptions, Preset,
+    };
+    let provider = shared_provider();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let client = register_client_with(
+        &provider.issuer,
+        &base,
+        serde_json::json!({"id_token_signed_response_alg": "HS256"}),
+    )
+    .await;
+    let app = spawn_app_with(AppOptions {
+        preset: Some(Preset {
+            issuer: provider.issuer.clone(),
+            client,
+            listener,
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    app.wait_until_ready().await;
+    let mut browser = app.browser();
+    let callback = browser.login_with("alice", None).await;
+    callback.assert_problem(400, "login-failed");
+    assert!(browser.session_cookie().is_none());
+    assert_eq!(app.session_key_count().await, 0);
+    assert!(
+        crate::helpers::captured_logs().contains("Disallowed signature algorithm"),
+        "refused for its algorithm"
+    );
+}

@@ -167,17 +167,30 @@ pub struct RegisteredClient {
 }
 
 pub async fn register_client(issuer: &str, gatehouse_base: &str) -> RegisteredClient {
+    register_client_with(issuer, gatehouse_base, json!({})).await
+}
+
+/// Registers a client; `overrides` replaces members of the default metadata.
+pub async fn register_client_with(
+    issuer: &str,
+    gatehouse_base: &str,
+    overrides: Value,
+) -> RegisteredClient {
+    let mut metadata = json!({
+        "redirect_uris": [format!("{gatehouse_base}/auth/callback")],
+        "post_logout_redirect_uris": [format!("{gatehouse_base}/")],
+        "backchannel_logout_uri": format!("{gatehouse_base}/auth/backchannel-logout"),
+        "backchannel_logout_session_required": true,
+        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    });
+    for (key, value) in overrides.as_object().cloned().unwrap_or_default() {
+        metadata[key] = value;
+    }
     let response: Value = reqwest::Client::new()
         .post(format!("{issuer}/reg"))
-        .json(&json!({
-            "redirect_uris": [format!("{gatehouse_base}/auth/callback")],
-            "post_logout_redirect_uris": [format!("{gatehouse_base}/")],
-            "backchannel_logout_uri": format!("{gatehouse_base}/auth/backchannel-logout"),
-            "backchannel_logout_session_required": true,
-            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "client_secret_basic",
-        }))
+        .json(&metadata)
         .send()
         .await
         .expect("registration request")

@@ -351,6 +351,12 @@ const configuration = {
   },
   conformIdTokenClaims: false,
 
+  // HS256 is enabled so a test can register a client whose ID tokens are HMAC-signed and
+  // show that gatehouse refuses them (it accepts asymmetric algorithms only).
+  enabledJWA: {
+    idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA', 'HS256'],
+  },
+
   features: {
     devInteractions: { enabled: true },
     claimsParameter: { enabled: true },
