@@ -646,3 +646,67 @@ async fn operators_revoke_every_session_of_a_user() {
     assert!(ok && revoked.contains("revoked 1 session(s)"), "{revoked}");
     assert_eq!(api_call(&second, &bob_cookie).await.0, 401);
 }
+
+#[tokio::test]
+async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
+    // Its own provider: the rotation must not surprise other tests.
+    let provider = ProviderProcess::start(&ProviderOptions::default());
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "").await;
+    let mut alice = app.browser();
+    alice.login("alice").await;
+    let cookie = alice.session_cookie().expect("cookie");
+    let sid = app
+        .session_for(&cookie)
+        .await
+        .expect("session")
+        .data
+        .provider_sid
+        .expect("sid");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let claims = |jti: &str| {
+        json!({
+            "iss": app.issuer, "aud": app.client_id, "iat": now, "jti": jti, "sid": sid,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        })
+    };
+
+    let rotated: Value = reqwest::Client::new()
+        .post(format!("{}/__test/rotate-key", provider.issuer))
+        .send()
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("json");
+    let kid = rotated["kid"].as_str().expect("kid");
+    let token = sign(&provider.issuer, json!({"kid": kid}), claims("rotated-1")).await;
+    let response = post_logout_token(&app, &token).await;
+    assert_eq!(
+        response.status, 200,
+        "the new key was fetched: {}",
+        response.body
+    );
+    assert_eq!(api_call(&app, &cookie).await.0, 401);
+
+    // A key the provider never published is refused, and (refetches being rate-limited)
+    // does not make gatehouse hammer the provider's JWKS endpoint.
+    let mut bob = app.browser();
+    bob.login("bob").await;
+    let bob_cookie = bob.session_cookie().expect("cookie");
+    let bob_sid = app
+        .session_for(&bob_cookie)
+        .await
+        .expect("session")
+        .data
+        .provider_sid
+        .expect("sid");
+    let mut forged = claims("unpublished-1");
+    forged["sid"] = json!(bob_sid);
+    let token = sign(&provider.issuer, json!({"kid": "unpublished"}), forged).await;
+    assert_eq!(post_logout_token(&app, &token).await.status, 400);
+    assert_eq!(api_call(&app, &bob_cookie).await.0, 200);
+}

@@ -44,6 +44,10 @@
 //        header members given override the defaults alg/kid/typ=logout+jwt), so
 //        tests can hand gatehouse validly signed tokens with hostile claims.
 //        -> {"jwt": "..."}
+//   POST /__test/rotate-key -> {"kid": "..."}: a new key joins the published JWKS
+//        (oidc-provider keeps signing with its own); sign with it via /__test/sign
+//        and header {"kid": <that kid>}. Header kid "unpublished" signs with a key
+//        that is never published.
 //   Token responses that carry a refresh token also carry refresh_expires_in
 //   (REFRESH_TOKEN_TTL), as Keycloak does, so clients can bound sessions by it.
 //   Unknown /__test/ paths -> 404 {"error":"not_found"}.
@@ -187,11 +191,25 @@ function signingJwk() {
 const SIGNING_JWK = signingJwk();
 const SIGNING_KEY = crypto.createPrivateKey({ key: SIGNING_JWK, format: 'jwk' });
 
+// Keys added by /__test/rotate-key: published in the JWKS, usable by /__test/sign.
+// /__test/sign also accepts {"header": {"kid": "unpublished"}} to sign with a key that is
+// never published.
+const EXTRA_KEYS = new Map();
+const UNPUBLISHED_KEY = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+
+function publicJwk(privateKey, kid) {
+  const jwk = crypto.createPublicKey(privateKey).export({ format: 'jwk' });
+  return { ...jwk, kid, alg: 'RS256', use: 'sig' };
+}
+
 function signJwt(header, payload) {
   const fullHeader = { alg: 'RS256', kid: SIGNING_JWK.kid, typ: 'logout+jwt', ...header };
+  let key = SIGNING_KEY;
+  if (EXTRA_KEYS.has(fullHeader.kid)) key = EXTRA_KEYS.get(fullHeader.kid);
+  if (fullHeader.kid === 'unpublished') key = UNPUBLISHED_KEY;
   const encode = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
   const input = `${encode(fullHeader)}.${encode(payload)}`;
-  const signature = crypto.sign('sha256', Buffer.from(input), SIGNING_KEY).toString('base64url');
+  const signature = crypto.sign('sha256', Buffer.from(input), key).toString('base64url');
   return `${input}.${signature}`;
 }
 
@@ -247,6 +265,12 @@ async function revokeGrants(clientId, sub) {
 async function handleTest(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
+  if (route === 'POST /__test/rotate-key') {
+    const kid = `rotated-${crypto.randomBytes(4).toString('hex')}`;
+    EXTRA_KEYS.set(kid, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
+    req.resume();
+    return sendJson(res, 200, { kid });
+  }
   if (route === 'POST /__test/sign') {
     const body = await readJsonBody(req);
     return sendJson(res, 200, { jwt: signJwt(body.header ?? {}, body.payload ?? {}) });
@@ -308,6 +332,14 @@ const server = http.createServer((req, res) => {
       if (!res.headersSent) sendJson(res, 500, { error: String(err?.message ?? err) });
     });
     return undefined;
+  }
+
+  // The published key set, plus keys "rotated in" by /__test/rotate-key.
+  if (url.pathname === '/jwks' && req.method === 'GET' && EXTRA_KEYS.size > 0) {
+    req.resume();
+    const keys = [publicJwk(SIGNING_KEY, SIGNING_JWK.kid)];
+    for (const [kid, key] of EXTRA_KEYS) keys.push(publicJwk(key, kid));
+    return sendJson(res, 200, { keys });
   }
 
   if (url.pathname === TOKEN_PATH) {
