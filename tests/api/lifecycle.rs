@@ -363,6 +363,30 @@ async fn sign(issuer: &str, header: Value, payload: Value) -> String {
     answer["jwt"].as_str().expect("jwt").to_owned()
 }
 
+async fn provider_sid(app: &TestApp, cookie: &str) -> String {
+    app.session_for(cookie)
+        .await
+        .expect("session")
+        .data
+        .provider_sid
+        .expect("provider sid")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+}
+
+/// A well-formed logout token's claims for one provider session.
+fn logout_claims(app: &TestApp, sid: &str, jti: &str, iat: u64) -> Value {
+    json!({
+        "iss": app.issuer, "aud": app.client_id, "iat": iat, "jti": jti, "sid": sid,
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    })
+}
+
 async fn post_logout_token(app: &TestApp, token: &str) -> crate::helpers::Resp {
     let response = app
         .http
@@ -388,23 +412,9 @@ async fn hostile_logout_tokens_are_refused_and_end_nothing() {
     let mut alice = app.browser();
     alice.login("alice").await;
     let cookie = alice.session_cookie().expect("cookie");
-    let sid = app
-        .session_for(&cookie)
-        .await
-        .expect("session")
-        .data
-        .provider_sid
-        .expect("provider sid");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let claims = |jti: &str| {
-        json!({
-            "iss": app.issuer, "aud": app.client_id, "iat": now, "jti": jti, "sid": sid,
-            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-        })
-    };
+    let sid = provider_sid(&app, &cookie).await;
+    let now = unix_now();
+    let claims = |jti: &str| logout_claims(&app, &sid, jti, now);
     let with = |jti: &str, change: &dyn Fn(&mut Value)| {
         let mut c = claims(jti);
         change(&mut c);
@@ -656,23 +666,9 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
     let mut alice = app.browser();
     alice.login("alice").await;
     let cookie = alice.session_cookie().expect("cookie");
-    let sid = app
-        .session_for(&cookie)
-        .await
-        .expect("session")
-        .data
-        .provider_sid
-        .expect("sid");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let claims = |jti: &str| {
-        json!({
-            "iss": app.issuer, "aud": app.client_id, "iat": now, "jti": jti, "sid": sid,
-            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-        })
-    };
+    let sid = provider_sid(&app, &cookie).await;
+    let now = unix_now();
+    let claims = |jti: &str| logout_claims(&app, &sid, jti, now);
 
     let rotated: Value = reqwest::Client::new()
         .post(format!("{}/__test/rotate-key", provider.issuer))
@@ -697,13 +693,7 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
     let mut bob = app.browser();
     bob.login("bob").await;
     let bob_cookie = bob.session_cookie().expect("cookie");
-    let bob_sid = app
-        .session_for(&bob_cookie)
-        .await
-        .expect("session")
-        .data
-        .provider_sid
-        .expect("sid");
+    let bob_sid = provider_sid(&app, &bob_cookie).await;
     let mut forged = claims("unpublished-1");
     forged["sid"] = json!(bob_sid);
     let token = sign(&provider.issuer, json!({"kid": "unpublished"}), forged).await;

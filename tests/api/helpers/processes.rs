@@ -76,23 +76,7 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            let mut command = Command::new("redis-server");
-            command
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--daemonize", "no", "--loglevel", "warning"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = spawn_in_nursery(command);
+            let mut child = spawn_in_nursery(redis_command(port));
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -137,29 +121,34 @@ impl RedisServer {
 
     pub fn restart(&self) {
         self.stop();
-        let mut command = Command::new("redis-server");
-        command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        *self.child.lock().expect("redis child") = spawn_in_nursery(command);
+        *self.child.lock().expect("redis child") = spawn_in_nursery(redis_command(self.port));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !redis_ping(self.port) {
             assert!(Instant::now() < deadline, "redis did not restart");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// A throw-away Redis: loopback only, no persistence.
+fn redis_command(port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--daemonize", "no", "--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 fn redis_ping(port: u16) -> bool {
