@@ -143,6 +143,23 @@ impl RedisStore {
         self.connection.clone()
     }
 
+    /// Runs a single-key script (EVALSHA, loading it on first use), retried once on a
+    /// dropped connection.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        add_args: impl Fn(&mut redis::ScriptInvocation<'_>),
+    ) -> StoreResult<T> {
+        retry(|| {
+            let mut conn = self.conn();
+            let mut invocation = script.key(key);
+            add_args(&mut invocation);
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await
+    }
+
     async fn index_members(&self, index_id: &str, now: UnixMillis) -> StoreResult<Vec<String>> {
         let index_key = self.index_key(index_id);
         let members: Vec<String> = retry(|| {
@@ -254,20 +271,18 @@ impl SessionStore for RedisStore {
                 .min(record.absolute_expires_at - now)
                 .max(1);
             let session_key = self.session_key(key);
-            let inserted: i64 = retry(|| {
-                let mut conn = self.conn();
-                let mut invocation = self.insert.key(&session_key);
-                invocation
-                    .arg(&record.sealed)
-                    .arg(&record.provider)
-                    .arg(&record.sub)
-                    .arg(record.provider_sid.as_deref().unwrap_or(""))
-                    .arg(now)
-                    .arg(record.absolute_expires_at)
-                    .arg(ttl);
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+            let inserted: i64 = self
+                .eval(&self.insert, &session_key, |invocation| {
+                    invocation
+                        .arg(&record.sealed)
+                        .arg(&record.provider)
+                        .arg(&record.sub)
+                        .arg(record.provider_sid.as_deref().unwrap_or(""))
+                        .arg(now)
+                        .arg(record.absolute_expires_at)
+                        .arg(ttl);
+                })
+                .await?;
             if inserted == 0 {
                 return Err(StoreError::Corrupt("session key collision".into()));
             }
@@ -278,13 +293,11 @@ impl SessionStore for RedisStore {
             }
             for index_id in index_ids {
                 let index_key = self.index_key(&index_id);
-                let _: i64 = retry(|| {
-                    let mut conn = self.conn();
-                    let mut invocation = self.index_add.key(&index_key);
-                    invocation.arg(key).arg(index_ttl);
-                    async move { invocation.invoke_async(&mut conn).await }
-                })
-                .await?;
+                let _: i64 = self
+                    .eval(&self.index_add, &index_key, |invocation| {
+                        invocation.arg(key).arg(index_ttl);
+                    })
+                    .await?;
             }
             Ok(())
         }
@@ -299,16 +312,14 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>> {
         async move {
             let session_key = self.session_key(key);
-            let fields: Option<Vec<Option<Vec<u8>>>> = retry(|| {
-                let mut conn = self.conn();
-                let mut invocation = self.fetch.key(&session_key);
-                invocation
-                    .arg(now)
-                    .arg(millis(idle.idle_timeout))
-                    .arg(millis(idle.touch_interval));
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+            let fields: Option<Vec<Option<Vec<u8>>>> = self
+                .eval(&self.fetch, &session_key, |invocation| {
+                    invocation
+                        .arg(now)
+                        .arg(millis(idle.idle_timeout))
+                        .arg(millis(idle.touch_interval));
+                })
+                .await?;
             let Some(fields) = fields else {
                 return Ok(None);
             };
@@ -332,13 +343,11 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let session_key = self.session_key(key);
-            let replaced: i64 = retry(|| {
-                let mut conn = self.conn();
-                let mut invocation = self.replace_sealed.key(&session_key);
-                invocation.arg(sealed).arg(absolute_expires_at).arg(now);
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+            let replaced: i64 = self
+                .eval(&self.replace_sealed, &session_key, |invocation| {
+                    invocation.arg(sealed).arg(absolute_expires_at).arg(now);
+                })
+                .await?;
             Ok(replaced == 1)
         }
         .boxed()
@@ -379,13 +388,11 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let lock_key = self.lock_key(name);
-            let renewed: i64 = retry(|| {
-                let mut conn = self.conn();
-                let mut invocation = self.renew_lock.key(&lock_key);
-                invocation.arg(owner).arg(millis(ttl).max(1));
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+            let renewed: i64 = self
+                .eval(&self.renew_lock, &lock_key, |invocation| {
+                    invocation.arg(owner).arg(millis(ttl).max(1));
+                })
+                .await?;
             Ok(renewed == 1)
         }
         .boxed()
@@ -394,13 +401,11 @@ impl SessionStore for RedisStore {
     fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let lock_key = self.lock_key(name);
-            let _: i64 = retry(|| {
-                let mut conn = self.conn();
-                let mut invocation = self.unlock.key(&lock_key);
-                invocation.arg(owner);
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+            let _: i64 = self
+                .eval(&self.unlock, &lock_key, |invocation| {
+                    invocation.arg(owner);
+                })
+                .await?;
             Ok(())
         }
         .boxed()
