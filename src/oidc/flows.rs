@@ -183,7 +183,13 @@ impl AuthFlows {
     /// Revokes the refresh token at the provider (best effort: a provider outage must not
     /// keep the user logged in here), deletes the session and its indices, and says where the
     /// browser goes next.
-    pub async fn logout(&self, session: Option<LoadedSession>) -> Result<LogoutDone, FlowError> {
+    /// `hint_allowed`: whether the redirect may carry `id_token_hint`. Only a 302 to the
+    /// browser may; an answer that the SPA's JavaScript reads must not hold the ID token.
+    pub async fn logout(
+        &self,
+        session: Option<LoadedSession>,
+        hint_allowed: bool,
+    ) -> Result<LogoutDone, FlowError> {
         let Some(session) = session else {
             let provider = self.providers.get(None).ok_or(FlowError::UnknownProvider)?;
             return Ok(LogoutDone {
@@ -202,7 +208,8 @@ impl AuthFlows {
         }
         self.sessions.delete(&session.store_key).await?;
         Ok(LogoutDone {
-            redirect: provider.logout_redirect(Some(&session.data.tokens.id_token)),
+            redirect: provider
+                .logout_redirect(Some(&session.data.tokens.id_token).filter(|_| hint_allowed)),
             ended: Some((session.data.sub.clone(), session.store_key.clone())),
         })
     }

@@ -110,7 +110,8 @@ pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 }
 
 /// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
-/// the answer names where to send the browser next.
+/// the answer names where to send the browser next — without `id_token_hint`, since
+/// JavaScript reads this answer.
 pub async fn logout_post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -121,7 +122,7 @@ pub async fn logout_post(
         .flows
         .current_session(cookie.as_deref(), state.now())
         .await?;
-    let done = state.flows.logout(session).await?;
+    let done = state.flows.logout(session, false).await?;
     if let Some((sub, key)) = &done.ended {
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
@@ -157,7 +158,7 @@ pub async fn logout_get(
             ));
         }
     }
-    let done = state.flows.logout(session).await?;
+    let done = state.flows.logout(session, true).await?;
     if let Some((sub, key)) = &done.ended {
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
