@@ -29,7 +29,7 @@ struct BodyLimitExceeded;
 #[error("client upload failed")]
 struct ClientUploadFailed;
 
-/// The default service: a proxy route when one matches, else not found.
+/// The default service: a proxy route when one matches, else the frontend.
 pub async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
@@ -37,7 +37,7 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     let path = req.path().to_owned();
     let Some((route, rest)) = state.proxy.table.find(&path) else {
-        return super::not_found().await;
+        return super::frontend::serve(&req, payload, &state).await;
     };
     forward(&req, payload, &state, route, rest).await
 }
@@ -158,12 +158,12 @@ async fn forward(
         }
         Ok(Ok(response)) => response,
     };
-    Ok(stream_response(response, route))
+    Ok(stream_response(response, route.pass_set_cookie))
 }
 
 /// actix's payload is not `Send`; a local task pumps it into a bounded channel whose
 /// receiving end is the upstream request body, so a slow upstream slows the upload.
-fn stream_upload(
+pub(crate) fn stream_upload(
     mut payload: web::Payload,
     limit: u64,
     too_large: Arc<AtomicBool>,
@@ -200,7 +200,7 @@ fn stream_upload(
     reqwest::Body::wrap_stream(stream)
 }
 
-fn stream_response(response: reqwest::Response, route: &RouteSettings) -> HttpResponse {
+pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool) -> HttpResponse {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
@@ -212,7 +212,7 @@ fn stream_response(response: reqwest::Response, route: &RouteSettings) -> HttpRe
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
     for (name, value) in response.headers() {
-        if forward_response_header(name.as_str(), &hop_tokens, route.pass_set_cookie) {
+        if forward_response_header(name.as_str(), &hop_tokens, pass_set_cookie) {
             builder.append_header((name.as_str(), value.as_bytes()));
         }
     }

@@ -2,6 +2,7 @@
 
 mod callback;
 mod config_cli;
+mod frontend;
 mod helpers;
 mod login;
 mod logout;
