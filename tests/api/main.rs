@@ -1,5 +1,6 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod browser;
 mod callback;
 mod config_cli;
 mod frontend;
