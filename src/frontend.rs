@@ -14,7 +14,8 @@ use crate::config::{FrontendSettings, FrontendSource};
 /// Where the frontend comes from, as resolved at start-up.
 #[derive(Debug, Clone)]
 pub enum Frontend {
-    /// Canonical root directory: every file served must resolve (symlinks followed) inside it.
+    /// The directory as configured. It is resolved again for every request (a deployment
+    /// may swap a `current` symlink), and every file served must resolve inside it.
     Dir(PathBuf),
     DevServer(Url),
     /// The default `static/` is not there: nothing to serve (an API-only deployment).
@@ -28,7 +29,7 @@ impl Frontend {
         match &settings.source {
             FrontendSource::DevServer(url) => Ok(Frontend::DevServer(url.clone())),
             FrontendSource::Dir { path, configured } => match std::fs::canonicalize(path) {
-                Ok(root) if root.is_dir() => Ok(Frontend::Dir(root)),
+                Ok(root) if root.is_dir() => Ok(Frontend::Dir(path.clone())),
                 Ok(_) | Err(_) if !configured => Ok(Frontend::None),
                 Ok(root) => Err(std::io::Error::new(
                     std::io::ErrorKind::NotADirectory,
@@ -114,17 +115,19 @@ pub fn lookup(
     accept: Option<&str>,
     accept_encoding: Option<&str>,
 ) -> Option<StaticFile> {
+    let root = std::fs::canonicalize(root).ok()?;
     let encodings = acceptable_encodings(accept_encoding.unwrap_or(""));
-    if let Some(file) = find(root, request_path, &encodings) {
+    if let Some(file) = find(&root, request_path, &encodings) {
         return Some(file);
     }
     let last = request_path.rsplit('/').next().unwrap_or("");
     if accepts_html(accept.unwrap_or("")) && !looks_like_asset(last) {
-        return find(root, "/index.html", &encodings);
+        return find(&root, "/index.html", &encodings);
     }
     None
 }
 
+/// `root` is canonical.
 fn find(root: &Path, request_path: &str, encodings: &[Encoding]) -> Option<StaticFile> {
     let decoded = percent_decode_str(request_path).decode_utf8().ok()?;
     let relative = decoded.strip_prefix('/')?;
@@ -206,7 +209,7 @@ fn etag(metadata: &std::fs::Metadata, encoding: Option<Encoding>) -> String {
         .map(|e| format!("-{}", e.suffix()))
         .unwrap_or_default();
     format!(
-        "\"{:x}-{:x}{:x}{suffix}\"",
+        "\"{:x}-{:x}.{:x}{suffix}\"",
         metadata.len(),
         modified.as_secs(),
         modified.subsec_nanos()

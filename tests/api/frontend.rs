@@ -367,6 +367,29 @@ async fn nothing_outside_the_directory_is_ever_served() {
     );
 }
 
+#[tokio::test]
+async fn a_release_symlink_swapped_under_a_running_gatehouse_is_followed() {
+    let base = std::env::temp_dir().join(random_name("gatehouse-releases-"));
+    for release in ["r1", "r2"] {
+        std::fs::create_dir_all(base.join(release)).expect("mkdir");
+        std::fs::write(base.join(release).join("index.html"), release).expect("write");
+    }
+    std::os::unix::fs::symlink(base.join("r1"), base.join("current")).expect("symlink");
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!("[frontend]\ndir = \"{}\"\n", base.join("current").display()),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    assert_eq!(browser.get("/").await.body, "r1");
+    // An atomic deploy: a new symlink renamed over the old one.
+    std::os::unix::fs::symlink(base.join("r2"), base.join("next")).expect("symlink");
+    std::fs::rename(base.join("next"), base.join("current")).expect("swap");
+    assert_eq!(browser.get("/").await.body, "r2");
+    assert_eq!(browser.get("/index.html").await.body, "r2");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// The headers every response carries, checked on one response of every kind.
 fn assert_security_headers(response: &Resp, what: &str, csp: &str, referrer: &str) {
     let text = response.transcript();
