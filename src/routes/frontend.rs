@@ -14,11 +14,10 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
-use super::proxy::{stream_response, stream_upload};
+use super::proxy::{copy_request_headers, copy_response_headers, stream_response, stream_upload};
 use super::AppState;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend, StaticFile};
-use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
 
 /// Bytes read from a file or a WebSocket at a time.
 const CHUNK: usize = 64 * 1024;
@@ -150,19 +149,9 @@ async fn pass_through(
         .dev_server_http
         .request(method, url)
         .version(reqwest::Version::HTTP_11);
-    let connection_values: Vec<&str> = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
     // The same policy as for APIs: no cookie, no anti-forgery header, no identity headers,
     // no hop-by-hop headers. A dev server needs none of them.
-    for (name, value) in req.headers() {
-        if forward_request_header(name.as_str(), &hop_tokens, &state.settings.csrf.header) {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-    }
+    request = copy_request_headers(req, request, &state.settings.csrf.header);
     if websocket {
         request = request
             .header("connection", "Upgrade")
@@ -222,18 +211,7 @@ async fn websocket_tunnel(
 ) -> Result<HttpResponse, ApiError> {
     let mut answer = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
     answer.upgrade("websocket");
-    let connection_values: Vec<&str> = response
-        .headers()
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in response.headers() {
-        if forward_response_header(name.as_str(), &hop_tokens, false) {
-            answer.append_header((name.as_str(), value.as_bytes()));
-        }
-    }
+    copy_response_headers(&mut answer, response.headers(), false);
     let upgraded = response
         .upgrade()
         .await

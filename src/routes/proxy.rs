@@ -95,17 +95,7 @@ async fn forward(
     })?;
     let mut request = state.proxy.http.request(method, url);
 
-    let connection_values: Vec<&str> = req
-        .headers()
-        .get_all(actix_web::http::header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in req.headers() {
-        if forward_request_header(name.as_str(), &hop_tokens, &state.settings.csrf.header) {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-    }
+    request = copy_request_headers(req, request, &state.settings.csrf.header);
     if let Some(token) = &token {
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
     }
@@ -200,22 +190,50 @@ pub(crate) fn stream_upload(
     reqwest::Body::wrap_stream(stream)
 }
 
-pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut builder = HttpResponse::build(status);
-    let connection_values: Vec<&str> = response
+/// The browser's headers that may go on to an upstream (see `forward_request_header`).
+pub(crate) fn copy_request_headers(
+    req: &HttpRequest,
+    mut request: reqwest::RequestBuilder,
+    csrf_header: &str,
+) -> reqwest::RequestBuilder {
+    let connection_values: Vec<&str> = req
         .headers()
+        .get_all(actix_web::http::header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let hop_tokens = connection_tokens(&connection_values);
+    for (name, value) in req.headers() {
+        if forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    request
+}
+
+/// The upstream's headers that may go back to the browser (see `forward_response_header`).
+pub(crate) fn copy_response_headers(
+    builder: &mut actix_web::HttpResponseBuilder,
+    headers: &reqwest::header::HeaderMap,
+    pass_set_cookie: bool,
+) {
+    let connection_values: Vec<&str> = headers
         .get_all("connection")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in response.headers() {
+    for (name, value) in headers {
         if forward_response_header(name.as_str(), &hop_tokens, pass_set_cookie) {
             builder.append_header((name.as_str(), value.as_bytes()));
         }
     }
+}
+
+pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = HttpResponse::build(status);
+    copy_response_headers(&mut builder, response.headers(), pass_set_cookie);
     let length = response.content_length();
     let body = response.bytes_stream();
     match length {

@@ -248,25 +248,27 @@ impl Chrome {
             == Value::Bool(true)
     }
 
-    pub async fn click(&self, css: &str) {
+    /// Waits for the element the CSS selector names.
+    pub async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(Duration::from_secs(15))
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.element(css)
+            .await
             .click()
             .await
             .unwrap_or_else(|e| panic!("click on {css}: {e}"));
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(15))
-            .for_element(Locator::Css(css))
+        self.element(css)
             .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
             .send_keys(text)
             .await
             .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
