@@ -60,6 +60,18 @@ struct RawSettings {
     providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    frontend: RawFrontend,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawFrontend {
+    dir: Option<PathBuf>,
+    dev_server: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    content_security_policy: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    referrer_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -205,7 +217,50 @@ pub struct Settings {
     pub default_provider: String,
     pub providers: BTreeMap<String, ProviderSettings>,
     pub routes: Vec<RouteSettings>,
+    pub frontend: FrontendSettings,
 }
+
+/// What gatehouse serves for the paths that are neither its own nor a proxy route, and the
+/// security headers it puts on every response.
+#[derive(Debug, Clone)]
+pub struct FrontendSettings {
+    pub source: FrontendSource,
+    /// `None` when configured as "" (no header at all).
+    pub content_security_policy: Option<String>,
+    pub referrer_policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendSource {
+    /// A built frontend on disk. `configured` is false for the default `static/`, which may
+    /// be missing (an API-only deployment); a configured directory must exist.
+    Dir { path: PathBuf, configured: bool },
+    /// Every request no gatehouse route takes goes to this dev server (Vite and the like),
+    /// WebSocket upgrades included. An origin: scheme, host and port only.
+    DevServer(Url),
+}
+
+/// The Content-Security-Policy for a built frontend: same-origin everything, no plugins, no
+/// framing (`frame-ancestors 'none'` is the clickjacking defence).
+pub const DEFAULT_CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; \
+     base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Dev servers inject inline scripts and styles and open a WebSocket for hot reload; framing
+/// stays forbidden.
+pub const DEFAULT_DEV_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; \
+     object-src 'none'; base-uri 'self'; frame-ancestors 'none'";
+
+const REFERRER_POLICIES: &[&str] = &[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+];
 
 /// Which token a proxied call carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -647,6 +702,7 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     };
 
     let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
+    let frontend = validate_frontend(raw.frontend, problems);
 
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
@@ -684,6 +740,101 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         default_provider,
         providers,
         routes,
+        frontend: frontend?,
+    })
+}
+
+fn validate_frontend(raw: RawFrontend, problems: &mut Vec<String>) -> Option<FrontendSettings> {
+    let start = problems.len();
+    let source = match (raw.dir, raw.dev_server) {
+        (Some(_), Some(_)) => {
+            problems.push("frontend.dir and frontend.dev_server are both set: choose one".into());
+            None
+        }
+        (None, Some(text)) => match Url::parse(&text) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(FrontendSource::DevServer(url))
+            }
+            Ok(_) => {
+                problems.push(format!(
+                    "frontend.dev_server: `{text}` must be an http(s) origin like \
+                     http://127.0.0.1:5173 (no path, query or credentials)"
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("frontend.dev_server: `{text}`: {e}"));
+                None
+            }
+        },
+        (Some(path), None) => {
+            if !path.is_dir() {
+                problems.push(format!(
+                    "frontend.dir: {} is not a directory",
+                    path.display()
+                ));
+            }
+            Some(FrontendSource::Dir {
+                path,
+                configured: true,
+            })
+        }
+        (None, None) => Some(FrontendSource::Dir {
+            path: PathBuf::from("static"),
+            configured: false,
+        }),
+    };
+
+    let content_security_policy = match raw.content_security_policy {
+        Some(text) if text.trim().is_empty() => None,
+        Some(text) => Some(text.trim().to_owned()),
+        None => Some(
+            match source {
+                Some(FrontendSource::DevServer(_)) => DEFAULT_DEV_CSP,
+                _ => DEFAULT_CSP,
+            }
+            .to_owned(),
+        ),
+    };
+    if let Some(csp) = &content_security_policy {
+        if actix_web::http::header::HeaderValue::from_str(csp).is_err() || csp.contains(',') {
+            problems.push(
+                "frontend.content_security_policy must be one policy on one line of visible \
+                 ASCII (directives separated by `;`)"
+                    .into(),
+            );
+        }
+    }
+
+    let referrer_policy = raw
+        .referrer_policy
+        .map(|p| p.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "no-referrer".into());
+    if referrer_policy
+        .split(',')
+        .any(|token| !REFERRER_POLICIES.contains(&token.trim()))
+    {
+        problems.push(format!(
+            "frontend.referrer_policy: `{referrer_policy}` is not one of {}",
+            REFERRER_POLICIES.join(", ")
+        ));
+    }
+
+    if problems.len() > start {
+        return None;
+    }
+    Some(FrontendSettings {
+        source: source?,
+        content_security_policy,
+        referrer_policy,
     })
 }
 
@@ -1084,6 +1235,77 @@ mod tests {
             "providers.main.client_id is required",
         ] {
             assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn frontend_defaults_and_problems() {
+        let secret = ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s");
+        let settings = load(Some(MINIMAL), env(&[secret])).expect("valid");
+        assert_eq!(
+            settings.frontend.source,
+            FrontendSource::Dir {
+                path: PathBuf::from("static"),
+                configured: false
+            }
+        );
+        assert_eq!(
+            settings.frontend.content_security_policy.as_deref(),
+            Some(DEFAULT_CSP)
+        );
+        assert_eq!(settings.frontend.referrer_policy, "no-referrer");
+
+        let dev = load(
+            Some(MINIMAL),
+            env(&[
+                secret,
+                ("GATEHOUSE_FRONTEND__DEV_SERVER", "http://127.0.0.1:5173"),
+            ]),
+        )
+        .expect("valid");
+        assert!(matches!(dev.frontend.source, FrontendSource::DevServer(_)));
+        assert_eq!(
+            dev.frontend.content_security_policy.as_deref(),
+            Some(DEFAULT_DEV_CSP)
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[frontend]\ndir = \"/nonexistent/dist\"\ndev_server = \"http://127.0.0.1:5173\"\n\
+             referrer_policy = \"sometimes\"\ncontent_security_policy = \"default-src 'self', img-src *\"\n\
+             colour = 1\n"
+        );
+        let errors = load(Some(&text), env(&[secret])).expect_err("invalid").0;
+        let joined = errors.join("\n");
+        for needle in [
+            "frontend.dir and frontend.dev_server are both set",
+            "frontend.referrer_policy: `sometimes`",
+            "frontend.content_security_policy",
+            "unknown key `frontend.colour`",
+        ] {
+            assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+        }
+
+        for (key, value, needle) in [
+            (
+                "DIR",
+                "/nonexistent/dist",
+                "/nonexistent/dist is not a directory",
+            ),
+            (
+                "DEV_SERVER",
+                "http://127.0.0.1:5173/app",
+                "must be an http(s) origin",
+            ),
+            ("DEV_SERVER", "ftp://127.0.0.1", "must be an http(s) origin"),
+        ] {
+            let errors = load(
+                Some(MINIMAL),
+                env(&[secret, (&format!("GATEHOUSE_FRONTEND__{key}"), value)]),
+            )
+            .expect_err("invalid")
+            .0
+            .join("\n");
+            assert!(errors.contains(needle), "{key}={value}: {errors}");
         }
     }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod frontend;
 pub mod oidc;
 pub mod proxy;
 pub mod routes;

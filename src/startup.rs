@@ -10,6 +10,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
 use crate::error::{ApiError, Problem};
+use crate::frontend::{self, Frontend};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
@@ -31,6 +32,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Oidc(#[from] OidcError),
+    #[error("frontend: {0}")]
+    Frontend(String),
 }
 
 pub struct Application {
@@ -125,6 +128,24 @@ impl Application {
             clock.clone(),
             &settings.session,
         );
+        let frontend =
+            Frontend::new(&settings.frontend).map_err(|e| StartupError::Frontend(e.to_string()))?;
+        match &frontend {
+            Frontend::Dir(root) => tracing::info!(dir = %root.display(), "serving the frontend"),
+            Frontend::DevServer(origin) => {
+                tracing::info!(dev_server = %origin, "passing the frontend through to a dev server")
+            }
+            Frontend::None => tracing::warn!(
+                "no frontend: the default directory static/ is missing and frontend.dir is not \
+                 set; paths that are not gatehouse's own or a route answer 404"
+            ),
+        }
+        let dev_server_http = routes::frontend::dev_server_client().map_err(|e| {
+            StartupError::Frontend(format!("cannot build the dev-server client: {e}"))
+        })?;
+        let security_headers =
+            frontend::security_headers(&settings.frontend, &settings.server.public_url);
+
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
             proxy,
@@ -136,21 +157,25 @@ impl Application {
             },
             settings: settings.clone(),
             clock,
+            frontend,
+            dev_server_http,
         });
 
         let mut server = HttpServer::new(move || {
+            // Outermost, so that it also sees the problem responses the request context
+            // renders; it adds each header only where the response has none.
+            let defaults = security_headers.iter().fold(
+                middleware::DefaultHeaders::new(),
+                |defaults, (name, value)| defaults.add((*name, value.as_str())),
+            );
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     ApiError::new(Problem::InvalidRequest).cause(err).into()
                 }))
-                .wrap(
-                    middleware::DefaultHeaders::new()
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("Referrer-Policy", "no-referrer")),
-                )
                 .wrap(middleware::from_fn(routes::path_guard))
                 .wrap(middleware::from_fn(telemetry::request_context))
+                .wrap(defaults)
                 .service(
                     web::scope("/auth")
                         .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-store")))

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cookies;
+pub mod frontend;
 pub mod health;
 pub mod proxy;
 
@@ -24,6 +25,9 @@ pub struct AppState {
     pub proxy: Proxy,
     pub refresher: TokenRefresher,
     pub clock: SharedClock,
+    pub frontend: crate::frontend::Frontend,
+    /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
+    pub dev_server_http: reqwest::Client,
 }
 
 impl AppState {
@@ -92,13 +96,17 @@ pub fn single_params(
     Ok(params)
 }
 
-/// Refuses unsafe request paths before any routing, for every path gatehouse serves.
+/// Refuses unsafe request paths before any routing, for every path gatehouse serves. The
+/// refusal is a response (not an `Err`), so the outer middleware render it like a handler's
+/// problem: with the request id and the security headers.
 pub async fn path_guard(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     if let Err(unsafe_path) = crate::proxy::path::check_request_path(req.path()) {
-        return Err(ApiError::from(unsafe_path).into());
+        return Ok(req
+            .error_response(ApiError::from(unsafe_path))
+            .map_into_boxed_body());
     }
-    next.call(req).await
+    Ok(next.call(req).await?.map_into_boxed_body())
 }

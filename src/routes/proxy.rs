@@ -30,7 +30,7 @@ struct BodyLimitExceeded;
 #[error("client upload failed")]
 struct ClientUploadFailed;
 
-/// The default service: a proxy route when one matches, else not found.
+/// The default service: a proxy route when one matches, else the frontend.
 pub async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
@@ -38,7 +38,7 @@ pub async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     let path = req.path().to_owned();
     let Some((route, rest)) = state.proxy.table.find(&path) else {
-        return super::not_found().await;
+        return super::frontend::serve(&req, payload, &state).await;
     };
     forward(&req, payload, &state, route, rest).await
 }
@@ -109,17 +109,7 @@ async fn forward(
     })?;
     let mut request = state.proxy.http.request(method, url);
 
-    let connection_values: Vec<&str> = req
-        .headers()
-        .get_all(actix_web::http::header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in req.headers() {
-        if forward_request_header(name.as_str(), &hop_tokens, &state.settings.csrf.header) {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-    }
+    request = copy_request_headers(req, request, &state.settings.csrf.header);
     if let Some(token) = &token {
         request = request.header("authorization", format!("Bearer {}", token.expose_secret()));
     }
@@ -172,7 +162,7 @@ async fn forward(
         }
         Ok(Ok(response)) => response,
     };
-    Ok(stream_response(response, route))
+    Ok(stream_response(response, route.pass_set_cookie))
 }
 
 fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
@@ -192,7 +182,7 @@ fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
 
 /// actix's payload is not `Send`; a local task pumps it into a bounded channel whose
 /// receiving end is the upstream request body, so a slow upstream slows the upload.
-fn stream_upload(
+pub(crate) fn stream_upload(
     mut payload: web::Payload,
     limit: u64,
     too_large: Arc<AtomicBool>,
@@ -229,22 +219,50 @@ fn stream_upload(
     reqwest::Body::wrap_stream(stream)
 }
 
-fn stream_response(response: reqwest::Response, route: &RouteSettings) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut builder = HttpResponse::build(status);
-    let connection_values: Vec<&str> = response
+/// The browser's headers that may go on to an upstream (see `forward_request_header`).
+pub(crate) fn copy_request_headers(
+    req: &HttpRequest,
+    mut request: reqwest::RequestBuilder,
+    csrf_header: &str,
+) -> reqwest::RequestBuilder {
+    let connection_values: Vec<&str> = req
         .headers()
+        .get_all(actix_web::http::header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let hop_tokens = connection_tokens(&connection_values);
+    for (name, value) in req.headers() {
+        if forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    request
+}
+
+/// The upstream's headers that may go back to the browser (see `forward_response_header`).
+pub(crate) fn copy_response_headers(
+    builder: &mut actix_web::HttpResponseBuilder,
+    headers: &reqwest::header::HeaderMap,
+    pass_set_cookie: bool,
+) {
+    let connection_values: Vec<&str> = headers
         .get_all("connection")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in response.headers() {
-        if forward_response_header(name.as_str(), &hop_tokens, route.pass_set_cookie) {
+    for (name, value) in headers {
+        if forward_response_header(name.as_str(), &hop_tokens, pass_set_cookie) {
             builder.append_header((name.as_str(), value.as_bytes()));
         }
     }
+}
+
+pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut builder = HttpResponse::build(status);
+    copy_response_headers(&mut builder, response.headers(), pass_set_cookie);
     let length = response.content_length();
     let body = response.bytes_stream();
     match length {

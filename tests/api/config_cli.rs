@@ -116,4 +116,5 @@ fn env_example_documents_a_valid_configuration() {
     let settings = gatehouse::config::load(None, env)
         .unwrap_or_else(|e| panic!(".env.example is not valid: {e}"));
     assert_eq!(settings.providers["main"].client_id, "spa-bff");
+    assert_eq!(settings.frontend.referrer_policy, "no-referrer");
 }

@@ -1,7 +1,9 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod browser;
 mod callback;
 mod config_cli;
+mod frontend;
 mod helpers;
 mod lifecycle;
 mod login;

@@ -2,8 +2,10 @@
 
 //! The test bed: real gatehouse (in process, port 0), real Redis, real OpenID Provider.
 
+pub mod dev_server;
 pub mod echo;
 pub mod processes;
+pub mod webdriver;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -122,6 +124,9 @@ pub struct AppOptions<'a> {
     /// A client configured in advance, with the listener its redirect URI names (for a
     /// provider that is not running yet).
     pub preset: Option<Preset>,
+    /// Another `server.public_url` than the listener's http URL (e.g. an https one, as behind
+    /// a TLS-terminating proxy). Tests still talk to `base`.
+    pub public_url: Option<String>,
 }
 
 pub struct Preset {
@@ -141,6 +146,7 @@ impl Default for AppOptions<'_> {
             redis_url: None,
             share: None,
             preset: None,
+            public_url: None,
         }
     }
 }
@@ -263,7 +269,7 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
     let toml = format!(
         r#"
 [server]
-public_url = "{base}"
+public_url = "{public_url}"
 workers = 2
 shutdown_timeout_secs = 1
 
@@ -279,6 +285,7 @@ http_timeout_secs = 5
 
 {extra}
 "#,
+        public_url = options.public_url.as_deref().unwrap_or(&base),
         session = options.session_toml,
         client_id = client.client_id,
         extra = options.extra_toml,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Children get SIGKILL when the thread that forked them exits; this thread never exits
 /// before the test process does, so no server outlives a test run.
-fn spawn_in_nursery(mut command: Command) -> Child {
+pub fn spawn_in_nursery(mut command: Command) -> Child {
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static NURSERY: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     let sender = NURSERY.get_or_init(|| {
@@ -260,4 +260,49 @@ impl ProviderProcess {
 pub fn shared_provider() -> &'static ProviderProcess {
     static PROVIDER: OnceLock<ProviderProcess> = OnceLock::new();
     PROVIDER.get_or_init(|| ProviderProcess::start(&ProviderOptions::default()))
+}
+
+/// The demo's sample API (`demo/sample-api.mjs`), the upstream the demo SPA calls.
+pub struct SampleApi {
+    pub url: String,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+impl SampleApi {
+    /// `issuer`: the provider the API asks whose token it got (userinfo).
+    pub fn start(issuer: &str) -> SampleApi {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(artifacts_dir().join("sample-api.log"))
+            .expect("sample API log");
+        let mut command = Command::new("node");
+        command
+            .arg(repo_root().join("demo/sample-api.mjs"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("ISSUER", issuer)
+            .env("WATCH_STDIN", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = spawn_in_nursery(command);
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("sample API ready line");
+        let ready: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+            panic!(
+                "the sample API did not start; see target/test-artifacts/sample-api.log ({line:?})"
+            )
+        });
+        SampleApi {
+            url: ready["url"].as_str().expect("url").to_owned(),
+            _child: child,
+            _stdin: stdin,
+        }
+    }
 }

@@ -1,0 +1,229 @@
+//! The frontend behind every path no other route takes: files from the frontend directory,
+//! or a dev server passed through (HTTP and WebSocket upgrades for hot reload).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+use super::proxy::{copy_request_headers, copy_response_headers, stream_response, stream_upload};
+use super::AppState;
+use crate::error::{ApiError, Problem};
+use crate::frontend::{self, Frontend, StaticFile};
+
+/// Bytes read from a file or a WebSocket at a time.
+const CHUNK: usize = 64 * 1024;
+/// How long a dev server may take to answer (its bodies then stream without a limit).
+const DEV_SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Uploads to a dev server (it is a development tool; this only bounds mistakes).
+const DEV_SERVER_MAX_BODY: u64 = 100 * 1024 * 1024;
+
+/// The HTTP client for a dev server: no redirects followed, and no read timeout, so an idle
+/// hot-reload WebSocket is not cut.
+pub fn dev_server_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+}
+
+pub async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    match &state.frontend {
+        Frontend::DevServer(origin) => pass_through(req, payload, state, origin).await,
+        Frontend::Dir(root) if matches!(*req.method(), Method::GET | Method::HEAD) => {
+            serve_file(req, root.clone()).await
+        }
+        Frontend::Dir(_) | Frontend::None => Err(ApiError::new(Problem::NotFound)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------
+
+async fn serve_file(req: &HttpRequest, root: std::path::PathBuf) -> Result<HttpResponse, ApiError> {
+    let header_text = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let path = req.path().to_owned();
+    let accept = header_text(header::ACCEPT);
+    let accept_encoding = header_text(header::ACCEPT_ENCODING);
+    let found = web::block(move || {
+        frontend::lookup(&root, &path, accept.as_deref(), accept_encoding.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::new(Problem::Internal).cause(e))?;
+    let Some(file) = found else {
+        return Err(ApiError::new(Problem::NotFound));
+    };
+
+    if header_text(header::IF_NONE_MATCH).is_some_and(|tags| file.matches(&tags)) {
+        let mut response = HttpResponse::NotModified();
+        describe(&mut response, &file);
+        return Ok(response.finish());
+    }
+    let opened = tokio::fs::File::open(&file.path)
+        .await
+        .map_err(|e| ApiError::new(Problem::NotFound).cause(e))?;
+    let mut response = HttpResponse::Ok();
+    describe(&mut response, &file);
+    response.insert_header((header::CONTENT_TYPE, file.content_type));
+    if let Some(encoding) = file.encoding {
+        response.insert_header((header::CONTENT_ENCODING, encoding.token()));
+    }
+    Ok(response.body(SizedStream::new(file.len, read_chunks(opened))))
+}
+
+/// The headers a 200 and a 304 share.
+fn describe(response: &mut actix_web::HttpResponseBuilder, file: &StaticFile) {
+    response
+        .insert_header((header::CACHE_CONTROL, file.cache_control))
+        .insert_header((header::ETAG, file.etag.as_str()))
+        // The body depends on Accept-Encoding whenever a variant might exist.
+        .insert_header((header::VARY, "Accept-Encoding"));
+}
+
+fn read_chunks<R>(reader: R) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    R: tokio::io::AsyncRead + Unpin + 'static,
+{
+    futures_util::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buffer = BytesMut::with_capacity(CHUNK);
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buffer.freeze()), Some(reader))),
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Dev server
+// ---------------------------------------------------------------------------------------
+
+fn is_websocket_upgrade(req: &HttpRequest) -> bool {
+    let has_token = |name, token: &str| {
+        req.headers().get_all(name).any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    req.method() == Method::GET
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+}
+
+async fn pass_through(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    origin: &Url,
+) -> Result<HttpResponse, ApiError> {
+    let mut url = origin.clone();
+    url.set_path(req.path());
+    url.set_query(Some(req.query_string()).filter(|q| !q.is_empty()));
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| ApiError::new(Problem::MethodNotAllowed))?;
+    let websocket = is_websocket_upgrade(req);
+    let mut payload = Some(payload);
+
+    let mut request = state
+        .dev_server_http
+        .request(method, url)
+        .version(reqwest::Version::HTTP_11);
+    // The same policy as for APIs: no cookie, no anti-forgery header, no identity headers,
+    // no hop-by-hop headers. A dev server needs none of them.
+    request = copy_request_headers(req, request, &state.settings.csrf.header);
+    if websocket {
+        request = request
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket");
+    } else {
+        let declared_length: Option<u64> = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if declared_length.is_some_and(|len| len > 0)
+            || req.headers().contains_key(header::TRANSFER_ENCODING)
+        {
+            if let Some(len) = declared_length {
+                request = request.header("content-length", len);
+            }
+            request = request.body(stream_upload(
+                payload
+                    .take()
+                    .ok_or_else(|| ApiError::new(Problem::Internal))?,
+                DEV_SERVER_MAX_BODY,
+                Arc::new(AtomicBool::new(false)),
+            ));
+        }
+    }
+
+    let response = match tokio::time::timeout(DEV_SERVER_TIMEOUT, request.send()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) if !e.is_timeout() => {
+            return Err(dev_server_down().cause(if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            }))
+        }
+        _ => return Err(ApiError::new(Problem::UpstreamTimeout)),
+    };
+    if websocket && response.status() == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(payload) = payload {
+            return websocket_tunnel(response, payload).await;
+        }
+    }
+    Ok(stream_response(response, false))
+}
+
+fn dev_server_down() -> ApiError {
+    ApiError::new(Problem::UpstreamUnreachable)
+        .detail("The frontend dev server (frontend.dev_server) is not answering: is it running?")
+}
+
+/// The dev server accepted the upgrade: answer 101 with its handshake headers, then copy
+/// bytes both ways until either side closes. actix hands an upgraded request's payload over
+/// as the raw stream from the browser, and sends a 101's body raw.
+async fn websocket_tunnel(
+    response: reqwest::Response,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut answer = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    answer.upgrade("websocket");
+    copy_response_headers(&mut answer, response.headers(), false);
+    let upgraded = response
+        .upgrade()
+        .await
+        .map_err(|_| dev_server_down().cause("websocket upgrade failed"))?;
+    let (from_dev_server, mut to_dev_server) = tokio::io::split(upgraded);
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(chunk)) = payload.next().await {
+            if to_dev_server.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to_dev_server.shutdown().await;
+    });
+    Ok(answer.body(BodyStream::new(read_chunks(from_dev_server))))
+}

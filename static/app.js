@@ -1,0 +1,106 @@
+// The gatehouse demo SPA: everything a single-page app needs to work behind gatehouse.
+// Plain JavaScript, no build step, no library. Copy what you need.
+//
+// The rules:
+//  1. Log in by navigating (not fetching) to /auth/login?returnTo=<where to come back to>.
+//  2. Ask who is logged in with GET /auth/user; 401 means nobody.
+//  3. Call APIs on this origin (gatehouse forwards them with the access token attached).
+//     Every call sends the anti-forgery header X-CSRF: 1 and the cookie (same-origin).
+//  4. A 401 from an API call means the session is gone: offer to log in again.
+//  5. Log out by navigating to session.logout_url from /auth/user.
+// The page never sees a token: there is nothing to store, refresh or hide.
+'use strict';
+
+// fetch() for gatehouse: same-origin credentials plus the anti-forgery header.
+function gatehouseFetch(path, options = {}) {
+  return fetch(path, {
+    ...options,
+    credentials: 'same-origin',
+    headers: { 'X-CSRF': '1', ...options.headers },
+  });
+}
+
+// Where /auth/login sends the browser back to after the provider: this very page.
+function loginUrl() {
+  const here = location.pathname + location.search;
+  return '/auth/login?returnTo=' + encodeURIComponent(here);
+}
+
+const $ = (id) => document.getElementById(id);
+
+// Show exactly one of the page's states.
+function show(state) {
+  for (const id of ['anonymous', 'user', 'expired']) $(id).hidden = id !== state;
+  $('status').hidden = true;
+}
+
+function showError(text) {
+  $('error').textContent = text;
+  $('error').hidden = false;
+}
+
+// gatehouse answers errors as application/problem+json: { type, title, status, request_id }.
+async function problemText(response) {
+  try {
+    const problem = await response.json();
+    return `${problem.title} (HTTP ${response.status}, request ${problem.request_id})`;
+  } catch {
+    return `HTTP ${response.status}`;
+  }
+}
+
+async function loadUser() {
+  const response = await gatehouseFetch('/auth/user');
+  if (response.status === 401) {
+    $('login').href = loginUrl();
+    show('anonymous');
+    return;
+  }
+  if (!response.ok) {
+    showError('Could not load your session: ' + (await problemText(response)));
+    return;
+  }
+  // { sub, claims: {...}, session: { expires_in, idle_expires_in, logout_url, provider } }
+  const user = await response.json();
+  $('name').textContent = user.claims.name || user.claims.preferred_username || user.sub;
+  $('session-info').textContent =
+    `Signed in at "${user.session.provider}" as ${user.sub}. The session ends after ` +
+    `${Math.round(user.session.idle_expires_in / 60)} idle minutes, at the latest in ` +
+    `${Math.round(user.session.expires_in / 60)} minutes.`;
+  const table = $('claims');
+  table.replaceChildren();
+  for (const [claim, value] of Object.entries(user.claims)) {
+    const row = table.insertRow();
+    row.insertCell().textContent = claim;
+    row.insertCell().textContent = typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  // A plain link: GET /auth/logout?sid=… ends the session and redirects to the provider.
+  // (Alternative: POST /auth/logout with X-CSRF: 1 answers { redirect_to }; navigate there.)
+  $('logout').href = user.session.logout_url;
+  show('user');
+}
+
+async function callApi() {
+  const output = $('api-result');
+  output.hidden = false;
+  output.textContent = 'Calling /api/hello…';
+  const response = await gatehouseFetch('/api/hello');
+  if (response.status === 401) {
+    // The session ended (logged out elsewhere, expired, revoked): offer a fresh login.
+    output.hidden = true;
+    $('login-again').href = loginUrl();
+    show('expired');
+    return;
+  }
+  if (!response.ok) {
+    output.textContent = 'The API call failed: ' + (await problemText(response));
+    return;
+  }
+  output.textContent = JSON.stringify(await response.json(), null, 2);
+}
+
+// Event handlers are attached here: the CSP forbids onclick="…" attributes.
+$('call-api').addEventListener('click', () => {
+  callApi().catch((e) => showError('The API call failed: ' + e.message));
+});
+loadUser().catch((e) => showError('Could not reach gatehouse: ' + e.message));
