@@ -263,7 +263,13 @@ pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     copy_response_headers(&mut builder, response.headers(), pass_set_cookie);
-    let length = response.content_length();
+    // A HEAD answer has no body but states the length of the one a GET would get; keep it.
+    let declared_length: Option<u64> = response
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let length = declared_length.or(response.content_length());
     let body = response.bytes_stream();
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),
