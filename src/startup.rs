@@ -189,7 +189,11 @@ impl Application {
             address: format!("port {port}"),
             source,
         })?
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs());
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+        // Without TCP_NODELAY a response written in more than one piece (a streamed or
+        // chunked upstream body) waits for the client's delayed ACK: ~40 ms per response on a
+        // kept-alive connection. nginx sets it for the same reason.
+        .tcp_nodelay(true);
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers.max(1));
         }
