@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::error::ApiError;
-use crate::session::crypto::{b64, random_bytes};
+use crate::session::crypto::b64;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
 /// overrides the configured filter.
@@ -50,6 +50,13 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     .then(|| text.to_owned())
 }
 
+/// Request ids need to be unique, not secret: the thread-local generator spares a system
+/// call per request.
+fn new_request_id() -> String {
+    let bytes: [u8; 12] = rand::Rng::gen(&mut rand::thread_rng());
+    b64(&bytes)
+}
+
 /// Wraps every request in a span with its id, echoes the id, and renders edge errors with it.
 pub async fn request_context(
     req: ServiceRequest,
@@ -59,7 +66,7 @@ pub async fn request_context(
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(acceptable_request_id)
-        .unwrap_or_else(|| b64(&random_bytes()[..12]));
+        .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let client_ip = req
         .peer_addr()

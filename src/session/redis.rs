@@ -28,24 +28,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 ";
 
-/// Reads a session and slides its idle expiry; ARGV: now, idle ms, touch interval ms.
-const FETCH: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'c', 'p', 'u', 'i', 't0', 'ta', 'ts')
-if not v[1] then return false end
-local now = tonumber(ARGV[1])
-local idle = tonumber(ARGV[2])
-local ta = tonumber(v[6])
-local ts = tonumber(v[7])
-if now >= ta or now - ts >= idle then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-if now - ts >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'ts', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], math.min(idle, ta - now))
-  v[7] = ARGV[1]
-end
-return v
+/// Slides a session's idle expiry (at most once per touch interval, so not on most reads);
+/// never recreates a session deleted meanwhile. ARGV: now, idle ms.
+const TOUCH: &str = r"
+local ta = redis.call('HGET', KEYS[1], 'ta')
+if not ta then return 0 end
+redis.call('HSET', KEYS[1], 'ts', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.min(tonumber(ARGV[2]), tonumber(ta) - tonumber(ARGV[1]))))
+return 1
 ";
 
 /// ARGV: sealed payload, absolute expiry, now.
@@ -87,7 +77,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
     insert: Script,
-    fetch: Script,
+    touch: Script,
     replace_sealed: Script,
     index_add: Script,
     renew_lock: Script,
@@ -110,7 +100,7 @@ impl RedisStore {
             connection,
             prefix: settings.key_prefix.clone(),
             insert: Script::new(INSERT),
-            fetch: Script::new(FETCH),
+            touch: Script::new(TOUCH),
             replace_sealed: Script::new(REPLACE_SEALED),
             index_add: Script::new(INDEX_ADD),
             renew_lock: Script::new(RENEW_LOCK),
@@ -141,6 +131,28 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.connection.clone()
+    }
+
+    /// The session hash's fields, decoded; `None` when the key does not exist.
+    async fn read_record(
+        &self,
+        session_key: &str,
+    ) -> StoreResult<Option<(SessionRecord, UnixMillis)>> {
+        let fields: Vec<Option<Vec<u8>>> = retry(|| {
+            let mut conn = self.conn();
+            async move {
+                redis::cmd("HMGET")
+                    .arg(session_key)
+                    .arg(&["c", "p", "u", "i", "t0", "ta", "ts"])
+                    .query_async(&mut conn)
+                    .await
+            }
+        })
+        .await?;
+        if fields.first().is_none_or(|c| c.is_none()) {
+            return Ok(None);
+        }
+        record_from_fields(&fields).map(Some)
     }
 
     /// Runs a single-key script (EVALSHA, loading it on first use), retried once on a
@@ -311,21 +323,30 @@ impl SessionStore for RedisStore {
         idle: IdlePolicy,
     ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>> {
         async move {
+            // A plain read on the hot path; the expiry checks use the injected clock, and
+            // the write-back of sliding expiry happens only when the touch interval passed.
             let session_key = self.session_key(key);
-            let fields: Option<Vec<Option<Vec<u8>>>> = self
-                .eval(&self.fetch, &session_key, |invocation| {
-                    invocation
-                        .arg(now)
-                        .arg(millis(idle.idle_timeout))
-                        .arg(millis(idle.touch_interval));
-                })
-                .await?;
-            let Some(fields) = fields else {
+            let Some((record, mut last_touch)) = self.read_record(&session_key).await? else {
                 return Ok(None);
             };
-            let (record, last_touch) = record_from_fields(&fields)?;
-            let idle_expires_at =
-                (last_touch + millis(idle.idle_timeout)).min(record.absolute_expires_at);
+            let idle_ms = millis(idle.idle_timeout);
+            if now >= record.absolute_expires_at || now - last_touch >= idle_ms {
+                // Expired by the clock; Redis's TTL removes it too, this is only sooner.
+                let _: Result<i64, _> = self.conn().del(&session_key).await;
+                return Ok(None);
+            }
+            if now - last_touch >= millis(idle.touch_interval) {
+                let touched: i64 = self
+                    .eval(&self.touch, &session_key, |invocation| {
+                        invocation.arg(now).arg(idle_ms);
+                    })
+                    .await?;
+                if touched == 0 {
+                    return Ok(None);
+                }
+                last_touch = now;
+            }
+            let idle_expires_at = (last_touch + idle_ms).min(record.absolute_expires_at);
             Ok(Some(FetchedSession {
                 record,
                 idle_expires_at,
@@ -523,22 +544,9 @@ impl SessionStore for RedisStore {
     fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>> {
         async move {
             let session_key = self.session_key(key);
-            let fields: Vec<Option<Vec<u8>>> = retry(|| {
-                let mut conn = self.conn();
-                let session_key = session_key.clone();
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(session_key)
-                        .arg(&["c", "p", "u", "i", "t0", "ta", "ts"])
-                        .query_async(&mut conn)
-                        .await
-                }
-            })
-            .await?;
-            if fields.first().is_none_or(|c| c.is_none()) {
+            let Some((record, last_touch)) = self.read_record(&session_key).await? else {
                 return Ok(None);
-            }
-            let (record, last_touch) = record_from_fields(&fields)?;
+            };
             Ok(Some(SessionSummary {
                 key: key.to_owned(),
                 provider: record.provider,
