@@ -21,6 +21,8 @@ use crate::frontend::{self, Frontend, StaticFile};
 
 /// Bytes read from a file or a WebSocket at a time.
 const CHUNK: usize = 64 * 1024;
+/// Files up to this size are read whole in the lookup's blocking call.
+const SMALL_FILE: u64 = 256 * 1024;
 /// How long a dev server may take to answer (its bodies then stream without a limit).
 const DEV_SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Uploads to a dev server (it is a development tool; this only bounds mistakes).
@@ -65,30 +67,44 @@ async fn serve_file(req: &HttpRequest, root: std::path::PathBuf) -> Result<HttpR
     let path = req.path().to_owned();
     let accept = header_text(header::ACCEPT);
     let accept_encoding = header_text(header::ACCEPT_ENCODING);
+    let if_none_match = header_text(header::IF_NONE_MATCH);
+    let wants_body = req.method() != Method::HEAD;
+    // One trip to the blocking pool: look the file up and, when it is small (most of an SPA
+    // build), read it there too; larger files stream in chunks.
     let found = web::block(move || {
-        frontend::lookup(&root, &path, accept.as_deref(), accept_encoding.as_deref())
+        let file = frontend::lookup(&root, &path, accept.as_deref(), accept_encoding.as_deref())?;
+        let not_modified = if_none_match.is_some_and(|tags| file.matches(&tags));
+        let contents = (wants_body && !not_modified && file.len <= SMALL_FILE)
+            .then(|| std::fs::read(&file.path));
+        Some((file, not_modified, contents))
     })
     .await
     .map_err(|e| ApiError::new(Problem::Internal).cause(e))?;
-    let Some(file) = found else {
+    let Some((file, not_modified, contents)) = found else {
         return Err(ApiError::new(Problem::NotFound));
     };
 
-    if header_text(header::IF_NONE_MATCH).is_some_and(|tags| file.matches(&tags)) {
+    if not_modified {
         let mut response = HttpResponse::NotModified();
         describe(&mut response, &file);
         return Ok(response.finish());
     }
-    let opened = tokio::fs::File::open(&file.path)
-        .await
-        .map_err(|e| ApiError::new(Problem::NotFound).cause(e))?;
     let mut response = HttpResponse::Ok();
     describe(&mut response, &file);
     response.insert_header((header::CONTENT_TYPE, file.content_type));
     if let Some(encoding) = file.encoding {
         response.insert_header((header::CONTENT_ENCODING, encoding.token()));
     }
-    Ok(response.body(SizedStream::new(file.len, read_chunks(opened))))
+    match contents {
+        Some(Ok(bytes)) if bytes.len() as u64 == file.len => Ok(response.body(bytes)),
+        // Changed between lookup and read (a deployment in progress): stream what is there.
+        Some(_) | None => {
+            let opened = tokio::fs::File::open(&file.path)
+                .await
+                .map_err(|e| ApiError::new(Problem::NotFound).cause(e))?;
+            Ok(response.body(SizedStream::new(file.len, read_chunks(opened))))
+        }
+    }
 }
 
 /// The headers a 200 and a 304 share.
