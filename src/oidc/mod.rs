@@ -270,13 +270,7 @@ impl Provider {
                     .refresh_token()
                     .map(|t| SecretString::from(t.secret().clone())),
                 id_token: SecretString::from(id_token.to_string()),
-                scope: response.scopes().map(|scopes| {
-                    scopes
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }),
+                scope: granted_scope(&response),
             },
         })
     }
@@ -536,6 +530,17 @@ impl Provider {
     }
 }
 
+/// The scopes a token response says were granted, space separated.
+fn granted_scope(response: &provider::TokenResponse) -> Option<String> {
+    response.scopes().map(|scopes| {
+        scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 /// When the refresh token in a response expires, if the provider said.
 fn refresh_expiry(response: &provider::TokenResponse, now: UnixMillis) -> Option<UnixMillis> {
     let extra = response.extra_fields().extra_fields();
@@ -596,13 +601,7 @@ impl Provider {
                 .map(|t| SecretString::from(t.secret().clone())),
             refresh_token_expires_at: refresh_expiry(&response, now),
             id_token,
-            scope: response.scopes().map(|scopes| {
-                scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }),
+            scope: granted_scope(&response),
         })
     }
 }

@@ -61,6 +61,10 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
     }
 }
 
+async fn alive(sessions: &SessionManager, cookie: &str, now: i64) -> bool {
+    sessions.load(cookie, now).await.expect("load").is_some()
+}
+
 async fn round_trip(sessions: SessionManager, clock: OffsetClock) {
     let now = clock.now_millis();
     let handle = sessions
@@ -92,8 +96,8 @@ async fn round_trip(sessions: SessionManager, clock: OffsetClock) {
         .expect("id.secret")
         .to_owned();
     let forged = format!("{id}.{}", "Z".repeat(43));
-    assert!(sessions.load(&forged, now).await.expect("load").is_none());
-    assert!(sessions.load("garbage", now).await.expect("load").is_none());
+    assert!(!alive(&sessions, &forged, now).await);
+    assert!(!alive(&sessions, "garbage", now).await);
     assert!(sessions
         .load(&format!("{}.{}", "A".repeat(43), "A".repeat(43)), now)
         .await
@@ -134,29 +138,17 @@ async fn idle_timeout_slides_with_use(sessions: SessionManager, clock: OffsetClo
 
     clock.advance(Duration::from_secs(50)); // 95 s since creation, 50 s since last use
     assert!(
-        sessions
-            .load(cookie, clock.now_millis())
-            .await
-            .expect("load")
-            .is_some(),
+        alive(&sessions, cookie, clock.now_millis()).await,
         "use kept it alive"
     );
 
     clock.advance(Duration::from_secs(61));
     assert!(
-        sessions
-            .load(cookie, clock.now_millis())
-            .await
-            .expect("load")
-            .is_none(),
+        !alive(&sessions, cookie, clock.now_millis()).await,
         "idle timeout ended it"
     );
     assert!(
-        sessions
-            .load(cookie, clock.now_millis())
-            .await
-            .expect("load")
-            .is_none(),
+        !alive(&sessions, cookie, clock.now_millis()).await,
         "stays ended"
     );
 }
@@ -182,11 +174,7 @@ async fn absolute_lifetime_ends_even_a_busy_session(sessions: SessionManager, cl
         );
     }
     clock.advance(Duration::from_secs(11)); // 101 s
-    assert!(sessions
-        .load(cookie, clock.now_millis())
-        .await
-        .expect("load")
-        .is_none());
+    assert!(!alive(&sessions, cookie, clock.now_millis()).await);
 }
 
 async fn delete_by_user_and_by_provider_session(sessions: SessionManager, clock: OffsetClock) {
@@ -215,16 +203,8 @@ async fn delete_by_user_and_by_provider_session(sessions: SessionManager, clock:
             .expect("by sid"),
         2
     );
-    assert!(sessions
-        .load(alice[0].expose_secret(), now)
-        .await
-        .expect("load")
-        .is_some());
-    assert!(sessions
-        .load(alice[1].expose_secret(), now)
-        .await
-        .expect("load")
-        .is_none());
+    assert!(alive(&sessions, alice[0].expose_secret(), now).await);
+    assert!(!alive(&sessions, alice[1].expose_secret(), now).await);
     assert_eq!(
         sessions
             .delete_by_provider_sid("main", "a2", now)
@@ -247,17 +227,9 @@ async fn delete_by_user_and_by_provider_session(sessions: SessionManager, clock:
             .expect("by sub"),
         1
     );
-    assert!(sessions
-        .load(alice[0].expose_secret(), now)
-        .await
-        .expect("load")
-        .is_none());
+    assert!(!alive(&sessions, alice[0].expose_secret(), now).await);
     assert!(
-        sessions
-            .load(bob.expose_secret(), now)
-            .await
-            .expect("load")
-            .is_some(),
+        alive(&sessions, bob.expose_secret(), now).await,
         "bob untouched"
     );
 
@@ -377,11 +349,7 @@ async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: Off
             .expect("replace"),
         "no resurrection"
     );
-    assert!(sessions
-        .load(cookie.expose_secret(), now)
-        .await
-        .expect("load")
-        .is_none());
+    assert!(!alive(&sessions, cookie.expose_secret(), now).await);
 }
 
 async fn locks_have_one_owner_and_lapse(sessions: SessionManager, clock: OffsetClock) {
