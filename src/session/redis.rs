@@ -155,6 +155,21 @@ impl RedisStore {
         record_from_fields(&fields).map(Some)
     }
 
+    /// `SET key value NX PX ttl`: whether the key was absent (and is now set).
+    async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(to_store_error)?;
+        Ok(set.is_some())
+    }
+
     /// Runs a single-key script (EVALSHA, loading it on first use), retried once on a
     /// dropped connection.
     async fn eval<T: redis::FromRedisValue>(
@@ -382,20 +397,9 @@ impl SessionStore for RedisStore {
         _now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
-            let lock_key = self.lock_key(name);
-            let mut conn = self.conn();
             // Not retried blindly: a lost reply to a successful SET would leave us believing
             // someone else holds the lock, which only makes us wait — the safe side.
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(&lock_key)
-                .arg(owner)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(ttl).max(1))
-                .query_async(&mut conn)
-                .await
-                .map_err(to_store_error)?;
-            Ok(taken.is_some())
+            self.set_if_absent(&self.lock_key(name), owner, ttl).await
         }
         .boxed()
     }
@@ -439,18 +443,8 @@ impl SessionStore for RedisStore {
         _now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
-            let key = self.remembered_key(name);
-            let mut conn = self.conn();
-            let first: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(ttl).max(1))
-                .query_async(&mut conn)
+            self.set_if_absent(&self.remembered_key(name), "1", ttl)
                 .await
-                .map_err(to_store_error)?;
-            Ok(first.is_some())
         }
         .boxed()
     }
