@@ -118,3 +118,46 @@ fn env_example_documents_a_valid_configuration() {
     assert_eq!(settings.providers["main"].client_id, "spa-bff");
     assert_eq!(settings.frontend.referrer_policy, "no-referrer");
 }
+
+#[test]
+fn a_dot_env_file_fills_in_unset_variables_but_never_overrides_set_ones() {
+    let good = r#"
+[server]
+public_url = "https://app.example.com"
+[providers.main]
+issuer = "https://id.example.com"
+client_id = "spa"
+"#;
+    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("gatehouse.toml"), good).expect("config");
+    std::fs::write(
+        dir.join(".env"),
+        "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET=from-dot-env\nGATEHOUSE_SESSION__IDLE_TIMEOUT_SECS=120\n",
+    )
+    .expect(".env");
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        command
+            .args(["check-config", "--config", "gatehouse.toml"])
+            .current_dir(&dir)
+            .env_remove("GATEHOUSE_CONFIG")
+            .env_remove("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET")
+            .env_remove("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command.output().expect("run")
+    };
+    let output = run(&[]);
+    assert!(
+        output.status.success(),
+        "the secret came from .env: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The process environment wins: an idle timeout above the absolute one is refused.
+    let output = run(&[("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "999999")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("idle_timeout_secs must not exceed"));
+}
