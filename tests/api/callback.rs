@@ -33,10 +33,7 @@ fn with_param(url: &str, name: &str, value: Option<&str>) -> String {
 async fn callback_with_missing_or_unknown_state_creates_no_session() {
     let app = spawn_app().await;
     let mut browser = app.browser();
-    let start = browser.start_login(None).await;
-    let callback = browser
-        .authenticate_at_provider(start.location().expect("location"), "alice")
-        .await;
+    let callback = browser.callback_url_for("alice").await;
 
     let missing = browser.get(&with_param(&callback, "state", None)).await;
     missing.assert_problem(400, "invalid-callback");
@@ -62,10 +59,7 @@ async fn callback_with_missing_or_unknown_state_creates_no_session() {
 async fn a_callback_from_another_browser_is_refused_and_burns_the_state() {
     let app = spawn_app().await;
     let mut victim = app.browser();
-    let start = victim.start_login(None).await;
-    let callback = victim
-        .authenticate_at_provider(start.location().expect("location"), "alice")
-        .await;
+    let callback = victim.callback_url_for("alice").await;
 
     // The attacker's browser has no login cookie, or its own one from another login.
     let mut attacker = app.browser();
@@ -186,10 +180,7 @@ async fn access_denied_at_the_provider_is_a_clear_error_and_no_session() {
 async fn a_callback_naming_another_issuer_is_refused() {
     let app = spawn_app().await;
     let mut browser = app.browser();
-    let start = browser.start_login(None).await;
-    let callback = browser
-        .authenticate_at_provider(start.location().expect("location"), "alice")
-        .await;
+    let callback = browser.callback_url_for("alice").await;
     let mixed_up = with_param(&callback, "iss", Some("https://attacker.example"));
     browser
         .get(&mixed_up)
@@ -198,10 +189,7 @@ async fn a_callback_naming_another_issuer_is_refused() {
 
     // The provider advertises RFC 9207, so a response without `iss` is refused too.
     let mut second = app.browser();
-    let start = second.start_login(None).await;
-    let callback = second
-        .authenticate_at_provider(start.location().expect("location"), "alice")
-        .await;
+    let callback = second.callback_url_for("alice").await;
     second
         .get(&with_param(&callback, "iss", None))
         .await

@@ -17,10 +17,8 @@ scopes = ["profile"]
 "#;
 
 fn gatehouse(args: &[&str], config: &str) -> std::process::Output {
-    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = crate::helpers::config_dir(config);
     let path = dir.join("gatehouse.toml");
-    std::fs::write(&path, config).expect("write config");
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(args)
         .arg("--config")
@@ -84,10 +82,8 @@ issuer = "https://id.example.com"
 client_id = "spa"
 client_secret_file = "secret.txt"
 "#;
-    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = crate::helpers::config_dir(good);
     std::fs::write(dir.join("secret.txt"), "s3cret\n").expect("secret");
-    std::fs::write(dir.join("gatehouse.toml"), good).expect("config");
     let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["check-config", "--config", "gatehouse.toml"])
         .current_dir(&dir)
@@ -128,9 +124,7 @@ public_url = "https://app.example.com"
 issuer = "https://id.example.com"
 client_id = "spa"
 "#;
-    let dir = crate::helpers::processes::artifacts_dir().join(crate::helpers::random_name("cfg"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("gatehouse.toml"), good).expect("config");
+    let dir = crate::helpers::config_dir(good);
     std::fs::write(
         dir.join(".env"),
         "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET=from-dot-env\nGATEHOUSE_SESSION__IDLE_TIMEOUT_SECS=120\n",

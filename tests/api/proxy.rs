@@ -167,18 +167,8 @@ async fn large_bodies_stream_through_intact() {
         SIZE.to_string().as_str()
     );
     // Resp keeps bodies as text: compare the bytes' hash via a second, binary fetch.
-    let bytes = app
-        .http
-        .get(format!("{}/api/download?bytes={SIZE}", app.base))
-        .header("x-csrf", "1")
-        .header(
-            "cookie",
-            format!(
-                "{}={}",
-                app.cookie_name(),
-                browser.session_cookie().expect("cookie")
-            ),
-        )
+    let bytes = browser
+        .api_request(reqwest::Method::GET, &format!("/api/download?bytes={SIZE}"))
         .send()
         .await
         .expect("download")
@@ -477,18 +467,8 @@ async fn upstream_failures_map_to_gateway_errors() {
     );
     let chunked =
         futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 600])));
-    let response = app
-        .http
-        .post(format!("{}/api/upload", app.base))
-        .header("x-csrf", "1")
-        .header(
-            "cookie",
-            format!(
-                "{}={}",
-                app.cookie_name(),
-                browser.session_cookie().expect("cookie")
-            ),
-        )
+    let response = browser
+        .api_request(reqwest::Method::POST, &format!("/api/upload"))
         .body(reqwest::Body::wrap_stream(chunked))
         .send()
         .await

@@ -93,6 +93,15 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
 }
 
+/// A fresh directory under target/test-artifacts holding `gatehouse.toml` (and no `.env`
+/// unless a test writes one), for running the real binary.
+pub fn config_dir(config_toml: &str) -> std::path::PathBuf {
+    let dir = processes::artifacts_dir().join(random_name("cfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("gatehouse.toml"), config_toml).expect("write config");
+    dir
+}
+
 pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("{prefix}{n:016x}")
@@ -630,6 +639,20 @@ impl<'a> Browser<'a> {
         self.request(reqwest::Method::GET, path, &[], None).await
     }
 
+    /// A request with this browser's cookies and the anti-forgery header, for bodies or
+    /// answers that `Resp` cannot carry (streams, raw bytes).
+    pub fn api_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .app
+            .http
+            .request(method, format!("{}{path}", self.app.base))
+            .header("x-csrf", "1");
+        if let Some(cookie) = self.cookie_header() {
+            request = request.header("cookie", cookie);
+        }
+        request
+    }
+
     /// A GET as the SPA's fetch makes it: with the anti-forgery header.
     pub async fn api_get(&mut self, path: &str) -> Resp {
         self.request(reqwest::Method::GET, path, &[("x-csrf", "1")], None)
@@ -704,6 +727,14 @@ impl<'a> Browser<'a> {
             url = absolute(response.headers()["location"].to_str().expect("location"));
         }
         panic!("provider flow did not end at gatehouse");
+    }
+
+    /// Starts a login and walks the provider's pages as `user`: the callback URL the
+    /// provider sends the browser to, not yet visited.
+    pub async fn callback_url_for(&mut self, user: &str) -> String {
+        let start = self.start_login(None).await;
+        let authorize = start.location().expect("redirect to provider").to_owned();
+        self.authenticate_at_provider(&authorize, user).await
     }
 
     /// The whole login as `user`; returns the callback's answer.
