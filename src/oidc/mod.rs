@@ -265,6 +265,7 @@ impl Provider {
             tokens: TokenSet {
                 access_token: SecretString::from(response.access_token().secret().clone()),
                 access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
+                access_token_lifetime_ms: response.expires_in().map(|d| d.as_millis() as i64),
                 refresh_token_expires_at: refresh_expiry(&response, now),
                 refresh_token: response
                     .refresh_token()
@@ -555,6 +556,7 @@ fn refresh_expiry(response: &provider::TokenResponse, now: UnixMillis) -> Option
 pub struct RefreshedTokens {
     pub access_token: SecretString,
     pub access_token_expires_at: Option<UnixMillis>,
+    pub access_token_lifetime_ms: Option<i64>,
     pub refresh_token: Option<SecretString>,
     pub refresh_token_expires_at: Option<UnixMillis>,
     pub id_token: Option<SecretString>,
@@ -596,6 +598,7 @@ impl Provider {
         Ok(RefreshedTokens {
             access_token: SecretString::from(response.access_token().secret().clone()),
             access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
+            access_token_lifetime_ms: response.expires_in().map(|d| d.as_millis() as i64),
             refresh_token: response
                 .refresh_token()
                 .map(|t| SecretString::from(t.secret().clone())),

@@ -7,11 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
 use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
-use crate::session::{absolute_expiry, LoadedSession, SessionError, SessionManager};
+use crate::session::{absolute_expiry, LoadedSession, SessionError, SessionManager, TokenSet};
 use crate::telemetry::{security_event, SecurityEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +62,35 @@ impl TokenRefresher {
         }
     }
 
+    /// The skew decides when to refresh ahead of time; for a short-lived token it shrinks to
+    /// half the token's lifetime, or every call would refresh a token that was just issued.
+    fn skew_for(&self, tokens: &TokenSet) -> i64 {
+        match tokens.access_token_lifetime_ms {
+            Some(lifetime) if lifetime > 0 => self.skew_ms.min(lifetime / 2),
+            _ => self.skew_ms,
+        }
+    }
+
     fn needs_refresh(&self, session: &LoadedSession, now: UnixMillis) -> bool {
-        session
+        let tokens = &session.data.tokens;
+        tokens
+            .access_token_expires_at
+            .is_some_and(|expires_at| expires_at - self.skew_for(tokens) <= now)
+    }
+
+    /// Whether the session holds a new access token, not the one this call found due, that
+    /// is still unexpired: a refresh that just ran produced it, and it is used as it is. A
+    /// slow token endpoint can hand back a token already inside the skew (its expiry counts
+    /// from when the request was sent); refreshing it again would only repeat that.
+    fn refreshed_meanwhile(due: &SecretString, current: &LoadedSession, now: UnixMillis) -> bool {
+        let same = current
             .data
             .tokens
-            .access_token_expires_at
-            .is_some_and(|expires_at| expires_at - self.skew_ms <= now)
+            .access_token
+            .expose_secret()
+            .as_bytes()
+            .ct_eq(due.expose_secret().as_bytes());
+        !bool::from(same) && Self::still_valid(current, now)
     }
 
     fn still_valid(session: &LoadedSession, now: UnixMillis) -> bool {
@@ -85,6 +111,7 @@ impl TokenRefresher {
         if !self.needs_refresh(&session, self.clock.now_millis()) {
             return Ok(session);
         }
+        let due = session.data.tokens.access_token.clone();
         let owner = b64(&random_bytes()[..16]);
         let deadline = Instant::now() + self.wait;
         let mut latest = session;
@@ -97,7 +124,7 @@ impl TokenRefresher {
             {
                 Ok(true) => {
                     let outcome = self
-                        .refresh_holding_lock(cookie, &latest.store_key, &owner)
+                        .refresh_holding_lock(cookie, &latest.store_key, &owner, &due)
                         .await;
                     if let Err(error) = store.unlock(&latest.store_key, &owner).await {
                         // It lapses on its own within the lock TTL.
@@ -112,7 +139,12 @@ impl TokenRefresher {
             tokio::time::sleep(WAIT_POLL).await;
             let now = self.clock.now_millis();
             match self.sessions.load(cookie, now).await {
-                Ok(Some(current)) if !self.needs_refresh(&current, now) => return Ok(current),
+                Ok(Some(current))
+                    if !self.needs_refresh(&current, now)
+                        || Self::refreshed_meanwhile(&due, &current, now) =>
+                {
+                    return Ok(current)
+                }
                 Ok(Some(current)) => latest = current,
                 Ok(None) => return Err(RefreshError::SessionEnded("session ended during refresh")),
                 Err(error) => return self.fall_back(latest, now, error.to_string()),
@@ -143,13 +175,14 @@ impl TokenRefresher {
         cookie: &str,
         store_key: &str,
         owner: &str,
+        due: &SecretString,
     ) -> Result<LoadedSession, RefreshError> {
         let now = self.clock.now_millis();
         // The fencing re-read: the token may have been refreshed between our read and the lock.
         let Some(current) = self.sessions.load(cookie, now).await? else {
             return Err(RefreshError::SessionEnded("session ended"));
         };
-        if !self.needs_refresh(&current, now) {
+        if !self.needs_refresh(&current, now) || Self::refreshed_meanwhile(due, &current, now) {
             return Ok(current);
         }
         let Some(refresh_token) = current.data.tokens.refresh_token.clone() else {
@@ -194,6 +227,7 @@ impl TokenRefresher {
                 let mut data = current.data.clone();
                 data.tokens.access_token = tokens.access_token;
                 data.tokens.access_token_expires_at = tokens.access_token_expires_at;
+                data.tokens.access_token_lifetime_ms = tokens.access_token_lifetime_ms;
                 if let Some(rotated) = tokens.refresh_token {
                     data.tokens.refresh_token = Some(rotated);
                 }

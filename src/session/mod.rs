@@ -28,6 +28,10 @@ pub struct TokenSet {
     pub access_token: SecretString,
     /// When the access token expires, if the provider said.
     pub access_token_expires_at: Option<UnixMillis>,
+    /// How long the access token lives (the provider's `expires_in`): the refresh skew never
+    /// exceeds half of it. Absent in sessions written before it was recorded.
+    #[serde(default)]
+    pub access_token_lifetime_ms: Option<i64>,
     #[serde(with = "secret_serde::option", default)]
     pub refresh_token: Option<SecretString>,
     /// When the refresh token expires, if the provider said; the session ends by then.

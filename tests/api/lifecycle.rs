@@ -199,6 +199,77 @@ async fn a_refresh_slower_than_the_lock_expiry_still_happens_once() {
     assert_eq!(status, 200, "the session still works afterwards");
 }
 
+/// Issue 9's refresh storm: a token endpoint slower than the skew hands back a token that is
+/// already inside the skew (its expiry counts from when the request was sent). The calls
+/// that waited for that refresh use the new token instead of refreshing it again.
+#[tokio::test]
+async fn a_slow_token_endpoint_still_gets_one_refresh_for_ten_calls() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        access_token_ttl_secs: 6,
+        ..ProviderOptions::default()
+    });
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "refresh_skew_secs = 2").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+
+    provider_control(&provider.issuer, "/__test/token-delay?ms=4000").await;
+    // Inside the skew (6 s token, refreshed from 4 s on), not yet expired.
+    app.clock.advance(Duration::from_millis(4500));
+    let started = std::time::Instant::now();
+    let calls = (0..10).map(|_| api_call(&app, &cookie));
+    let results = futures_util::future::join_all(calls).await;
+    let took = started.elapsed();
+    provider_control(&provider.issuer, "/__test/token-delay?ms=0").await;
+    assert!(
+        results.iter().all(|(status, ..)| *status == 200),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        grants(&app).await,
+        (1, 0),
+        "exactly one refresh, took {took:?}"
+    );
+    let bearers: HashSet<_> = results
+        .iter()
+        .map(|(_, bearer, _)| bearer.clone().expect("bearer"))
+        .collect();
+    assert_eq!(bearers.len(), 1, "every call used the one refreshed token");
+}
+
+/// A skew longer than the token's lifetime would refresh every token on every call; it is
+/// capped at half the lifetime.
+#[tokio::test]
+async fn the_skew_never_exceeds_half_the_token_lifetime() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        access_token_ttl_secs: 60,
+        ..ProviderOptions::default()
+    });
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), "refresh_skew_secs = 120").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+
+    for _ in 0..3 {
+        assert_eq!(api_call(&app, &cookie).await.0, 200);
+    }
+    assert_eq!(
+        grants(&app).await,
+        (0, 0),
+        "a fresh 60 s token is used as it is"
+    );
+    app.clock.advance(Duration::from_secs(31));
+    assert_eq!(api_call(&app, &cookie).await.0, 200);
+    assert_eq!(
+        grants(&app).await,
+        (1, 0),
+        "past half its life it is refreshed"
+    );
+}
+
 #[tokio::test]
 async fn a_revoked_grant_ends_the_session() {
     let echo = spawn_echo().await;

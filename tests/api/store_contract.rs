@@ -48,6 +48,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         provider_sid: Some(sid.into()),
         claims,
         tokens: TokenSet {
+            access_token_lifetime_ms: None,
             access_token: SecretString::from(format!("access-{sub}-{now}")),
             access_token_expires_at: Some(now + 300_000),
             refresh_token: Some(SecretString::from(format!("refresh-{sub}-{now}"))),
