@@ -15,9 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
+
+use crate::ratelimit::RateLimit;
 
 pub const ENV_PREFIX: &str = "GATEHOUSE_";
 /// Environment variables with the prefix that are not configuration keys.
@@ -62,6 +65,25 @@ struct RawSettings {
     routes: Vec<RawRoute>,
     #[serde(default)]
     frontend: RawFrontend,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRateLimits {
+    login: Option<RawLimit>,
+    api: Option<RawLimit>,
+}
+
+/// A rate limit: a `{ requests, per_secs }` table, or `"off"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawLimit {
+    Word(String),
+    Table {
+        requests: Option<i64>,
+        per_secs: Option<i64>,
+    },
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -90,6 +112,7 @@ struct RawRoute {
     client_scopes: Option<Vec<String>>,
     pass_set_cookie: Option<bool>,
     send_user_id_header: Option<bool>,
+    rate_limit: Option<RawLimit>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -115,6 +138,9 @@ struct RawServer {
     insecure_http: Option<bool>,
     shutdown_timeout_secs: Option<u64>,
     workers: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    max_header_bytes: Option<i64>,
+    header_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -218,6 +244,24 @@ pub struct Settings {
     pub providers: BTreeMap<String, ProviderSettings>,
     pub routes: Vec<RouteSettings>,
     pub frontend: FrontendSettings,
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Limits over all instances (kept in the store). `None`: off.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitSettings {
+    /// Per client IP, on `/auth/login` and `/auth/callback`.
+    pub login: Option<RateLimit>,
+    /// Per session (per client IP without one), over every route without its own limit.
+    pub api: Option<RateLimit>,
+}
+
+/// A route's limit: the `[rate_limits.api]` default, its own, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRateLimit {
+    Default,
+    Own(RateLimit),
+    Off,
 }
 
 /// What gatehouse serves for the paths that are neither its own nor a proxy route, and the
@@ -294,6 +338,7 @@ pub struct RouteSettings {
     pub client_scopes: Vec<String>,
     pub pass_set_cookie: bool,
     pub send_user_id_header: bool,
+    pub rate_limit: RouteRateLimit,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +350,12 @@ pub struct ServerSettings {
     pub insecure_http: bool,
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies, load balancers).
+    pub trusted_proxies: Vec<IpNet>,
+    /// All header lines of a request together; more is refused with 431.
+    pub max_header_bytes: usize,
+    /// A client that has not sent its whole request head by then is disconnected.
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -702,6 +753,53 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     };
 
     let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
+    let rate_limits = RateLimitSettings {
+        login: validate_limit(
+            raw.rate_limits.login,
+            DEFAULT_LOGIN_LIMIT,
+            "rate_limits.login",
+            problems,
+        ),
+        api: validate_limit(
+            raw.rate_limits.api,
+            DEFAULT_API_LIMIT,
+            "rate_limits.api",
+            problems,
+        ),
+    };
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|text| match parse_net(text) {
+            Some(net) => Some(net),
+            None => {
+                problems.push(format!(
+                    "server.trusted_proxies: `{text}` is not an IP address or CIDR block"
+                ));
+                None
+            }
+        })
+        .collect();
+    let max_header_bytes = match raw.server.max_header_bytes.unwrap_or(16 * 1024) {
+        n if n > 0 => n as usize,
+        n => {
+            problems.push(format!(
+                "server.max_header_bytes must be greater than zero (got {n})"
+            ));
+            0
+        }
+    };
+    let header_timeout = match raw.server.header_timeout_ms.unwrap_or(5000) {
+        n if n > 0 => Duration::from_millis(n as u64),
+        n => {
+            problems.push(format!(
+                "server.header_timeout_ms must be greater than zero (got {n})"
+            ));
+            Duration::ZERO
+        }
+    };
     let frontend = validate_frontend(raw.frontend, problems);
 
     let mut providers = BTreeMap::new();
@@ -721,6 +819,9 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
             insecure_http,
             shutdown_timeout: secs(raw.server.shutdown_timeout_secs.unwrap_or(10)),
             workers: raw.server.workers,
+            trusted_proxies,
+            max_header_bytes,
+            header_timeout,
         },
         session: SessionSettings {
             login_cookie_name: format!("{cookie_name}-login"),
@@ -741,7 +842,89 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         providers,
         routes,
         frontend: frontend?,
+        rate_limits,
     })
+}
+
+const DEFAULT_LOGIN_LIMIT: RateLimit = RateLimit {
+    requests: 30,
+    per: Duration::from_secs(60),
+};
+
+const DEFAULT_API_LIMIT: RateLimit = RateLimit {
+    requests: 600,
+    per: Duration::from_secs(60),
+};
+
+/// A `[rate_limits.*]` table, `"off"`, or absent (the default).
+fn validate_limit(
+    raw: Option<RawLimit>,
+    default: RateLimit,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Option<RateLimit> {
+    match raw {
+        None => Some(default),
+        Some(raw) => match parse_limit(raw, Some(default), what, problems) {
+            RouteRateLimit::Own(limit) => Some(limit),
+            RouteRateLimit::Off | RouteRateLimit::Default => None,
+        },
+    }
+}
+
+/// `"off"`, or `{ requests, per_secs }` with both positive; a missing member takes the
+/// default's when there is one.
+fn parse_limit(
+    raw: RawLimit,
+    default: Option<RateLimit>,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> RouteRateLimit {
+    match raw {
+        RawLimit::Word(word) if word == "off" => RouteRateLimit::Off,
+        RawLimit::Word(word) => {
+            problems.push(format!(
+                "{what}: `{word}` is neither \"off\" nor a {{ requests, per_secs }} table"
+            ));
+            RouteRateLimit::Off
+        }
+        RawLimit::Table { requests, per_secs } => {
+            let requests = requests.or(default.map(|d| i64::from(d.requests)));
+            let per_secs = per_secs.or(default.map(|d| d.per.as_secs() as i64));
+            let (Some(requests), Some(per_secs)) = (requests, per_secs) else {
+                problems.push(format!("{what}: both requests and per_secs are needed"));
+                return RouteRateLimit::Off;
+            };
+            let mut ok = true;
+            if requests <= 0 || requests > i64::from(u32::MAX) {
+                problems.push(format!(
+                    "{what}.requests must be a positive number (got {requests})"
+                ));
+                ok = false;
+            }
+            if per_secs <= 0 {
+                problems.push(format!(
+                    "{what}.per_secs must be greater than zero (got {per_secs})"
+                ));
+                ok = false;
+            }
+            if !ok {
+                return RouteRateLimit::Off;
+            }
+            RouteRateLimit::Own(RateLimit {
+                requests: requests as u32,
+                per: Duration::from_secs(per_secs as u64),
+            })
+        }
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host).
+fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn validate_frontend(raw: RawFrontend, problems: &mut Vec<String>) -> Option<FrontendSettings> {
@@ -976,6 +1159,10 @@ fn validate_routes(
                 at("provider")
             ));
         }
+        let rate_limit = match route.rate_limit {
+            None => RouteRateLimit::Default,
+            Some(raw) => parse_limit(raw, None, &at("rate_limit"), problems),
+        };
         let timeout = Duration::from_secs(route.timeout_secs.unwrap_or(30));
         if timeout.is_zero() {
             problems.push(format!("{} must be greater than zero", at("timeout_secs")));
@@ -997,6 +1184,7 @@ fn validate_routes(
             client_scopes: route.client_scopes.unwrap_or_default(),
             pass_set_cookie: route.pass_set_cookie.unwrap_or(false),
             send_user_id_header: route.send_user_id_header.unwrap_or(false),
+            rate_limit,
         });
     }
     routes

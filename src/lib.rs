@@ -7,10 +7,12 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod frontend;
 pub mod oidc;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod session;
 pub mod startup;

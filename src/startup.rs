@@ -15,11 +15,12 @@ use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
 use crate::proxy::Proxy;
+use crate::ratelimit::RateLimiter;
 use crate::routes::{self, AppState};
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
-use crate::telemetry;
+use crate::{edge, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -104,6 +105,7 @@ impl Application {
         }
 
         let store = build_store(&settings)?;
+        let limiter = RateLimiter::new(store.clone(), clock.clone());
         let sessions = session_manager(&settings, store);
 
         let mut by_name = BTreeMap::new();
@@ -159,6 +161,7 @@ impl Application {
             clock,
             frontend,
             dev_server_http,
+            limiter,
         });
 
         let mut server = HttpServer::new(move || {
@@ -174,6 +177,7 @@ impl Application {
                     ApiError::new(Problem::InvalidRequest).cause(err).into()
                 }))
                 .wrap(middleware::from_fn(routes::path_guard))
+                .wrap(middleware::from_fn(edge::guard))
                 .wrap(middleware::from_fn(telemetry::request_context))
                 .wrap(defaults)
                 .service(
@@ -190,6 +194,9 @@ impl Application {
             source,
         })?
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+        // Slowloris: a client that trickles its request head is answered 408 and
+        // disconnected once this passes.
+        .client_request_timeout(settings.server.header_timeout)
         // Without TCP_NODELAY a response written in more than one piece (a streamed or
         // chunked upstream body) waits for the client's delayed ACK: ~40 ms per response on a
         // kept-alive connection. nginx sets it for the same reason.

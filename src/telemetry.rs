@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::error::ApiError;
+use crate::ratelimit::RateLimitHeaders;
 use crate::session::crypto::b64;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
@@ -68,17 +69,14 @@ pub async fn request_context(
         .and_then(acceptable_request_id)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let client_ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    // The path only: a query can carry an authorization code.
+    // The path only: a query can carry an authorization code. The client IP is recorded by
+    // the edge guard, which knows the trusted proxies.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %req.method(),
         path = %req.path(),
-        client_ip = %client_ip,
+        client_ip = tracing::field::Empty,
     );
     async move {
         let response = next.call(req).await?;
@@ -100,6 +98,13 @@ pub async fn request_context(
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let rate_limit = response.request().extensions().get::<RateLimitHeaders>().cloned();
+        for (name, value) in rate_limit.iter().flat_map(|headers| headers.0.iter()) {
+            let name = HeaderName::from_static(name);
+            if let (false, Ok(value)) = (response.headers().contains_key(&name), HeaderValue::from_str(value)) {
+                response.headers_mut().insert(name, value);
+            }
         }
         Ok(response)
     }

@@ -5,8 +5,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{cookies, single_params, AppState};
+use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::CallbackParams;
+use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, SecurityEvent};
 
 fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
@@ -15,8 +17,18 @@ fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
     response
 }
 
+/// Login starts and callbacks count against one limit per client IP.
+async fn limit_login(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let client = Subject::ClientIp(ClientIp::of(req));
+    let limit = state.settings.rate_limits.login;
+    state
+        .enforce_rate_limit(req, LimitName::Login, client, limit)
+        .await
+}
+
 /// `GET /auth/login?returnTo=/x&prompt=none`
 pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    limit_login(&req, &state).await?;
     let params = single_params(&req)?;
     let start = state
         .flows
@@ -41,6 +53,7 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    limit_login(&req, &state).await?;
     let params = single_params(&req)?;
     let settings = &state.settings.session;
     let binding = cookies::read(&req, &settings.login_cookie_name);

@@ -8,7 +8,7 @@ pub mod proxy;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpMessage, HttpRequest};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -16,6 +16,9 @@ use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::proxy::Proxy;
+use crate::ratelimit::{
+    self, LimitName, RateLimit, RateLimitHeaders, RateLimiter, Subject, Verdict,
+};
 use crate::telemetry::{security_event, SecurityEvent};
 
 /// Shared, read-only application state handed to every handler.
@@ -28,11 +31,52 @@ pub struct AppState {
     pub frontend: crate::frontend::Frontend,
     /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
     pub dev_server_http: reqwest::Client,
+    pub limiter: RateLimiter,
 }
 
 impl AppState {
     pub fn now(&self) -> i64 {
         self.clock.now_millis()
+    }
+
+    /// Counts the request against `limit` (when set): 429 with `Retry-After` over it; under
+    /// it, the rate-limit headers go on the response whatever it turns out to be.
+    pub async fn enforce_rate_limit(
+        &self,
+        req: &HttpRequest,
+        name: LimitName<'_>,
+        subject: Subject<'_>,
+        limit: Option<RateLimit>,
+    ) -> Result<(), ApiError> {
+        let Some(limit) = limit else { return Ok(()) };
+        match self.limiter.check(name, subject, limit).await {
+            Verdict::Passed(decision) => {
+                req.extensions_mut()
+                    .insert(RateLimitHeaders(ratelimit::headers(name, limit, &decision)));
+                Ok(())
+            }
+            Verdict::Limited(decision) => {
+                let session = match subject {
+                    Subject::Session(key) => Some(key),
+                    Subject::ClientIp(_) => None,
+                };
+                security_event(
+                    SecurityEvent::RateLimited,
+                    None,
+                    session,
+                    Some(name.policy()),
+                );
+                let retry_after = ratelimit::retry_after_secs(&decision);
+                let mut error = ApiError::new(Problem::RateLimited)
+                    .detail(format!("Try again in {retry_after} s."))
+                    .header("Retry-After", retry_after.to_string());
+                for (header, value) in ratelimit::headers(name, limit, &decision) {
+                    error = error.header(header, value);
+                }
+                Err(error)
+            }
+            Verdict::Unchecked => Ok(()),
+        }
     }
 
     /// Every API call carries the anti-forgery header: a cross-site form or image cannot set

@@ -11,12 +11,14 @@ use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
 use super::{cookies, AppState};
-use crate::config::{RouteSettings, TokenPolicy};
+use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
+use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
 use crate::proxy::routes::upstream_path;
 use crate::proxy::{Proxy, ProxyError};
+use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
 
 /// Chunks in flight between the browser's upload and the upstream: the backpressure window.
@@ -58,20 +60,35 @@ async fn forward(
         TokenPolicy::None | TokenPolicy::Client => None,
         _ => {
             let cookie = cookies::read(req, &state.settings.session.cookie_name);
-            match (
-                state.flows.current_session(cookie.as_deref(), now).await?,
-                cookie,
-            ) {
-                (Some(session), Some(cookie)) => Some(
-                    state
-                        .refresher
-                        .fresh_session(&cookie, session)
-                        .await
-                        .map_err(|e| refresh_error(e, state))?,
-                ),
-                _ => None,
-            }
+            state
+                .flows
+                .current_session(cookie.as_deref(), now)
+                .await?
+                .zip(cookie)
         }
+    };
+    // Counted before a refresh: a limited call must not cost a trip to the provider.
+    let (limit_name, limit) = match route.rate_limit {
+        RouteRateLimit::Default => (LimitName::Api, state.settings.rate_limits.api),
+        RouteRateLimit::Own(limit) => (LimitName::Route(&route.prefix), Some(limit)),
+        RouteRateLimit::Off => (LimitName::Api, None),
+    };
+    let subject = match &session {
+        Some((session, _)) => Subject::Session(&session.store_key),
+        None => Subject::ClientIp(ClientIp::of(req)),
+    };
+    state
+        .enforce_rate_limit(req, limit_name, subject, limit)
+        .await?;
+    let session = match session {
+        Some((session, cookie)) => Some(
+            state
+                .refresher
+                .fresh_session(&cookie, session)
+                .await
+                .map_err(|e| refresh_error(e, state))?,
+        ),
+        None => None,
     };
     let now = state.now();
     let token = match state.proxy.token_for(route, session.as_ref(), now).await {
@@ -118,10 +135,7 @@ async fn forward(
             request = request.header("x-user-id", session.data.sub.as_str());
         }
     }
-    let client_ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let client_ip = ClientIp::of(req).to_string();
     let public = &state.settings.server.public_url;
     let public_host = match public.port() {
         Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),

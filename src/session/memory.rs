@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 
 use super::store::*;
 use crate::clock::UnixMillis;
+use crate::ratelimit::{gcra, RateDecision, RateLimit};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -23,6 +24,8 @@ struct Inner {
     login_states: HashMap<String, (Vec<u8>, UnixMillis)>,
     locks: HashMap<String, (String, UnixMillis)>,
     remembered: HashMap<String, UnixMillis>,
+    /// Rate-limit buckets: their theoretical arrival time.
+    rate_buckets: HashMap<String, UnixMillis>,
     writes: u64,
 }
 
@@ -46,6 +49,7 @@ impl Inner {
         self.login_states.retain(|_, (_, exp)| *exp > now);
         self.locks.retain(|_, (_, exp)| *exp > now);
         self.remembered.retain(|_, exp| *exp > now);
+        self.rate_buckets.retain(|_, tat| *tat > now);
         let sessions = &self.sessions;
         self.indices.retain(|_, members| {
             members.retain(|key| sessions.contains_key(key));
@@ -261,6 +265,23 @@ impl SessionStore for MemoryStore {
         }
         drop(inner);
         async move { Ok(first) }.boxed()
+    }
+
+    fn rate_limit<'a>(
+        &'a self,
+        bucket: &'a str,
+        limit: RateLimit,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<RateDecision>> {
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        let stored = inner.rate_buckets.get(bucket).copied();
+        let (decision, new_tat) = gcra(stored, limit, now);
+        if let Some(tat) = new_tat {
+            inner.rate_buckets.insert(bucket.to_owned(), tat);
+        }
+        drop(inner);
+        async move { Ok(decision) }.boxed()
     }
 
     fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {

@@ -7,6 +7,8 @@
 //!   the idle timeout, capped by the absolute expiry.
 //! - `<prefix>:x:{<hash of provider+sub or provider+sid>}` — set of session keys (no secrets).
 //! - `<prefix>:l:{<hash of state>}` — sealed login state, consumed with GETDEL.
+//! - `<prefix>:r:{<limit>|<subject>}` — a rate-limit bucket's theoretical arrival time (ms),
+//!   expiring when the bucket is full again.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use secrecy::ExposeSecret;
 use super::store::*;
 use crate::clock::UnixMillis;
 use crate::config::RedisSettings;
+use crate::ratelimit::{RateDecision, RateLimit, GCRA_SCRIPT};
 
 const INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -82,6 +85,7 @@ pub struct RedisStore {
     index_add: Script,
     renew_lock: Script,
     unlock: Script,
+    gcra: Script,
 }
 
 impl RedisStore {
@@ -105,6 +109,7 @@ impl RedisStore {
             index_add: Script::new(INDEX_ADD),
             renew_lock: Script::new(RENEW_LOCK),
             unlock: Script::new(UNLOCK),
+            gcra: Script::new(GCRA_SCRIPT),
         })
     }
 
@@ -123,6 +128,10 @@ impl RedisStore {
 
     fn remembered_key(&self, name: &str) -> String {
         format!("{}:j:{{{name}}}", self.prefix)
+    }
+
+    fn rate_key(&self, bucket: &str) -> String {
+        format!("{}:r:{{{bucket}}}", self.prefix)
     }
 
     fn login_key(&self, key: &str) -> String {
@@ -432,6 +441,32 @@ impl SessionStore for RedisStore {
                 })
                 .await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn rate_limit<'a>(
+        &'a self,
+        bucket: &'a str,
+        limit: RateLimit,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<RateDecision>> {
+        async move {
+            let key = self.rate_key(bucket);
+            let (allowed, remaining, retry_after_ms, reset_ms): (i64, i64, i64, i64) = self
+                .eval(&self.gcra, &key, |invocation| {
+                    invocation
+                        .arg(now)
+                        .arg(limit.interval_ms())
+                        .arg(limit.requests);
+                })
+                .await?;
+            Ok(RateDecision {
+                allowed: allowed == 1,
+                remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+                retry_after_ms,
+                reset_ms,
+            })
         }
         .boxed()
     }

@@ -6,6 +6,7 @@ use futures_util::future::BoxFuture;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
+use crate::ratelimit::{RateDecision, RateLimit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -167,6 +168,15 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>>;
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// One rate-limit decision for `bucket` (GCRA, see [`crate::ratelimit`]), atomic across
+    /// every instance sharing the store; a refused request is not counted.
+    fn rate_limit<'a>(
+        &'a self,
+        bucket: &'a str,
+        limit: RateLimit,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<RateDecision>>;
 }
 
 pub(crate) fn sub_index_id(provider: &str, sub: &str) -> String {

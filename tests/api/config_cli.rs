@@ -7,6 +7,8 @@ colour = "blue"
 [server]
 public_url = "http://app.example.com"
 bind = "not-an-address"
+trusted_proxies = ["10.0.0.0/33", "not-an-ip"]
+max_header_bytes = 0
 [session]
 idle_timeout_secs = 7200
 absolute_timeout_secs = 3600
@@ -14,6 +16,15 @@ absolute_timeout_secs = 3600
 issuer = "ftp://id.example.com"
 client_secret = "committed-by-mistake"
 scopes = ["profile"]
+[rate_limits.login]
+requests = 0
+[rate_limits.api]
+requests = 10
+per_secs = -5
+[[routes]]
+prefix = "/api"
+upstream = "http://api.internal"
+rate_limit = "sometimes"
 "#;
 
 fn gatehouse(args: &[&str], config: &str) -> std::process::Output {
@@ -46,6 +57,12 @@ fn assert_full_report(output: &std::process::Output) {
         "providers.main.client_id is required",
         "scopes must include `openid`",
         "private_key_jwt",
+        "`10.0.0.0/33` is not an IP address or CIDR block",
+        "`not-an-ip` is not an IP address or CIDR block",
+        "server.max_header_bytes must be greater than zero",
+        "rate_limits.login.requests must be a positive number",
+        "rate_limits.api.per_secs must be greater than zero",
+        "routes[0].rate_limit: `sometimes`",
     ] {
         assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
     }

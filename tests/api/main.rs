@@ -3,6 +3,7 @@
 mod browser;
 mod callback;
 mod config_cli;
+mod edge;
 mod frontend;
 mod helpers;
 mod lifecycle;

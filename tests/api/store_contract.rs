@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gatehouse::clock::{Clock, OffsetClock};
 use gatehouse::config::RedisSettings;
+use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
 use gatehouse::session::{
@@ -417,6 +418,57 @@ async fn remember_once_detects_replays(sessions: SessionManager, clock: OffsetCl
         .expect("remember"));
 }
 
+async fn rate_limits_admit_a_burst_then_the_steady_rate(
+    sessions: SessionManager,
+    clock: OffsetClock,
+) {
+    let store = sessions.store();
+    let limit = RateLimit {
+        requests: 3,
+        per: Duration::from_secs(3),
+    };
+    let now = clock.now_millis();
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let decision = store.rate_limit("b1", limit, now).await.expect("decide");
+        assert!(decision.allowed);
+        remaining.push(decision.remaining);
+    }
+    assert_eq!(remaining, vec![2, 1, 0]);
+    let refused = store.rate_limit("b1", limit, now).await.expect("decide");
+    assert!(!refused.allowed);
+    assert_eq!(refused.retry_after_ms, 1000);
+    assert!(
+        store
+            .rate_limit("b2", limit, now)
+            .await
+            .expect("decide")
+            .allowed,
+        "buckets are apart"
+    );
+    // A refusal is not counted: one interval later exactly one more passes.
+    let later = now + 1000;
+    assert!(
+        store
+            .rate_limit("b1", limit, later)
+            .await
+            .expect("decide")
+            .allowed
+    );
+    assert!(
+        !store
+            .rate_limit("b1", limit, later)
+            .await
+            .expect("decide")
+            .allowed
+    );
+    // Idle for the whole period: the full burst again.
+    let idle = later + 3000;
+    let decision = store.rate_limit("b1", limit, idle).await.expect("decide");
+    assert!(decision.allowed);
+    assert_eq!(decision.remaining, 2);
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -453,6 +505,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn remember_once_detects_replays() {
                 super::remember_once_detects_replays($make, OffsetClock::new()).await;
+            }
+            #[tokio::test]
+            async fn rate_limits_admit_a_burst_then_the_steady_rate() {
+                super::rate_limits_admit_a_burst_then_the_steady_rate($make, OffsetClock::new())
+                    .await;
             }
             #[tokio::test]
             async fn replacing_tokens_keeps_the_session() {

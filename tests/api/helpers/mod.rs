@@ -124,6 +124,8 @@ pub struct AppOptions<'a> {
     pub extra_toml: String,
     /// Extra keys for the `[session]` table.
     pub session_toml: String,
+    /// Extra keys for the `[server]` table.
+    pub server_toml: String,
     /// Extra keys for the `[redis]` table.
     pub redis_toml: String,
     /// Another Redis than the shared one (a test that takes Redis down).
@@ -151,6 +153,7 @@ impl Default for AppOptions<'_> {
             provider: None,
             extra_toml: String::new(),
             session_toml: String::new(),
+            server_toml: String::new(),
             redis_toml: String::new(),
             redis_url: None,
             share: None,
@@ -281,6 +284,7 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
 public_url = "{public_url}"
 workers = 2
 shutdown_timeout_secs = 1
+{server}
 
 [session]
 {session}
@@ -296,6 +300,7 @@ http_timeout_secs = 5
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
         session = options.session_toml,
+        server = options.server_toml,
         client_id = client.client_id,
         extra = options.extra_toml,
     );
