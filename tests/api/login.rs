@@ -233,7 +233,7 @@ async fn hostile_return_to_values_are_refused_before_the_provider() {
         );
     }
     assert_eq!(
-        app.redis_dump().await.len(),
+        app.session_data_dump().await.len(),
         0,
         "no login state stored for hostile values"
     );

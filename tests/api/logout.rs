@@ -20,7 +20,7 @@ async fn logout_revokes_at_the_provider_and_forgets_everything() {
         true,
         "live before logout"
     );
-    assert!(!app.redis_dump().await.is_empty());
+    assert!(!app.session_data_dump().await.is_empty());
 
     let user = browser.api_get("/auth/user").await.json();
     let logout_url = user["session"]["logout_url"]
@@ -62,9 +62,9 @@ async fn logout_revokes_at_the_provider_and_forgets_everything() {
         "refresh token revoked"
     );
     assert!(
-        app.redis_dump().await.is_empty(),
+        app.session_data_dump().await.is_empty(),
         "session and indices gone: {:?}",
-        app.redis_dump().await.keys()
+        app.session_data_dump().await.keys()
     );
 
     let mut old_cookie = app.browser();
@@ -107,7 +107,7 @@ async fn post_logout_from_the_spa_names_the_next_stop() {
         .api_get("/auth/user")
         .await
         .assert_problem(401, "unauthenticated");
-    assert!(app.redis_dump().await.is_empty());
+    assert!(app.session_data_dump().await.is_empty());
 
     // Logging out without a session still sends the browser somewhere sensible.
     let again = browser.api_post("/auth/logout", Vec::new()).await;

@@ -399,6 +399,15 @@ impl TestApp {
             .expect("redis connection")
     }
 
+    /// The dump without rate-limit buckets (`<prefix>:r:{…}`, a number each): what is left
+    /// of sessions, indices, locks and login states.
+    pub async fn session_data_dump(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let buckets = format!("{}:r:", self.key_prefix);
+        let mut dump = self.redis_dump().await;
+        dump.retain(|key, _| !key.starts_with(&buckets));
+        dump
+    }
+
     /// Every key of this app with a readable dump of its value.
     pub async fn redis_dump(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
         let mut conn = self.redis().await;
