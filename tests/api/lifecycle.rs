@@ -199,20 +199,30 @@ async fn a_refresh_slower_than_the_lock_expiry_still_happens_once() {
     assert_eq!(status, 200, "the session still works afterwards");
 }
 
+/// A provider of its own issuing access tokens that live `ttl_secs`, an app on it with a
+/// route to an echo upstream, and alice's session cookie.
+async fn logged_in_with_token_lifetime(
+    ttl_secs: u64,
+    session_toml: &str,
+) -> (ProviderProcess, TestApp, String) {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        access_token_ttl_secs: ttl_secs,
+        ..ProviderOptions::default()
+    });
+    let echo = spawn_echo().await;
+    let app = app(&echo, Some(&provider), session_toml).await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    (provider, app, cookie)
+}
+
 /// Issue 9's refresh storm: a token endpoint slower than the skew hands back a token that is
 /// already inside the skew (its expiry counts from when the request was sent). The calls
 /// that waited for that refresh use the new token instead of refreshing it again.
 #[tokio::test]
 async fn a_slow_token_endpoint_still_gets_one_refresh_for_ten_calls() {
-    let provider = ProviderProcess::start(&ProviderOptions {
-        access_token_ttl_secs: 6,
-        ..ProviderOptions::default()
-    });
-    let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "refresh_skew_secs = 2").await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("cookie");
+    let (provider, app, cookie) = logged_in_with_token_lifetime(6, "refresh_skew_secs = 2").await;
 
     provider_control(&provider.issuer, "/__test/token-delay?ms=4000").await;
     // Inside the skew (6 s token, refreshed from 4 s on), not yet expired.
@@ -243,15 +253,8 @@ async fn a_slow_token_endpoint_still_gets_one_refresh_for_ten_calls() {
 /// capped at half the lifetime.
 #[tokio::test]
 async fn the_skew_never_exceeds_half_the_token_lifetime() {
-    let provider = ProviderProcess::start(&ProviderOptions {
-        access_token_ttl_secs: 60,
-        ..ProviderOptions::default()
-    });
-    let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "refresh_skew_secs = 120").await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("cookie");
+    let (_provider, app, cookie) =
+        logged_in_with_token_lifetime(60, "refresh_skew_secs = 120").await;
 
     for _ in 0..3 {
         assert_eq!(api_call(&app, &cookie).await.0, 200);
