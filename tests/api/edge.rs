@@ -240,15 +240,29 @@ async fn login_starts_are_limited_per_client_ip() {
             resp.transcript()
         );
     }
-    let limited = login_start(&app, first).await;
+    let request_id = random_name("limited-");
+    let limited = app
+        .browser()
+        .request(
+            reqwest::Method::GET,
+            "/auth/login",
+            &[
+                ("x-forwarded-for", "198.51.100.1"),
+                ("x-request-id", &request_id),
+            ],
+            None,
+        )
+        .await;
     limited.assert_problem(429, "rate-limited");
     let wait = retry_after(&limited);
     assert!(wait >= 1, "Retry-After {wait}");
     assert_eq!(header(&limited, "ratelimit-policy"), "\"login\";q=3;w=3");
     assert!(header(&limited, "ratelimit").starts_with("\"login\";r=0;t="));
     assert!(
-        captured_logs().contains("rate_limit.hit"),
-        "the security event is logged"
+        captured_logs()
+            .lines()
+            .any(|l| l.contains(&request_id) && l.contains("event=\"rate_limit.hit\"")),
+        "the security event is logged with the request"
     );
 
     // Another client behind the same trusted proxy has its own count.
