@@ -61,6 +61,7 @@ mod tests {
             client_scopes: vec![],
             pass_set_cookie: false,
             send_user_id_header: false,
+            tls: None,
         }
     }
 
