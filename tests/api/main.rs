@@ -11,3 +11,4 @@ mod logout;
 mod proxy;
 mod resilience;
 mod store_contract;
+mod tls;
