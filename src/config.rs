@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
@@ -113,6 +113,17 @@ struct RawRoute {
     pass_set_cookie: Option<bool>,
     send_user_id_header: Option<bool>,
     rate_limit: Option<RawLimit>,
+    tls: Option<RawRouteTls>,
+}
+
+/// How gatehouse authenticates an upstream, and itself to it (`[routes.tls]`).
+#[derive(Debug, Deserialize, Default)]
+struct RawRouteTls {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -141,6 +152,14 @@ struct RawServer {
     trusted_proxies: Option<Vec<String>>,
     max_header_bytes: Option<i64>,
     header_timeout_ms: Option<i64>,
+    tls: Option<RawServerTls>,
+    http_redirect_bind: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawServerTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -339,6 +358,26 @@ pub struct RouteSettings {
     pub pass_set_cookie: bool,
     pub send_user_id_header: bool,
     pub rate_limit: RouteRateLimit,
+    /// Its own TLS trust and client identity; `None` uses the shared client (web roots).
+    pub tls: Option<RouteTlsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTlsSettings {
+    /// Trust only this CA (PEM, one or more certificates) for the upstream, not the web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: the certificate chain and key gatehouse presents to the upstream.
+    pub client_identity: Option<CertKeyFiles>,
+    /// The name the upstream's certificate is verified against instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key. The key file's contents are
+/// secret: only its path is ever shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKeyFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -356,6 +395,10 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// A client that has not sent its whole request head by then is disconnected.
     pub header_timeout: Duration,
+    /// Serve HTTPS with this certificate and key (reloaded on SIGHUP and when they change).
+    pub tls: Option<CertKeyFiles>,
+    /// A plain-http listener that answers everything with 308 to the https public URL.
+    pub http_redirect_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -633,6 +676,20 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         },
     };
 
+    let server_tls = validate_server_tls(
+        raw.server.tls,
+        public_url.as_ref(),
+        insecure_http,
+        SystemTime::now(),
+        problems,
+    );
+    let http_redirect_bind = validate_http_redirect_bind(
+        raw.server.http_redirect_bind,
+        bind,
+        public_url.as_ref(),
+        problems,
+    );
+
     let secure_cookies = !insecure_http;
     let default_cookie = if secure_cookies {
         "__Host-gatehouse"
@@ -822,6 +879,8 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
             trusted_proxies,
             max_header_bytes,
             header_timeout,
+            tls: server_tls,
+            http_redirect_bind,
         },
         session: SessionSettings {
             login_cookie_name: format!("{cookie_name}-login"),
@@ -1167,6 +1226,15 @@ fn validate_routes(
         if timeout.is_zero() {
             problems.push(format!("{} must be greater than zero", at("timeout_secs")));
         }
+        let tls = route.tls.and_then(|raw| {
+            validate_route_tls(
+                &at("tls"),
+                raw,
+                upstream.as_ref(),
+                SystemTime::now(),
+                problems,
+            )
+        });
         if problems.len() > start {
             continue;
         }
@@ -1185,9 +1253,122 @@ fn validate_routes(
             pass_set_cookie: route.pass_set_cookie.unwrap_or(false),
             send_user_id_header: route.send_user_id_header.unwrap_or(false),
             rate_limit,
+            tls,
         });
     }
     routes
+}
+
+/// `[server.tls]`: both files readable, the key the certificate's, no certificate expired.
+/// gatehouse serving TLS itself means browsers reach it over https, so the public URL must say
+/// so: an http one would put plain-http URLs in redirects and turn Secure cookies off.
+fn validate_server_tls(
+    raw: Option<RawServerTls>,
+    public_url: Option<&Url>,
+    insecure_http: bool,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> Option<CertKeyFiles> {
+    let raw = raw?;
+    let (Some(cert_file), Some(key_file)) = (raw.cert_file, raw.key_file) else {
+        problems.push("server.tls needs both cert_file and key_file".into());
+        return None;
+    };
+    if public_url.is_some_and(|url| url.scheme() != "https") {
+        problems.push(
+            "server.tls: server.public_url must be https when gatehouse serves TLS itself".into(),
+        );
+    }
+    if insecure_http {
+        problems.push(
+            "server.tls and server.insecure_http are both set: TLS serving needs Secure cookies"
+                .into(),
+        );
+    }
+    let files = CertKeyFiles {
+        cert_file,
+        key_file,
+    };
+    for problem in crate::tls::check_cert_and_key(&files, now) {
+        problems.push(format!("server.tls: {problem}"));
+    }
+    Some(files)
+}
+
+/// The redirect listener sends browsers to the https public URL, so there must be one.
+fn validate_http_redirect_bind(
+    raw: Option<String>,
+    bind: Option<SocketAddr>,
+    public_url: Option<&Url>,
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    let text = raw?;
+    let address = text
+        .parse::<SocketAddr>()
+        .map_err(|e| problems.push(format!("server.http_redirect_bind: `{text}`: {e}")))
+        .ok()?;
+    if public_url.is_some_and(|url| url.scheme() != "https") {
+        problems.push(
+            "server.http_redirect_bind needs an https server.public_url to redirect to".into(),
+        );
+    }
+    if bind == Some(address) && address.port() != 0 {
+        problems.push("server.http_redirect_bind must differ from server.bind".into());
+    }
+    Some(address)
+}
+
+/// `[routes.tls]`: a pinned CA, a client identity for mutual TLS, a name override.
+fn validate_route_tls(
+    at: &str,
+    raw: RawRouteTls,
+    upstream: Option<&Url>,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> Option<RouteTlsSettings> {
+    let start = problems.len();
+    if upstream.is_some_and(|url| url.scheme() != "https") {
+        problems.push(format!("{at} needs an https upstream"));
+    }
+    if let Some(ca_file) = &raw.ca_file {
+        for problem in crate::tls::check_ca_file(ca_file, now) {
+            problems.push(format!("{at}.ca_file: {problem}"));
+        }
+    }
+    let client_identity = match (raw.client_cert_file, raw.client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let files = CertKeyFiles {
+                cert_file,
+                key_file,
+            };
+            for problem in crate::tls::check_cert_and_key(&files, now) {
+                problems.push(format!("{at}: {problem}"));
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        _ => {
+            problems.push(format!(
+                "{at}: client_cert_file and client_key_file go together"
+            ));
+            None
+        }
+    };
+    if let Some(name) = &raw.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            problems.push(format!(
+                "{at}.server_name: `{name}` is not a DNS name or IP address"
+            ));
+        }
+    }
+    if problems.len() > start {
+        return None;
+    }
+    Some(RouteTlsSettings {
+        ca_file: raw.ca_file,
+        client_identity,
+        server_name: raw.server_name,
+    })
 }
 
 fn validate_provider(

@@ -36,6 +36,7 @@ pub enum Problem {
     UpstreamUnreachable,
     UpstreamTimeout,
     LogoutTokenInvalid,
+    UpstreamTls,
 }
 
 impl Problem {
@@ -62,6 +63,7 @@ impl Problem {
             Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Problem::LogoutTokenInvalid => StatusCode::BAD_REQUEST,
+            Problem::UpstreamTls => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -88,6 +90,7 @@ impl Problem {
             Problem::UpstreamUnreachable => "upstream-unreachable",
             Problem::UpstreamTimeout => "upstream-timeout",
             Problem::LogoutTokenInvalid => "logout-token-invalid",
+            Problem::UpstreamTls => "upstream-tls",
         }
     }
 
@@ -116,6 +119,7 @@ impl Problem {
             Problem::UpstreamUnreachable => "Upstream API unreachable",
             Problem::UpstreamTimeout => "Upstream API did not answer in time",
             Problem::LogoutTokenInvalid => "Logout token rejected",
+            Problem::UpstreamTls => "TLS handshake with the upstream API failed",
         }
     }
 }
@@ -305,6 +309,7 @@ impl From<ProxyError> for ApiError {
                 ApiError::new(Problem::UpstreamUnreachable).cause(cause)
             }
             ProxyError::UpstreamTimeout => ApiError::new(Problem::UpstreamTimeout),
+            ProxyError::UpstreamTls(cause) => ApiError::new(Problem::UpstreamTls).cause(cause),
             ProxyError::Token(e) => ApiError::new(Problem::ProviderUnavailable).cause(e),
         }
     }

@@ -1,11 +1,12 @@
 //! Wiring: builds the store, the providers and the HTTP server from settings.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
+use url::Url;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
@@ -20,6 +21,7 @@ use crate::routes::{self, AppState};
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
+use crate::tls::{self, CertResolver, TlsError};
 use crate::{edge, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +37,17 @@ pub enum StartupError {
     Oidc(#[from] OidcError),
     #[error("frontend: {0}")]
     Frontend(String),
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot watch for SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// The plain-http listener that redirects to https, and its port.
+    redirect: Option<(u16, Server)>,
 }
 
 /// rustls may see more than one crypto provider in the dependency tree; pick ring explicitly
@@ -164,7 +172,7 @@ impl Application {
             limiter,
         });
 
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             // Outermost, so that it also sees the problem responses the request context
             // renders; it adds each header only where the response has none.
             let defaults = security_headers.iter().fold(
@@ -187,26 +195,39 @@ impl Application {
                 )
                 .configure(routes::configure)
                 .default_service(web::to(routes::proxy::dispatch))
-        })
-        .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            address: format!("port {port}"),
-            source,
-        })?
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-        // Slowloris: a client that trickles its request head is answered 408 and
-        // disconnected once this passes.
-        .client_request_timeout(settings.server.header_timeout)
-        // Without TCP_NODELAY a response written in more than one piece (a streamed or
-        // chunked upstream body) waits for the client's delayed ACK: ~40 ms per response on a
-        // kept-alive connection. nginx sets it for the same reason.
-        .tcp_nodelay(true);
+        });
+        let server = match &settings.server.tls {
+            Some(files) => {
+                let resolver = Arc::new(CertResolver::new(tls::load_certified_key(files)?));
+                tls::spawn_reloader(&resolver, files.clone()).map_err(StartupError::Signal)?;
+                server.listen_rustls_0_23(listener, tls::server_config(resolver)?)
+            }
+            None => server.listen(listener),
+        };
+        let mut server = server
+            .map_err(|source| StartupError::Bind {
+                address: format!("port {port}"),
+                source,
+            })?
+            .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+            // Slowloris: a client that trickles its first request head is answered 408 and
+            // disconnected once this passes.
+            .client_request_timeout(settings.server.header_timeout)
+            // Without TCP_NODELAY a response written in more than one piece (a streamed or
+            // chunked upstream body) waits for the client's delayed ACK: ~40 ms per response on a
+            // kept-alive connection. nginx sets it for the same reason.
+            .tcp_nodelay(true);
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers.max(1));
         }
+        let redirect = match settings.server.http_redirect_bind {
+            Some(address) => Some(redirect_server(address, &settings.server.public_url)?),
+            None => None,
+        };
         Ok(Self {
             port,
             server: server.run(),
+            redirect,
         })
     }
 
@@ -214,7 +235,46 @@ impl Application {
         self.port
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The port of the http-to-https redirect listener, when one is configured.
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.redirect.as_ref().map(|(port, _)| *port)
     }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // The redirect listener has no signal handling of its own: it stops with the server.
+        let redirect = self.redirect.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
+        let result = self.server.await;
+        if let Some((handle, task)) = redirect {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+/// Answers every plain-http request with 308 to the same path and query under the https
+/// public URL. It shares nothing with the application: no state, no session, no routes.
+fn redirect_server(address: SocketAddr, public_url: &Url) -> Result<(u16, Server), StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let target = web::Data::new(public_url.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(target.clone())
+            .default_service(web::to(tls::redirect_to_https))
+    })
+    .listen(listener)
+    .map_err(bind_error)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run();
+    Ok((port, server))
 }

@@ -17,6 +17,7 @@ use crate::clock::UnixMillis;
 use crate::config::{RouteSettings, TokenPolicy};
 use crate::oidc::{OidcError, Providers};
 use crate::session::LoadedSession;
+use crate::tls::{upstream_client_config, TlsError};
 use client_credentials::ClientTokenCache;
 pub use routes::RouteTable;
 
@@ -34,6 +35,9 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    /// The upstream's certificate was not trusted, or it refused ours.
+    #[error("TLS with the upstream failed: {0}")]
+    UpstreamTls(String),
     #[error("no token for the upstream: {0}")]
     Token(#[from] OidcError),
 }
@@ -43,7 +47,28 @@ pub struct Proxy {
     /// One pooled client for every upstream: no total timeout (bodies stream), but bounded
     /// connect and per-read waits, and redirects are passed back, never followed.
     pub http: reqwest::Client,
+    /// Routes with a `[routes.tls]` table, by prefix: a client each, so that one route's
+    /// pinned CA or client certificate never applies to (or pools with) another upstream.
+    route_http: HashMap<String, reqwest::Client>,
     client_tokens: HashMap<String, Arc<ClientTokenCache>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyBuildError {
+    #[error(transparent)]
+    Client(#[from] reqwest::Error),
+    #[error("route {prefix}: {source}")]
+    RouteTls { prefix: String, source: TlsError },
+}
+
+/// The settings every upstream client shares; only TLS differs between them.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
 }
 
 fn client_token_key(route: &RouteSettings) -> String {
@@ -51,14 +76,20 @@ fn client_token_key(route: &RouteSettings) -> String {
 }
 
 impl Proxy {
-    pub fn new(routes: Vec<RouteSettings>, providers: &Providers) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(300))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
+    pub fn new(routes: Vec<RouteSettings>, providers: &Providers) -> Result<Self, ProxyBuildError> {
+        let http = client_builder().build()?;
+        let mut route_http = HashMap::new();
+        for route in &routes {
+            if let Some(tls) = &route.tls {
+                let config =
+                    upstream_client_config(tls).map_err(|source| ProxyBuildError::RouteTls {
+                        prefix: route.prefix.clone(),
+                        source,
+                    })?;
+                let client = client_builder().use_preconfigured_tls(config).build()?;
+                route_http.insert(route.prefix.clone(), client);
+            }
+        }
         let mut client_tokens = HashMap::new();
         for route in &routes {
             if matches!(route.token, TokenPolicy::Client | TokenPolicy::UserOrClient) {
@@ -77,8 +108,14 @@ impl Proxy {
         Ok(Self {
             table: RouteTable::new(routes),
             http,
+            route_http,
             client_tokens,
         })
+    }
+
+    /// The client that reaches this route's upstream.
+    pub fn client_for(&self, route: &RouteSettings) -> &reqwest::Client {
+        self.route_http.get(&route.prefix).unwrap_or(&self.http)
     }
 
     pub fn check_method(route: &RouteSettings, method: &str) -> Result<(), ProxyError> {

@@ -62,6 +62,7 @@ mod tests {
             pass_set_cookie: false,
             send_user_id_header: false,
             rate_limit: crate::config::RouteRateLimit::Default,
+            tls: None,
         }
     }
 

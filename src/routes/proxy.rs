@@ -20,6 +20,7 @@ use crate::proxy::routes::upstream_path;
 use crate::proxy::{Proxy, ProxyError};
 use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
+use crate::tls::tls_failure;
 
 /// Chunks in flight between the browser's upload and the upstream: the backpressure window.
 const UPLOAD_WINDOW: usize = 8;
@@ -124,7 +125,7 @@ async fn forward(
             allow: route.methods.clone(),
         }
     })?;
-    let mut request = state.proxy.http.request(method, url);
+    let mut request = state.proxy.client_for(route).request(method, url);
 
     request = copy_request_headers(req, request, &state.settings.csrf.header);
     if let Some(token) = &token {
@@ -172,7 +173,12 @@ async fn forward(
         }
         Ok(Err(error)) if error.is_timeout() => return Err(ProxyError::UpstreamTimeout.into()),
         Ok(Err(error)) => {
-            return Err(ProxyError::UpstreamUnreachable(describe(&error).to_owned()).into())
+            return Err(match tls_failure(&error) {
+                // rustls's text names the failure (unknown issuer, alert), never the URL.
+                Some(tls) => ProxyError::UpstreamTls(tls.to_string()),
+                None => ProxyError::UpstreamUnreachable(describe(&error).to_owned()),
+            }
+            .into());
         }
         Ok(Ok(response)) => response,
     };

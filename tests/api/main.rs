@@ -12,3 +12,4 @@ mod logout;
 mod proxy;
 mod resilience;
 mod store_contract;
+mod tls;
