@@ -172,6 +172,7 @@ impl Application {
             limiter,
         });
 
+        let header_timeout = settings.server.header_timeout;
         let server = HttpServer::new(move || {
             // Outermost, so that it also sees the problem responses the request context
             // renders; it adds each header only where the response has none.
@@ -195,7 +196,9 @@ impl Application {
                 )
                 .configure(routes::configure)
                 .default_service(web::to(routes::proxy::dispatch))
-        });
+        })
+        // Before `listen`: actix takes the hook when it binds.
+        .on_connect(move |io, data| edge::watch_connection(io, data, header_timeout));
         let server = match &settings.server.tls {
             Some(files) => {
                 let resolver = Arc::new(CertResolver::new(tls::load_certified_key(files)?));
@@ -213,6 +216,7 @@ impl Application {
             // Slowloris: a client that trickles its first request head is answered 408 and
             // disconnected once this passes.
             .client_request_timeout(settings.server.header_timeout)
+            .keep_alive(edge::KEEP_ALIVE)
             // Without TCP_NODELAY a response written in more than one piece (a streamed or
             // chunked upstream body) waits for the client's delayed ACK: ~40 ms per response on a
             // kept-alive connection. nginx sets it for the same reason.

@@ -198,6 +198,27 @@ async fn a_client_trickling_its_headers_is_disconnected() {
         "closed after {took:?}"
     );
 
+    // The same on a kept-alive connection, after a first request was answered: actix times
+    // only a connection's first head; gatehouse cuts the connection off once keep-alive (5 s)
+    // and the header timeout have passed since the last response.
+    let (took, still_sending, answer) = trickle(
+        app.port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(still_sending);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "the trickled request was never answered: {answer}"
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "closed after {took:?}"
+    );
+
     // A client that sends its head in time is served.
     let (status, _) = raw_request(
         app.port,
