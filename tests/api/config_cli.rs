@@ -101,12 +101,7 @@ client_secret_file = "secret.txt"
 "#;
     let dir = crate::helpers::config_dir(good);
     std::fs::write(dir.join("secret.txt"), "s3cret\n").expect("secret");
-    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check-config", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .output()
-        .expect("run");
+    let output = crate::helpers::check_config_in(&dir);
     assert!(
         output.status.success(),
         "{}",

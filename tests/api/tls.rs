@@ -724,12 +724,7 @@ fn tls_check_config_reports_mismatched_expired_and_unreadable_files_at_once() {
         toml_path(&client_key),
     );
     std::fs::write(dir.join("gatehouse.toml"), config).expect("config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check-config", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .output()
-        .expect("run");
+    let output = crate::helpers::check_config_in(&dir);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     for needle in [
@@ -761,12 +756,7 @@ fn tls_check_config_reports_mismatched_expired_and_unreadable_files_at_once() {
             "server_name = \"orders.internal\"",
         );
     std::fs::write(dir.join("gatehouse.toml"), fixed).expect("config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check-config", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .output()
-        .expect("run");
+    let output = crate::helpers::check_config_in(&dir);
     assert!(
         output.status.success(),
         "{}",

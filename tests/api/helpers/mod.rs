@@ -102,6 +102,17 @@ pub fn config_dir(config_toml: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `gatehouse check-config` on the `gatehouse.toml` in `dir`, run there (so a `.env` there
+/// counts and none elsewhere does).
+pub fn check_config_in(dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check-config", "--config", "gatehouse.toml"])
+        .current_dir(dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .output()
+        .expect("run gatehouse check-config")
+}
+
 pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("{prefix}{n:016x}")
