@@ -59,6 +59,9 @@ pub fn client_ip<'a>(
     forwarded_for: impl Iterator<Item = &'a str>,
     trusted: &[IpNet],
 ) -> IpAddr {
+    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: compare and report them
+    // as the IPv4 addresses they are.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -84,6 +87,7 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 /// Refuses an oversized request head with 431 and records the client IP, for every path.
@@ -290,6 +294,24 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_peers_are_ipv4() {
+        let trusted = nets(&["127.0.0.1/32"]);
+        assert_eq!(
+            client_ip(
+                ip("::ffff:127.0.0.1"),
+                ["203.0.113.7"].into_iter(),
+                &trusted
+            ),
+            ip("203.0.113.7"),
+            "a mapped trusted proxy is trusted"
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:198.51.100.4"), [].into_iter(), &trusted),
+            ip("198.51.100.4")
+        );
+    }
+
+    #[test]
     fn behind_trusted_proxies_the_rightmost_untrusted_address_is_the_client() {
         let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
         let peer = ip("127.0.0.1");
@@ -307,6 +329,7 @@ mod tests {
             (&["203.0.113.7, unknown, 10.1.1.1"], "10.1.1.1"),
             (&["unknown"], "127.0.0.1"),
             (&[], "127.0.0.1"),
+            (&["::ffff:203.0.113.7"], "203.0.113.7"),
         ];
         for (headers, expected) in cases {
             assert_eq!(

@@ -8,9 +8,12 @@
 //! and then one request every `per / requests`; unlike a fixed window it has no edge at
 //! which twice the limit passes, and unlike a sliding log it stores no list.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::Ipv6Net;
 
 use crate::clock::{SharedClock, UnixMillis};
 use crate::session::{SessionStore, StoreError};
@@ -114,11 +117,12 @@ impl LimitName<'_> {
 pub enum Subject<'a> {
     /// A session's store key (already a hash of its id).
     Session(&'a str),
-    ClientIp(std::net::IpAddr),
+    ClientIp(IpAddr),
 }
 
 /// The store bucket for one (limit, subject): one key per decision. The session key is a
-/// hash already; an IP is not secret.
+/// hash already; an IP is not secret. An IPv6 client is counted by its /64: one subscriber
+/// or host usually holds a whole /64 and could otherwise take a fresh address per request.
 pub fn bucket(name: LimitName<'_>, subject: Subject<'_>) -> String {
     let scope = match name {
         LimitName::Login => "login".to_owned(),
@@ -127,7 +131,11 @@ pub fn bucket(name: LimitName<'_>, subject: Subject<'_>) -> String {
     };
     match subject {
         Subject::Session(key) => format!("{scope}|s|{key}"),
-        Subject::ClientIp(ip) => format!("{scope}|ip|{ip}"),
+        Subject::ClientIp(IpAddr::V4(ip)) => format!("{scope}|ip|{ip}"),
+        Subject::ClientIp(IpAddr::V6(ip)) => {
+            let network = Ipv6Net::new(ip, 64).map_or(ip, |net| net.trunc().addr());
+            format!("{scope}|ip|{network}/64")
+        }
     }
 }
 
@@ -278,6 +286,23 @@ mod tests {
         let (decision, _) = gcra(tat, THREE_PER_SECOND, 10_000);
         assert!(decision.allowed);
         assert_eq!(decision.remaining, 2);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let client = |text: &str| Subject::ClientIp(text.parse().expect("ip"));
+        assert_eq!(
+            bucket(LimitName::Login, client("2001:db8:1:2:aaaa::1")),
+            bucket(LimitName::Login, client("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            bucket(LimitName::Login, client("2001:db8:1:2::1")),
+            bucket(LimitName::Login, client("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            bucket(LimitName::Api, client("203.0.113.7")),
+            "api|ip|203.0.113.7"
+        );
     }
 
     #[test]
