@@ -1,0 +1,769 @@
+//! Typed, validated configuration.
+//!
+//! Sources, later ones winning: a TOML file, then `GATEHOUSE_…` environment variables with
+//! nested keys joined by `__` (`GATEHOUSE_PROVIDERS__MAIN__CLIENT_ID`). A `.env` file is
+//! loaded into the environment by the CLI before this runs. Loading is a pure function of
+//! the file text and the environment, so tests build settings without touching the process.
+//!
+//! Every problem is collected and reported together: unknown keys (found with
+//! `serde_ignored`, which, unlike `deny_unknown_fields`, does not stop at the first one), type
+//! errors, and the semantic checks of `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::ratelimit::RateLimit;
+
+mod frontend;
+mod providers;
+mod rate_limits;
+mod routes;
+mod server;
+mod session;
+mod store;
+
+pub use frontend::*;
+pub use providers::*;
+pub use rate_limits::*;
+pub use routes::*;
+pub use server::*;
+pub use session::*;
+pub use store::*;
+
+pub const ENV_PREFIX: &str = "GATEHOUSE_";
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG"];
+
+/// Every problem found in a configuration, reported at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration has {} problem(s):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------------------
+// The file / environment shape
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+struct RawSettings {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    csrf: RawCsrf,
+    #[serde(default)]
+    log: RawLog,
+    default_provider: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    frontend: RawFrontend,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawCsrf {
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    header: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawLog {
+    format: Option<String>,
+    filter: Option<String>,
+}
+
+/// Environment values arrive as text; a numeric client secret is still a string.
+fn secret_from_scalar<'de, D>(deserializer: D) -> Result<Option<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(string_from_scalar(deserializer)?.map(SecretString::from))
+}
+
+fn string_from_scalar<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(
+        Option::<Scalar>::deserialize(deserializer)?.map(|scalar| match scalar {
+            Scalar::Text(text) => text,
+            Scalar::Integer(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated settings the application runs on
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub session: SessionSettings,
+    pub store: StoreSettings,
+    pub csrf: CsrfSettings,
+    pub log: LogSettings,
+    pub default_provider: String,
+    pub providers: BTreeMap<String, ProviderSettings>,
+    pub routes: Vec<RouteSettings>,
+    pub frontend: FrontendSettings,
+    pub rate_limits: RateLimitSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsrfSettings {
+    pub header: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl Settings {
+    pub fn provider(&self, name: &str) -> Option<&ProviderSettings> {
+        self.providers.get(name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------
+
+/// Reads the file (when given) and layers the environment over it.
+pub fn load_from_path(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigErrors> {
+    let text = match path {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )])
+        })?),
+        None => None,
+    };
+    load(text.as_deref(), env)
+}
+
+/// Builds settings from the TOML text of a config file and environment variables.
+pub fn load(
+    file_text: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut tree = match file_text {
+        Some(text) => match text.parse::<toml::Table>() {
+            Ok(table) => table,
+            Err(e) => {
+                return Err(ConfigErrors(vec![format!(
+                    "config file is not valid TOML: {e}"
+                )]))
+            }
+        },
+        None => toml::Table::new(),
+    };
+
+    forbid_secrets_in_file(&tree, &mut problems);
+
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+        .collect();
+    env.sort();
+    for (key, value) in env {
+        if let Err(problem) = apply_env_override(&mut tree, &key, value) {
+            problems.push(problem);
+        }
+    }
+
+    let mut unknown = Vec::new();
+    let raw: Option<RawSettings> =
+        match serde_ignored::deserialize(toml::Value::Table(tree), |path| {
+            unknown.push(path.to_string())
+        }) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                problems.push(format!("{e}"));
+                None
+            }
+        };
+    for key in unknown {
+        problems.push(format!("unknown key `{key}`"));
+    }
+
+    let settings = raw.and_then(|raw| validate(raw, &mut problems));
+    match settings {
+        Some(settings) if problems.is_empty() => Ok(settings),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Secrets only come from the environment or from files the operator points to, so that a
+/// committed config file can never carry one.
+fn forbid_secrets_in_file(tree: &toml::Table, problems: &mut Vec<String>) {
+    if let Some(providers) = tree.get("providers").and_then(|p| p.as_table()) {
+        for (name, provider) in providers {
+            if provider.get("client_secret").is_some() {
+                problems.push(format!(
+                    "providers.{name}.client_secret must not be in the config file: set \
+                     {ENV_PREFIX}PROVIDERS__{}__CLIENT_SECRET or providers.{name}.client_secret_file",
+                    name.to_uppercase()
+                ));
+            }
+        }
+    }
+}
+
+fn apply_env_override(tree: &mut toml::Table, key: &str, value: String) -> Result<(), String> {
+    let path: Vec<String> = key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|segment| segment.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|segment| segment.is_empty()) {
+        return Err(format!(
+            "environment variable {key} does not name a config key"
+        ));
+    }
+    let (leaf, parents) = path.split_last().ok_or_else(|| format!("{key} is empty"))?;
+    let mut table = tree;
+    for segment in parents {
+        let entry = table
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("environment variable {key}: `{segment}` is not a table"))?;
+    }
+    table.insert(leaf.clone(), env_value(&value));
+    Ok(())
+}
+
+/// Environment values are TOML literals when they parse as one (`true`, `30`, `["a","b"]`),
+/// else plain text.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut table) => match table.remove("v") {
+            Some(
+                value @ (toml::Value::Integer(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Float(_)
+                | toml::Value::Array(_)
+                | toml::Value::String(_)),
+            ) => value,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn read_secret_file(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<SecretString> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Some(SecretString::from(text.trim().to_owned())),
+        Ok(_) => {
+            problems.push(format!("{what}: file {} is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{what}: cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
+    let start = problems.len();
+
+    let bind = raw
+        .server
+        .bind
+        .as_deref()
+        .unwrap_or("127.0.0.1:8080")
+        .parse::<SocketAddr>()
+        .map_err(|e| problems.push(format!("server.bind: {e}")))
+        .ok();
+    let insecure_http = raw.server.insecure_http.unwrap_or(false);
+    let public_url = match raw.server.public_url.as_deref() {
+        None => {
+            problems
+                .push("server.public_url is required (the URL browsers reach gatehouse at)".into());
+            None
+        }
+        Some(text) => match Url::parse(text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                problems.push(format!("server.public_url: `{text}` is not http(s)"));
+                None
+            }
+            Ok(url) if url.scheme() == "http" && !insecure_http && !is_loopback(&url) => {
+                problems.push(format!(
+                    "server.public_url: `{text}` is plain http; use https, or set \
+                     server.insecure_http = true for local development only"
+                ));
+                None
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                problems.push("server.public_url must not have a query or fragment".into());
+                None
+            }
+            Ok(mut url) => {
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                Some(url)
+            }
+            Err(e) => {
+                problems.push(format!("server.public_url: {e}"));
+                None
+            }
+        },
+    };
+
+    let server_tls = validate_server_tls(
+        raw.server.tls,
+        public_url.as_ref(),
+        insecure_http,
+        SystemTime::now(),
+        problems,
+    );
+    let http_redirect_bind = validate_http_redirect_bind(
+        raw.server.http_redirect_bind,
+        bind,
+        public_url.as_ref(),
+        problems,
+    );
+
+    let secure_cookies = !insecure_http;
+    let default_cookie = if secure_cookies {
+        "__Host-gatehouse"
+    } else {
+        "gatehouse"
+    };
+    let cookie_name = raw
+        .session
+        .cookie_name
+        .unwrap_or_else(|| default_cookie.to_owned());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        problems.push(format!(
+            "session.cookie_name `{cookie_name}` has characters a cookie name cannot have"
+        ));
+    }
+    if !secure_cookies && cookie_name.starts_with("__Host-") {
+        problems.push("session.cookie_name: the __Host- prefix needs Secure cookies, which insecure_http turns off".into());
+    }
+    let secs = Duration::from_secs;
+    let idle_timeout = secs(raw.session.idle_timeout_secs.unwrap_or(30 * 60));
+    let absolute_timeout = secs(raw.session.absolute_timeout_secs.unwrap_or(8 * 60 * 60));
+    let touch_interval = secs(raw.session.touch_interval_secs.unwrap_or(60));
+    let login_state_ttl = secs(raw.session.login_state_ttl_secs.unwrap_or(10 * 60));
+    let refresh_skew = secs(raw.session.refresh_skew_secs.unwrap_or(60));
+    let refresh_lock_ttl = Duration::from_millis(raw.session.refresh_lock_ttl_ms.unwrap_or(15_000));
+    let refresh_wait = Duration::from_millis(raw.session.refresh_wait_ms.unwrap_or(20_000));
+    if refresh_lock_ttl < Duration::from_millis(300) {
+        problems.push("session.refresh_lock_ttl_ms must be at least 300".into());
+    }
+    if idle_timeout.is_zero() || absolute_timeout.is_zero() || login_state_ttl.is_zero() {
+        problems.push("session timeouts must be greater than zero".into());
+    }
+    if idle_timeout > absolute_timeout {
+        problems
+            .push("session.idle_timeout_secs must not exceed session.absolute_timeout_secs".into());
+    }
+    if touch_interval >= idle_timeout {
+        problems.push(
+            "session.touch_interval_secs must be shorter than session.idle_timeout_secs".into(),
+        );
+    }
+
+    let redis_url = match (raw.redis.url, raw.redis.url_file) {
+        (Some(_), Some(_)) => {
+            problems.push("redis.url and redis.url_file are both set: choose one".into());
+            None
+        }
+        (Some(url), None) => Some(url),
+        (None, Some(path)) => read_secret_file(&path, "redis.url_file", problems),
+        (None, None) => None,
+    };
+    let store = match redis_url {
+        None => StoreSettings::Memory,
+        Some(url) => {
+            let parsed = Url::parse(url.expose_secret());
+            match parsed {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
+                // The URL may hold a password: name the problem, not the value.
+                _ => problems.push("redis.url is not a redis:// or rediss:// URL".into()),
+            }
+            StoreSettings::Redis(RedisSettings {
+                url,
+                key_prefix: raw.redis.key_prefix.unwrap_or_else(|| "gatehouse".into()),
+                connect_timeout: Duration::from_millis(
+                    raw.redis.connect_timeout_ms.unwrap_or(2000),
+                ),
+                response_timeout: Duration::from_millis(
+                    raw.redis.response_timeout_ms.unwrap_or(2000),
+                ),
+            })
+        }
+    };
+
+    let csrf = CsrfSettings {
+        header: raw.csrf.header.unwrap_or_else(|| "X-CSRF".into()),
+        value: raw.csrf.value.unwrap_or_else(|| "1".into()),
+    };
+    if actix_web::http::header::HeaderName::from_bytes(csrf.header.as_bytes()).is_err() {
+        problems.push(format!(
+            "csrf.header `{}` is not a valid header name",
+            csrf.header
+        ));
+    }
+
+    let log = LogSettings {
+        format: match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                problems.push(format!("log.format `{other}` is not one of text, json"));
+                LogFormat::Text
+            }
+        },
+        filter: raw.log.filter.unwrap_or_else(|| "info".into()),
+    };
+
+    if raw.providers.is_empty() {
+        problems.push("no identity provider configured: add a [providers.<name>] table".into());
+    }
+    let default_provider = match raw.default_provider {
+        Some(name) => {
+            if !raw.providers.contains_key(&name) {
+                problems.push(format!(
+                    "default_provider `{name}` is not one of the configured providers"
+                ));
+            }
+            name
+        }
+        None if raw.providers.len() > 1 => {
+            problems.push("several providers are configured: set default_provider".into());
+            String::new()
+        }
+        None => raw.providers.keys().next().cloned().unwrap_or_default(),
+    };
+
+    let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
+    let rate_limits = RateLimitSettings {
+        login: validate_limit(
+            raw.rate_limits.login,
+            DEFAULT_LOGIN_LIMIT,
+            "rate_limits.login",
+            problems,
+        ),
+        api: validate_limit(
+            raw.rate_limits.api,
+            DEFAULT_API_LIMIT,
+            "rate_limits.api",
+            problems,
+        ),
+    };
+    let trusted_proxies = raw
+        .server
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|text| match parse_net(text) {
+            Some(net) => Some(net),
+            None => {
+                problems.push(format!(
+                    "server.trusted_proxies: `{text}` is not an IP address or CIDR block"
+                ));
+                None
+            }
+        })
+        .collect();
+    let max_header_bytes = match raw.server.max_header_bytes.unwrap_or(16 * 1024) {
+        n if n > 0 => n as usize,
+        n => {
+            problems.push(format!(
+                "server.max_header_bytes must be greater than zero (got {n})"
+            ));
+            0
+        }
+    };
+    let header_timeout = match raw.server.header_timeout_ms.unwrap_or(5000) {
+        n if n > 0 => Duration::from_millis(n as u64),
+        n => {
+            problems.push(format!(
+                "server.header_timeout_ms must be greater than zero (got {n})"
+            ));
+            Duration::ZERO
+        }
+    };
+    let frontend = validate_frontend(raw.frontend, problems);
+
+    let mut providers = BTreeMap::new();
+    for (name, provider) in raw.providers {
+        if let Some(settings) = validate_provider(&name, provider, public_url.as_ref(), problems) {
+            providers.insert(name, settings);
+        }
+    }
+
+    if problems.len() > start {
+        return None;
+    }
+    Some(Settings {
+        server: ServerSettings {
+            bind: bind?,
+            public_url: public_url?,
+            insecure_http,
+            shutdown_timeout: secs(raw.server.shutdown_timeout_secs.unwrap_or(10)),
+            workers: raw.server.workers,
+            trusted_proxies,
+            max_header_bytes,
+            header_timeout,
+            tls: server_tls,
+            http_redirect_bind,
+        },
+        session: SessionSettings {
+            login_cookie_name: format!("{cookie_name}-login"),
+            cookie_name,
+            idle_timeout,
+            absolute_timeout,
+            touch_interval,
+            login_state_ttl,
+            refresh_skew,
+            refresh_lock_ttl,
+            refresh_wait,
+            secure_cookies,
+        },
+        store,
+        csrf,
+        log,
+        default_provider,
+        providers,
+        routes,
+        frontend: frontend?,
+        rate_limits,
+    })
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+        [server]
+        public_url = "https://app.example.com"
+        [providers.main]
+        issuer = "https://id.example.com"
+        client_id = "spa"
+    "#;
+
+    #[test]
+    fn env_layers_over_file_and_supplies_the_secret() {
+        let settings = load(
+            Some(MINIMAL),
+            env(&[
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "12345"),
+                ("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "90"),
+                ("GATEHOUSE_PROVIDERS__MAIN__SCOPES", r#"["openid","roles"]"#),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("valid");
+        let provider = settings.provider("main").expect("main");
+        assert_eq!(provider.client_secret.expose_secret(), "12345");
+        assert_eq!(provider.scopes, vec!["openid", "roles"]);
+        assert_eq!(settings.session.idle_timeout, Duration::from_secs(90));
+        assert_eq!(
+            provider.redirect_uri.as_str(),
+            "https://app.example.com/auth/callback"
+        );
+        assert_eq!(settings.session.cookie_name, "__Host-gatehouse");
+        assert_eq!(settings.default_provider, "main");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+            colour = "blue"
+            [server]
+            public_url = "http://app.example.com"
+            bind = "nowhere"
+            [session]
+            idle_timeout_secs = 10
+            touch_interval_secs = 60
+            [providers.main]
+            issuer = "http://id.example.com"
+            client_secret = "in-the-file"
+            client_auth_method = "private_key_jwt"
+            scopes = ["profile"]
+            flavour = "x"
+        "#;
+        let errors = load(Some(text), Vec::new()).expect_err("invalid").0;
+        let joined = errors.join("\n");
+        for needle in [
+            "unknown key `colour`",
+            "unknown key `providers.main.flavour`",
+            "server.bind",
+            "server.public_url",
+            "touch_interval_secs",
+            "providers.main.issuer",
+            "client_secret must not be in the config file",
+            "private_key_jwt",
+            "providers.main.scopes must include `openid`",
+            "providers.main.client_id is required",
+        ] {
+            assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn frontend_defaults_and_problems() {
+        let secret = ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s");
+        let settings = load(Some(MINIMAL), env(&[secret])).expect("valid");
+        assert_eq!(
+            settings.frontend.source,
+            FrontendSource::Dir {
+                path: PathBuf::from("static"),
+                configured: false
+            }
+        );
+        assert_eq!(
+            settings.frontend.content_security_policy.as_deref(),
+            Some(DEFAULT_CSP)
+        );
+        assert_eq!(settings.frontend.referrer_policy, "no-referrer");
+
+        let dev = load(
+            Some(MINIMAL),
+            env(&[
+                secret,
+                ("GATEHOUSE_FRONTEND__DEV_SERVER", "http://127.0.0.1:5173"),
+            ]),
+        )
+        .expect("valid");
+        assert!(matches!(dev.frontend.source, FrontendSource::DevServer(_)));
+        assert_eq!(
+            dev.frontend.content_security_policy.as_deref(),
+            Some(DEFAULT_DEV_CSP)
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[frontend]\ndir = \"/nonexistent/dist\"\ndev_server = \"http://127.0.0.1:5173\"\n\
+             referrer_policy = \"sometimes\"\ncontent_security_policy = \"default-src 'self', img-src *\"\n\
+             colour = 1\n"
+        );
+        let errors = load(Some(&text), env(&[secret])).expect_err("invalid").0;
+        let joined = errors.join("\n");
+        for needle in [
+            "frontend.dir and frontend.dev_server are both set",
+            "frontend.referrer_policy: `sometimes`",
+            "frontend.content_security_policy",
+            "unknown key `frontend.colour`",
+        ] {
+            assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+        }
+
+        for (key, value, needle) in [
+            (
+                "DIR",
+                "/nonexistent/dist",
+                "/nonexistent/dist is not a directory",
+            ),
+            (
+                "DEV_SERVER",
+                "http://127.0.0.1:5173/app",
+                "must be an http(s) origin",
+            ),
+            ("DEV_SERVER", "ftp://127.0.0.1", "must be an http(s) origin"),
+        ] {
+            let errors = load(
+                Some(MINIMAL),
+                env(&[secret, (&format!("GATEHOUSE_FRONTEND__{key}"), value)]),
+            )
+            .expect_err("invalid")
+            .0
+            .join("\n");
+            assert!(errors.contains(needle), "{key}={value}: {errors}");
+        }
+    }
+
+    #[test]
+    fn insecure_http_drops_host_prefix_and_secure() {
+        let settings = load(
+            Some(MINIMAL),
+            env(&[
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s"),
+                ("GATEHOUSE_SERVER__INSECURE_HTTP", "true"),
+                ("GATEHOUSE_SERVER__PUBLIC_URL", "http://devbox.local:8080"),
+            ]),
+        )
+        .expect("valid");
+        assert!(!settings.session.secure_cookies);
+        assert_eq!(settings.session.cookie_name, "gatehouse");
+    }
+}

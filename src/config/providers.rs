@@ -1,0 +1,194 @@
+//! `[providers.<name>]`: the OpenID Providers gatehouse logs users in at.
+
+use super::*;
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawProvider {
+    pub(super) issuer: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) client_id: Option<String>,
+    #[serde(default, deserialize_with = "secret_from_scalar")]
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) client_auth_method: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) extra_authorize_params: BTreeMap<String, String>,
+    pub(super) post_logout_redirect: Option<String>,
+    pub(super) http_timeout_secs: Option<u64>,
+    pub(super) clock_skew_secs: Option<u64>,
+    pub(super) end_session_id_token_hint: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: String,
+    /// Kept as written: the provider's `iss` must match it exactly (a trailing slash counts).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub client_auth_method: ClientAuthMethod,
+    pub scopes: Vec<String>,
+    pub extra_authorize_params: BTreeMap<String, String>,
+    pub redirect_uri: Url,
+    /// Absolute URL the provider sends the browser to after logout.
+    pub post_logout_redirect: Url,
+    pub http_timeout: Duration,
+    pub clock_skew: Duration,
+    pub end_session_id_token_hint: bool,
+}
+
+pub(super) fn validate_provider(
+    name: &str,
+    raw: RawProvider,
+    public_url: Option<&Url>,
+    problems: &mut Vec<String>,
+) -> Option<ProviderSettings> {
+    let start = problems.len();
+    let at = |field: &str| format!("providers.{name}.{field}");
+
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        problems.push(format!(
+            "provider name `{name}` may only use letters, digits, - and _"
+        ));
+    }
+    let issuer = match raw.issuer.as_deref().map(|text| (text, Url::parse(text))) {
+        None => {
+            problems.push(format!("{} is required", at("issuer")));
+            None
+        }
+        Some((text, Ok(url)))
+            if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)) =>
+        {
+            Some(text.to_owned())
+        }
+        Some((_, Ok(_))) => {
+            problems.push(format!(
+                "{} must be an https URL (plain http only on loopback)",
+                at("issuer")
+            ));
+            None
+        }
+        Some((_, Err(e))) => {
+            problems.push(format!("{}: {e}", at("issuer")));
+            None
+        }
+    };
+    let client_id = raw.client_id.filter(|id| !id.is_empty());
+    if client_id.is_none() {
+        problems.push(format!("{} is required", at("client_id")));
+    }
+    let client_secret = match (raw.client_secret, raw.client_secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{} and {} are both set: choose one",
+                at("client_secret"),
+                at("client_secret_file")
+            ));
+            None
+        }
+        (Some(secret), None) if !secret.expose_secret().is_empty() => Some(secret),
+        (None, Some(path)) => read_secret_file(&path, &at("client_secret_file"), problems),
+        _ => {
+            problems.push(format!(
+                "{} is required: set {ENV_PREFIX}PROVIDERS__{}__CLIENT_SECRET or {}",
+                at("client_secret"),
+                name.to_uppercase(),
+                at("client_secret_file")
+            ));
+            None
+        }
+    };
+    let client_auth_method = match raw
+        .client_auth_method
+        .as_deref()
+        .unwrap_or("client_secret_basic")
+    {
+        "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
+        "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+        other => {
+            problems.push(format!(
+                "{}: `{other}` is not one of client_secret_basic, client_secret_post",
+                at("client_auth_method")
+            ));
+            ClientAuthMethod::ClientSecretBasic
+        }
+    };
+    let scopes = raw
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        problems.push(format!("{} must include `openid`", at("scopes")));
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+    {
+        problems.push(format!("{}: `{bad}` is not a single scope", at("scopes")));
+    }
+    const RESERVED: &[&str] = &[
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ];
+    for key in raw.extra_authorize_params.keys() {
+        if RESERVED.contains(&key.as_str()) {
+            problems.push(format!(
+                "{}: `{key}` is set by gatehouse itself",
+                at("extra_authorize_params")
+            ));
+        }
+    }
+
+    let redirect_uri = public_url.and_then(|base| base.join("auth/callback").ok());
+    let post_logout_redirect = public_url.and_then(|base| {
+        let target = raw.post_logout_redirect.as_deref().unwrap_or("/");
+        let joined = if target.starts_with('/') && !target.starts_with("//") {
+            base.join(&target[1..]).ok()
+        } else {
+            Url::parse(target)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+        };
+        if joined.is_none() {
+            problems.push(format!(
+                "{}: `{target}` is neither a local path nor an absolute http(s) URL",
+                at("post_logout_redirect")
+            ));
+        }
+        joined
+    });
+
+    if problems.len() > start {
+        return None;
+    }
+    Some(ProviderSettings {
+        name: name.to_owned(),
+        issuer: issuer?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        client_auth_method,
+        scopes,
+        extra_authorize_params: raw.extra_authorize_params,
+        redirect_uri: redirect_uri?,
+        post_logout_redirect: post_logout_redirect?,
+        http_timeout: Duration::from_secs(raw.http_timeout_secs.unwrap_or(10)),
+        clock_skew: Duration::from_secs(raw.clock_skew_secs.unwrap_or(60)),
+        end_session_id_token_hint: raw.end_session_id_token_hint.unwrap_or(true),
+    })
+}

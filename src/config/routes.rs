@@ -1,0 +1,329 @@
+//! `[[routes]]`: the API routes the proxy serves, with their token policy, requirements
+//! and upstream TLS.
+
+use super::*;
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawRoute {
+    pub(super) prefix: Option<String>,
+    pub(super) upstream: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) require: RawRequire,
+    pub(super) timeout_secs: Option<u64>,
+    pub(super) max_body_bytes: Option<u64>,
+    /// Which provider's client-credentials token `client` routes use (default provider).
+    pub(super) provider: Option<String>,
+    /// Scopes to ask for in the client-credentials grant.
+    pub(super) client_scopes: Option<Vec<String>>,
+    pub(super) pass_set_cookie: Option<bool>,
+    pub(super) send_user_id_header: Option<bool>,
+    pub(super) rate_limit: Option<RawLimit>,
+    pub(super) tls: Option<RawRouteTls>,
+}
+
+/// How gatehouse authenticates an upstream, and itself to it (`[routes.tls]`).
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawRouteTls {
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert_file: Option<PathBuf>,
+    pub(super) client_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawRequire {
+    #[serde(default)]
+    pub(super) scopes: Vec<String>,
+    /// claim name -> values the claim must contain (all of them).
+    #[serde(default)]
+    pub(super) claims: BTreeMap<String, StringOrList>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Which token a proxied call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPolicy {
+    /// The user's access token; anonymous calls get 401.
+    User,
+    /// gatehouse's own client-credentials token.
+    Client,
+    /// The user's token when logged in, else the client token.
+    UserOrClient,
+    /// The user's token when logged in, else no token.
+    Optional,
+    /// Never a token.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Matched on whole path segments; no trailing slash.
+    pub prefix: String,
+    /// Absolute base URL; the prefix is replaced by its path.
+    pub upstream: Url,
+    pub token: TokenPolicy,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<String>,
+    pub required_scopes: Vec<String>,
+    pub required_claims: BTreeMap<String, Vec<String>>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    pub provider: String,
+    pub client_scopes: Vec<String>,
+    pub pass_set_cookie: bool,
+    pub send_user_id_header: bool,
+    pub rate_limit: RouteRateLimit,
+    /// Its own TLS trust and client identity; `None` uses the shared client (web roots).
+    pub tls: Option<RouteTlsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTlsSettings {
+    /// Trust only this CA (PEM, one or more certificates) for the upstream, not the web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: the certificate chain and key gatehouse presents to the upstream.
+    pub client_identity: Option<CertKeyFiles>,
+    /// The name the upstream's certificate is verified against instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// Paths gatehouse answers itself; no route may shadow them.
+pub(super) const RESERVED_PREFIXES: &[&str] = &["/auth", "/healthz", "/readyz", "/metrics"];
+
+pub(super) fn validate_routes(
+    raw: Vec<RawRoute>,
+    default_provider: &str,
+    providers: &BTreeMap<String, RawProvider>,
+    problems: &mut Vec<String>,
+) -> Vec<RouteSettings> {
+    let mut routes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (index, route) in raw.into_iter().enumerate() {
+        let at = |field: &str| format!("routes[{index}].{field}");
+        let start = problems.len();
+        let prefix = match route.prefix {
+            None => {
+                problems.push(format!("{} is required", at("prefix")));
+                String::new()
+            }
+            Some(prefix) => {
+                let segments_ok = prefix.starts_with('/')
+                    && prefix.len() > 1
+                    && !prefix.ends_with('/')
+                    && prefix[1..].split('/').all(|s| {
+                        !s.is_empty()
+                            && s != "."
+                            && s != ".."
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                    });
+                if !segments_ok {
+                    problems.push(format!(
+                        "{}: `{prefix}` must be a path like /api/orders (no trailing slash, plain segments)",
+                        at("prefix")
+                    ));
+                }
+                if let Some(reserved) = RESERVED_PREFIXES
+                    .iter()
+                    .find(|r| prefix == **r || prefix.starts_with(&format!("{r}/")))
+                {
+                    problems.push(format!(
+                        "{}: `{prefix}` would shadow gatehouse's own {reserved}",
+                        at("prefix")
+                    ));
+                }
+                if !seen.insert(prefix.clone()) {
+                    problems.push(format!(
+                        "{}: `{prefix}` is used by another route",
+                        at("prefix")
+                    ));
+                }
+                prefix
+            }
+        };
+        let upstream = match route.upstream.as_deref().map(Url::parse) {
+            None => {
+                problems.push(format!("{} is required", at("upstream")));
+                None
+            }
+            Some(Ok(url))
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
+            Some(Ok(url)) => {
+                problems.push(format!(
+                    "{}: `{url}` must be an absolute http(s) URL without credentials, query or fragment",
+                    at("upstream")
+                ));
+                None
+            }
+            Some(Err(e)) => {
+                problems.push(format!(
+                    "{}: {e} (an absolute http(s) URL is needed)",
+                    at("upstream")
+                ));
+                None
+            }
+        };
+        let token = match route.token.as_deref().unwrap_or("user") {
+            "user" => TokenPolicy::User,
+            "client" => TokenPolicy::Client,
+            "user-or-client" => TokenPolicy::UserOrClient,
+            "optional" => TokenPolicy::Optional,
+            "none" => TokenPolicy::None,
+            other => {
+                problems.push(format!(
+                    "{}: `{other}` is not one of user, client, user-or-client, optional, none",
+                    at("token")
+                ));
+                TokenPolicy::User
+            }
+        };
+        let methods: Vec<String> = route
+            .methods
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        for method in &methods {
+            if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() || method.is_empty()
+            {
+                problems.push(format!(
+                    "{}: `{method}` is not an HTTP method",
+                    at("methods")
+                ));
+            }
+        }
+        let required_claims: BTreeMap<String, Vec<String>> = route
+            .require
+            .claims
+            .into_iter()
+            .map(|(claim, values)| match values {
+                StringOrList::One(value) => (claim, vec![value]),
+                StringOrList::Many(values) => (claim, values),
+            })
+            .collect();
+        let has_requirements = !route.require.scopes.is_empty() || !required_claims.is_empty();
+        if has_requirements && token != TokenPolicy::User {
+            problems.push(format!(
+                "{}: scope and claim requirements need token = \"user\" (they are checked against the user's session)",
+                at("require")
+            ));
+        }
+        let provider = route
+            .provider
+            .unwrap_or_else(|| default_provider.to_owned());
+        if !providers.contains_key(&provider) && !provider.is_empty() {
+            problems.push(format!(
+                "{}: `{provider}` is not a configured provider",
+                at("provider")
+            ));
+        }
+        let rate_limit = match route.rate_limit {
+            None => RouteRateLimit::Default,
+            Some(raw) => parse_limit(raw, None, &at("rate_limit"), problems),
+        };
+        let timeout = Duration::from_secs(route.timeout_secs.unwrap_or(30));
+        if timeout.is_zero() {
+            problems.push(format!("{} must be greater than zero", at("timeout_secs")));
+        }
+        let tls = route.tls.and_then(|raw| {
+            validate_route_tls(
+                &at("tls"),
+                raw,
+                upstream.as_ref(),
+                SystemTime::now(),
+                problems,
+            )
+        });
+        if problems.len() > start {
+            continue;
+        }
+        let Some(upstream) = upstream else { continue };
+        routes.push(RouteSettings {
+            prefix,
+            upstream,
+            token,
+            methods,
+            required_scopes: route.require.scopes,
+            required_claims,
+            timeout,
+            max_body_bytes: route.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            provider,
+            client_scopes: route.client_scopes.unwrap_or_default(),
+            pass_set_cookie: route.pass_set_cookie.unwrap_or(false),
+            send_user_id_header: route.send_user_id_header.unwrap_or(false),
+            rate_limit,
+            tls,
+        });
+    }
+    routes
+}
+
+/// `[routes.tls]`: a pinned CA, a client identity for mutual TLS, a name override.
+pub(super) fn validate_route_tls(
+    at: &str,
+    raw: RawRouteTls,
+    upstream: Option<&Url>,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> Option<RouteTlsSettings> {
+    let start = problems.len();
+    if upstream.is_some_and(|url| url.scheme() != "https") {
+        problems.push(format!("{at} needs an https upstream"));
+    }
+    if let Some(ca_file) = &raw.ca_file {
+        for problem in crate::tls::check_ca_file(ca_file, now) {
+            problems.push(format!("{at}.ca_file: {problem}"));
+        }
+    }
+    let client_identity = match (raw.client_cert_file, raw.client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let files = CertKeyFiles {
+                cert_file,
+                key_file,
+            };
+            for problem in crate::tls::check_cert_and_key(&files, now) {
+                problems.push(format!("{at}: {problem}"));
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        _ => {
+            problems.push(format!(
+                "{at}: client_cert_file and client_key_file go together"
+            ));
+            None
+        }
+    };
+    if let Some(name) = &raw.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            problems.push(format!(
+                "{at}.server_name: `{name}` is not a DNS name or IP address"
+            ));
+        }
+    }
+    if problems.len() > start {
+        return None;
+    }
+    Some(RouteTlsSettings {
+        ca_file: raw.ca_file,
+        client_identity,
+        server_name: raw.server_name,
+    })
+}

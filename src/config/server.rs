@@ -1,0 +1,120 @@
+//! `[server]`: where gatehouse listens and how it meets clients: its public URL, TLS, the
+//! trusted proxies and the bounds on a request head.
+
+use super::*;
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawServer {
+    pub(super) bind: Option<String>,
+    pub(super) public_url: Option<String>,
+    pub(super) insecure_http: Option<bool>,
+    pub(super) shutdown_timeout_secs: Option<u64>,
+    pub(super) workers: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) max_header_bytes: Option<i64>,
+    pub(super) header_timeout_ms: Option<i64>,
+    pub(super) tls: Option<RawServerTls>,
+    pub(super) http_redirect_bind: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct RawServerTls {
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key. The key file's contents are
+/// secret: only its path is ever shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKeyFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// Where browsers reach gatehouse; the redirect URI and cookie security derive from it.
+    pub public_url: Url,
+    /// Dangerous development mode: plain-http cookies (no `Secure`, no `__Host-` prefix).
+    pub insecure_http: bool,
+    pub shutdown_timeout: Duration,
+    pub workers: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies, load balancers).
+    pub trusted_proxies: Vec<IpNet>,
+    /// All header lines of a request together; more is refused with 431.
+    pub max_header_bytes: usize,
+    /// A client that has not sent its whole request head by then is disconnected.
+    pub header_timeout: Duration,
+    /// Serve HTTPS with this certificate and key (reloaded on SIGHUP and when they change).
+    pub tls: Option<CertKeyFiles>,
+    /// A plain-http listener that answers everything with 308 to the https public URL.
+    pub http_redirect_bind: Option<SocketAddr>,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host).
+pub(super) fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// `[server.tls]`: both files readable, the key the certificate's, no certificate expired.
+/// gatehouse serving TLS itself means browsers reach it over https, so the public URL must say
+/// so: an http one would put plain-http URLs in redirects and turn Secure cookies off.
+pub(super) fn validate_server_tls(
+    raw: Option<RawServerTls>,
+    public_url: Option<&Url>,
+    insecure_http: bool,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> Option<CertKeyFiles> {
+    let raw = raw?;
+    let (Some(cert_file), Some(key_file)) = (raw.cert_file, raw.key_file) else {
+        problems.push("server.tls needs both cert_file and key_file".into());
+        return None;
+    };
+    if public_url.is_some_and(|url| url.scheme() != "https") {
+        problems.push(
+            "server.tls: server.public_url must be https when gatehouse serves TLS itself".into(),
+        );
+    }
+    if insecure_http {
+        problems.push(
+            "server.tls and server.insecure_http are both set: TLS serving needs Secure cookies"
+                .into(),
+        );
+    }
+    let files = CertKeyFiles {
+        cert_file,
+        key_file,
+    };
+    for problem in crate::tls::check_cert_and_key(&files, now) {
+        problems.push(format!("server.tls: {problem}"));
+    }
+    Some(files)
+}
+
+/// The redirect listener sends browsers to the https public URL, so there must be one.
+pub(super) fn validate_http_redirect_bind(
+    raw: Option<String>,
+    bind: Option<SocketAddr>,
+    public_url: Option<&Url>,
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    let text = raw?;
+    let address = text
+        .parse::<SocketAddr>()
+        .map_err(|e| problems.push(format!("server.http_redirect_bind: `{text}`: {e}")))
+        .ok()?;
+    if public_url.is_some_and(|url| url.scheme() != "https") {
+        problems.push(
+            "server.http_redirect_bind needs an https server.public_url to redirect to".into(),
+        );
+    }
+    if bind == Some(address) && address.port() != 0 {
+        problems.push("server.http_redirect_bind must differ from server.bind".into());
+    }
+    Some(address)
+}
