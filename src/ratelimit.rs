@@ -1,16 +1,24 @@
 //! Rate limits shared by every instance: the Generic Cell Rate Algorithm (GCRA), one
-//! atomic decision per request against the session store (a Lua script on one key in Redis,
-//! a map in process memory). The handler asks "may this bucket pass?" and maps a refusal to
-//! 429; it never counts.
+//! atomic decision against the session store (a Lua script on one key in Redis, a map in
+//! process memory). The handler asks "may this bucket pass?" and maps a refusal to 429; it
+//! never counts.
 //!
 //! GCRA keeps one number per bucket, the theoretical arrival time (TAT) of the next request
 //! at the steady rate. A limit of `requests` per `per` admits a burst of `requests` at once
 //! and then one request every `per / requests`; unlike a fixed window it has no edge at
 //! which twice the limit passes, and unlike a sliding log it stores no list.
+//!
+//! A busy bucket does not cost a store round trip per request: a decision may take several
+//! tokens at once (a lease: a 50th of the quota, at most 64), which this instance then hands
+//! out locally for up to a second. Leased tokens are counted in the shared bucket when they
+//! are taken, so all instances together never admit more than the limit; a lease an instance
+//! does not use up is lost to the client, a small under-admission. Quotas under 100 lease
+//! one token at a time: every decision goes to the store.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
@@ -30,13 +38,25 @@ impl RateLimit {
     pub fn interval_ms(self) -> i64 {
         (self.per.as_millis() as i64 / i64::from(self.requests.max(1))).max(1)
     }
+
+    /// How many tokens one store decision takes for this instance to hand out locally.
+    pub fn lease_size(self) -> u32 {
+        (self.requests / 50).clamp(1, MAX_LEASE)
+    }
 }
+
+const MAX_LEASE: u32 = 64;
+
+/// How long an instance may hand out tokens it leased: they were counted when taken, so a
+/// short hold keeps admissions close to when they were counted.
+const LEASE_HOLD_MS: i64 = 1000;
 
 /// One decision and what the response headers report about the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
-    pub allowed: bool,
-    /// Requests that would still pass right now, after this one.
+    /// Tokens taken: 0 when refused, up to the lease asked for.
+    pub granted: u32,
+    /// Requests that would still pass right now, after the tokens taken.
     pub remaining: u32,
     /// When refused: how long until one more request would pass.
     pub retry_after_ms: i64,
@@ -44,52 +64,61 @@ pub struct RateDecision {
     pub reset_ms: i64,
 }
 
-/// The GCRA step on a stored TAT (absent for a new or expired bucket). Returns the decision
-/// and, when the request passes, the TAT to store (it may be forgotten after `tat - now`).
-/// The Redis store's script is the same computation.
+impl RateDecision {
+    pub fn allowed(&self) -> bool {
+        self.granted > 0
+    }
+}
+
+/// The GCRA step on a stored TAT (absent for a new or expired bucket), taking up to `want`
+/// tokens. Returns the decision and, when tokens were taken, the TAT to store (it may be
+/// forgotten after `tat - now`). The Redis store's script is the same computation.
 pub fn gcra(
     stored_tat: Option<i64>,
     limit: RateLimit,
     now: UnixMillis,
+    want: u32,
 ) -> (RateDecision, Option<i64>) {
     let interval = limit.interval_ms();
     let period = interval * i64::from(limit.requests.max(1));
     let tat = stored_tat.map_or(now, |tat| tat.max(now));
-    let new_tat = tat + interval;
-    let allow_at = new_tat - period;
-    if allow_at > now {
+    let available = (now + period - tat).div_euclid(interval);
+    if available < 1 {
         let decision = RateDecision {
-            allowed: false,
+            granted: 0,
             remaining: 0,
-            retry_after_ms: allow_at - now,
+            retry_after_ms: tat + interval - period - now,
             reset_ms: tat - now,
         };
         return (decision, None);
     }
+    let granted = i64::from(want.max(1)).min(available);
+    let new_tat = tat + interval * granted;
     let decision = RateDecision {
-        allowed: true,
-        remaining: ((period - (new_tat - now)) / interval).max(0) as u32,
+        granted: granted as u32,
+        remaining: (available - granted) as u32,
         retry_after_ms: 0,
         reset_ms: new_tat - now,
     };
     (decision, Some(new_tat))
 }
 
-/// The Lua form of [`gcra`] for Redis: KEYS[1] the bucket, ARGV now, interval, requests.
-/// Returns {allowed, remaining, retry_after_ms, reset_ms}.
+/// The Lua form of [`gcra`] for Redis: KEYS[1] the bucket, ARGV now, interval, requests,
+/// tokens wanted. Returns {granted, remaining, retry_after_ms, reset_ms}.
 pub const GCRA_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local period = interval * tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - period
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now}
+local available = math.floor((now + period - tat) / interval)
+if available < 1 then
+  return {0, 0, tat + interval - period - now, tat - now}
 end
+local granted = math.min(math.max(tonumber(ARGV[4]), 1), available)
+local new_tat = tat + interval * granted
 redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {1, math.floor((period - (new_tat - now)) / interval), 0, new_tat - now}
+return {granted, available - granted, 0, new_tat - now}
 ";
 
 /// Which limit a request counts against, and under what name its policy is reported.
@@ -149,10 +178,23 @@ pub enum Verdict {
     Unchecked,
 }
 
+/// Tokens this instance took from a bucket and has not handed out yet.
+struct Lease {
+    left: u32,
+    /// What the store said was left in the bucket besides this lease.
+    remaining_beyond: u32,
+    expires_at: UnixMillis,
+    reset_at: UnixMillis,
+}
+
+/// Leases beyond this many make the next new lease sweep out the expired ones.
+const LEASES_BEFORE_SWEEP: usize = 4096;
+
 /// The decision maker shared by every worker.
 pub struct RateLimiter {
     store: Arc<dyn SessionStore>,
     clock: SharedClock,
+    leases: Mutex<HashMap<String, Lease>>,
     /// Set while the store fails, so an outage is logged once, not once per request.
     store_failing: AtomicBool,
 }
@@ -162,6 +204,7 @@ impl RateLimiter {
         Self {
             store,
             clock,
+            leases: Mutex::new(HashMap::new()),
             store_failing: AtomicBool::new(false),
         }
     }
@@ -173,20 +216,28 @@ impl RateLimiter {
         limit: RateLimit,
     ) -> Verdict {
         let bucket = bucket(name, subject);
-        match self
-            .store
-            .rate_limit(&bucket, limit, self.clock.now_millis())
-            .await
-        {
+        let now = self.clock.now_millis();
+        let want = limit.lease_size();
+        if want > 1 {
+            if let Some(decision) = self.take_leased(&bucket, now) {
+                return Verdict::Passed(decision);
+            }
+        }
+        match self.store.rate_limit(&bucket, limit, now, want).await {
             Ok(decision) => {
                 if self.store_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limiting works again: the store answers");
                 }
-                if decision.allowed {
-                    Verdict::Passed(decision)
-                } else {
-                    Verdict::Limited(decision)
+                if !decision.allowed() {
+                    return Verdict::Limited(decision);
                 }
+                if decision.granted > 1 {
+                    self.keep_lease(bucket, &decision, now);
+                }
+                Verdict::Passed(RateDecision {
+                    remaining: decision.remaining + decision.granted - 1,
+                    ..decision
+                })
             }
             Err(error) => {
                 if !self.store_failing.swap(true, Ordering::Relaxed) {
@@ -195,6 +246,44 @@ impl RateLimiter {
                 Verdict::Unchecked
             }
         }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One token of a live lease, if this instance holds one for the bucket.
+    fn take_leased(&self, bucket: &str, now: UnixMillis) -> Option<RateDecision> {
+        let mut leases = self.leases();
+        let lease = leases.get_mut(bucket)?;
+        if lease.left == 0 || lease.expires_at <= now {
+            leases.remove(bucket);
+            return None;
+        }
+        lease.left -= 1;
+        Some(RateDecision {
+            granted: 1,
+            remaining: lease.remaining_beyond + lease.left,
+            retry_after_ms: 0,
+            reset_ms: lease.reset_at - now,
+        })
+    }
+
+    /// Keeps the tokens of a decision beyond the one this request uses.
+    fn keep_lease(&self, bucket: String, decision: &RateDecision, now: UnixMillis) {
+        let mut leases = self.leases();
+        if leases.len() >= LEASES_BEFORE_SWEEP {
+            leases.retain(|_, lease| lease.expires_at > now && lease.left > 0);
+        }
+        leases.insert(
+            bucket,
+            Lease {
+                left: decision.granted - 1,
+                remaining_beyond: decision.remaining,
+                expires_at: now + LEASE_HOLD_MS,
+                reset_at: now + decision.reset_ms,
+            },
+        );
     }
 }
 
@@ -213,7 +302,7 @@ pub fn headers(
     decision: &RateDecision,
 ) -> [(&'static str, String); 2] {
     let policy = name.policy();
-    let reset_secs = if decision.allowed {
+    let reset_secs = if decision.allowed() {
         ceil_secs(decision.reset_ms)
     } else {
         retry_after_secs(decision)
@@ -262,30 +351,67 @@ mod tests {
         let now = 1_000_000;
         let mut tat = None;
         for expected_remaining in [2, 1, 0] {
-            let (decision, new_tat) = gcra(tat, THREE_PER_SECOND, now);
-            assert!(decision.allowed);
+            let (decision, new_tat) = gcra(tat, THREE_PER_SECOND, now, 1);
+            assert!(decision.allowed());
             assert_eq!(decision.remaining, expected_remaining);
             tat = new_tat;
         }
-        let (refused, unchanged) = gcra(tat, THREE_PER_SECOND, now);
-        assert!(!refused.allowed);
+        let (refused, unchanged) = gcra(tat, THREE_PER_SECOND, now, 1);
+        assert!(!refused.allowed());
         assert_eq!(unchanged, None, "a refusal stores nothing");
         assert_eq!(refused.retry_after_ms, 1000);
         assert_eq!(retry_after_secs(&refused), 1);
 
-        let (later, _) = gcra(tat, THREE_PER_SECOND, now + 999);
-        assert!(!later.allowed);
-        let (after_retry, _) = gcra(tat, THREE_PER_SECOND, now + 1000);
-        assert!(after_retry.allowed, "one more passes after Retry-After");
+        let (later, _) = gcra(tat, THREE_PER_SECOND, now + 999, 1);
+        assert!(!later.allowed());
+        let (after_retry, _) = gcra(tat, THREE_PER_SECOND, now + 1000, 1);
+        assert!(after_retry.allowed(), "one more passes after Retry-After");
         assert_eq!(after_retry.remaining, 0);
     }
 
     #[test]
     fn an_idle_bucket_refills_to_the_whole_quota() {
-        let (_, tat) = gcra(None, THREE_PER_SECOND, 0);
-        let (decision, _) = gcra(tat, THREE_PER_SECOND, 10_000);
-        assert!(decision.allowed);
+        let (_, tat) = gcra(None, THREE_PER_SECOND, 0, 1);
+        let (decision, _) = gcra(tat, THREE_PER_SECOND, 10_000, 1);
+        assert!(decision.allowed());
         assert_eq!(decision.remaining, 2);
+    }
+
+    #[test]
+    fn a_lease_takes_what_is_there_and_no_more() {
+        let limit = RateLimit {
+            requests: 600,
+            per: Duration::from_secs(60),
+        };
+        assert_eq!(limit.lease_size(), 12);
+        let (first, tat) = gcra(None, limit, 0, 12);
+        assert_eq!((first.granted, first.remaining), (12, 588));
+        // 590 more one at a time leave 10 in the bucket; a lease then gets those 10.
+        let mut tat = tat;
+        for _ in 0..578 {
+            tat = gcra(tat, limit, 0, 1).1;
+        }
+        let (last, tat) = gcra(tat, limit, 0, 12);
+        assert_eq!((last.granted, last.remaining), (10, 0));
+        let (refused, _) = gcra(tat, limit, 0, 12);
+        assert_eq!(refused.granted, 0);
+        assert_eq!(refused.retry_after_ms, 100);
+    }
+
+    #[test]
+    fn small_quotas_go_to_the_store_every_time() {
+        for requests in [1, 3, 30, 99] {
+            let limit = RateLimit {
+                requests,
+                per: Duration::from_secs(60),
+            };
+            assert_eq!(limit.lease_size(), 1, "{requests}");
+        }
+        let huge = RateLimit {
+            requests: 1_000_000,
+            per: Duration::from_secs(1),
+        };
+        assert_eq!(huge.lease_size(), 64);
     }
 
     #[test]
@@ -307,7 +433,7 @@ mod tests {
 
     #[test]
     fn headers_follow_the_draft() {
-        let (decision, _) = gcra(None, THREE_PER_SECOND, 0);
+        let (decision, _) = gcra(None, THREE_PER_SECOND, 0, 1);
         let [policy, state] = headers(LimitName::Api, THREE_PER_SECOND, &decision);
         assert_eq!(policy, ("ratelimit-policy", "\"api\";q=3;w=3".to_owned()));
         assert_eq!(state, ("ratelimit", "\"api\";r=2;t=1".to_owned()));

@@ -272,11 +272,12 @@ impl SessionStore for MemoryStore {
         bucket: &'a str,
         limit: RateLimit,
         now: UnixMillis,
+        want: u32,
     ) -> BoxFuture<'a, StoreResult<RateDecision>> {
         let mut inner = self.lock();
         inner.sweep_now_and_then(now);
         let stored = inner.rate_buckets.get(bucket).copied();
-        let (decision, new_tat) = gcra(stored, limit, now);
+        let (decision, new_tat) = gcra(stored, limit, now, want);
         if let Some(tat) = new_tat {
             inner.rate_buckets.insert(bucket.to_owned(), tat);
         }

@@ -450,19 +450,21 @@ impl SessionStore for RedisStore {
         bucket: &'a str,
         limit: RateLimit,
         now: UnixMillis,
+        want: u32,
     ) -> BoxFuture<'a, StoreResult<RateDecision>> {
         async move {
             let key = self.rate_key(bucket);
-            let (allowed, remaining, retry_after_ms, reset_ms): (i64, i64, i64, i64) = self
+            let (granted, remaining, retry_after_ms, reset_ms): (i64, i64, i64, i64) = self
                 .eval(&self.gcra, &key, |invocation| {
                     invocation
                         .arg(now)
                         .arg(limit.interval_ms())
-                        .arg(limit.requests);
+                        .arg(limit.requests)
+                        .arg(want);
                 })
                 .await?;
             Ok(RateDecision {
-                allowed: allowed == 1,
+                granted: u32::try_from(granted.max(0)).unwrap_or(0),
                 remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
                 retry_after_ms,
                 reset_ms,

@@ -170,12 +170,14 @@ pub trait SessionStore: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
 
     /// One rate-limit decision for `bucket` (GCRA, see [`crate::ratelimit`]), atomic across
-    /// every instance sharing the store; a refused request is not counted.
+    /// every instance sharing the store: takes up to `want` tokens, or none when the bucket
+    /// is empty (a refused request is not counted).
     fn rate_limit<'a>(
         &'a self,
         bucket: &'a str,
         limit: RateLimit,
         now: UnixMillis,
+        want: u32,
     ) -> BoxFuture<'a, StoreResult<RateDecision>>;
 }
 

@@ -524,3 +524,62 @@ async fn without_redis_the_limiter_lets_calls_through_and_says_so_once() {
     }
     assert_eq!(statuses, vec![200, 429]);
 }
+
+/// Quotas of 100 and more are leased a few tokens at a time (here 2) so a busy session does
+/// not cost a Redis round trip per call; two instances together still admit no more than
+/// the limit, and what one instance leased and never used is all a client can lose.
+#[tokio::test]
+async fn leased_tokens_never_let_instances_together_exceed_the_limit() {
+    let echo = spawn_echo().await;
+    let routes =
+        echo_route(&echo, "/api/echo", "") + "[rate_limits.api]\nrequests = 100\nper_secs = 3600\n";
+    let first = spawn_app_with(AppOptions {
+        extra_toml: routes.clone(),
+        ..AppOptions::default()
+    })
+    .await;
+    let second = spawn_app_with(AppOptions {
+        share: Some(&first),
+        extra_toml: routes,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = first.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let call = |app: &TestApp| {
+        app.http
+            .get(format!("{}/api/echo/x", app.base))
+            .header("x-csrf", "1")
+            .header("cookie", format!("{}={cookie}", app.cookie_name()))
+            .send()
+    };
+    let mut admitted = 0;
+    let mut remaining_seen = Vec::new();
+    for i in 0..110 {
+        let app = if i % 3 == 0 { &second } else { &first };
+        let response = call(app).await.expect("call");
+        if response.status() == 200 {
+            admitted += 1;
+            let state = response.headers()["ratelimit"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            remaining_seen.push(state);
+        } else {
+            assert_eq!(response.status(), 429);
+        }
+    }
+    assert!(
+        (98..=100).contains(&admitted),
+        "{admitted} admitted of a limit of 100"
+    );
+    assert_eq!(call(&first).await.expect("call").status(), 429);
+    assert_eq!(call(&second).await.expect("call").status(), 429);
+    assert!(
+        remaining_seen
+            .first()
+            .is_some_and(|s| s.starts_with("\"api\";r=99;")),
+        "{remaining_seen:?}"
+    );
+}

@@ -430,43 +430,53 @@ async fn rate_limits_admit_a_burst_then_the_steady_rate(
     let now = clock.now_millis();
     let mut remaining = Vec::new();
     for _ in 0..3 {
-        let decision = store.rate_limit("b1", limit, now).await.expect("decide");
-        assert!(decision.allowed);
+        let decision = store.rate_limit("b1", limit, now, 1).await.expect("decide");
+        assert!(decision.allowed());
         remaining.push(decision.remaining);
     }
     assert_eq!(remaining, vec![2, 1, 0]);
-    let refused = store.rate_limit("b1", limit, now).await.expect("decide");
-    assert!(!refused.allowed);
+    let refused = store.rate_limit("b1", limit, now, 1).await.expect("decide");
+    assert!(!refused.allowed());
     assert_eq!(refused.retry_after_ms, 1000);
     assert!(
         store
-            .rate_limit("b2", limit, now)
+            .rate_limit("b2", limit, now, 1)
             .await
             .expect("decide")
-            .allowed,
+            .allowed(),
         "buckets are apart"
     );
     // A refusal is not counted: one interval later exactly one more passes.
     let later = now + 1000;
-    assert!(
-        store
-            .rate_limit("b1", limit, later)
-            .await
-            .expect("decide")
-            .allowed
-    );
-    assert!(
-        !store
-            .rate_limit("b1", limit, later)
-            .await
-            .expect("decide")
-            .allowed
-    );
+    assert!(store
+        .rate_limit("b1", limit, later, 1)
+        .await
+        .expect("decide")
+        .allowed());
+    assert!(!store
+        .rate_limit("b1", limit, later, 1)
+        .await
+        .expect("decide")
+        .allowed());
     // Idle for the whole period: the full burst again.
     let idle = later + 3000;
-    let decision = store.rate_limit("b1", limit, idle).await.expect("decide");
-    assert!(decision.allowed);
+    let decision = store
+        .rate_limit("b1", limit, idle, 1)
+        .await
+        .expect("decide");
+    assert!(decision.allowed());
     assert_eq!(decision.remaining, 2);
+
+    // A lease takes several tokens at once, never more than the bucket holds.
+    let lease = store.rate_limit("b3", limit, now, 2).await.expect("decide");
+    assert_eq!((lease.granted, lease.remaining), (2, 1));
+    let rest = store.rate_limit("b3", limit, now, 2).await.expect("decide");
+    assert_eq!((rest.granted, rest.remaining), (1, 0));
+    assert!(!store
+        .rate_limit("b3", limit, now, 2)
+        .await
+        .expect("decide")
+        .allowed());
 }
 
 macro_rules! contract {

@@ -763,3 +763,68 @@ fn tls_check_config_reports_mismatched_expired_and_unreadable_files_at_once() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The head deadline on kept-alive connections holds over TLS too: after one answered
+/// request, a second head sent a byte at a time is cut off (a blocking rustls client, so
+/// nothing tidies the bytes on the wire).
+#[tokio::test]
+async fn tls_a_slow_second_head_on_a_kept_alive_connection_is_cut_off() {
+    use std::io::{Read, Write};
+
+    let dir = scratch();
+    let ca = new_ca("gatehouse test CA");
+    let leaf = server_leaf(&ca, "gatehouse");
+    let app = spawn_tls_app(&dir, &leaf, "header_timeout_ms = 1000").await;
+    let port = app.port;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("trust the test CA");
+
+    let (took, answer) = tokio::task::spawn_blocking(move || {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n")
+            .expect("first request");
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while started.elapsed() < Duration::from_secs(15) {
+            if tls.write_all(b"X").is_err() {
+                break;
+            }
+            match tls.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
+    .await
+    .expect("client thread");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "closed after {took:?}"
+    );
+}
