@@ -8,12 +8,14 @@
 //! and then one request every `per / requests`; unlike a fixed window it has no edge at
 //! which twice the limit passes, and unlike a sliding log it stores no list.
 //!
-//! A busy bucket does not cost a store round trip per request: a decision may take several
+//! A bucket does not cost a store round trip per request: a decision may take several
 //! tokens at once (a lease: a 50th of the quota, at most 64), which this instance then hands
-//! out locally for up to a second. Leased tokens are counted in the shared bucket when they
-//! are taken, so all instances together never admit more than the limit; a lease an instance
-//! does not use up is lost to the client, a small under-admission. Quotas under 100 lease
-//! one token at a time: every decision goes to the store.
+//! out locally for a sixth of the window (at most 10 s). Leased tokens are counted in the
+//! shared bucket when they are taken, so the store's count never exceeds the limit; an
+//! instance may hand out a counted token up to that hold later, so over one window an
+//! instance can admit at most one lease more than the limit allows (2 %). A lease an
+//! instance does not use up is lost to the client. Quotas under 100 lease one token at a
+//! time: every decision goes to the store.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -43,13 +45,16 @@ impl RateLimit {
     pub fn lease_size(self) -> u32 {
         (self.requests / 50).clamp(1, MAX_LEASE)
     }
+
+    /// How long an instance may hand out tokens it leased: they were counted when taken, so
+    /// the hold bounds how far admissions drift from the count.
+    pub fn lease_hold_ms(self) -> i64 {
+        (self.per.as_millis() as i64 / 6).clamp(1, MAX_LEASE_HOLD_MS)
+    }
 }
 
 const MAX_LEASE: u32 = 64;
-
-/// How long an instance may hand out tokens it leased: they were counted when taken, so a
-/// short hold keeps admissions close to when they were counted.
-const LEASE_HOLD_MS: i64 = 1000;
+const MAX_LEASE_HOLD_MS: i64 = 10_000;
 
 /// One decision and what the response headers report about the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,11 +195,17 @@ struct Lease {
 /// Leases beyond this many make the next new lease sweep out the expired ones.
 const LEASES_BEFORE_SWEEP: usize = 4096;
 
+struct Leases {
+    map: HashMap<String, Lease>,
+    /// The size at which the next new lease sweeps the map.
+    sweep_above: usize,
+}
+
 /// The decision maker shared by every worker.
 pub struct RateLimiter {
     store: Arc<dyn SessionStore>,
     clock: SharedClock,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
     /// Set while the store fails, so an outage is logged once, not once per request.
     store_failing: AtomicBool,
 }
@@ -204,7 +215,10 @@ impl RateLimiter {
         Self {
             store,
             clock,
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases {
+                map: HashMap::new(),
+                sweep_above: LEASES_BEFORE_SWEEP,
+            }),
             store_failing: AtomicBool::new(false),
         }
     }
@@ -232,7 +246,7 @@ impl RateLimiter {
                     return Verdict::Limited(decision);
                 }
                 if decision.granted > 1 {
-                    self.keep_lease(bucket, &decision, now);
+                    self.keep_lease(bucket, &decision, now, limit.lease_hold_ms());
                 }
                 Verdict::Passed(RateDecision {
                     remaining: decision.remaining + decision.granted - 1,
@@ -248,16 +262,16 @@ impl RateLimiter {
         }
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One token of a live lease, if this instance holds one for the bucket.
     fn take_leased(&self, bucket: &str, now: UnixMillis) -> Option<RateDecision> {
         let mut leases = self.leases();
-        let lease = leases.get_mut(bucket)?;
+        let lease = leases.map.get_mut(bucket)?;
         if lease.left == 0 || lease.expires_at <= now {
-            leases.remove(bucket);
+            leases.map.remove(bucket);
             return None;
         }
         lease.left -= 1;
@@ -270,17 +284,21 @@ impl RateLimiter {
     }
 
     /// Keeps the tokens of a decision beyond the one this request uses.
-    fn keep_lease(&self, bucket: String, decision: &RateDecision, now: UnixMillis) {
+    fn keep_lease(&self, bucket: String, decision: &RateDecision, now: UnixMillis, hold_ms: i64) {
         let mut leases = self.leases();
-        if leases.len() >= LEASES_BEFORE_SWEEP {
-            leases.retain(|_, lease| lease.expires_at > now && lease.left > 0);
+        if leases.map.len() >= leases.sweep_above {
+            leases
+                .map
+                .retain(|_, lease| lease.expires_at > now && lease.left > 0);
+            // Amortised: the next sweep waits until the map has doubled again.
+            leases.sweep_above = (leases.map.len() * 2).max(LEASES_BEFORE_SWEEP);
         }
-        leases.insert(
+        leases.map.insert(
             bucket,
             Lease {
                 left: decision.granted - 1,
                 remaining_beyond: decision.remaining,
-                expires_at: now + LEASE_HOLD_MS,
+                expires_at: now + hold_ms,
                 reset_at: now + decision.reset_ms,
             },
         );
@@ -340,6 +358,7 @@ fn ceil_secs(ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
 
     const THREE_PER_SECOND: RateLimit = RateLimit {
         requests: 3,
@@ -396,6 +415,61 @@ mod tests {
         let (refused, _) = gcra(tat, limit, 0, 12);
         assert_eq!(refused.granted, 0);
         assert_eq!(refused.retry_after_ms, 100);
+    }
+
+    #[tokio::test]
+    async fn a_lease_serves_calls_without_the_store_and_is_counted_there() {
+        let store = Arc::new(crate::session::memory::MemoryStore::new());
+        let clock = Arc::new(crate::clock::OffsetClock::new());
+        let limiter = RateLimiter::new(store.clone(), clock.clone());
+        let limit = RateLimit {
+            requests: 600,
+            per: Duration::from_secs(60),
+        };
+        let subject = Subject::Session("k");
+        let mut remaining = Vec::new();
+        for _ in 0..12 {
+            match limiter.check(LimitName::Api, subject, limit).await {
+                Verdict::Passed(decision) => remaining.push(decision.remaining),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(remaining, (588..600).rev().collect::<Vec<u32>>());
+        // The store counted all twelve at the first call.
+        let bucket = bucket(LimitName::Api, subject);
+        let now = clock.now_millis();
+        let direct = store
+            .rate_limit(&bucket, limit, now, 1)
+            .await
+            .expect("decide");
+        assert_eq!(direct.remaining, 587);
+        // The lease is used up: the next call takes a new one from the store.
+        let Verdict::Passed(next) = limiter.check(LimitName::Api, subject, limit).await else {
+            panic!("refused")
+        };
+        assert_eq!(next.remaining, 586);
+        let direct = store
+            .rate_limit(&bucket, limit, now, 1)
+            .await
+            .expect("decide");
+        assert_eq!(direct.remaining, 586 - 12);
+        // The rest of that lease expires with its hold (a sixth of the window): the next
+        // call goes to the store again.
+        clock.advance(Duration::from_secs(11));
+        let probe = |now| {
+            let store = store.clone();
+            let bucket = bucket.clone();
+            async move {
+                store
+                    .rate_limit(&bucket, limit, now, 1)
+                    .await
+                    .expect("decide")
+            }
+        };
+        let before = probe(clock.now_millis()).await.remaining;
+        let _ = limiter.check(LimitName::Api, subject, limit).await;
+        let after = probe(clock.now_millis()).await.remaining;
+        assert_eq!(after, before - 12 - 1, "a new lease of 12 was taken");
     }
 
     #[test]
