@@ -11,6 +11,23 @@ if body_file and body_file ~= "" then
   wrk.headers["Content-Type"] = "application/octet-stream"
 end
 
+-- BENCH_COOKIES_FILE: one session cookie value a line; each request takes the next one
+-- (as many users at once would), under the cookie name BENCH_COOKIE_NAME.
+local cookies_file = os.getenv("BENCH_COOKIES_FILE")
+if cookies_file and cookies_file ~= "" then
+  local cookie_name = os.getenv("BENCH_COOKIE_NAME")
+  local cookies = {}
+  for line in io.lines(cookies_file) do
+    if line ~= "" then cookies[#cookies + 1] = line end
+  end
+  local next_cookie = math.random(#cookies)
+  function request()
+    next_cookie = next_cookie % #cookies + 1
+    wrk.headers["Cookie"] = cookie_name .. "=" .. cookies[next_cookie]
+    return wrk.format()
+  end
+end
+
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms and delay_ms > 0 then
   function delay()

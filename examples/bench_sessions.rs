@@ -46,6 +46,10 @@ struct Args {
     idle_timeout_secs: u64,
     #[arg(long, default_value_t = 60)]
     touch_interval_secs: u64,
+    /// Write each new session's cookie value here, one a line (for load spread over many
+    /// sessions). The file holds live session secrets: keep it in a scratch directory.
+    #[arg(long)]
+    cookies_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -94,12 +98,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             data.sub = format!("{label}-user-{i}");
             data.provider_sid = Some(format!("{label}-sid-{i}"));
             data.created_at = now;
-            manager.create(&data, now).await.map(|_handle| ())
+            manager.create(&data, now).await
         })
         .buffer_unordered(args.concurrency.max(1));
+    let mut cookies = String::new();
     while let Some(result) = inserts.next().await {
-        result?;
+        let handle = result?;
+        if args.cookies_file.is_some() {
+            cookies.push_str(handle.cookie_value().expose_secret());
+            cookies.push('\n');
+        }
         created += 1;
+    }
+    if let Some(path) = &args.cookies_file {
+        std::fs::write(path, cookies)?;
     }
     let secs = started.elapsed().as_secs_f64();
 
