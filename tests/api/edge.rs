@@ -463,14 +463,7 @@ async fn api_calls_are_limited_per_session_with_route_overrides_and_survive_a_re
     })
     .await;
     let cookie = alice.session_cookie().expect("cookie");
-    let resp = restarted
-        .http
-        .get(format!("{}/api/echo/x", restarted.base))
-        .header("x-csrf", "1")
-        .header("cookie", format!("{}={cookie}", restarted.cookie_name()))
-        .send()
-        .await
-        .expect("call");
+    let resp = restarted.get_with_session("/api/echo/x", &cookie).await;
     assert_eq!(resp.status(), 429);
 }
 
@@ -547,18 +540,11 @@ async fn leased_tokens_never_let_instances_together_exceed_the_limit() {
     let mut browser = first.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
-    let call = |app: &TestApp| {
-        app.http
-            .get(format!("{}/api/echo/x", app.base))
-            .header("x-csrf", "1")
-            .header("cookie", format!("{}={cookie}", app.cookie_name()))
-            .send()
-    };
     let mut admitted = 0;
     let mut remaining_seen = Vec::new();
     for i in 0..110 {
         let app = if i % 3 == 0 { &second } else { &first };
-        let response = call(app).await.expect("call");
+        let response = app.get_with_session("/api/echo/x", &cookie).await;
         if response.status() == 200 {
             admitted += 1;
             let state = response.headers()["ratelimit"]
@@ -574,8 +560,12 @@ async fn leased_tokens_never_let_instances_together_exceed_the_limit() {
         (98..=100).contains(&admitted),
         "{admitted} admitted of a limit of 100"
     );
-    assert_eq!(call(&first).await.expect("call").status(), 429);
-    assert_eq!(call(&second).await.expect("call").status(), 429);
+    for app in [&first, &second] {
+        assert_eq!(
+            app.get_with_session("/api/echo/x", &cookie).await.status(),
+            429
+        );
+    }
     assert!(
         remaining_seen
             .first()

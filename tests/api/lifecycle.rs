@@ -51,14 +51,7 @@ async fn api_call(
     app: &TestApp,
     cookie: &str,
 ) -> (u16, Option<String>, reqwest::header::HeaderMap) {
-    let response = app
-        .http
-        .get(format!("{}/api/data", app.base))
-        .header("x-csrf", "1")
-        .header("cookie", format!("{}={cookie}", app.cookie_name()))
-        .send()
-        .await
-        .expect("call");
+    let response = app.get_with_session("/api/data", cookie).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bearer = if status == 200 {

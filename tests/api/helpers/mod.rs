@@ -410,6 +410,18 @@ impl TestApp {
             .expect("redis connection")
     }
 
+    /// A GET as the SPA makes it (anti-forgery header), with a session cookie value taken
+    /// from any browser: for calling one session through several instances.
+    pub async fn get_with_session(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("x-csrf", "1")
+            .header("cookie", format!("{}={cookie}", self.cookie_name()))
+            .send()
+            .await
+            .expect("gatehouse answers")
+    }
+
     /// The dump without rate-limit buckets (`<prefix>:r:{…}`, a number each): what is left
     /// of sessions, indices, locks and login states.
     pub async fn session_data_dump(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
