@@ -417,7 +417,7 @@ async fn back_channel_logout_from_the_provider_ends_the_session_everywhere() {
     );
 }
 
-async fn sign(issuer: &str, header: Value, payload: Value) -> String {
+pub(crate) async fn sign(issuer: &str, header: Value, payload: Value) -> String {
     let answer: Value = reqwest::Client::new()
         .post(format!("{issuer}/__test/sign"))
         .json(&json!({"header": header, "payload": payload}))
@@ -439,7 +439,7 @@ async fn provider_sid(app: &TestApp, cookie: &str) -> String {
         .expect("provider sid")
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
@@ -454,7 +454,7 @@ fn logout_claims(app: &TestApp, sid: &str, jti: &str, iat: u64) -> Value {
     })
 }
 
-async fn post_logout_token(app: &TestApp, token: &str) -> crate::helpers::Resp {
+pub(crate) async fn post_logout_token(app: &TestApp, token: &str) -> crate::helpers::Resp {
     let response = app
         .http
         .post(format!("{}/auth/backchannel-logout", app.base))

@@ -9,6 +9,7 @@ mod helpers;
 mod lifecycle;
 mod login;
 mod logout;
+mod providers;
 mod proxy;
 mod resilience;
 mod store_contract;

@@ -113,6 +113,18 @@ pub fn check_config_in(dir: &std::path::Path) -> std::process::Output {
         .expect("run gatehouse check-config")
 }
 
+/// What a provider counted for one client: grants by type, refresh errors, revocations.
+pub async fn grants_at(issuer: &str, client_id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{issuer}/__test/grants?client_id={client_id}"))
+        .send()
+        .await
+        .expect("grants")
+        .json()
+        .await
+        .expect("grants JSON")
+}
+
 pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("{prefix}{n:016x}")
@@ -137,6 +149,8 @@ pub struct AppOptions<'a> {
     pub session_toml: String,
     /// Extra keys for the `[server]` table.
     pub server_toml: String,
+    /// Extra environment variables (secrets of extra providers, top-level keys).
+    pub env: Vec<(String, String)>,
     /// Extra keys for the `[redis]` table.
     pub redis_toml: String,
     /// Another Redis than the shared one (a test that takes Redis down).
@@ -165,6 +179,7 @@ impl Default for AppOptions<'_> {
             extra_toml: String::new(),
             session_toml: String::new(),
             server_toml: String::new(),
+            env: Vec::new(),
             redis_toml: String::new(),
             redis_url: None,
             share: None,
@@ -316,10 +331,11 @@ http_timeout_secs = 5
         extra = options.extra_toml,
     );
     let config_toml = toml.clone();
-    let env = vec![(
+    let mut env = vec![(
         "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".to_owned(),
         client.client_secret.clone(),
     )];
+    env.extend(options.env.iter().cloned());
     let settings =
         config::load(Some(&toml), env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let clock = OffsetClock::new();
@@ -492,17 +508,7 @@ impl TestApp {
     }
 
     pub async fn provider_grants(&self) -> Value {
-        reqwest::Client::new()
-            .get(format!(
-                "{}/__test/grants?client_id={}",
-                self.issuer, self.client_id
-            ))
-            .send()
-            .await
-            .expect("grants")
-            .json()
-            .await
-            .expect("grants JSON")
+        grants_at(&self.issuer, &self.client_id).await
     }
 }
 
@@ -713,13 +719,12 @@ impl<'a> Browser<'a> {
     /// Walks the provider's login and consent pages as `user` and returns the URL the
     /// provider finally redirects the browser to (gatehouse's callback).
     pub async fn authenticate_at_provider(&mut self, authorize_url: &str, user: &str) -> String {
-        let issuer = self.app.issuer.clone();
-        let absolute = |location: &str| {
-            if location.starts_with('/') {
-                format!("{issuer}{location}")
-            } else {
-                location.to_owned()
-            }
+        // Relative to the page that answered: with several providers, not always the app's.
+        let absolute = |base: &str, location: &str| {
+            url::Url::parse(base)
+                .and_then(|base| base.join(location))
+                .map(String::from)
+                .unwrap_or_else(|_| location.to_owned())
         };
         let mut url = authorize_url.to_owned();
         for _ in 0..20 {
@@ -733,7 +738,10 @@ impl<'a> Browser<'a> {
                 .await
                 .expect("provider answers");
             if response.status().is_redirection() {
-                url = absolute(response.headers()["location"].to_str().expect("location"));
+                url = absolute(
+                    &url,
+                    response.headers()["location"].to_str().expect("location"),
+                );
                 continue;
             }
             assert_eq!(response.status(), 200, "provider page {url}");
@@ -761,7 +769,10 @@ impl<'a> Browser<'a> {
                 "form post at {url} answered {}",
                 response.status()
             );
-            url = absolute(response.headers()["location"].to_str().expect("location"));
+            url = absolute(
+                &url,
+                response.headers()["location"].to_str().expect("location"),
+            );
         }
         panic!("provider flow did not end at gatehouse");
     }

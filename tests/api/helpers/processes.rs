@@ -188,6 +188,9 @@ pub struct ProviderOptions {
     pub port: Option<u16>,
     /// JSON array of static clients.
     pub static_clients: Option<String>,
+    /// Where it listens (and so its issuer's host); another loopback address than the
+    /// default 127.0.0.2 for a second provider.
+    pub host: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -198,6 +201,7 @@ impl Default for ProviderOptions {
             id_token_ttl_secs: 86400,
             port: None,
             static_clients: None,
+            host: "127.0.0.2",
         }
     }
 }
@@ -218,7 +222,7 @@ impl ProviderProcess {
         command
             .arg(dir.join("provider.mjs"))
             .current_dir(&dir)
-            .env("PROVIDER_HOST", "127.0.0.2")
+            .env("PROVIDER_HOST", options.host)
             .env("PROVIDER_PORT", options.port.unwrap_or(0).to_string())
             .env(
                 "PROVIDER_CLIENTS",

@@ -22,10 +22,12 @@
 // Test-control endpoints (handled before oidc-provider sees the request):
 //   GET  /__test/grants?client_id=X
 //        -> {"authorization_code":N,"refresh_token":N,"client_credentials":N,
-//            "refresh_token_errors":N}
+//            "refresh_token_errors":N,"revoked":N}
 //        Counts of successful token-endpoint grants for client X by grant_type
 //        (provider `grant.success` event) plus failed refresh_token grants
-//        (`grant.error` event). Other grant types appear as extra keys if used.
+//        (`grant.error` event; failures of other grant types count as
+//        "<grant_type>_errors"). Other grant types appear as extra keys if used;
+//        "revoked" counts the tokens the client revoked (RFC 7009).
 //   POST /__test/token-delay?ms=N
 //        Every later request to the token endpoint waits N ms before the
 //        provider handles it. ms=0 resets. -> {"token_delay_ms":N}
@@ -61,7 +63,7 @@ import * as http from 'node:http';
 console.log = console.error;
 console.info = console.error;
 
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, errors } = await import('oidc-provider');
 const { default: MemoryAdapter } = await import('./memory_adapter.mjs');
 
 function intEnv(name, fallback) {
@@ -162,7 +164,7 @@ const grantsByClientAccount = new Map(); // `${clientId}\n${accountId}` -> Set<g
 function countsFor(clientId) {
   let c = grantCounts.get(clientId);
   if (!c) {
-    c = { authorization_code: 0, refresh_token: 0, client_credentials: 0, refresh_token_errors: 0 };
+    c = { authorization_code: 0, refresh_token: 0, client_credentials: 0, refresh_token_errors: 0, revoked: 0 };
     grantCounts.set(clientId, c);
   }
   return c;
@@ -400,7 +402,17 @@ const configuration = {
         client.clientAuthMethod === 'none' && token.clientId !== ctx.oidc.client.clientId
       ),
     },
-    revocation: { enabled: true },
+    revocation: {
+      enabled: true,
+      // The default policy, plus a count of the tokens each client revoked (/__test/grants).
+      async allowedPolicy(ctx, client, token) {
+        if (token.clientId !== client.clientId) {
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        }
+        countsFor(client.clientId).revoked += 1;
+        return true;
+      },
+    },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
     registration: { enabled: true, initialAccessToken: false },
@@ -465,7 +477,10 @@ provider.on('grant.error', (ctx, err) => {
     grantType = ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type;
   } catch { /* ctx.oidc not assembled */ }
   log(`token error client_id=${clientId} grant_type=${grantType}: ${err?.error ?? err?.message} (${err?.error_detail ?? err?.error_description ?? ''})`);
-  if (clientId && grantType === 'refresh_token') countsFor(clientId).refresh_token_errors += 1;
+  if (clientId && grantType) {
+    const c = countsFor(clientId);
+    c[`${grantType}_errors`] = (c[`${grantType}_errors`] ?? 0) + 1;
+  }
 });
 
 for (const event of ['access_token.saved', 'refresh_token.saved', 'authorization_code.saved']) {
