@@ -269,7 +269,7 @@ impl From<FlowError> for ApiError {
             }
             FlowError::LoginState(LoginStateError::Store(e)) => e.into(),
             FlowError::LoginState(e) => ApiError::new(Problem::LoginStateInvalid).cause(e),
-            FlowError::ProviderDenied { code } => {
+            FlowError::ProviderDenied { code, .. } => {
                 let detail = match code.as_str() {
                     "access_denied" => "Login was cancelled or denied at the identity provider.",
                     "login_required"

@@ -8,6 +8,9 @@
 //     Every call sends the anti-forgery header X-CSRF: 1 and the cookie (same-origin).
 //  4. A 401 from an API call means the session is gone: offer to log in again.
 //  5. Log out by navigating to session.logout_url from /auth/user.
+//  6. A login the provider refused or the user cancelled comes back to returnTo with
+//     ?login_error=<code> (access_denied, login_required, …): say so, and drop it from the
+//     address bar.
 // The page never sees a token: there is nothing to store, refresh or hide.
 'use strict';
 
@@ -25,6 +28,23 @@ function loginUrl() {
   const here = location.pathname + location.search;
   return '/auth/login?returnTo=' + encodeURIComponent(here);
 }
+
+// The provider's error code for a login that did not happen, taken out of the address.
+function takeLoginError() {
+  const url = new URL(location.href);
+  const code = url.searchParams.get('login_error');
+  if (code === null) return null;
+  url.searchParams.delete('login_error');
+  history.replaceState(null, '', url.pathname + url.search + url.hash);
+  return code;
+}
+
+const LOGIN_ERRORS = {
+  access_denied: 'The login was cancelled or denied at the identity provider.',
+  login_required: 'You are not signed in at the identity provider.',
+  interaction_required: 'The identity provider needs you to sign in interactively.',
+  consent_required: 'The identity provider needs your consent first.',
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -103,4 +123,11 @@ async function callApi() {
 $('call-api').addEventListener('click', () => {
   callApi().catch((e) => showError('The API call failed: ' + e.message));
 });
+const loginError = takeLoginError();
+if (loginError !== null) {
+  showError(
+    (LOGIN_ERRORS[loginError] || 'The identity provider reported an error.') +
+      ` (${loginError})`,
+  );
+}
 loadUser().catch((e) => showError('Could not reach gatehouse: ' + e.message));

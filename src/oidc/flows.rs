@@ -28,9 +28,10 @@ pub enum FlowError {
     MissingCode,
     #[error(transparent)]
     LoginState(#[from] LoginStateError),
-    /// The provider redirected back with `error=…`.
+    /// The provider redirected back with `error=…` (after the state checked out): the
+    /// browser goes back to the app's `return_to`, which is told the code.
     #[error("the identity provider returned `{code}`")]
-    ProviderDenied { code: String },
+    ProviderDenied { code: String, return_to: String },
     #[error(transparent)]
     Oidc(#[from] OidcError),
     #[error(transparent)]
@@ -131,6 +132,7 @@ impl AuthFlows {
         if let Some(error) = params.error {
             return Err(FlowError::ProviderDenied {
                 code: sanitize_error_code(error),
+                return_to: login.return_to,
             });
         }
         let code = params

@@ -40,6 +40,34 @@ pub fn validate_return_to(raw: &str) -> Result<String, InvalidReturnTo> {
     Ok(raw.to_owned())
 }
 
+/// `return_to` (already validated) with `login_error=<code>` added to its query, before any
+/// fragment: where the browser goes when the provider reported an error, so the app can
+/// say what happened.
+pub fn with_login_error(return_to: &str, code: &str) -> String {
+    let (before_fragment, fragment) = match return_to.split_once('#') {
+        Some((head, fragment)) => (head, Some(fragment)),
+        None => (return_to, None),
+    };
+    let param: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("login_error", code)
+        .finish();
+    let separator = match before_fragment.split_once('?') {
+        None => '?',
+        Some((_, "")) => '\0',
+        Some(_) => '&',
+    };
+    let mut target = before_fragment.to_owned();
+    if separator != '\0' {
+        target.push(separator);
+    }
+    target.push_str(&param);
+    if let Some(fragment) = fragment {
+        target.push('#');
+        target.push_str(fragment);
+    }
+    target
+}
+
 fn is_plain_local_path(text: &str) -> bool {
     let bytes = text.as_bytes();
     if bytes.first() != Some(&b'/') {
@@ -56,6 +84,25 @@ fn is_plain_local_path(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_login_error_joins_the_query_before_the_fragment() {
+        for (return_to, expected) in [
+            ("/", "/?login_error=login_required"),
+            ("/app/x", "/app/x?login_error=login_required"),
+            ("/app?tab=2", "/app?tab=2&login_error=login_required"),
+            ("/app?", "/app?login_error=login_required"),
+            ("/app#top", "/app?login_error=login_required#top"),
+            ("/app?a=1#top", "/app?a=1&login_error=login_required#top"),
+        ] {
+            assert_eq!(with_login_error(return_to, "login_required"), expected);
+        }
+        assert_eq!(
+            with_login_error("/", "a b&c"),
+            "/?login_error=a+b%26c",
+            "encoded, whatever the code"
+        );
+    }
 
     pub const HOSTILE: &[&str] = &[
         "//evil.example",

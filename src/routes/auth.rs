@@ -7,7 +7,8 @@ use serde_json::json;
 use super::{cookies, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::oidc::flows::CallbackParams;
+use crate::oidc::flows::{CallbackParams, FlowError};
+use crate::oidc::return_to::with_login_error;
 use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, SecurityEvent};
 
@@ -82,6 +83,14 @@ pub async fn callback(
             );
             Ok(redirect(&done.return_to)
                 .cookie(cookies::session_cookie(&done.session_cookie, settings))
+                .cookie(cookies::expired_login_cookie(settings))
+                .finish())
+        }
+        // A cancelled or silent login that needs interaction goes back to the app, which
+        // reads `login_error`: the user lands in the app, not on a JSON page.
+        Err(FlowError::ProviderDenied { code, return_to }) => {
+            security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
+            Ok(redirect(&with_login_error(&return_to, &code))
                 .cookie(cookies::expired_login_cookie(settings))
                 .finish())
         }

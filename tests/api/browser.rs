@@ -210,6 +210,25 @@ async fn scenario(chrome: &Chrome, app: &TestApp) {
         .await;
     assert_eq!(login_href, "/auth/login?returnTo=%2F");
 
+    // Cancelled at the provider: back in the app, which says why and tidies the address.
+    chrome.click("#login").await;
+    chrome
+        .wait_for(
+            "the provider's login page",
+            "return document.querySelector('a[href$=\"/abort\"]') ? true : null;",
+        )
+        .await;
+    chrome.click("a[href$='/abort']").await;
+    let message = chrome.wait_for_visible("error").await;
+    assert!(message.contains("cancelled"), "{message}");
+    assert!(message.contains("access_denied"), "{message}");
+    assert_eq!(
+        chrome.url().await,
+        format!("{}/", app.base),
+        "login_error removed"
+    );
+    assert!(chrome.is_visible("anonymous").await);
+
     // Log in through the provider's own forms.
     chrome.click("#login").await;
     log_in_at_the_provider(chrome, app, "brenda").await;

@@ -107,10 +107,10 @@ async fn a_replayed_callback_finds_nothing() {
 }
 
 #[tokio::test]
-async fn access_denied_at_the_provider_is_a_clear_error_and_no_session() {
+async fn cancelling_at_the_provider_goes_back_to_the_app_with_the_error_and_no_session() {
     let app = spawn_app().await;
     let mut browser = app.browser();
-    let start = browser.start_login(None).await;
+    let start = browser.start_login(Some("/orders?tab=2#list")).await;
     let authorize = start.location().expect("location").to_owned();
 
     // Walk to the provider's login page and press its Cancel link.
@@ -167,13 +167,58 @@ async fn access_denied_at_the_provider_is_a_clear_error_and_no_session() {
     assert_eq!(query_param(&location, "error"), "access_denied");
 
     let response = browser.get(&location).await;
-    response.assert_problem(400, "provider-denied");
-    assert_eq!(response.json()["provider_error"], "access_denied");
-    assert!(response.json()["detail"]
-        .as_str()
-        .is_some_and(|d| d.contains("cancelled or denied")));
+    assert_eq!(response.status, 302, "{}", response.transcript());
+    assert_eq!(
+        response.location(),
+        Some("/orders?tab=2&login_error=access_denied#list"),
+        "back in the app, which is told why"
+    );
     assert!(browser.session_cookie().is_none());
     assert_eq!(app.session_key_count().await, 0);
+
+    // The state was used: the same answer again is a 400, not a second trip to the app.
+    browser
+        .get(&location)
+        .await
+        .assert_problem(400, "login-state-invalid");
+    // A provider error with a state nobody issued stays a 400 too.
+    browser
+        .get(&with_param(&location, "state", Some("forged")))
+        .await
+        .assert_problem(400, "login-state-invalid");
+}
+
+#[tokio::test]
+async fn a_silent_login_returns_to_the_app_with_login_required_or_signs_the_user_in() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+
+    // Nobody is logged in at the provider: it answers prompt=none with login_required.
+    let start = browser.get("/auth/login?prompt=none&returnTo=%2Fx").await;
+    assert_eq!(start.status, 302, "{}", start.transcript());
+    let authorize = start.location().expect("to the provider").to_owned();
+    assert_eq!(query_param(&authorize, "prompt"), "none");
+    let callback = browser.authenticate_at_provider(&authorize, "unused").await;
+    assert_eq!(query_param(&callback, "error"), "login_required");
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, 302, "{}", back.transcript());
+    assert_eq!(back.location(), Some("/x?login_error=login_required"));
+    assert!(browser.session_cookie().is_none());
+    assert_eq!(app.session_key_count().await, 0);
+
+    // Once the browser has a session at the provider, the same silent login signs in.
+    browser.login("alice").await;
+    browser.cookies.clear(); // gatehouse's cookies only; the provider's stay
+    let start = browser.get("/auth/login?prompt=none&returnTo=%2Fx").await;
+    let authorize = start.location().expect("to the provider").to_owned();
+    let callback = browser.authenticate_at_provider(&authorize, "unused").await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, 302, "{}", back.transcript());
+    assert_eq!(back.location(), Some("/x"));
+    assert!(
+        browser.session_cookie().is_some(),
+        "signed in without a page"
+    );
 }
 
 #[tokio::test]
