@@ -28,7 +28,12 @@ pub enum Command {
     /// Run the server (the default).
     Serve,
     /// Validate the configuration, print every problem, exit non-zero if there is one.
-    CheckConfig,
+    CheckConfig {
+        /// Also ask each provider (discovery and keys only; nothing is redeemed) whether it
+        /// supports what the configuration needs, and print what to register there.
+        #[arg(long)]
+        online: bool,
+    },
     /// Operator commands on the sessions in the configured Redis; they take effect on the
     /// next request at every instance.
     #[command(subcommand)]
@@ -65,7 +70,7 @@ fn load(cli: &Cli) -> Result<Settings, config::ConfigErrors> {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
-        Command::CheckConfig => match load(&cli) {
+        Command::CheckConfig { online } => match load(&cli) {
             Ok(settings) => {
                 println!(
                     "configuration is valid: {} provider(s), {} session store",
@@ -75,7 +80,11 @@ pub fn run(cli: Cli) -> ExitCode {
                         config::StoreSettings::Redis(_) => "redis",
                     }
                 );
-                ExitCode::SUCCESS
+                if *online {
+                    check_online(&settings)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(errors) => {
                 eprint!("{errors}");
@@ -100,6 +109,53 @@ pub fn run(cli: Cli) -> ExitCode {
             telemetry::init(&settings.log);
             serve(settings)
         }
+    }
+}
+
+/// Every provider's report on stdout, every problem on stderr; exit 2 when there is one.
+fn check_online(settings: &Settings) -> ExitCode {
+    let reports = actix_web::rt::System::new().block_on(async {
+        let mut reports = Vec::new();
+        for (name, provider_settings) in &settings.providers {
+            let check = match crate::oidc::Provider::new(provider_settings.clone()) {
+                Ok(provider) => {
+                    provider
+                        .check_online(&settings.server.public_url, &settings.routes)
+                        .await
+                }
+                Err(error) => crate::oidc::online_check::ProviderCheck {
+                    problems: vec![error.to_string()],
+                    ..Default::default()
+                },
+            };
+            reports.push((name.clone(), provider_settings.issuer.clone(), check));
+        }
+        reports
+    });
+    let mut failed = false;
+    for (name, issuer, check) in reports {
+        let verdict = if check.problems.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!("{} problem(s)", check.problems.len())
+        };
+        println!("\nprovider `{name}` ({issuer}): {verdict}");
+        for line in &check.supports {
+            println!("  {line}");
+        }
+        println!("  register at the provider:");
+        for (what, value) in &check.register {
+            println!("    {what:<26}{value}");
+        }
+        for problem in &check.problems {
+            eprintln!("provider `{name}`: {problem}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

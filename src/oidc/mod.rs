@@ -3,6 +3,7 @@
 
 pub mod backchannel;
 pub mod flows;
+pub mod online_check;
 pub mod provider;
 pub mod refresh;
 pub mod return_to;

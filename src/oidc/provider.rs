@@ -165,7 +165,7 @@ impl Provider {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
     ) -> Result<(T, serde_json::Value), OidcError> {

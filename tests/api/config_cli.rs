@@ -167,3 +167,83 @@ client_id = "spa"
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("idle_timeout_secs must not exceed"));
 }
+
+/// `check-config --online` against real providers: it reads their discovery documents and
+/// keys (and redeems nothing), checks what the configuration needs, and says what to
+/// register there.
+fn check_online(issuer: &str, extra: &str) -> std::process::Output {
+    let config = format!(
+        "[server]\npublic_url = \"https://app.example.com\"\n\
+         [providers.main]\nissuer = \"{issuer}\"\nclient_id = \"spa\"\n{extra}\n"
+    );
+    let dir = crate::helpers::config_dir(&config);
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check-config", "--online", "--config", "gatehouse.toml"])
+        .current_dir(&dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env(
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
+            "not-sent-anywhere",
+        )
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn check_config_online_reports_what_the_provider_supports_and_what_to_register() {
+    let issuer = &crate::helpers::shared_provider().issuer;
+    let output = check_online(issuer, "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        &format!("provider `main` ({issuer}): ok"),
+        "PKCE S256: yes",
+        "end-session (RP-initiated logout): yes",
+        "token revocation: yes",
+        "back-channel logout: yes",
+        "issuer in authorization responses (RFC 9207): yes",
+        "redirect URI              https://app.example.com/auth/callback",
+        "back-channel logout URI   https://app.example.com/auth/backchannel-logout",
+        "grant types               authorization_code, refresh_token",
+        "client authentication     client_secret_basic",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_config_online_fails_on_a_wrong_issuer_or_an_unsupported_client_authentication() {
+    let provider = crate::helpers::processes::ProviderProcess::start(
+        &crate::helpers::processes::ProviderOptions {
+            client_auth_methods: Some("client_secret_basic"),
+            ..Default::default()
+        },
+    );
+    // The issuer as the provider writes it, but with a trailing slash.
+    let output = check_online(&format!("{}/", provider.issuer), "");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must match exactly"), "{stderr}");
+
+    let output = check_online(
+        &provider.issuer,
+        "client_auth_method = \"client_secret_post\"",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("client_auth_method `client_secret_post` is not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("it supports client_secret_basic"),
+        "{stderr}"
+    );
+
+    // Nobody answers: a clear problem, not a hang.
+    let port = crate::helpers::processes::free_port();
+    let output = check_online(&format!("http://127.0.0.1:{port}"), "http_timeout_secs = 2");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("discovery failed"));
+}

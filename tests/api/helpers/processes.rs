@@ -191,6 +191,8 @@ pub struct ProviderOptions {
     /// Where it listens (and so its issuer's host); another loopback address than the
     /// default 127.0.0.2 for a second provider.
     pub host: &'static str,
+    /// Narrows the token endpoint's client authentication methods (comma-separated).
+    pub client_auth_methods: Option<&'static str>,
 }
 
 impl Default for ProviderOptions {
@@ -202,6 +204,7 @@ impl Default for ProviderOptions {
             port: None,
             static_clients: None,
             host: "127.0.0.2",
+            client_auth_methods: None,
         }
     }
 }
@@ -236,6 +239,10 @@ impl ProviderProcess {
             .env(
                 "REFRESH_TOKEN_TTL",
                 options.refresh_token_ttl_secs.to_string(),
+            )
+            .env(
+                "PROVIDER_CLIENT_AUTH_METHODS",
+                options.client_auth_methods.unwrap_or_default(),
             )
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")

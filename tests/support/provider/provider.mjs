@@ -10,6 +10,8 @@
 //   ID_TOKEN_TTL         seconds                        (default 3600)
 //   REFRESH_TOKEN_TTL    seconds                        (default 86400)
 //   PROVIDER_CLIENTS     optional JSON array of static client metadata objects
+//   PROVIDER_CLIENT_AUTH_METHODS  optional comma-separated token endpoint client
+//                        authentication methods (default: oidc-provider's)
 //   PROVIDER_QUIET=1     no request / event logging on stderr
 //   PROVIDER_WATCH_STDIN 1 = exit when stdin closes, 0 = never. Default: watch
 //                        only if stdin is a pipe or socket (so `node provider.mjs
@@ -384,6 +386,12 @@ const configuration = {
     roles: ['roles'],
   },
   conformIdTokenClaims: false,
+
+  // PROVIDER_CLIENT_AUTH_METHODS (comma-separated) narrows the token endpoint's client
+  // authentication methods, to play a provider that lacks one.
+  ...(process.env.PROVIDER_CLIENT_AUTH_METHODS
+    ? { clientAuthMethods: process.env.PROVIDER_CLIENT_AUTH_METHODS.split(',') }
+    : {}),
 
   // HS256 is enabled so a test can register a client whose ID tokens are HMAC-signed and
   // show that gatehouse refuses them (it accepts asymmetric algorithms only).

@@ -1,0 +1,216 @@
+//! `gatehouse check-config --online`: asks each configured provider what it supports,
+//! before the first user finds out. Only GETs: the discovery document and the keys. Nothing
+//! is redeemed, registered or changed at the provider.
+
+use openidconnect::core::CoreJwsSigningAlgorithm;
+use serde_json::Value;
+use url::Url;
+
+use super::provider::{is_asymmetric, Provider};
+use crate::config::{ClientAuthMethod, ProviderSettings, RouteSettings, TokenPolicy};
+
+/// What one provider said: problems make the check fail; facts are for the operator.
+#[derive(Debug, Default)]
+pub struct ProviderCheck {
+    pub problems: Vec<String>,
+    /// What it supports, one line each.
+    pub supports: Vec<String>,
+    /// What to register at the provider for this client, as (what, value).
+    pub register: Vec<(&'static str, String)>,
+}
+
+pub fn auth_method_name(method: ClientAuthMethod) -> &'static str {
+    match method {
+        ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+        ClientAuthMethod::ClientSecretPost => "client_secret_post",
+    }
+}
+
+fn strings(document: &Value, member: &str) -> Option<Vec<String>> {
+    document.get(member)?.as_array().map(|values| {
+        values
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    })
+}
+
+fn yes_no(supported: bool) -> &'static str {
+    if supported {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+impl Provider {
+    /// Fetches the discovery document and the keys and checks them against the settings.
+    pub async fn check_online(&self, public_url: &Url, routes: &[RouteSettings]) -> ProviderCheck {
+        let settings = &self.settings;
+        let mut check = ProviderCheck {
+            register: what_to_register(settings, public_url, routes),
+            ..ProviderCheck::default()
+        };
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            settings.issuer.trim_end_matches('/')
+        );
+        let document: Value = match self.get_json::<Value>(&url).await {
+            Ok((document, _)) => document,
+            Err(error) => {
+                check.problems.push(format!("discovery failed: {error}"));
+                return check;
+            }
+        };
+
+        match document.get("issuer").and_then(Value::as_str) {
+            Some(issuer) if issuer == settings.issuer => {}
+            Some(issuer) => check.problems.push(format!(
+                "the discovery document names issuer `{issuer}`, the configuration `{}`: they \
+                 must match exactly (a trailing slash counts)",
+                settings.issuer
+            )),
+            None => check
+                .problems
+                .push("the discovery document names no issuer".into()),
+        }
+
+        // OpenID Connect Discovery: absent means client_secret_basic only.
+        let auth_methods = strings(&document, "token_endpoint_auth_methods_supported")
+            .unwrap_or_else(|| vec!["client_secret_basic".into()]);
+        let configured = auth_method_name(settings.client_auth_method);
+        if !auth_methods.iter().any(|m| m == configured) {
+            check.problems.push(format!(
+                "client_auth_method `{configured}` is not supported by the provider (it \
+                 supports {})",
+                auth_methods.join(", ")
+            ));
+        }
+
+        match strings(&document, "code_challenge_methods_supported") {
+            Some(methods) if methods.iter().any(|m| m == "S256") => {
+                check.supports.push("PKCE S256: yes".into())
+            }
+            Some(methods) => check.problems.push(format!(
+                "the provider does not support PKCE S256 (it supports {})",
+                methods.join(", ")
+            )),
+            None => check
+                .supports
+                .push("PKCE S256: not advertised (gatehouse sends it anyway)".into()),
+        }
+
+        let response_types = strings(&document, "response_types_supported").unwrap_or_default();
+        if !response_types.iter().any(|t| t == "code") {
+            check
+                .problems
+                .push("the provider does not offer response_type `code`".into());
+        }
+
+        let algs = strings(&document, "id_token_signing_alg_values_supported").unwrap_or_default();
+        let asymmetric = algs.iter().any(|alg| {
+            serde_json::from_value::<CoreJwsSigningAlgorithm>(Value::String(alg.clone()))
+                .is_ok_and(|a| is_asymmetric(&a))
+        });
+        if !asymmetric {
+            check.problems.push(format!(
+                "the provider signs ID tokens with no asymmetric algorithm gatehouse accepts \
+                 (it advertises {})",
+                algs.join(", ")
+            ));
+        }
+
+        match document.get("jwks_uri").and_then(Value::as_str) {
+            None => check
+                .problems
+                .push("the discovery document has no jwks_uri".into()),
+            Some(jwks_uri) => match self.get_json::<Value>(jwks_uri).await {
+                Ok((jwks, _)) => {
+                    let keys = jwks["keys"].as_array().map_or(0, Vec::len);
+                    if keys == 0 {
+                        check
+                            .problems
+                            .push("the provider's key set holds no keys".into());
+                    }
+                }
+                Err(error) => check.problems.push(format!("the key set: {error}")),
+            },
+        }
+
+        if let Some(supported) = strings(&document, "scopes_supported") {
+            let missing: Vec<&str> = settings
+                .scopes
+                .iter()
+                .filter(|scope| !supported.contains(scope))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                check.supports.push(format!(
+                    "scopes not advertised (the provider may still grant them): {}",
+                    missing.join(", ")
+                ));
+            }
+        }
+
+        let has = |member: &str| document.get(member).and_then(Value::as_str).is_some();
+        let flag = |member: &str| document.get(member).and_then(Value::as_bool) == Some(true);
+        check.supports.extend([
+            format!(
+                "end-session (RP-initiated logout): {}",
+                yes_no(has("end_session_endpoint"))
+            ),
+            format!("token revocation: {}", yes_no(has("revocation_endpoint"))),
+            format!(
+                "back-channel logout: {}",
+                yes_no(flag("backchannel_logout_supported"))
+            ),
+            format!(
+                "issuer in authorization responses (RFC 9207): {}",
+                yes_no(flag("authorization_response_iss_parameter_supported"))
+            ),
+            format!(
+                "pushed authorization requests: {}{}",
+                yes_no(has("pushed_authorization_request_endpoint")),
+                if flag("require_pushed_authorization_requests") {
+                    " (required)"
+                } else {
+                    ""
+                }
+            ),
+        ]);
+        check
+    }
+}
+
+/// The client registration this configuration needs at the provider.
+fn what_to_register(
+    settings: &ProviderSettings,
+    public_url: &Url,
+    routes: &[RouteSettings],
+) -> Vec<(&'static str, String)> {
+    let backchannel = public_url
+        .join("auth/backchannel-logout")
+        .map(String::from)
+        .unwrap_or_default();
+    let mut grants = vec!["authorization_code", "refresh_token"];
+    let uses_client_credentials = routes.iter().any(|route| {
+        route.provider == settings.name
+            && matches!(route.token, TokenPolicy::Client | TokenPolicy::UserOrClient)
+    });
+    if uses_client_credentials {
+        grants.push("client_credentials");
+    }
+    vec![
+        ("redirect URI", settings.redirect_uri.to_string()),
+        (
+            "post-logout redirect URI",
+            settings.post_logout_redirect.to_string(),
+        ),
+        ("back-channel logout URI", backchannel),
+        ("grant types", grants.join(", ")),
+        (
+            "client authentication",
+            auth_method_name(settings.client_auth_method).to_owned(),
+        ),
+    ]
+}
