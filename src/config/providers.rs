@@ -18,6 +18,19 @@ pub(super) struct RawProvider {
     pub(super) http_timeout_secs: Option<u64>,
     pub(super) clock_skew_secs: Option<u64>,
     pub(super) end_session_id_token_hint: Option<bool>,
+    pub(super) pushed_authorization: Option<String>,
+}
+
+/// Pushed authorization requests (RFC 9126): the authorization parameters go to the
+/// provider over the back channel, and the browser carries only a reference to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushedAuthorization {
+    /// When the provider advertises a pushed authorization request endpoint.
+    Auto,
+    /// Always; a provider without the endpoint is not ready (and fails `check-config
+    /// --online`).
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +55,7 @@ pub struct ProviderSettings {
     pub http_timeout: Duration,
     pub clock_skew: Duration,
     pub end_session_id_token_hint: bool,
+    pub pushed_authorization: PushedAuthorization,
 }
 
 pub(super) fn validate_provider(
@@ -124,6 +138,18 @@ pub(super) fn validate_provider(
             ClientAuthMethod::ClientSecretBasic
         }
     };
+    let pushed_authorization = match raw.pushed_authorization.as_deref().unwrap_or("auto") {
+        "auto" => PushedAuthorization::Auto,
+        "always" => PushedAuthorization::Always,
+        "never" => PushedAuthorization::Never,
+        other => {
+            problems.push(format!(
+                "{}: `{other}` is not one of auto, always, never",
+                at("pushed_authorization")
+            ));
+            PushedAuthorization::Auto
+        }
+    };
     let scopes = raw
         .scopes
         .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -190,5 +216,6 @@ pub(super) fn validate_provider(
         http_timeout: Duration::from_secs(raw.http_timeout_secs.unwrap_or(10)),
         clock_skew: Duration::from_secs(raw.clock_skew_secs.unwrap_or(60)),
         end_session_id_token_hint: raw.end_session_id_token_hint.unwrap_or(true),
+        pushed_authorization,
     })
 }

@@ -89,7 +89,8 @@ impl AuthFlows {
             .providers
             .get(provider)
             .ok_or(FlowError::UnknownProvider)?;
-        let request = provider.begin_login(return_to, prompt.map(str::to_owned), now)?;
+        let mut request = provider.begin_login(return_to, prompt.map(str::to_owned), now)?;
+        request.url = provider.push_authorization(request.url).await?;
         let binding = LoginBinding::generate();
         self.sessions
             .put_login_state(

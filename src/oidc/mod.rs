@@ -4,6 +4,7 @@
 pub mod backchannel;
 pub mod flows;
 pub mod online_check;
+mod par;
 pub mod provider;
 pub mod refresh;
 pub mod return_to;

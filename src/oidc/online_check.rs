@@ -7,7 +7,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::provider::{is_asymmetric, Provider};
-use crate::config::{ClientAuthMethod, ProviderSettings, RouteSettings, TokenPolicy};
+use crate::config::{
+    ClientAuthMethod, ProviderSettings, PushedAuthorization, RouteSettings, TokenPolicy,
+};
 
 /// What one provider said: problems make the check fail; facts are for the operator.
 #[derive(Debug, Default)]
@@ -154,6 +156,22 @@ impl Provider {
 
         let has = |member: &str| document.get(member).and_then(Value::as_str).is_some();
         let flag = |member: &str| document.get(member).and_then(Value::as_bool) == Some(true);
+        let offers_par = has("pushed_authorization_request_endpoint");
+        let requires_par = flag("require_pushed_authorization_requests");
+        match settings.pushed_authorization {
+            PushedAuthorization::Never if requires_par => check.problems.push(
+                "the provider requires pushed authorization requests \
+                 (require_pushed_authorization_requests), but pushed_authorization = \"never\": \
+                 every login would fail there; use \"auto\" or \"always\""
+                    .into(),
+            ),
+            PushedAuthorization::Always if !offers_par => check.problems.push(
+                "pushed_authorization = \"always\", but the provider advertises no pushed \
+                 authorization request endpoint"
+                    .into(),
+            ),
+            _ => {}
+        }
         check.supports.extend([
             format!(
                 "end-session (RP-initiated logout): {}",

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::OidcError;
-use crate::config::{ClientAuthMethod, ProviderSettings};
+use crate::config::{ClientAuthMethod, ProviderSettings, PushedAuthorization};
 
 /// Token response members beyond the standard ones that gatehouse uses.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -78,6 +78,7 @@ pub struct ExtraMetadata {
     #[serde(default)]
     pub backchannel_logout_supported: bool,
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    pub pushed_authorization_request_endpoint: Option<Url>,
 }
 
 pub struct Discovered {
@@ -210,6 +211,15 @@ impl Provider {
                     "provider does not support PKCE S256".into(),
                 ));
             }
+        }
+        if self.settings.pushed_authorization == PushedAuthorization::Always
+            && extra.pushed_authorization_request_endpoint.is_none()
+        {
+            return Err(OidcError::Discovery(
+                "pushed_authorization = \"always\", but the provider advertises no pushed \
+                 authorization request endpoint"
+                    .into(),
+            ));
         }
         let jwks = self.fetch_jwks(&metadata).await?;
         self.install(self.build(metadata.set_jwks(jwks), extra)?);

@@ -171,7 +171,7 @@ client_id = "spa"
 /// `check-config --online` against real providers: it reads their discovery documents and
 /// keys (and redeems nothing), checks what the configuration needs, and says what to
 /// register there.
-fn check_online(issuer: &str, extra: &str) -> std::process::Output {
+pub(crate) fn check_online(issuer: &str, extra: &str) -> std::process::Output {
     let config = format!(
         "[server]\npublic_url = \"https://app.example.com\"\n\
          [providers.main]\nissuer = \"{issuer}\"\nclient_id = \"spa\"\n{extra}\n"

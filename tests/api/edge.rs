@@ -313,9 +313,12 @@ async fn two_instances_share_one_login_count() {
         ..AppOptions::default()
     })
     .await;
+    // Behind one public URL, as instances behind a load balancer are (the provider checks
+    // the redirect URI when the authorization request is pushed).
     let second = spawn_app_with(AppOptions {
         share: Some(&first),
         extra_toml: limits.into(),
+        public_url: Some(first.base.clone()),
         ..AppOptions::default()
     })
     .await;

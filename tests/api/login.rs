@@ -1,6 +1,8 @@
 use secrecy::ExposeSecret;
 
-use crate::helpers::{spawn_app, urlencode};
+use crate::config_cli::check_online;
+use crate::helpers::processes::{ProviderOptions, ProviderProcess};
+use crate::helpers::{spawn_app, spawn_app_with, urlencode, AppOptions};
 
 #[tokio::test]
 async fn alice_logs_in_and_the_spa_sees_her_claims() {
@@ -343,7 +345,15 @@ async fn redis_holds_neither_tokens_nor_the_session_secret() {
 
 #[tokio::test]
 async fn a_valid_return_to_survives_url_encoding_round_trip() {
-    let app = spawn_app().await;
+    // The parameters travel in the browser's URL only without pushed authorization.
+    let app = spawn_app_with(AppOptions {
+        env: vec![(
+            "GATEHOUSE_PROVIDERS__MAIN__PUSHED_AUTHORIZATION".into(),
+            "never".into(),
+        )],
+        ..AppOptions::default()
+    })
+    .await;
     let mut browser = app.browser();
     let response = browser
         .get(&format!("/auth/login?returnTo={}", urlencode("/a/b?c=d")))
@@ -407,4 +417,96 @@ async fn hmac_signed_id_tokens_are_refused_even_when_the_provider_advertises_the
         crate::helpers::captured_logs().contains("Disallowed signature algorithm"),
         "refused for its algorithm"
     );
+}
+
+fn pushed_authorization(setting: &str) -> Vec<(String, String)> {
+    vec![(
+        "GATEHOUSE_PROVIDERS__MAIN__PUSHED_AUTHORIZATION".into(),
+        setting.into(),
+    )]
+}
+
+/// RFC 9126: with a provider that offers pushed authorization requests, the parameters go
+/// over the back channel and the browser carries only a reference to them.
+#[tokio::test]
+async fn a_provider_that_offers_pushed_requests_gets_them_and_the_login_works() {
+    let app = spawn_app().await;
+    let mut browser = app.browser();
+    let start = browser.start_login(Some("/orders")).await;
+    assert_eq!(start.status, 302, "{}", start.transcript());
+    let location = url::Url::parse(start.location().expect("location")).expect("url");
+    let keys: Vec<String> = location
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    assert_eq!(keys, vec!["client_id", "request_uri"], "{location}");
+    let callback = browser
+        .authenticate_at_provider(location.as_str(), "alice")
+        .await;
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status, 302, "{}", done.transcript());
+    assert_eq!(done.location(), Some("/orders"));
+    assert!(browser.session_cookie().is_some());
+}
+
+#[tokio::test]
+async fn a_provider_that_requires_pushed_requests_logs_users_in_unless_they_are_turned_off() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        pushed_authorization: "required",
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(AppOptions {
+        provider: Some(&provider),
+        ..AppOptions::default()
+    })
+    .await;
+    app.browser().login("alice").await;
+
+    // Turned off, the provider refuses the login, and the online check says why first.
+    let never = spawn_app_with(AppOptions {
+        provider: Some(&provider),
+        env: pushed_authorization("never"),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = never.browser();
+    let start = browser.start_login(None).await;
+    let callback = browser
+        .authenticate_at_provider(start.location().expect("location"), "alice")
+        .await;
+    let back = browser.get(&callback).await;
+    assert_eq!(
+        back.location(),
+        Some("/?login_error=invalid_request"),
+        "the provider refused the unpushed request: {}",
+        back.transcript()
+    );
+    assert!(browser.session_cookie().is_none());
+    let output = check_online(&provider.issuer, "pushed_authorization = \"never\"");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("requires pushed authorization requests"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("pushed authorization requests: yes (required)"),
+        "{stdout}"
+    );
+    assert_eq!(check_online(&provider.issuer, "").status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn pushed_authorization_always_needs_a_provider_that_offers_it() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        pushed_authorization: "off",
+        ..ProviderOptions::default()
+    });
+    let output = check_online(&provider.issuer, "pushed_authorization = \"always\"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("advertises no pushed authorization request endpoint"));
+    // Where pushing is optional, the same provider is fine.
+    assert_eq!(check_online(&provider.issuer, "").status.code(), Some(0));
 }

@@ -188,14 +188,19 @@ async fn a_code_from_one_provider_with_the_state_of_the_other_is_refused_unredee
     let iss = param("iss").expect("second says who it is (RFC 9207)");
     assert_eq!(iss, bed.second.issuer);
 
-    // Each time a victim starts a login at `main`, the attacker's code arrives at the
-    // victim's callback with the victim's state: as is, with the tell-tale `iss` stripped,
-    // and with it forged to main's.
+    // Each time a victim logs in at `main`, the attacker's code replaces the victim's on
+    // the way back, with the victim's state: with second's `iss` as is, with the tell-tale
+    // `iss` stripped, and with it forged to main's.
     for iss in [Some(iss.as_str()), None, Some(app.issuer.as_str())] {
+        // The victim's login at `main` goes as far as the callback URL, whose state the
+        // attacker's code is paired with.
         let mut victim = app.browser();
         let start = victim.get("/auth/login?provider=main").await;
-        let authorize = url::Url::parse(start.location().expect("to main")).expect("url");
-        let state = authorize
+        let own_callback = victim
+            .authenticate_at_provider(start.location().expect("to main"), "victim")
+            .await;
+        let state = url::Url::parse(&own_callback)
+            .expect("url")
             .query_pairs()
             .find(|(k, _)| k == "state")
             .expect("state")

@@ -193,6 +193,8 @@ pub struct ProviderOptions {
     pub host: &'static str,
     /// Narrows the token endpoint's client authentication methods (comma-separated).
     pub client_auth_methods: Option<&'static str>,
+    /// Pushed authorization requests: "on" (the default), "required" or "off".
+    pub pushed_authorization: &'static str,
 }
 
 impl Default for ProviderOptions {
@@ -205,6 +207,7 @@ impl Default for ProviderOptions {
             static_clients: None,
             host: "127.0.0.2",
             client_auth_methods: None,
+            pushed_authorization: "on",
         }
     }
 }
@@ -244,6 +247,7 @@ impl ProviderProcess {
                 "PROVIDER_CLIENT_AUTH_METHODS",
                 options.client_auth_methods.unwrap_or_default(),
             )
+            .env("PROVIDER_PAR", options.pushed_authorization)
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")
             .stdin(Stdio::piped())

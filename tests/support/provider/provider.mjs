@@ -10,6 +10,7 @@
 //   ID_TOKEN_TTL         seconds                        (default 3600)
 //   REFRESH_TOKEN_TTL    seconds                        (default 86400)
 //   PROVIDER_CLIENTS     optional JSON array of static client metadata objects
+//   PROVIDER_PAR         on | required | off: pushed authorization requests (default on)
 //   PROVIDER_CLIENT_AUTH_METHODS  optional comma-separated token endpoint client
 //                        authentication methods (default: oidc-provider's)
 //   PROVIDER_QUIET=1     no request / event logging on stderr
@@ -401,6 +402,12 @@ const configuration = {
 
   features: {
     devInteractions: { enabled: true },
+    // PROVIDER_PAR: "on" (oidc-provider's default: offered), "required" (every
+    // authorization request must be pushed, RFC 9126), or "off" (not offered).
+    pushedAuthorizationRequests: {
+      enabled: process.env.PROVIDER_PAR !== 'off',
+      requirePushedAuthorizationRequests: process.env.PROVIDER_PAR === 'required',
+    },
     claimsParameter: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: {
