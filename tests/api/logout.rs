@@ -1,6 +1,7 @@
 use secrecy::ExposeSecret;
 
-use crate::helpers::spawn_app;
+use crate::helpers::processes::{ProviderOptions, ProviderProcess};
+use crate::helpers::{spawn_app, spawn_app_with, AppOptions};
 
 #[tokio::test]
 async fn logout_revokes_at_the_provider_and_forgets_everything() {
@@ -112,4 +113,68 @@ async fn post_logout_from_the_spa_names_the_next_stop() {
     // Logging out without a session still sends the browser somewhere sensible.
     let again = browser.api_post("/auth/logout", Vec::new()).await;
     assert_eq!(again.status, 200);
+}
+
+/// A provider without an end-session endpoint (Google has none): logging out still revokes
+/// the refresh token there and ends the local session, and the browser lands on
+/// `post_logout_redirect`.
+#[tokio::test]
+async fn without_an_end_session_endpoint_logout_lands_on_the_post_logout_redirect() {
+    let provider = ProviderProcess::start(&ProviderOptions {
+        end_session: false,
+        ..ProviderOptions::default()
+    });
+    let app = spawn_app_with(AppOptions {
+        provider: Some(&provider),
+        env: vec![(
+            "GATEHOUSE_PROVIDERS__MAIN__POST_LOGOUT_REDIRECT".into(),
+            "/goodbye".into(),
+        )],
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let refresh = browser
+        .tokens()
+        .await
+        .refresh_token
+        .expect("refresh token")
+        .expose_secret()
+        .to_owned();
+
+    let answer = browser
+        .request(
+            reqwest::Method::POST,
+            "/auth/logout",
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.transcript());
+    assert_eq!(
+        answer.json()["redirect_to"],
+        format!("{}/goodbye", app.base),
+        "no end-session endpoint to visit"
+    );
+    assert_eq!(app.introspect(&refresh).await["active"], false, "revoked");
+    browser
+        .api_get("/auth/user")
+        .await
+        .assert_problem(401, "unauthenticated");
+
+    // The GET form of logout from another session goes there directly too.
+    browser.login("alice").await;
+    let user = browser.api_get("/auth/user").await.json();
+    let logout_url = user["session"]["logout_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let answer = browser.get(&logout_url).await;
+    assert_eq!(answer.status, 302);
+    assert_eq!(
+        answer.location(),
+        Some(format!("{}/goodbye", app.base).as_str())
+    );
+    assert!(browser.session_cookie().is_none());
 }

@@ -195,6 +195,8 @@ pub struct ProviderOptions {
     pub client_auth_methods: Option<&'static str>,
     /// Pushed authorization requests: "on" (the default), "required" or "off".
     pub pushed_authorization: &'static str,
+    /// Whether it offers an end-session endpoint (RP-initiated logout).
+    pub end_session: bool,
 }
 
 impl Default for ProviderOptions {
@@ -208,6 +210,7 @@ impl Default for ProviderOptions {
             host: "127.0.0.2",
             client_auth_methods: None,
             pushed_authorization: "on",
+            end_session: true,
         }
     }
 }
@@ -248,6 +251,10 @@ impl ProviderProcess {
                 options.client_auth_methods.unwrap_or_default(),
             )
             .env("PROVIDER_PAR", options.pushed_authorization)
+            .env(
+                "PROVIDER_END_SESSION",
+                if options.end_session { "on" } else { "off" },
+            )
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")
             .stdin(Stdio::piped())

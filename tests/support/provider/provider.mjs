@@ -11,6 +11,7 @@
 //   REFRESH_TOKEN_TTL    seconds                        (default 86400)
 //   PROVIDER_CLIENTS     optional JSON array of static client metadata objects
 //   PROVIDER_PAR         on | required | off: pushed authorization requests (default on)
+//   PROVIDER_END_SESSION off: no end-session endpoint (RP-initiated logout) (default on)
 //   PROVIDER_CLIENT_AUTH_METHODS  optional comma-separated token endpoint client
 //                        authentication methods (default: oidc-provider's)
 //   PROVIDER_QUIET=1     no request / event logging on stderr
@@ -428,7 +429,8 @@ const configuration = {
         return true;
       },
     },
-    rpInitiatedLogout: { enabled: true },
+    // PROVIDER_END_SESSION=off plays a provider without an end-session endpoint (Google).
+    rpInitiatedLogout: { enabled: process.env.PROVIDER_END_SESSION !== 'off' },
     backchannelLogout: { enabled: true },
     registration: { enabled: true, initialAccessToken: false },
   },
