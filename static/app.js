@@ -24,9 +24,27 @@ function gatehouseFetch(path, options = {}) {
 }
 
 // Where /auth/login sends the browser back to after the provider: this very page.
-function loginUrl() {
+function loginUrl(provider) {
   const here = location.pathname + location.search;
-  return '/auth/login?returnTo=' + encodeURIComponent(here);
+  const at = provider ? 'provider=' + encodeURIComponent(provider) + '&' : '';
+  return '/auth/login?' + at + 'returnTo=' + encodeURIComponent(here);
+}
+
+// With several identity providers, one login button each: the default one is #login.
+async function offerOtherProviders() {
+  const response = await fetch('/auth/providers', { credentials: 'same-origin' });
+  if (!response.ok) return;
+  const { default: preferred, providers } = await response.json();
+  const buttons = providers
+    .filter((provider) => provider.name !== preferred)
+    .map((provider) => {
+      const link = document.createElement('a');
+      link.className = 'button secondary';
+      link.href = loginUrl(provider.name);
+      link.textContent = `Log in at ${provider.name}`;
+      return link;
+    });
+  $('other-logins').replaceChildren(...buttons);
 }
 
 // The provider's error code for a login that did not happen, taken out of the address.
@@ -74,6 +92,7 @@ async function loadUser() {
   if (response.status === 401) {
     $('login').href = loginUrl();
     show('anonymous');
+    await offerOtherProviders();
     return;
   }
   if (!response.ok) {

@@ -107,6 +107,23 @@ pub async fn callback(
     }
 }
 
+/// `GET /auth/providers`: the identity providers a user can log in at (names only), so an
+/// SPA can offer one login button each.
+pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let providers = &state.flows.providers;
+    let list: Vec<_> = providers
+        .by_name
+        .keys()
+        .map(|name| {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("provider", name)
+                .finish();
+            json!({ "name": name, "login_url": format!("/auth/login?{query}") })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "default": providers.default, "providers": list }))
+}
+
 /// `GET /auth/user`: who is logged in, for the SPA. Never a redirect.
 pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.require_csrf_header(&req)?;

@@ -104,6 +104,7 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(auth::login))
         .route("/callback", web::get().to(auth::callback))
         .route("/user", web::get().to(auth::user))
+        .route("/providers", web::get().to(auth::providers))
         .route("/logout", web::post().to(auth::logout_post))
         .route("/logout", web::get().to(auth::logout_get))
         .route(

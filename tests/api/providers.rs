@@ -27,6 +27,10 @@ struct TwoProviders {
 /// gatehouse with `main` (the shared provider) and `second` (a provider of its own on
 /// 127.0.0.3), a route to an echo upstream, and long sessions.
 async fn two_providers() -> TwoProviders {
+    two_providers_with("").await
+}
+
+async fn two_providers_with(extra_toml: &str) -> TwoProviders {
     let second = ProviderProcess::start(&ProviderOptions {
         host: "127.0.0.3",
         ..ProviderOptions::default()
@@ -49,7 +53,7 @@ async fn two_providers() -> TwoProviders {
         session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
         extra_toml: format!(
             "[providers.second]\nissuer = \"{}\"\nclient_id = \"{}\"\nhttp_timeout_secs = 5\n\n\
-             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n{extra_toml}\n",
             second.issuer, second_client.client_id, echo.base
         ),
         env: vec![
@@ -105,6 +109,18 @@ async fn each_session_refreshes_revokes_and_ends_at_its_own_provider() {
         .get("/auth/login?provider=third")
         .await
         .assert_problem(400, "invalid-request");
+    let listed = stranger.get("/auth/providers").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.json(),
+        serde_json::json!({
+            "default": "main",
+            "providers": [
+                {"name": "main", "login_url": "/auth/login?provider=main"},
+                {"name": "second", "login_url": "/auth/login?provider=second"},
+            ],
+        })
+    );
     let mut at_main = app.browser();
     login_at(&mut at_main, "main", "alice").await;
     let mut at_second = app.browser();
@@ -285,4 +301,55 @@ async fn a_back_channel_logout_from_one_provider_ends_none_of_the_others_session
     .await;
     assert_eq!(post_logout_token(app, &forged).await.status, 400);
     assert_eq!(at_main.api_get("/api/x").await.status, 200);
+}
+
+/// The demo SPA offers one login button per provider: the default one, and one for each
+/// other that /auth/providers lists, each coming back to the page.
+#[tokio::test]
+async fn the_demo_spa_offers_a_login_at_each_provider() {
+    let bed = two_providers_with(&format!(
+        "[frontend]\ndir = \"{}\"\n",
+        crate::helpers::processes::repo_root()
+            .join("static")
+            .display()
+    ))
+    .await;
+    let app = &bed.app;
+    let chrome = crate::helpers::webdriver::Chrome::start().await;
+    let outcome = chrome
+        .run_scenario("browser-two-providers", async {
+            chrome.goto(&format!("{}/", app.base)).await;
+            chrome.wait_for_visible("anonymous").await;
+            let links = chrome
+                .wait_for(
+                    "a login button for the second provider",
+                    "const links = [...document.querySelectorAll('#anonymous a')]; \
+                     return links.length === 2 \
+                       ? links.map((a) => [a.textContent, a.getAttribute('href')]) : null;",
+                )
+                .await;
+            assert_eq!(
+                links,
+                json!([
+                    ["Log in", "/auth/login?returnTo=%2F"],
+                    [
+                        "Log in at second",
+                        "/auth/login?provider=second&returnTo=%2F"
+                    ],
+                ])
+            );
+        })
+        .await;
+    chrome.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    // Each leads to its provider.
+    let mut browser = app.browser();
+    let start = browser
+        .get("/auth/login?provider=second&returnTo=%2F")
+        .await;
+    assert!(start
+        .location()
+        .is_some_and(|l| l.starts_with(&bed.second.issuer)));
 }
