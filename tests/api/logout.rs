@@ -143,14 +143,7 @@ async fn without_an_end_session_endpoint_logout_lands_on_the_post_logout_redirec
         .expose_secret()
         .to_owned();
 
-    let answer = browser
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
+    let answer = browser.api_post("/auth/logout", Vec::new()).await;
     assert_eq!(answer.status, 200, "{}", answer.transcript());
     assert_eq!(
         answer.json()["redirect_to"],

@@ -148,14 +148,7 @@ async fn each_session_refreshes_revokes_and_ends_at_its_own_provider() {
 
     // Logging out revokes at the session's provider and sends the browser to its
     // end-session endpoint.
-    let main_logout = at_main
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
+    let main_logout = at_main.api_post("/auth/logout", Vec::new()).await;
     assert_eq!(main_logout.status, 200, "{}", main_logout.transcript());
     let next = main_logout.json()["redirect_to"]
         .as_str()
@@ -166,14 +159,7 @@ async fn each_session_refreshes_revokes_and_ends_at_its_own_provider() {
     assert_eq!(count(&bed.second_counts().await, "revoked"), 0);
     assert_eq!(at_second.api_get("/api/x").await.status, 200, "untouched");
 
-    let second_logout = at_second
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
+    let second_logout = at_second.api_post("/auth/logout", Vec::new()).await;
     let next = second_logout.json()["redirect_to"]
         .as_str()
         .expect("redirect_to")
