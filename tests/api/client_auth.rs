@@ -308,6 +308,7 @@ async fn the_wrong_key_is_refused_with_a_clear_problem_and_no_session() {
     assert_eq!(answer.json()["provider_error"], "invalid_client");
     assert!(browser.session_cookie().is_none(), "no session cookie");
     assert_eq!(browser.api_get("/auth/user").await.status, 401);
+    assert_eq!(app.session_key_count().await, 0, "no session in the store");
     assert_eq!(
         count(
             &grants_at(&app.issuer, &app.client_id).await,
