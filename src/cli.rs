@@ -1,4 +1,4 @@
-//! The command line: `gatehouse [--config FILE] [serve | check-config]`.
+//! The command line: `gatehouse [--config FILE] [serve | check-config | sessions … | keys jwks]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,15 @@ pub enum Command {
     /// next request at every instance.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The client's own keys (private_key_jwt).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the public JWKS of every provider that uses private_key_jwt, to register there.
+    Jwks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +102,31 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Sessions(command) => match load(&cli) {
             Ok(settings) => sessions(settings, command),
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Keys(KeysCommand::Jwks) => match load(&cli) {
+            Ok(settings) => {
+                let mut keys: Vec<serde_json::Value> = Vec::new();
+                for key in settings
+                    .providers
+                    .values()
+                    .filter_map(|p| p.client_key.as_ref())
+                {
+                    let jwk = key.public_jwk();
+                    // Providers may share one key; list it once.
+                    if !keys.contains(&jwk) {
+                        keys.push(jwk);
+                    }
+                }
+                if keys.is_empty() {
+                    eprintln!("no provider uses client_auth_method = \"private_key_jwt\"");
+                }
+                println!("{}", serde_json::json!({ "keys": keys }));
+                ExitCode::SUCCESS
+            }
             Err(errors) => {
                 eprint!("{errors}");
                 ExitCode::from(2)

@@ -5,6 +5,7 @@
 //! them to API calls it proxies.
 
 pub mod cli;
+pub mod client_key;
 pub mod clock;
 pub mod config;
 pub mod edge;

@@ -623,6 +623,70 @@ mod tests {
     "#;
 
     #[test]
+    fn private_key_jwt_needs_a_key_and_no_secret() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = dir.join("client.pem");
+        std::fs::write(
+            &key,
+            rcgen::KeyPair::generate().expect("key").serialize_pem(),
+        )
+        .expect("write key");
+        let key_env = |secret: &str| {
+            env(&[
+                (
+                    "GATEHOUSE_PROVIDERS__MAIN__CLIENT_AUTH_METHOD",
+                    "private_key_jwt",
+                ),
+                (
+                    "GATEHOUSE_PROVIDERS__MAIN__CLIENT_KEY_FILE",
+                    key.to_str().expect("utf-8"),
+                ),
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_KEY_ID", "k1"),
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", secret),
+            ])
+        };
+        // An empty secret counts as unset.
+        let settings = load(Some(MINIMAL), key_env("")).expect("valid");
+        let provider = settings.provider("main").expect("main");
+        assert_eq!(provider.client_auth_method, ClientAuthMethod::PrivateKeyJwt);
+        let client_key = provider.client_key.as_ref().expect("key loaded");
+        assert_eq!((client_key.kid(), client_key.alg()), ("k1", "ES256"));
+        assert!(
+            !format!("{provider:?}").contains("PRIVATE KEY"),
+            "Debug shows no key"
+        );
+
+        let errors = load(Some(MINIMAL), key_env("s3cret"))
+            .expect_err("secret and key")
+            .0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("client_secret is set, but")),
+            "{errors:?}"
+        );
+        assert!(!errors.join("\n").contains("s3cret"));
+
+        let errors = load(
+            Some(MINIMAL),
+            env(&[
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s"),
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_KEY_ID", "k1"),
+            ]),
+        )
+        .expect_err("a key id without private_key_jwt")
+        .0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("client_key_id is only used with")),
+            "{errors:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn env_layers_over_file_and_supplies_the_secret() {
         let settings = load(
             Some(MINIMAL),

@@ -11,6 +11,8 @@ pub(super) struct RawProvider {
     pub(super) client_secret: Option<SecretString>,
     pub(super) client_secret_file: Option<PathBuf>,
     pub(super) client_auth_method: Option<String>,
+    pub(super) client_key_file: Option<PathBuf>,
+    pub(super) client_key_id: Option<String>,
     pub(super) scopes: Option<Vec<String>>,
     #[serde(default)]
     pub(super) extra_authorize_params: BTreeMap<String, String>,
@@ -37,6 +39,8 @@ pub enum PushedAuthorization {
 pub enum ClientAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523: a JWT signed with the client's own key (`client_key`); no secret.
+    PrivateKeyJwt,
 }
 
 #[derive(Debug, Clone)]
@@ -45,8 +49,11 @@ pub struct ProviderSettings {
     /// Kept as written: the provider's `iss` must match it exactly (a trailing slash counts).
     pub issuer: String,
     pub client_id: String,
+    /// Empty with `private_key_jwt`, which uses `client_key` instead.
     pub client_secret: SecretString,
     pub client_auth_method: ClientAuthMethod,
+    /// The signing key for `private_key_jwt` (and only then).
+    pub client_key: Option<crate::client_key::ClientKey>,
     pub scopes: Vec<String>,
     pub extra_authorize_params: BTreeMap<String, String>,
     pub redirect_uri: Url,
@@ -102,41 +109,103 @@ pub(super) fn validate_provider(
     if client_id.is_none() {
         problems.push(format!("{} is required", at("client_id")));
     }
-    let client_secret = match (raw.client_secret, raw.client_secret_file) {
-        (Some(_), Some(_)) => {
-            problems.push(format!(
-                "{} and {} are both set: choose one",
-                at("client_secret"),
-                at("client_secret_file")
-            ));
-            None
-        }
-        (Some(secret), None) if !secret.expose_secret().is_empty() => Some(secret),
-        (None, Some(path)) => read_secret_file(&path, &at("client_secret_file"), problems),
-        _ => {
-            problems.push(format!(
-                "{} is required: set {ENV_PREFIX}PROVIDERS__{}__CLIENT_SECRET or {}",
-                at("client_secret"),
-                name.to_uppercase(),
-                at("client_secret_file")
-            ));
-            None
-        }
-    };
     let client_auth_method = match raw
         .client_auth_method
         .as_deref()
         .unwrap_or("client_secret_basic")
     {
-        "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
-        "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+        "client_secret_basic" => Some(ClientAuthMethod::ClientSecretBasic),
+        "client_secret_post" => Some(ClientAuthMethod::ClientSecretPost),
+        "private_key_jwt" => Some(ClientAuthMethod::PrivateKeyJwt),
         other => {
             problems.push(format!(
-                "{}: `{other}` is not one of client_secret_basic, client_secret_post",
+                "{}: `{other}` is not one of client_secret_basic, client_secret_post, \
+                 private_key_jwt",
                 at("client_auth_method")
             ));
-            ClientAuthMethod::ClientSecretBasic
+            None
         }
+    };
+    // An empty secret (e.g. an empty environment variable) counts as unset.
+    let secret_given = raw
+        .client_secret
+        .filter(|secret| !secret.expose_secret().is_empty());
+    let (client_secret, client_key) = if client_auth_method == Some(ClientAuthMethod::PrivateKeyJwt)
+    {
+        if secret_given.is_some() || raw.client_secret_file.is_some() {
+            problems.push(format!(
+                "{} is set, but client_auth_method = \"private_key_jwt\" authenticates with a \
+                 key and no secret: remove the secret",
+                if raw.client_secret_file.is_some() {
+                    at("client_secret_file")
+                } else {
+                    at("client_secret")
+                }
+            ));
+        }
+        let kid = raw.client_key_id.filter(|kid| !kid.is_empty());
+        if kid.is_none() {
+            problems.push(format!(
+                "{} is required with client_auth_method = \"private_key_jwt\" (the `kid` of \
+                 the key registered at the provider)",
+                at("client_key_id")
+            ));
+        }
+        let key = match raw.client_key_file {
+            None => {
+                problems.push(format!(
+                    "{} is required with client_auth_method = \"private_key_jwt\" (a PEM \
+                     private key: RSA, or EC P-256 as PKCS#8)",
+                    at("client_key_file")
+                ));
+                None
+            }
+            Some(path) => {
+                match crate::client_key::ClientKey::load(&path, kid.as_deref().unwrap_or_default())
+                {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        problems.push(format!("{} (private_key_jwt): {e}", at("client_key_file")));
+                        None
+                    }
+                }
+            }
+        };
+        (Some(SecretString::from(String::new())), key)
+    } else {
+        for (value, key) in [
+            (raw.client_key_file.is_some(), "client_key_file"),
+            (raw.client_key_id.is_some(), "client_key_id"),
+        ] {
+            if value {
+                problems.push(format!(
+                    "{} is only used with client_auth_method = \"private_key_jwt\"",
+                    at(key)
+                ));
+            }
+        }
+        let secret = match (secret_given, raw.client_secret_file) {
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{} and {} are both set: choose one",
+                    at("client_secret"),
+                    at("client_secret_file")
+                ));
+                None
+            }
+            (Some(secret), None) => Some(secret),
+            (None, Some(path)) => read_secret_file(&path, &at("client_secret_file"), problems),
+            (None, None) => {
+                problems.push(format!(
+                    "{} is required: set {ENV_PREFIX}PROVIDERS__{}__CLIENT_SECRET or {}",
+                    at("client_secret"),
+                    name.to_uppercase(),
+                    at("client_secret_file")
+                ));
+                None
+            }
+        };
+        (secret, None)
     };
     let pushed_authorization = match raw.pushed_authorization.as_deref().unwrap_or("auto") {
         "auto" => PushedAuthorization::Auto,
@@ -208,7 +277,8 @@ pub(super) fn validate_provider(
         issuer: issuer?,
         client_id: client_id?,
         client_secret: client_secret?,
-        client_auth_method,
+        client_auth_method: client_auth_method?,
+        client_key,
         scopes,
         extra_authorize_params: raw.extra_authorize_params,
         redirect_uri: redirect_uri?,

@@ -218,13 +218,17 @@ impl Provider {
         now: UnixMillis,
     ) -> Result<LoginOutcome, OidcError> {
         let discovered = self.current()?;
-        let response: provider::TokenResponse = discovered
+        let mut request = discovered
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?
             .set_pkce_verifier(PkceCodeVerifier::new(
                 login.pkce_verifier.expose_secret().to_owned(),
-            ))
+            ));
+        for (key, value) in self.assertion_params(token_endpoint(&discovered)?)? {
+            request = request.add_extra_param(key, value);
+        }
+        let response: provider::TokenResponse = request
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
@@ -432,6 +436,11 @@ impl Provider {
                 ));
                 request
             }
+            crate::config::ClientAuthMethod::PrivateKeyJwt => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.extend(self.assertion_params(endpoint.as_str())?);
+                request
+            }
         };
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&form)
@@ -522,6 +531,9 @@ impl Provider {
         for scope in scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
+        for (key, value) in self.assertion_params(token_endpoint(&discovered)?)? {
+            request = request.add_extra_param(key, value);
+        }
         let response: provider::TokenResponse = request
             .request_async(&self.http)
             .await
@@ -531,6 +543,15 @@ impl Provider {
             response.expires_in(),
         ))
     }
+}
+
+/// The token endpoint's URL: the audience of a client assertion for a token request.
+fn token_endpoint(discovered: &Discovered) -> Result<&str, OidcError> {
+    discovered
+        .metadata
+        .token_endpoint()
+        .map(|url| url.url().as_str())
+        .ok_or_else(|| OidcError::Discovery("no token endpoint".into()))
 }
 
 /// The scopes a token response says were granted, space separated.
@@ -576,10 +597,14 @@ impl Provider {
     ) -> Result<RefreshedTokens, OidcError> {
         let discovered = self.current()?;
         let token = openidconnect::RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let response: provider::TokenResponse = discovered
+        let mut request = discovered
             .client
             .exchange_refresh_token(&token)
-            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?
+            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?;
+        for (key, value) in self.assertion_params(token_endpoint(&discovered)?)? {
+            request = request.add_extra_param(key, value);
+        }
+        let response: provider::TokenResponse = request
             .request_async(&self.http)
             .await
             .map_err(token_error)?;

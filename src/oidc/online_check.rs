@@ -25,6 +25,7 @@ pub fn auth_method_name(method: ClientAuthMethod) -> &'static str {
     match method {
         ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
+        ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
     }
 }
 
@@ -87,6 +88,23 @@ impl Provider {
                  supports {})",
                 auth_methods.join(", ")
             ));
+        }
+
+        if let Some(key) = &settings.client_key {
+            // Absent means the provider does not say; only a list without ours is a problem.
+            if let Some(algs) = strings(
+                &document,
+                "token_endpoint_auth_signing_alg_values_supported",
+            ) {
+                if !algs.iter().any(|alg| alg == key.alg()) {
+                    check.problems.push(format!(
+                        "the client key signs with {}, which the provider does not accept for \
+                         client authentication (it accepts {})",
+                        key.alg(),
+                        algs.join(", ")
+                    ));
+                }
+            }
         }
 
         match strings(&document, "code_challenge_methods_supported") {
@@ -228,7 +246,15 @@ fn what_to_register(
         ("grant types", grants.join(", ")),
         (
             "client authentication",
-            auth_method_name(settings.client_auth_method).to_owned(),
+            match &settings.client_key {
+                Some(key) => format!(
+                    "private_key_jwt, with the public key `{}` ({}) that `gatehouse keys jwks` \
+                     prints",
+                    key.kid(),
+                    key.alg()
+                ),
+                None => auth_method_name(settings.client_auth_method).to_owned(),
+            },
         ),
     ]
 }

@@ -61,6 +61,13 @@ impl Provider {
                 form.push(("client_id".into(), client_id.clone()));
                 form.push(("client_secret".into(), secret.to_owned()));
             }
+            ClientAuthMethod::PrivateKeyJwt => {
+                form.retain(|(key, _)| key != "client_id");
+                form.push(("client_id".into(), client_id.clone()));
+                for (key, value) in self.assertion_params(endpoint.as_str())? {
+                    form.push((key.into(), value));
+                }
+            }
         }
         let response = request.form(&form).send().await.map_err(|e| {
             OidcError::Transport(format!("pushed authorization request: {}", without_url(&e)))

@@ -252,17 +252,25 @@ impl Provider {
         }
         let redirect = RedirectUrl::new(self.settings.redirect_uri.to_string())
             .map_err(|e| OidcError::Discovery(format!("redirect URI: {e}")))?;
+        // With private_key_jwt the client has no secret: oauth2 then puts only client_id in
+        // the body, and each request adds its own signed assertion (`assertion_params`).
+        let secret = match self.settings.client_auth_method {
+            ClientAuthMethod::PrivateKeyJwt => None,
+            _ => Some(ClientSecret::new(
+                self.settings.client_secret.expose_secret().to_owned(),
+            )),
+        };
         let client = OidcClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(
-                self.settings.client_secret.expose_secret().to_owned(),
-            )),
+            secret,
         )
         .set_redirect_uri(redirect)
         .set_auth_type(match self.settings.client_auth_method {
             ClientAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuthMethod::ClientSecretPost => AuthType::RequestBody,
+            ClientAuthMethod::ClientSecretPost | ClientAuthMethod::PrivateKeyJwt => {
+                AuthType::RequestBody
+            }
         });
         Ok(Discovered {
             metadata,
@@ -270,6 +278,29 @@ impl Provider {
             client,
             signing_algs,
         })
+    }
+
+    /// The form parameters that authenticate the client with `private_key_jwt` for a call
+    /// to `endpoint`: a fresh assertion each time (its own `jti`, 60 s of validity, the
+    /// endpoint's URL as audience). Empty for the other methods, which authenticate
+    /// otherwise.
+    pub(super) fn assertion_params(
+        &self,
+        endpoint: &str,
+    ) -> Result<Vec<(&'static str, String)>, OidcError> {
+        let Some(key) = &self.settings.client_key else {
+            return Ok(Vec::new());
+        };
+        let assertion = key
+            .assertion(&self.settings.client_id, endpoint)
+            .map_err(|e| OidcError::Transport(format!("cannot sign the client assertion: {e}")))?;
+        Ok(vec![
+            (
+                "client_assertion_type",
+                crate::client_key::ASSERTION_TYPE.to_owned(),
+            ),
+            ("client_assertion", assertion),
+        ])
     }
 
     /// Refetches the JWKS at most once per interval; returns whether new keys were installed.

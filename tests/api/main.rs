@@ -2,6 +2,7 @@
 
 mod browser;
 mod callback;
+mod client_auth;
 mod config_cli;
 mod edge;
 mod frontend;

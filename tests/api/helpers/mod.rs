@@ -248,9 +248,11 @@ pub async fn register_client_with(
             .as_str()
             .expect("client_id")
             .to_owned(),
+        // None for a client that authenticates with a key (private_key_jwt); the empty
+        // secret then counts as unset.
         client_secret: response["client_secret"]
             .as_str()
-            .expect("client_secret")
+            .unwrap_or_default()
             .to_owned(),
     }
 }
