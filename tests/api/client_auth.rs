@@ -251,14 +251,7 @@ async fn every_client_call_authenticates_with(kind: KeyKind) {
     assert_eq!(count(&counts().await, "client_credentials"), 1);
 
     // Logout revokes at the provider.
-    let logout = browser
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
+    let logout = browser.api_post("/auth/logout", Vec::new()).await;
     assert_eq!(logout.status, 200, "{}", logout.transcript());
     assert!(count(&counts().await, "revoked") >= 1, "{}", counts().await);
     assert_eq!(browser.api_get("/auth/user").await.status, 401);
