@@ -23,6 +23,7 @@ use url::Url;
 use crate::ratelimit::RateLimit;
 
 mod frontend;
+pub mod presets;
 mod providers;
 mod rate_limits;
 mod routes;

@@ -21,6 +21,8 @@ pub(super) struct RawProvider {
     pub(super) clock_skew_secs: Option<u64>,
     pub(super) end_session_id_token_hint: Option<bool>,
     pub(super) pushed_authorization: Option<String>,
+    pub(super) preset: Option<String>,
+    pub(super) allowed_tenants: Option<Vec<String>>,
 }
 
 /// Pushed authorization requests (RFC 9126): the authorization parameters go to the
@@ -63,6 +65,13 @@ pub struct ProviderSettings {
     pub clock_skew: Duration,
     pub end_session_id_token_hint: bool,
     pub pushed_authorization: PushedAuthorization,
+    /// `preset = "…"`: the provider's defaults and refusals (already applied to the rest).
+    pub preset: Option<&'static super::presets::Preset>,
+    /// Entra ID multi-tenant: discovery names `issuer_template`, and each ID token's `iss`
+    /// must be it with the token's `tid`.
+    pub issuer_template: Option<String>,
+    /// With `issuer_template`: the tenants whose users may log in (empty: any).
+    pub allowed_tenants: Vec<String>,
 }
 
 pub(super) fn validate_provider(
@@ -83,6 +92,20 @@ pub(super) fn validate_provider(
             "provider name `{name}` may only use letters, digits, - and _"
         ));
     }
+    let preset = match raw.preset.as_deref() {
+        None => None,
+        Some(text) => {
+            let found = super::presets::find(text);
+            if found.is_none() {
+                problems.push(format!(
+                    "{}: `{text}` is not one of {}",
+                    at("preset"),
+                    super::presets::names()
+                ));
+            }
+            found
+        }
+    };
     let issuer = match raw.issuer.as_deref().map(|text| (text, Url::parse(text))) {
         None => {
             problems.push(format!("{} is required", at("issuer")));
@@ -219,9 +242,25 @@ pub(super) fn validate_provider(
             PushedAuthorization::Auto
         }
     };
-    let scopes = raw
-        .scopes
-        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    let scopes = raw.scopes.unwrap_or_else(|| match preset {
+        Some(preset) => preset
+            .default_scopes
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        None => vec!["openid".into(), "profile".into(), "email".into()],
+    });
+    if let Some(preset) = preset {
+        for (scope, instead) in preset.refused_scopes {
+            if scopes.iter().any(|s| s == scope) {
+                problems.push(format!(
+                    "{}: `{scope}` does not work with preset = \"{}\": {instead}",
+                    at("scopes"),
+                    preset.name
+                ));
+            }
+        }
+    }
     if !scopes.iter().any(|s| s == "openid") {
         problems.push(format!("{} must include `openid`", at("scopes")));
     }
@@ -246,6 +285,46 @@ pub(super) fn validate_provider(
             problems.push(format!(
                 "{}: `{key}` is set by gatehouse itself",
                 at("extra_authorize_params")
+            ));
+        }
+    }
+
+    let mut extra_authorize_params = raw.extra_authorize_params;
+    if let Some(preset) = preset {
+        for (key, value) in preset.authorize_params {
+            extra_authorize_params
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+    let issuer_template = match (preset, issuer.as_deref()) {
+        (Some(preset), Some(issuer)) if preset.is_multi_tenant(issuer) => {
+            super::presets::issuer_template(issuer)
+        }
+        _ => None,
+    };
+    let allowed_tenants = raw.allowed_tenants.unwrap_or_default();
+    if !allowed_tenants.is_empty() {
+        if !preset.is_some_and(|p| p.tenant_issuer_template) {
+            problems.push(format!(
+                "{} is only used with preset = \"entra\"",
+                at("allowed_tenants")
+            ));
+        } else if issuer.is_some() && issuer_template.is_none() {
+            problems.push(format!(
+                "{} needs a multi-tenant issuer (…/organizations/v2.0 or …/common/v2.0); \
+                 {} names a single tenant already",
+                at("allowed_tenants"),
+                at("issuer")
+            ));
+        }
+        if let Some(bad) = allowed_tenants
+            .iter()
+            .find(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            problems.push(format!(
+                "{}: `{bad}` is not a tenant id",
+                at("allowed_tenants")
             ));
         }
     }
@@ -280,12 +359,15 @@ pub(super) fn validate_provider(
         client_auth_method: client_auth_method?,
         client_key,
         scopes,
-        extra_authorize_params: raw.extra_authorize_params,
+        extra_authorize_params,
         redirect_uri: redirect_uri?,
         post_logout_redirect: post_logout_redirect?,
         http_timeout: Duration::from_secs(raw.http_timeout_secs.unwrap_or(10)),
         clock_skew: Duration::from_secs(raw.clock_skew_secs.unwrap_or(60)),
         end_session_id_token_hint: raw.end_session_id_token_hint.unwrap_or(true),
         pushed_authorization,
+        preset,
+        issuer_template,
+        allowed_tenants,
     })
 }

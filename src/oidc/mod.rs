@@ -198,6 +198,26 @@ impl Provider {
         let discovered = self.current()?;
         match iss {
             Some(iss) if iss == self.settings.issuer => Ok(()),
+            // A tenant's issuer under the multi-tenant template, from an allowed tenant.
+            Some(iss)
+                if self
+                    .settings
+                    .issuer_template
+                    .as_deref()
+                    .is_some_and(|template| {
+                        crate::config::presets::tenant_of(template, iss).is_some_and(|tenant| {
+                            crate::config::presets::check_tenant_issuer(
+                                template,
+                                iss,
+                                Some(&tenant),
+                                &self.settings.allowed_tenants,
+                            )
+                            .is_ok()
+                        })
+                    }) =>
+            {
+                Ok(())
+            }
             Some(_) => Err(OidcError::IssuerMismatch),
             None if discovered
                 .extra
@@ -315,6 +335,8 @@ impl Provider {
             .client
             .id_token_verifier()
             .set_allowed_algs(discovered.signing_algs.clone())
+            // A tenant template is no issuer a token can name: checked below with `tid`.
+            .require_issuer_match(self.settings.issuer_template.is_none())
             // `exp` is checked against this time with no leeway of its own.
             .set_time_fn(move || to_chrono(now - skew))
             .set_issue_time_verifier_fn(move |iat| {
@@ -362,6 +384,18 @@ impl Provider {
             .and_then(|part| URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok())
             .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
             .ok_or_else(|| VerifyFailure::Other("payload is not a JSON object".into()))?;
+        if let Some(template) = &self.settings.issuer_template {
+            crate::config::presets::check_tenant_issuer(
+                template,
+                payload
+                    .get("iss")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                payload.get("tid").and_then(Value::as_str),
+                &self.settings.allowed_tenants,
+            )
+            .map_err(VerifyFailure::Other)?;
+        }
         Ok(payload)
     }
 

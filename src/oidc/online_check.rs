@@ -68,6 +68,7 @@ impl Provider {
 
         match document.get("issuer").and_then(Value::as_str) {
             Some(issuer) if issuer == settings.issuer => {}
+            Some(issuer) if settings.issuer_template.as_deref() == Some(issuer) => {}
             Some(issuer) => check.problems.push(format!(
                 "the discovery document names issuer `{issuer}`, the configuration `{}`: they \
                  must match exactly (a trailing slash counts)",

@@ -197,10 +197,19 @@ impl Provider {
             issuer.trim_end_matches('/')
         );
         let (metadata, raw): (CoreProviderMetadata, _) = self.get_json(&url).await?;
-        if metadata.issuer().as_str() != issuer {
+        let named = raw.get("issuer").and_then(serde_json::Value::as_str);
+        // A multi-tenant issuer (Entra ID) announces a `{tenantid}` template instead;
+        // ID tokens are then checked against it with their `tid`.
+        let template = self.settings.issuer_template.as_deref();
+        if named != Some(issuer.as_str()) && (template.is_none() || named != template) {
             return Err(OidcError::Discovery(format!(
-                "discovery document names issuer `{}`, configured is `{issuer}` (they must match exactly)",
-                metadata.issuer().as_str()
+                "discovery document names issuer `{}`, configured is `{issuer}` (they must \
+                 match exactly{})",
+                named.unwrap_or_default(),
+                match template {
+                    Some(template) => format!(", or be the tenant template `{template}`"),
+                    None => String::new(),
+                }
             )));
         }
         let extra: ExtraMetadata = serde_json::from_value(raw)

@@ -197,6 +197,10 @@ pub struct ProviderOptions {
     pub pushed_authorization: &'static str,
     /// Whether it offers an end-session endpoint (RP-initiated logout).
     pub end_session: bool,
+    /// A tenant id: play a multi-tenant Entra ID issuer (`PROVIDER_ENTRA_TENANT`).
+    pub entra_tenant: Option<&'static str>,
+    /// Whether authorization responses carry `iss` (RFC 9207).
+    pub auth_response_iss: bool,
 }
 
 impl Default for ProviderOptions {
@@ -211,6 +215,8 @@ impl Default for ProviderOptions {
             client_auth_methods: None,
             pushed_authorization: "on",
             end_session: true,
+            entra_tenant: None,
+            auth_response_iss: true,
         }
     }
 }
@@ -254,6 +260,18 @@ impl ProviderProcess {
             .env(
                 "PROVIDER_END_SESSION",
                 if options.end_session { "on" } else { "off" },
+            )
+            .env(
+                "PROVIDER_ENTRA_TENANT",
+                options.entra_tenant.unwrap_or_default(),
+            )
+            .env(
+                "PROVIDER_AUTH_RESPONSE_ISS",
+                if options.auth_response_iss {
+                    "on"
+                } else {
+                    "off"
+                },
             )
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")

@@ -14,6 +14,16 @@
 //   PROVIDER_END_SESSION off: no end-session endpoint (RP-initiated logout) (default on)
 //   PROVIDER_CLIENT_AUTH_METHODS  optional comma-separated token endpoint client
 //                        authentication methods (default: oidc-provider's)
+//   PROVIDER_ENTRA_TENANT  a tenant id: play a multi-tenant Entra ID issuer. The
+//                        provider's own issuer becomes <origin>/<tenant>/v2.0 (the `iss`
+//                        of its ID tokens and authorization responses), ID tokens carry
+//                        `tid` = <tenant>, and <origin>/organizations/v2.0 and
+//                        <origin>/common/v2.0 serve the discovery document with the issuer
+//                        template <origin>/{tenantid}/v2.0. The ready line's "issuer" stays
+//                        <origin> (where /reg and /__test/ live). (default: off)
+//   PROVIDER_AUTH_RESPONSE_ISS  off: authorization responses carry no `iss` (RFC 9207)
+//                        and discovery does not announce it, so only the ID token says
+//                        who issued it (default on)
 //   PROVIDER_QUIET=1     no request / event logging on stderr
 //   PROVIDER_WATCH_STDIN 1 = exit when stdin closes, 0 = never. Default: watch
 //                        only if stdin is a pipe or socket (so `node provider.mjs
@@ -87,6 +97,11 @@ const ACCESS_TOKEN_TTL = intEnv('ACCESS_TOKEN_TTL', 3600);
 const ID_TOKEN_TTL = intEnv('ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = intEnv('REFRESH_TOKEN_TTL', 86400);
 const QUIET = process.env.PROVIDER_QUIET === '1';
+const ENTRA_TENANT = process.env.PROVIDER_ENTRA_TENANT || '';
+if (ENTRA_TENANT && !/^[A-Za-z0-9-]+$/.test(ENTRA_TENANT)) {
+  console.error(`invalid PROVIDER_ENTRA_TENANT=${ENTRA_TENANT}: expected letters, digits and -`);
+  process.exit(2);
+}
 
 let staticClients = [];
 if (process.env.PROVIDER_CLIENTS) {
@@ -144,6 +159,7 @@ function accountClaims(id) {
     email: `${id}@example.test`,
     email_verified: true,
     roles: id === 'alice' ? ['support', 'user'] : ['user'],
+    ...(ENTRA_TENANT ? { tid: ENTRA_TENANT } : {}),
   };
 }
 
@@ -340,6 +356,18 @@ const server = http.createServer((req, res) => {
     return undefined;
   }
 
+  // PROVIDER_ENTRA_TENANT: the multi-tenant discovery document names the issuer template.
+  if (ENTRA_TENANT && req.method === 'GET'
+    && ['/organizations/v2.0/.well-known/openid-configuration',
+      '/common/v2.0/.well-known/openid-configuration'].includes(url.pathname)) {
+    req.resume();
+    globalThis.fetch(`${ORIGIN}/.well-known/openid-configuration`)
+      .then((answer) => answer.json())
+      .then((document) => sendJson(res, 200, { ...document, issuer: `${ORIGIN}/{tenantid}/v2.0` }))
+      .catch((err) => sendJson(res, 500, { error: String(err?.message ?? err) }));
+    return undefined;
+  }
+
   // The published key set, plus keys "rotated in" by /__test/rotate-key.
   if (url.pathname === '/jwks' && req.method === 'GET' && EXTRA_KEYS.size > 0) {
     req.resume();
@@ -372,7 +400,8 @@ server.on('error', (err) => {
 await new Promise((resolve) => server.listen(PORT, HOST, resolve));
 const { port } = server.address();
 const hostPart = HOST.includes(':') ? `[${HOST}]` : HOST;
-const ISSUER = `http://${hostPart}:${port}`;
+const ORIGIN = `http://${hostPart}:${port}`;
+const ISSUER = ENTRA_TENANT ? `${ORIGIN}/${ENTRA_TENANT}/v2.0` : ORIGIN;
 
 const configuration = {
   adapter: MemoryAdapter,
@@ -382,7 +411,7 @@ const configuration = {
   cookies: { keys: cookieKeys },
 
   claims: {
-    openid: ['sub'],
+    openid: ENTRA_TENANT ? ['sub', 'tid'] : ['sub'],
     profile: ['name', 'preferred_username', 'roles'],
     email: ['email', 'email_verified'],
     roles: ['roles'],
@@ -479,6 +508,26 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// PROVIDER_AUTH_RESPONSE_ISS=off: no RFC 9207 `iss` in authorization responses.
+if (process.env.PROVIDER_AUTH_RESPONSE_ISS === 'off') {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path === '/.well-known/openid-configuration' && ctx.body && typeof ctx.body === 'object') {
+      delete ctx.body.authorization_response_iss_parameter_supported;
+    }
+    const location = ctx.response.get('location');
+    if (location && location.includes('iss=')) {
+      try {
+        const target = new URL(location);
+        if (target.searchParams.has('code') || target.searchParams.has('error')) {
+          target.searchParams.delete('iss');
+          ctx.set('location', target.href);
+        }
+      } catch { /* not an absolute URL: not an authorization response */ }
+    }
+  });
+}
+
 provider.on('grant.success', (ctx) => {
   const clientId = ctx.oidc?.client?.clientId;
   const grantType = ctx.oidc?.params?.grant_type;
@@ -526,4 +575,4 @@ provider.on('end_session.error', (ctx, err) => {
 
 providerCallback = provider.callback();
 
-process.stdout.write(`${JSON.stringify({ ready: true, issuer: ISSUER })}\n`);
+process.stdout.write(`${JSON.stringify({ ready: true, issuer: ORIGIN })}\n`);
