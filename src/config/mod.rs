@@ -320,142 +320,11 @@ fn read_secret_file(path: &Path, what: &str, problems: &mut Vec<String>) -> Opti
 
 fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     let start = problems.len();
-
-    let bind = raw
-        .server
-        .bind
-        .as_deref()
-        .unwrap_or("127.0.0.1:8080")
-        .parse::<SocketAddr>()
-        .map_err(|e| problems.push(format!("server.bind: {e}")))
-        .ok();
     let insecure_http = raw.server.insecure_http.unwrap_or(false);
-    let public_url = match raw.server.public_url.as_deref() {
-        None => {
-            problems
-                .push("server.public_url is required (the URL browsers reach gatehouse at)".into());
-            None
-        }
-        Some(text) => match Url::parse(text) {
-            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
-                problems.push(format!("server.public_url: `{text}` is not http(s)"));
-                None
-            }
-            Ok(url) if url.scheme() == "http" && !insecure_http && !is_loopback(&url) => {
-                problems.push(format!(
-                    "server.public_url: `{text}` is plain http; use https, or set \
-                     server.insecure_http = true for local development only"
-                ));
-                None
-            }
-            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
-                problems.push("server.public_url must not have a query or fragment".into());
-                None
-            }
-            Ok(mut url) => {
-                if !url.path().ends_with('/') {
-                    let path = format!("{}/", url.path());
-                    url.set_path(&path);
-                }
-                Some(url)
-            }
-            Err(e) => {
-                problems.push(format!("server.public_url: {e}"));
-                None
-            }
-        },
-    };
-
-    let server_tls = validate_server_tls(
-        raw.server.tls,
-        public_url.as_ref(),
-        insecure_http,
-        SystemTime::now(),
-        problems,
-    );
-    let http_redirect_bind = validate_http_redirect_bind(
-        raw.server.http_redirect_bind,
-        bind,
-        public_url.as_ref(),
-        problems,
-    );
-
-    let secure_cookies = !insecure_http;
-    let default_cookie = if secure_cookies {
-        "__Host-gatehouse"
-    } else {
-        "gatehouse"
-    };
-    let cookie_name = raw
-        .session
-        .cookie_name
-        .unwrap_or_else(|| default_cookie.to_owned());
-    if cookie_name.is_empty()
-        || !cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        problems.push(format!(
-            "session.cookie_name `{cookie_name}` has characters a cookie name cannot have"
-        ));
-    }
-    if !secure_cookies && cookie_name.starts_with("__Host-") {
-        problems.push("session.cookie_name: the __Host- prefix needs Secure cookies, which insecure_http turns off".into());
-    }
-    let secs = Duration::from_secs;
-    let idle_timeout = secs(raw.session.idle_timeout_secs.unwrap_or(30 * 60));
-    let absolute_timeout = secs(raw.session.absolute_timeout_secs.unwrap_or(8 * 60 * 60));
-    let touch_interval = secs(raw.session.touch_interval_secs.unwrap_or(60));
-    let login_state_ttl = secs(raw.session.login_state_ttl_secs.unwrap_or(10 * 60));
-    let refresh_skew = secs(raw.session.refresh_skew_secs.unwrap_or(60));
-    let refresh_lock_ttl = Duration::from_millis(raw.session.refresh_lock_ttl_ms.unwrap_or(15_000));
-    let refresh_wait = Duration::from_millis(raw.session.refresh_wait_ms.unwrap_or(20_000));
-    if refresh_lock_ttl < Duration::from_millis(300) {
-        problems.push("session.refresh_lock_ttl_ms must be at least 300".into());
-    }
-    if idle_timeout.is_zero() || absolute_timeout.is_zero() || login_state_ttl.is_zero() {
-        problems.push("session timeouts must be greater than zero".into());
-    }
-    if idle_timeout > absolute_timeout {
-        problems
-            .push("session.idle_timeout_secs must not exceed session.absolute_timeout_secs".into());
-    }
-    if touch_interval >= idle_timeout {
-        problems.push(
-            "session.touch_interval_secs must be shorter than session.idle_timeout_secs".into(),
-        );
-    }
-
-    let redis_url = match (raw.redis.url, raw.redis.url_file) {
-        (Some(_), Some(_)) => {
-            problems.push("redis.url and redis.url_file are both set: choose one".into());
-            None
-        }
-        (Some(url), None) => Some(url),
-        (None, Some(path)) => read_secret_file(&path, "redis.url_file", problems),
-        (None, None) => None,
-    };
-    let store = match redis_url {
-        None => StoreSettings::Memory,
-        Some(url) => {
-            let parsed = Url::parse(url.expose_secret());
-            match parsed {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
-                // The URL may hold a password: name the problem, not the value.
-                _ => problems.push("redis.url is not a redis:// or rediss:// URL".into()),
-            }
-            StoreSettings::Redis(RedisSettings {
-                url,
-                key_prefix: raw.redis.key_prefix.unwrap_or_else(|| "gatehouse".into()),
-                connect_timeout: Duration::from_millis(
-                    raw.redis.connect_timeout_ms.unwrap_or(2000),
-                ),
-                response_timeout: Duration::from_millis(
-                    raw.redis.response_timeout_ms.unwrap_or(2000),
-                ),
-            })
-        }
-    };
+    let (server, public_url) = validate_server(raw.server, problems);
+    let session = validate_session(raw.session, !insecure_http, problems);
+    let store = validate_store(raw.redis, problems);
+    let rate_limits = validate_rate_limits(raw.rate_limits, problems);
 
     let csrf = CsrfSettings {
         header: raw.csrf.header.unwrap_or_else(|| "X-CSRF".into()),
@@ -500,53 +369,6 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     };
 
     let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
-    let rate_limits = RateLimitSettings {
-        login: validate_limit(
-            raw.rate_limits.login,
-            DEFAULT_LOGIN_LIMIT,
-            "rate_limits.login",
-            problems,
-        ),
-        api: validate_limit(
-            raw.rate_limits.api,
-            DEFAULT_API_LIMIT,
-            "rate_limits.api",
-            problems,
-        ),
-    };
-    let trusted_proxies = raw
-        .server
-        .trusted_proxies
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|text| match parse_net(text) {
-            Some(net) => Some(net),
-            None => {
-                problems.push(format!(
-                    "server.trusted_proxies: `{text}` is not an IP address or CIDR block"
-                ));
-                None
-            }
-        })
-        .collect();
-    let max_header_bytes = match raw.server.max_header_bytes.unwrap_or(16 * 1024) {
-        n if n > 0 => n as usize,
-        n => {
-            problems.push(format!(
-                "server.max_header_bytes must be greater than zero (got {n})"
-            ));
-            0
-        }
-    };
-    let header_timeout = match raw.server.header_timeout_ms.unwrap_or(5000) {
-        n if n > 0 => Duration::from_millis(n as u64),
-        n => {
-            problems.push(format!(
-                "server.header_timeout_ms must be greater than zero (got {n})"
-            ));
-            Duration::ZERO
-        }
-    };
     let frontend = validate_frontend(raw.frontend, problems);
 
     let mut providers = BTreeMap::new();
@@ -560,30 +382,8 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         return None;
     }
     Some(Settings {
-        server: ServerSettings {
-            bind: bind?,
-            public_url: public_url?,
-            insecure_http,
-            shutdown_timeout: secs(raw.server.shutdown_timeout_secs.unwrap_or(10)),
-            workers: raw.server.workers,
-            trusted_proxies,
-            max_header_bytes,
-            header_timeout,
-            tls: server_tls,
-            http_redirect_bind,
-        },
-        session: SessionSettings {
-            login_cookie_name: format!("{cookie_name}-login"),
-            cookie_name,
-            idle_timeout,
-            absolute_timeout,
-            touch_interval,
-            login_state_ttl,
-            refresh_skew,
-            refresh_lock_ttl,
-            refresh_wait,
-            secure_cookies,
-        },
+        server: server?,
+        session: session?,
         store,
         csrf,
         log,

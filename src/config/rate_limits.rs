@@ -108,3 +108,18 @@ pub(super) fn parse_limit(
         }
     }
 }
+
+pub(super) fn validate_rate_limits(
+    raw: RawRateLimits,
+    problems: &mut Vec<String>,
+) -> RateLimitSettings {
+    RateLimitSettings {
+        login: validate_limit(
+            raw.login,
+            DEFAULT_LOGIN_LIMIT,
+            "rate_limits.login",
+            problems,
+        ),
+        api: validate_limit(raw.api, DEFAULT_API_LIMIT, "rate_limits.api", problems),
+    }
+}

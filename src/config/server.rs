@@ -118,3 +118,117 @@ pub(super) fn validate_http_redirect_bind(
     }
     Some(address)
 }
+
+/// `[server]`: the settings, and the public URL on its own (the providers' redirect URIs
+/// derive from it even when another server key is wrong).
+pub(super) fn validate_server(
+    raw: RawServer,
+    problems: &mut Vec<String>,
+) -> (Option<ServerSettings>, Option<Url>) {
+    let start = problems.len();
+    let bind = raw
+        .bind
+        .as_deref()
+        .unwrap_or("127.0.0.1:8080")
+        .parse::<SocketAddr>()
+        .map_err(|e| problems.push(format!("server.bind: {e}")))
+        .ok();
+    let insecure_http = raw.insecure_http.unwrap_or(false);
+    let public_url = match raw.public_url.as_deref() {
+        None => {
+            problems
+                .push("server.public_url is required (the URL browsers reach gatehouse at)".into());
+            None
+        }
+        Some(text) => match Url::parse(text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                problems.push(format!("server.public_url: `{text}` is not http(s)"));
+                None
+            }
+            Ok(url) if url.scheme() == "http" && !insecure_http && !is_loopback(&url) => {
+                problems.push(format!(
+                    "server.public_url: `{text}` is plain http; use https, or set \
+                     server.insecure_http = true for local development only"
+                ));
+                None
+            }
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                problems.push("server.public_url must not have a query or fragment".into());
+                None
+            }
+            Ok(mut url) => {
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                Some(url)
+            }
+            Err(e) => {
+                problems.push(format!("server.public_url: {e}"));
+                None
+            }
+        },
+    };
+
+    let server_tls = validate_server_tls(
+        raw.tls,
+        public_url.as_ref(),
+        insecure_http,
+        SystemTime::now(),
+        problems,
+    );
+    let http_redirect_bind =
+        validate_http_redirect_bind(raw.http_redirect_bind, bind, public_url.as_ref(), problems);
+
+    let trusted_proxies = raw
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|text| match parse_net(text) {
+            Some(net) => Some(net),
+            None => {
+                problems.push(format!(
+                    "server.trusted_proxies: `{text}` is not an IP address or CIDR block"
+                ));
+                None
+            }
+        })
+        .collect();
+    let max_header_bytes = match raw.max_header_bytes.unwrap_or(16 * 1024) {
+        n if n > 0 => n as usize,
+        n => {
+            problems.push(format!(
+                "server.max_header_bytes must be greater than zero (got {n})"
+            ));
+            0
+        }
+    };
+    let header_timeout = match raw.header_timeout_ms.unwrap_or(5000) {
+        n if n > 0 => Duration::from_millis(n as u64),
+        n => {
+            problems.push(format!(
+                "server.header_timeout_ms must be greater than zero (got {n})"
+            ));
+            Duration::ZERO
+        }
+    };
+    if problems.len() > start {
+        return (None, public_url);
+    }
+    let (Some(bind), Some(url)) = (bind, public_url.clone()) else {
+        return (None, public_url);
+    };
+    let settings = ServerSettings {
+        bind,
+        public_url: url,
+        insecure_http,
+        shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
+        workers: raw.workers,
+        trusted_proxies,
+        max_header_bytes,
+        header_timeout,
+        tls: server_tls,
+        http_redirect_bind,
+    };
+    (Some(settings), public_url)
+}

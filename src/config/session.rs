@@ -33,3 +33,68 @@ pub struct SessionSettings {
     /// How long a call waits for another instance's refresh before answering 503.
     pub refresh_wait: Duration,
 }
+
+pub(super) fn validate_session(
+    raw: RawSession,
+    secure_cookies: bool,
+    problems: &mut Vec<String>,
+) -> Option<SessionSettings> {
+    let start = problems.len();
+    let default_cookie = if secure_cookies {
+        "__Host-gatehouse"
+    } else {
+        "gatehouse"
+    };
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| default_cookie.to_owned());
+    if cookie_name.is_empty()
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        problems.push(format!(
+            "session.cookie_name `{cookie_name}` has characters a cookie name cannot have"
+        ));
+    }
+    if !secure_cookies && cookie_name.starts_with("__Host-") {
+        problems.push("session.cookie_name: the __Host- prefix needs Secure cookies, which insecure_http turns off".into());
+    }
+    let secs = Duration::from_secs;
+    let idle_timeout = secs(raw.idle_timeout_secs.unwrap_or(30 * 60));
+    let absolute_timeout = secs(raw.absolute_timeout_secs.unwrap_or(8 * 60 * 60));
+    let touch_interval = secs(raw.touch_interval_secs.unwrap_or(60));
+    let login_state_ttl = secs(raw.login_state_ttl_secs.unwrap_or(10 * 60));
+    let refresh_skew = secs(raw.refresh_skew_secs.unwrap_or(60));
+    let refresh_lock_ttl = Duration::from_millis(raw.refresh_lock_ttl_ms.unwrap_or(15_000));
+    let refresh_wait = Duration::from_millis(raw.refresh_wait_ms.unwrap_or(20_000));
+    if refresh_lock_ttl < Duration::from_millis(300) {
+        problems.push("session.refresh_lock_ttl_ms must be at least 300".into());
+    }
+    if idle_timeout.is_zero() || absolute_timeout.is_zero() || login_state_ttl.is_zero() {
+        problems.push("session timeouts must be greater than zero".into());
+    }
+    if idle_timeout > absolute_timeout {
+        problems
+            .push("session.idle_timeout_secs must not exceed session.absolute_timeout_secs".into());
+    }
+    if touch_interval >= idle_timeout {
+        problems.push(
+            "session.touch_interval_secs must be shorter than session.idle_timeout_secs".into(),
+        );
+    }
+
+    if problems.len() > start {
+        return None;
+    }
+    Some(SessionSettings {
+        login_cookie_name: format!("{cookie_name}-login"),
+        cookie_name,
+        idle_timeout,
+        absolute_timeout,
+        touch_interval,
+        login_state_ttl,
+        refresh_skew,
+        refresh_lock_ttl,
+        refresh_wait,
+        secure_cookies,
+    })
+}
