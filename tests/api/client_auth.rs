@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::echo::spawn_echo;
+use crate::helpers::echo::{echoed_header, spawn_echo};
 use crate::helpers::processes::{artifacts_dir, shared_provider};
 use crate::helpers::{
     config_dir, grants_at, random_name, register_client_with, spawn_app_with, AppOptions, Preset,
@@ -165,20 +165,6 @@ fn count(counts: &Value, what: &str) -> u64 {
     counts[what].as_u64().unwrap_or(0)
 }
 
-fn authorization(echo: &Value) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter(|pair| {
-            pair[0]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case("authorization"))
-        })
-        .filter_map(|pair| pair[1].as_str().map(str::to_owned))
-        .collect()
-}
-
 async fn every_client_call_authenticates_with(kind: KeyKind) {
     let key = new_key(kind);
     let kid = random_name("kid-");
@@ -245,7 +231,8 @@ async fn every_client_call_authenticates_with(kind: KeyKind) {
     // gatehouse's own token (client credentials).
     let call = browser.api_get("/service/x").await;
     assert_eq!(call.status, 200, "{}", call.transcript());
-    let sent = authorization(&call.json());
+    let body = call.json();
+    let sent = echoed_header(&body, "authorization");
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].starts_with("Bearer "), "{sent:?}");
     assert_eq!(count(&counts().await, "client_credentials"), 1);

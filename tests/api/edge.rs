@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::echo::{raw_request, spawn_echo, EchoUpstream};
+use crate::helpers::echo::{echoed_header, raw_request, spawn_echo, EchoUpstream};
 use crate::helpers::{captured_logs, random_name, spawn_app_with, AppOptions, Resp, TestApp};
 
 fn echo_route(echo: &EchoUpstream, prefix: &str, extra: &str) -> String {
@@ -14,16 +13,6 @@ fn echo_route(echo: &EchoUpstream, prefix: &str, extra: &str) -> String {
         "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{}/v1\"\n{extra}\n",
         echo.base
     )
-}
-
-fn forwarded_for(echo_body: &Value) -> Vec<String> {
-    echo_body["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter(|pair| pair[0] == "x-forwarded-for")
-        .filter_map(|pair| pair[1].as_str().map(str::to_owned))
-        .collect()
 }
 
 fn retry_after(resp: &Resp) -> u64 {
@@ -361,7 +350,10 @@ async fn a_spoofed_forwarded_for_changes_neither_the_limit_nor_the_logs_nor_the_
             .await;
         statuses.push(resp.status);
         if resp.status == 200 {
-            assert_eq!(forwarded_for(&resp.json()), vec!["127.0.0.1".to_owned()]);
+            assert_eq!(
+                echoed_header(&resp.json(), "x-forwarded-for"),
+                vec!["127.0.0.1"]
+            );
         }
         let logs = captured_logs();
         let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&request_id)).collect();
@@ -403,7 +395,10 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_forwarded() 
     // The client may write anything to the left; the proxies append the real address.
     let resp = call("6.6.6.6, 203.0.113.9, 10.0.0.5").await;
     assert_eq!(resp.status, 200);
-    assert_eq!(forwarded_for(&resp.json()), vec!["203.0.113.9".to_owned()]);
+    assert_eq!(
+        echoed_header(&resp.json(), "x-forwarded-for"),
+        vec!["203.0.113.9"]
+    );
     assert_eq!(call("7.7.7.7, 203.0.113.9").await.status, 200);
     call("203.0.113.9")
         .await

@@ -135,13 +135,7 @@ async fn without_an_end_session_endpoint_logout_lands_on_the_post_logout_redirec
     .await;
     let mut browser = app.browser();
     browser.login("alice").await;
-    let refresh = browser
-        .tokens()
-        .await
-        .refresh_token
-        .expect("refresh token")
-        .expose_secret()
-        .to_owned();
+    let refresh = browser.refresh_token().await;
 
     let answer = browser.api_post("/auth/logout", Vec::new()).await;
     assert_eq!(answer.status, 200, "{}", answer.transcript());

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use secrecy::ExposeSecret;
-
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::{config_dir, register_client, spawn_app_with, AppOptions, Preset, TestApp};
 
@@ -151,13 +149,7 @@ async fn google_logs_in_with_consent_and_logs_out_without_an_end_session_endpoin
 
     let mut browser = app.browser();
     browser.login("alice").await;
-    let refresh = browser
-        .tokens()
-        .await
-        .refresh_token
-        .expect("refresh token")
-        .expose_secret()
-        .to_owned();
+    let refresh = browser.refresh_token().await;
     assert_eq!(app.introspect(&refresh).await["active"], true);
 
     let answer = browser.api_post("/auth/logout", Vec::new()).await;

@@ -1,22 +1,10 @@
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::echo::{pattern_byte, pattern_sha256, raw_request, spawn_echo};
+use crate::helpers::echo::{
+    echoed_header as header, pattern_byte, pattern_sha256, raw_request, spawn_echo,
+};
 use crate::helpers::{spawn_app_with, AppOptions, TestApp};
-
-fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter(|pair| {
-            pair[0]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .filter_map(|pair| pair[1].as_str())
-        .collect()
-}
 
 async fn app_with_routes(routes: &str) -> TestApp {
     spawn_app_with(AppOptions {

@@ -27,6 +27,21 @@ impl EchoUpstream {
     }
 }
 
+/// The values of one request header as the echo upstream reports it (any case of the name).
+pub fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|pair| pair[1].as_str())
+        .collect()
+}
+
 pub fn pattern_byte(i: u64) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 7)) as u8
 }

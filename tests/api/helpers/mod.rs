@@ -807,6 +807,16 @@ impl<'a> Browser<'a> {
     }
 
     /// The tokens the current session holds (read with the cookie's secret, as gatehouse does).
+    /// The session's refresh token, as the store holds it.
+    pub async fn refresh_token(&self) -> String {
+        self.tokens()
+            .await
+            .refresh_token
+            .expect("refresh token")
+            .expose_secret()
+            .to_owned()
+    }
+
     pub async fn tokens(&self) -> gatehouse::session::TokenSet {
         let cookie = self.session_cookie().expect("session cookie");
         let tokens = self
