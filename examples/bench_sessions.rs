@@ -59,10 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|_| "BENCH_TEMPLATE_COOKIE must hold a live session cookie value")?;
 
     let store = RedisStore::new(&RedisSettings {
-        url: SecretString::from(args.redis_url.clone()),
-        key_prefix: args.key_prefix.clone(),
-        connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(5),
+        ..RedisSettings::standalone(SecretString::from(args.redis_url.clone()), &args.key_prefix)
     })?;
     let manager = SessionManager::new(
         Arc::new(store),

@@ -249,6 +249,17 @@ pub fn load(
 /// Secrets only come from the environment or from files the operator points to, so that a
 /// committed config file can never carry one.
 fn forbid_secrets_in_file(tree: &toml::Table, problems: &mut Vec<String>) {
+    if let Some(redis) = tree.get("redis").and_then(|r| r.as_table()) {
+        for key in ["password", "sentinel_password"] {
+            if redis.get(key).is_some() {
+                problems.push(format!(
+                    "redis.{key} must not be in the config file: set \
+                     {ENV_PREFIX}REDIS__{} or redis.{key}_file",
+                    key.to_uppercase()
+                ));
+            }
+        }
+    }
     if let Some(providers) = tree.get("providers").and_then(|p| p.as_table()) {
         for (name, provider) in providers {
             if provider.get("client_secret").is_some() {

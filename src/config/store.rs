@@ -1,16 +1,39 @@
-//! `[redis]`: the shared session store (the in-memory store without it).
+//! `[redis]`: the shared session store (the in-memory store without it), on one Redis, a
+//! Redis Cluster or a Sentinel-managed master, over plain TCP or TLS.
 
 use super::*;
 
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct RawRedis {
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) mode: Option<String>,
     #[serde(default, deserialize_with = "secret_from_scalar")]
     pub(super) url: Option<SecretString>,
     pub(super) url_file: Option<PathBuf>,
+    /// Cluster seed nodes.
+    pub(super) urls: Option<Vec<String>>,
+    pub(super) sentinels: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) master_name: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) username: Option<String>,
+    #[serde(default, deserialize_with = "secret_from_scalar")]
+    pub(super) password: Option<SecretString>,
+    pub(super) password_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) sentinel_username: Option<String>,
+    #[serde(default, deserialize_with = "secret_from_scalar")]
+    pub(super) sentinel_password: Option<SecretString>,
+    pub(super) sentinel_password_file: Option<PathBuf>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert_file: Option<PathBuf>,
+    pub(super) client_key_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "string_from_scalar")]
     pub(super) key_prefix: Option<String>,
     pub(super) connect_timeout_ms: Option<u64>,
     pub(super) response_timeout_ms: Option<u64>,
+    pub(super) min_replicas_ack: Option<u32>,
+    pub(super) min_replicas_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -21,37 +44,372 @@ pub enum StoreSettings {
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub url: SecretString,
+    pub topology: RedisTopology,
+    /// ACL user and password for the data nodes; they win over credentials in the URLs.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub tls: RedisTls,
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Replicas that must acknowledge a new session or refreshed tokens (`WAIT`); 0: none.
+    pub min_replicas_ack: u32,
+    pub min_replicas_timeout: Duration,
 }
 
+#[derive(Debug, Clone)]
+pub enum RedisTopology {
+    Standalone {
+        url: SecretString,
+    },
+    Cluster {
+        seeds: Vec<SecretString>,
+    },
+    Sentinel {
+        sentinels: Vec<SecretString>,
+        master_name: String,
+        sentinel_username: Option<String>,
+        sentinel_password: Option<SecretString>,
+    },
+}
+
+/// Trust and identity for `rediss://`; without a CA file the system's roots are trusted.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub client_identity: Option<CertKeyFiles>,
+}
+
+impl RedisTopology {
+    pub fn mode(&self) -> &'static str {
+        match self {
+            RedisTopology::Standalone { .. } => "standalone",
+            RedisTopology::Cluster { .. } => "cluster",
+            RedisTopology::Sentinel { .. } => "sentinel",
+        }
+    }
+
+    /// Whether the data nodes are reached over TLS (a `rediss://` URL).
+    pub fn uses_tls(&self) -> bool {
+        let urls: Vec<&SecretString> = match self {
+            RedisTopology::Standalone { url } => vec![url],
+            RedisTopology::Cluster { seeds } => seeds.iter().collect(),
+            RedisTopology::Sentinel { sentinels, .. } => sentinels.iter().collect(),
+        };
+        urls.iter()
+            .any(|url| url.expose_secret().starts_with("rediss://"))
+    }
+}
+
+impl RedisSettings {
+    /// One Redis at `url`, every other setting at its default.
+    pub fn standalone(url: SecretString, key_prefix: &str) -> Self {
+        Self {
+            topology: RedisTopology::Standalone { url },
+            username: None,
+            password: None,
+            tls: RedisTls::default(),
+            key_prefix: key_prefix.to_owned(),
+            connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+            response_timeout: Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS),
+            min_replicas_ack: 0,
+            min_replicas_timeout: Duration::from_millis(DEFAULT_MIN_REPLICAS_TIMEOUT_MS),
+        }
+    }
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 2000;
+const DEFAULT_MIN_REPLICAS_TIMEOUT_MS: u64 = 500;
+const MAX_MIN_REPLICAS_ACK: u32 = 16;
+
 pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> StoreSettings {
-    let redis_url = match (raw.url, raw.url_file) {
+    let url = match (raw.url, &raw.url_file) {
         (Some(_), Some(_)) => {
             problems.push("redis.url and redis.url_file are both set: choose one".into());
             None
         }
         (Some(url), None) => Some(url),
-        (None, Some(path)) => read_secret_file(&path, "redis.url_file", problems),
+        (None, Some(path)) => read_secret_file(path, "redis.url_file", problems),
         (None, None) => None,
     };
-    match redis_url {
-        None => StoreSettings::Memory,
-        Some(url) => {
-            let parsed = Url::parse(url.expose_secret());
-            match parsed {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
-                // The URL may hold a password: name the problem, not the value.
-                _ => problems.push("redis.url is not a redis:// or rediss:// URL".into()),
+    let seeds = raw
+        .urls
+        .map(|urls| urls.into_iter().map(SecretString::from).collect::<Vec<_>>());
+    let sentinels = raw
+        .sentinels
+        .map(|urls| urls.into_iter().map(SecretString::from).collect::<Vec<_>>());
+    let mode = match raw.mode.as_deref() {
+        Some(mode) => mode.to_owned(),
+        None if url.is_none() && seeds.is_none() && sentinels.is_none() => {
+            return StoreSettings::Memory;
+        }
+        None => "standalone".to_owned(),
+    };
+
+    let start = problems.len();
+    let misplaced = |present: bool, key: &str, belongs: &str, problems: &mut Vec<String>| {
+        if present {
+            problems.push(format!(
+                "redis.{key} is for mode = \"{belongs}\", not \"{mode}\""
+            ));
+        }
+    };
+    let sentinel_credentials_elsewhere = mode != "sentinel"
+        && (raw.sentinel_password.is_some()
+            || raw.sentinel_password_file.is_some()
+            || raw.sentinel_username.is_some());
+    let topology = match mode.as_str() {
+        "standalone" => {
+            misplaced(seeds.is_some(), "urls", "cluster", problems);
+            misplaced(sentinels.is_some(), "sentinels", "sentinel", problems);
+            misplaced(
+                raw.master_name.is_some(),
+                "master_name",
+                "sentinel",
+                problems,
+            );
+            match url {
+                Some(url) => {
+                    check_redis_url(&url, "redis.url", problems);
+                    Some(RedisTopology::Standalone { url })
+                }
+                None => {
+                    problems.push("redis.mode = \"standalone\" needs redis.url".into());
+                    None
+                }
             }
-            StoreSettings::Redis(RedisSettings {
-                url,
-                key_prefix: raw.key_prefix.unwrap_or_else(|| "gatehouse".into()),
-                connect_timeout: Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2000)),
-                response_timeout: Duration::from_millis(raw.response_timeout_ms.unwrap_or(2000)),
-            })
+        }
+        "cluster" => {
+            misplaced(url.is_some(), "url", "standalone", problems);
+            misplaced(sentinels.is_some(), "sentinels", "sentinel", problems);
+            misplaced(
+                raw.master_name.is_some(),
+                "master_name",
+                "sentinel",
+                problems,
+            );
+            match seeds {
+                Some(seeds) if !seeds.is_empty() => {
+                    check_url_list(&seeds, "redis.urls", problems);
+                    Some(RedisTopology::Cluster { seeds })
+                }
+                _ => {
+                    problems.push(
+                        "redis.mode = \"cluster\" needs redis.urls, one or more seed nodes".into(),
+                    );
+                    None
+                }
+            }
+        }
+        "sentinel" => {
+            misplaced(url.is_some(), "url", "standalone", problems);
+            misplaced(seeds.is_some(), "urls", "cluster", problems);
+            let sentinel_password = match (raw.sentinel_password, &raw.sentinel_password_file) {
+                (Some(_), Some(_)) => {
+                    problems.push(
+                        "redis.sentinel_password and redis.sentinel_password_file are both set: \
+                         choose one"
+                            .into(),
+                    );
+                    None
+                }
+                (Some(password), None) => Some(password),
+                (None, Some(path)) => {
+                    read_secret_file(path, "redis.sentinel_password_file", problems)
+                }
+                (None, None) => None,
+            };
+            let master_name = raw.master_name.filter(|name| !name.trim().is_empty());
+            if master_name.is_none() {
+                problems.push(
+                    "redis.mode = \"sentinel\" needs redis.master_name, the name the sentinels \
+                     monitor"
+                        .into(),
+                );
+            }
+            match (sentinels, master_name) {
+                (Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
+                    check_url_list(&sentinels, "redis.sentinels", problems);
+                    Some(RedisTopology::Sentinel {
+                        sentinels,
+                        master_name,
+                        sentinel_username: raw.sentinel_username,
+                        sentinel_password,
+                    })
+                }
+                (sentinels, _) => {
+                    if sentinels.is_none_or(|s| s.is_empty()) {
+                        problems.push(
+                            "redis.mode = \"sentinel\" needs redis.sentinels, the sentinels' URLs"
+                                .into(),
+                        );
+                    }
+                    None
+                }
+            }
+        }
+        other => {
+            problems.push(format!(
+                "redis.mode `{other}` is not one of standalone, cluster, sentinel"
+            ));
+            None
+        }
+    };
+    if sentinel_credentials_elsewhere {
+        problems.push(format!(
+            "redis.sentinel_username and redis.sentinel_password are for mode = \"sentinel\", \
+             not \"{mode}\""
+        ));
+    }
+
+    let password = match (raw.password, &raw.password_file) {
+        (Some(_), Some(_)) => {
+            problems.push("redis.password and redis.password_file are both set: choose one".into());
+            None
+        }
+        (Some(password), None) => Some(password),
+        (None, Some(path)) => read_secret_file(path, "redis.password_file", problems),
+        (None, None) => None,
+    };
+    let tls = validate_redis_tls(
+        raw.ca_file,
+        raw.client_cert_file,
+        raw.client_key_file,
+        topology.as_ref().is_some_and(RedisTopology::uses_tls),
+        problems,
+    );
+
+    let connect_timeout_ms = raw.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
+    let response_timeout_ms = raw
+        .response_timeout_ms
+        .unwrap_or(DEFAULT_RESPONSE_TIMEOUT_MS);
+    for (key, value) in [
+        ("connect_timeout_ms", connect_timeout_ms),
+        ("response_timeout_ms", response_timeout_ms),
+    ] {
+        if !(1..=60_000).contains(&value) {
+            problems.push(format!(
+                "redis.{key} must be between 1 and 60000 (got {value})"
+            ));
         }
     }
+    let min_replicas_ack = raw.min_replicas_ack.unwrap_or(0);
+    if min_replicas_ack > MAX_MIN_REPLICAS_ACK {
+        problems.push(format!(
+            "redis.min_replicas_ack must be at most {MAX_MIN_REPLICAS_ACK} (got {min_replicas_ack})"
+        ));
+    }
+    let min_replicas_timeout_ms = raw
+        .min_replicas_timeout_ms
+        .unwrap_or(DEFAULT_MIN_REPLICAS_TIMEOUT_MS);
+    if min_replicas_ack > 0
+        && (min_replicas_timeout_ms == 0 || min_replicas_timeout_ms >= response_timeout_ms)
+    {
+        // WAIT 0 would block forever; a wait longer than the response timeout would be cut
+        // off by the client and look like an outage.
+        problems.push(format!(
+            "redis.min_replicas_timeout_ms must be above 0 and below redis.response_timeout_ms \
+             ({response_timeout_ms}), got {min_replicas_timeout_ms}"
+        ));
+    }
+
+    match topology {
+        Some(topology) if problems.len() == start => StoreSettings::Redis(RedisSettings {
+            topology,
+            username: raw.username,
+            password,
+            tls: tls.unwrap_or_default(),
+            key_prefix: raw.key_prefix.unwrap_or_else(|| "gatehouse".into()),
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            response_timeout: Duration::from_millis(response_timeout_ms),
+            min_replicas_ack,
+            min_replicas_timeout: Duration::from_millis(min_replicas_timeout_ms),
+        }),
+        // The problems are reported; the value is never used.
+        _ => StoreSettings::Memory,
+    }
+}
+
+fn check_redis_url(url: &SecretString, key: &str, problems: &mut Vec<String>) {
+    match Url::parse(url.expose_secret()) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {
+            if u.fragment().is_some_and(|f| f.contains("insecure")) {
+                problems.push(format!(
+                    "{key}: #insecure turns off certificate checks; use redis.ca_file instead"
+                ));
+            }
+        }
+        // The URL may hold a password: name the problem, not the value.
+        _ => problems.push(format!("{key} is not a redis:// or rediss:// URL")),
+    }
+}
+
+/// Cluster seeds and sentinels: TCP URLs, all with TLS or all without.
+fn check_url_list(urls: &[SecretString], key: &str, problems: &mut Vec<String>) {
+    let start = problems.len();
+    for (index, url) in urls.iter().enumerate() {
+        let at = format!("{key}[{index}]");
+        match Url::parse(url.expose_secret()) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {
+                check_redis_url(url, &at, problems);
+            }
+            _ => problems.push(format!(
+                "{at} is not a redis:// or rediss:// URL with a host"
+            )),
+        }
+    }
+    if problems.len() == start {
+        let with_tls = urls
+            .iter()
+            .filter(|url| url.expose_secret().starts_with("rediss://"))
+            .count();
+        if with_tls != 0 && with_tls != urls.len() {
+            problems.push(format!(
+                "{key}: mix of redis:// and rediss:// URLs; use one scheme for all"
+            ));
+        }
+    }
+}
+
+fn validate_redis_tls(
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    uses_tls: bool,
+    problems: &mut Vec<String>,
+) -> Option<RedisTls> {
+    let start = problems.len();
+    let now = SystemTime::now();
+    if !uses_tls && (ca_file.is_some() || client_cert_file.is_some()) {
+        problems.push(
+            "redis.ca_file and redis.client_cert_file need a rediss:// URL (TLS to Redis)".into(),
+        );
+    }
+    if let Some(ca_file) = &ca_file {
+        for problem in crate::tls::check_ca_file(ca_file, now) {
+            problems.push(format!("redis.ca_file: {problem}"));
+        }
+    }
+    let client_identity = match (client_cert_file, client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let files = CertKeyFiles {
+                cert_file,
+                key_file,
+            };
+            for problem in crate::tls::check_cert_and_key(&files, now) {
+                problems.push(format!("redis: {problem}"));
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        _ => {
+            problems.push("redis: client_cert_file and client_key_file go together".into());
+            None
+        }
+    };
+    (problems.len() == start).then_some(RedisTls {
+        ca_file,
+        client_identity,
+    })
 }

@@ -26,12 +26,10 @@ fn policy() -> IdlePolicy {
 }
 
 fn redis_manager() -> SessionManager {
-    let store = RedisStore::new(&RedisSettings {
-        url: SecretString::from(shared_redis().url()),
-        key_prefix: random_name("contract"),
-        connect_timeout: Duration::from_secs(2),
-        response_timeout: Duration::from_secs(2),
-    })
+    let store = RedisStore::new(&RedisSettings::standalone(
+        SecretString::from(shared_redis().url()),
+        &random_name("contract"),
+    ))
     .expect("store");
     SessionManager::new(Arc::new(store), policy())
 }

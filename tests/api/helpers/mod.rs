@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gatehouse::clock::OffsetClock;
-use gatehouse::config::{self, RedisSettings, Settings};
-use gatehouse::session::redis::RedisStore;
+use gatehouse::config::{self, Settings};
 use gatehouse::session::{IdlePolicy, LoadedSession, SessionManager};
 use gatehouse::startup::Application;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
@@ -155,6 +154,9 @@ pub struct AppOptions<'a> {
     pub redis_toml: String,
     /// Another Redis than the shared one (a test that takes Redis down).
     pub redis_url: Option<String>,
+    /// The `[redis]` table's keys instead of `url` (a cluster's `mode` and `urls`, a
+    /// Sentinel's …); the key prefix is still added.
+    pub redis_topology: Option<String>,
     /// Another instance of an app: same Redis prefix, provider and client.
     pub share: Option<&'a TestApp>,
     /// A client configured in advance, with the listener its redirect URI names (for a
@@ -182,6 +184,7 @@ impl Default for AppOptions<'_> {
             env: Vec::new(),
             redis_toml: String::new(),
             redis_url: None,
+            redis_topology: None,
             share: None,
             preset: None,
             public_url: None,
@@ -301,7 +304,11 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
         .unwrap_or_else(|| shared_redis().url());
     let redis_table = match options.store {
         StoreKind::Redis => format!(
-            "[redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n{}\n",
+            "[redis]\n{}\nkey_prefix = \"{key_prefix}\"\n{}\n",
+            options
+                .redis_topology
+                .clone()
+                .unwrap_or_else(|| format!("url = \"{redis_url}\"")),
             options.redis_toml
         ),
         StoreKind::Memory => String::new(),
@@ -394,15 +401,9 @@ impl TestApp {
     /// A session manager on the same Redis and key prefix: lets a test read the tokens a
     /// session holds, given the cookie the browser has.
     pub fn session_manager(&self) -> SessionManager {
-        let store = RedisStore::new(&RedisSettings {
-            url: SecretString::from(self.redis_url.clone()),
-            key_prefix: self.key_prefix.clone(),
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-        })
-        .expect("store");
+        let store = gatehouse::startup::build_store(&self.settings).expect("store");
         SessionManager::new(
-            Arc::new(store),
+            store,
             IdlePolicy {
                 idle_timeout: self.settings.session.idle_timeout,
                 touch_interval: self.settings.session.touch_interval,

@@ -9,15 +9,20 @@
 //! - `<prefix>:l:{<hash of state>}` — sealed login state, consumed with GETDEL.
 //! - `<prefix>:r:{<limit>|<subject>}` — a rate-limit bucket's theoretical arrival time (ms),
 //!   expiring when the bucket is full again.
+//!
+//! Every failure to reach Redis is `StoreError::Unavailable` (503 with Retry-After at the
+//! edge), never a missing session: a failover costs retries, not logins.
 
+mod connection;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisError, Script};
-use secrecy::ExposeSecret;
+use redis::{AsyncCommands, ErrorKind, RedisError, Script};
 
+use self::connection::{Connection, Connector};
 use super::store::*;
 use crate::clock::UnixMillis;
 use crate::config::RedisSettings;
@@ -77,8 +82,12 @@ return 1
 ";
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connector: Connector,
     prefix: String,
+    min_replicas_ack: u32,
+    min_replicas_timeout: Duration,
+    /// Whether the last command failed to reach Redis: the log says so once per outage.
+    unreachable: AtomicBool,
     insert: Script,
     touch: Script,
     replace_sealed: Script,
@@ -91,18 +100,15 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects lazily: gatehouse starts (not ready) while Redis is still coming up.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(settings.url.expose_secret())
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis URL: {:?}", e.kind())))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let connector = Connector::new(settings).map_err(|e| {
+            StoreError::Unavailable(format!("redis settings rejected: {}", describe(&e)))
+        })?;
         Ok(Self {
-            connection,
+            connector,
             prefix: settings.key_prefix.clone(),
+            min_replicas_ack: settings.min_replicas_ack,
+            min_replicas_timeout: settings.min_replicas_timeout,
+            unreachable: AtomicBool::new(false),
             insert: Script::new(INSERT),
             touch: Script::new(TOUCH),
             replace_sealed: Script::new(REPLACE_SEALED),
@@ -138,8 +144,86 @@ impl RedisStore {
         format!("{}:l:{{{key}}}", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// Runs `op` on a connection; when it could not reach Redis it is tried once more, as
+    /// the connection manager (or the Sentinel lookup) has reconnected meanwhile.
+    async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let result = match self.attempt(&op).await {
+            Err(e) if is_transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.attempt(&op).await
+            }
+            other => other,
+        };
+        self.settle(result)
+    }
+
+    /// For commands whose retry after a lost reply could do harm (see the callers).
+    async fn run_once<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let result = self.attempt(op).await;
+        self.settle(result)
+    }
+
+    async fn attempt<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let connection = self.connector.get().await?;
+        let result = op(connection).await;
+        if let Err(error) = &result {
+            self.connector.failed(error);
+        }
+        result
+    }
+
+    /// Logs the start and the end of an outage once each, and maps the error.
+    fn settle<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
+        match result {
+            Ok(value) => {
+                if self.unreachable.load(Ordering::Relaxed)
+                    && self.unreachable.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!("redis answers again");
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                let reason = describe(&error);
+                if is_transient(&error) || is_unreachable(&error) {
+                    if !self.unreachable.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%reason, "redis unreachable: answering 503 until it is back");
+                    }
+                } else {
+                    tracing::warn!(%reason, "redis command failed");
+                }
+                Err(StoreError::Unavailable(reason))
+            }
+        }
+    }
+
+    /// `WAIT`s for `redis.min_replicas_ack` replicas to hold what this connection wrote to
+    /// the node that serves `key`; whether enough did.
+    async fn replicated(&self, key: &str) -> StoreResult<bool> {
+        if self.min_replicas_ack == 0 {
+            return Ok(true);
+        }
+        let acknowledged: i64 = self
+            .run_once(|mut conn| async move {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(self.min_replicas_ack)
+                    .arg(millis(self.min_replicas_timeout).max(1));
+                conn.query_at_key(wait, key).await
+            })
+            .await?;
+        Ok(acknowledged >= i64::from(self.min_replicas_ack))
     }
 
     /// The session hash's fields, decoded; `None` when the key does not exist.
@@ -147,17 +231,15 @@ impl RedisStore {
         &self,
         session_key: &str,
     ) -> StoreResult<Option<(SessionRecord, UnixMillis)>> {
-        let fields: Vec<Option<Vec<u8>>> = retry(|| {
-            let mut conn = self.conn();
-            async move {
+        let fields: Vec<Option<Vec<u8>>> = self
+            .run(|mut conn| async move {
                 redis::cmd("HMGET")
                     .arg(session_key)
                     .arg(&["c", "p", "u", "i", "t0", "ta", "ts"])
                     .query_async(&mut conn)
                     .await
-            }
-        })
-        .await?;
+            })
+            .await?;
         if fields.first().is_none_or(|c| c.is_none()) {
             return Ok(None);
         }
@@ -166,16 +248,18 @@ impl RedisStore {
 
     /// `SET key value NX PX ttl`: whether the key was absent (and is now set).
     async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool> {
-        let mut conn = self.conn();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl).max(1))
-            .query_async(&mut conn)
-            .await
-            .map_err(to_store_error)?;
+        let set: Option<String> = self
+            .run_once(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl).max(1))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
         Ok(set.is_some())
     }
 
@@ -187,8 +271,7 @@ impl RedisStore {
         key: &str,
         add_args: impl Fn(&mut redis::ScriptInvocation<'_>),
     ) -> StoreResult<T> {
-        retry(|| {
-            let mut conn = self.conn();
+        self.run(|mut conn| {
             let mut invocation = script.key(key);
             add_args(&mut invocation);
             async move { invocation.invoke_async(&mut conn).await }
@@ -198,25 +281,30 @@ impl RedisStore {
 
     async fn index_members(&self, index_id: &str, now: UnixMillis) -> StoreResult<Vec<String>> {
         let index_key = self.index_key(index_id);
-        let members: Vec<String> = retry(|| {
-            let mut conn = self.conn();
-            let index_key = index_key.clone();
-            async move { conn.smembers(index_key).await }
-        })
-        .await?;
-        let mut live = Vec::with_capacity(members.len());
-        for member in members {
-            let absolute: Option<i64> = retry(|| {
-                let mut conn = self.conn();
-                let key = self.session_key(&member);
-                async move { conn.hget(key, "ta").await }
+        let members: Vec<String> = self
+            .run(|mut conn| {
+                let index_key = index_key.clone();
+                async move { conn.smembers(index_key).await }
             })
             .await?;
+        let mut live = Vec::with_capacity(members.len());
+        for member in members {
+            let absolute: Option<i64> = self
+                .run(|mut conn| {
+                    let key = self.session_key(&member);
+                    async move { conn.hget(key, "ta").await }
+                })
+                .await?;
             match absolute {
                 Some(ta) if ta > now => live.push(member),
                 _ => {
                     // Dangling entry of a session that expired on its own.
-                    let _: Result<(), _> = self.conn().srem(&index_key, &member).await;
+                    let _: StoreResult<()> = self
+                        .run_once(|mut conn| {
+                            let index_key = index_key.clone();
+                            async move { conn.srem(index_key, member).await }
+                        })
+                        .await;
                 }
             }
         }
@@ -225,34 +313,48 @@ impl RedisStore {
     }
 }
 
+/// Why Redis failed, fit for the log and `/readyz`. A server's reply can quote a command's
+/// arguments (sealed payloads, keys), so only connection-level errors keep their text.
 fn describe(error: &RedisError) -> String {
-    // RedisError's Display can echo command arguments in some cases; keep to its kind.
-    format!("{:?}", error.kind())
-}
-
-fn to_store_error(error: RedisError) -> StoreError {
-    StoreError::Unavailable(describe(&error))
-}
-
-/// A command on a dropped connection fails while the manager reconnects: retry once.
-async fn retry<T, F, Fut>(mut op: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, RedisError>>,
-{
-    match op().await {
-        Ok(value) => Ok(value),
-        Err(e)
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_connection_refusal() =>
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            op().await.map_err(to_store_error)
-        }
-        Err(e) => Err(to_store_error(e)),
+    match error.kind() {
+        ErrorKind::Io
+        | ErrorKind::AuthenticationFailed
+        | ErrorKind::InvalidClientConfig
+        | ErrorKind::ClusterConnectionNotFound
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::NoValidReplicasFoundBySentinel
+        | ErrorKind::EmptySentinelList => error.to_string(),
+        ErrorKind::Server(kind) => format!("redis answered {kind:?}"),
+        kind => format!("{kind:?}"),
     }
+}
+
+/// Failures where the command may not have reached Redis, or Redis is between masters.
+fn is_transient(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                redis::ServerErrorKind::ReadOnly
+                    | redis::ServerErrorKind::MasterDown
+                    | redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::ClusterDown
+                    | redis::ServerErrorKind::BusyLoading
+            )
+        )
+}
+
+fn is_unreachable(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::EmptySentinelList
+            | ErrorKind::AuthenticationFailed
+    )
 }
 
 fn field_string(value: &Option<Vec<u8>>, name: &str) -> StoreResult<String> {
@@ -335,6 +437,15 @@ impl SessionStore for RedisStore {
                     })
                     .await?;
             }
+            // Only a session that survives a failover is handed out: with fewer replicas
+            // holding it than asked for, the login fails (503) rather than the session later.
+            if !self.replicated(&session_key).await? {
+                let _ = self.remove(key).await;
+                return Err(StoreError::Unavailable(format!(
+                    "fewer than {} replica(s) acknowledged the new session",
+                    self.min_replicas_ack
+                )));
+            }
             Ok(())
         }
         .boxed()
@@ -356,7 +467,9 @@ impl SessionStore for RedisStore {
             let idle_ms = millis(idle.idle_timeout);
             if now >= record.absolute_expires_at || now - last_touch >= idle_ms {
                 // Expired by the clock; Redis's TTL removes it too, this is only sooner.
-                let _: Result<i64, _> = self.conn().del(&session_key).await;
+                let _: StoreResult<i64> = self
+                    .run_once(|mut conn| async move { conn.del(session_key).await })
+                    .await;
                 return Ok(None);
             }
             if now - last_touch >= millis(idle.touch_interval) {
@@ -393,6 +506,15 @@ impl SessionStore for RedisStore {
                     invocation.arg(sealed).arg(absolute_expires_at).arg(now);
                 })
                 .await?;
+            // The provider has already rotated the refresh token, so these tokens are the
+            // only valid ones whatever WAIT says: keep them, and say that a failover now
+            // could lose them.
+            if replaced == 1 && !self.replicated(&session_key).await? {
+                tracing::warn!(
+                    replicas = self.min_replicas_ack,
+                    "refreshed tokens are stored, but not yet on the replicas asked for"
+                );
+            }
             Ok(replaced == 1)
         }
         .boxed()
@@ -488,27 +610,40 @@ impl SessionStore for RedisStore {
 
     fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
         async move {
-            // SCAN, not KEYS: it does not block the server. (On a cluster, run per node.)
-            let mut conn = self.conn();
+            // SCAN, not KEYS: it does not block the server. A cluster is scanned master by
+            // master; one server (or the Sentinel master) is the only node.
             let pattern = format!("{}:s:*", self.prefix);
-            let mut cursor: u64 = 0;
+            let masters = self
+                .run(|mut conn| async move { conn.masters().await })
+                .await?;
+            let nodes: Vec<Option<&(String, u16)>> = if masters.is_empty() {
+                vec![None]
+            } else {
+                masters.iter().map(Some).collect()
+            };
             let mut total: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(to_store_error)?;
-                total += keys.len() as u64;
-                if next == 0 {
-                    return Ok(total);
+            for node in nodes {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = self
+                        .run(|mut conn| {
+                            let mut scan = redis::cmd("SCAN");
+                            scan.arg(cursor)
+                                .arg("MATCH")
+                                .arg(&pattern)
+                                .arg("COUNT")
+                                .arg(1000);
+                            async move { conn.query_on(scan, node).await }
+                        })
+                        .await?;
+                    total += keys.len() as u64;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
             }
+            Ok(total)
         }
         .boxed()
     }
@@ -516,24 +651,24 @@ impl SessionStore for RedisStore {
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let session_key = self.session_key(key);
-            let fields: (Option<String>, Option<String>, Option<String>) = retry(|| {
-                let mut conn = self.conn();
-                let session_key = session_key.clone();
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(session_key)
-                        .arg(&["p", "u", "i"])
-                        .query_async(&mut conn)
-                        .await
-                }
-            })
-            .await?;
-            let deleted: i64 = retry(|| {
-                let mut conn = self.conn();
-                let session_key = session_key.clone();
-                async move { conn.del(session_key).await }
-            })
-            .await?;
+            let fields: (Option<String>, Option<String>, Option<String>) = self
+                .run(|mut conn| {
+                    let session_key = session_key.clone();
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(session_key)
+                            .arg(&["p", "u", "i"])
+                            .query_async(&mut conn)
+                            .await
+                    }
+                })
+                .await?;
+            let deleted: i64 = self
+                .run(|mut conn| {
+                    let session_key = session_key.clone();
+                    async move { conn.del(session_key).await }
+                })
+                .await?;
             if let (Some(provider), Some(sub), sid) = fields {
                 let mut index_ids = vec![sub_index_id(&provider, &sub)];
                 if let Some(sid) = sid {
@@ -541,12 +676,12 @@ impl SessionStore for RedisStore {
                 }
                 for index_id in index_ids {
                     let index_key = self.index_key(&index_id);
-                    let _: i64 = retry(|| {
-                        let mut conn = self.conn();
-                        let index_key = index_key.clone();
-                        async move { conn.srem(index_key, key).await }
-                    })
-                    .await?;
+                    let _: i64 = self
+                        .run(|mut conn| {
+                            let index_key = index_key.clone();
+                            async move { conn.srem(index_key, key).await }
+                        })
+                        .await?;
                 }
             }
             Ok(deleted == 1)
@@ -600,8 +735,7 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let login_key = self.login_key(key);
-            retry(|| {
-                let mut conn = self.conn();
+            self.run(|mut conn| {
                 let login_key = login_key.clone();
                 async move {
                     redis::cmd("SET")
@@ -628,23 +762,23 @@ impl SessionStore for RedisStore {
             // GETDEL is atomic: a replayed callback finds nothing. Not retried: a retry after a
             // lost reply could report "absent" for a state that was just consumed — which is
             // the safe outcome anyway.
-            let mut conn = self.conn();
-            redis::cmd("GETDEL")
-                .arg(login_key)
-                .query_async(&mut conn)
-                .await
-                .map_err(to_store_error)
+            self.run_once(|mut conn| async move {
+                redis::cmd("GETDEL")
+                    .arg(login_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
         }
         .boxed()
     }
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            let mut conn = self.conn();
-            redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(to_store_error)
+            self.run_once(|mut conn| async move {
+                redis::cmd("PING").query_async::<()>(&mut conn).await
+            })
+            .await
         }
         .boxed()
     }
