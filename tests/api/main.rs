@@ -16,3 +16,4 @@ mod proxy;
 mod resilience;
 mod store_contract;
 mod tls;
+mod topology_bed;

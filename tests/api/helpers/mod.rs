@@ -5,6 +5,7 @@
 pub mod dev_server;
 pub mod echo;
 pub mod processes;
+pub mod topologies;
 pub mod webdriver;
 
 use std::collections::BTreeMap;
