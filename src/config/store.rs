@@ -413,3 +413,119 @@ fn validate_redis_tls(
         client_identity,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+    use super::*;
+
+    fn with_redis(redis: &str, env: &[(&str, &str)]) -> Result<RedisSettings, Vec<String>> {
+        let toml = format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n\
+             [providers.main]\nissuer = \"https://id.example.com\"\nclient_id = \"spa\"\n\
+             [redis]\n{redis}\n"
+        );
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push((
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".into(),
+            "s".into(),
+        ));
+        match load(Some(&toml), env) {
+            Ok(settings) => match settings.store {
+                StoreSettings::Redis(redis) => Ok(redis),
+                StoreSettings::Memory => Err(vec!["memory".into()]),
+            },
+            Err(errors) => Err(errors.0),
+        }
+    }
+
+    #[test]
+    fn each_mode_takes_its_own_keys() {
+        let standalone = with_redis("url = \"redis://127.0.0.1:6379\"", &[]).expect("valid");
+        assert_eq!(standalone.topology.mode(), "standalone");
+
+        let cluster = with_redis(
+            "mode = \"cluster\"\nurls = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]",
+            &[],
+        )
+        .expect("valid");
+        assert!(matches!(&cluster.topology, RedisTopology::Cluster { seeds } if seeds.len() == 2));
+
+        // Lists arrive from the environment as TOML arrays.
+        let sentinel = with_redis(
+            "mode = \"sentinel\"\nmaster_name = \"sessions\"",
+            &[
+                (
+                    "GATEHOUSE_REDIS__SENTINELS",
+                    "[\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]",
+                ),
+                ("GATEHOUSE_REDIS__SENTINEL_PASSWORD", "sentinel-secret"),
+                ("GATEHOUSE_REDIS__MIN_REPLICAS_ACK", "1"),
+            ],
+        )
+        .expect("valid");
+        match &sentinel.topology {
+            RedisTopology::Sentinel {
+                sentinels,
+                master_name,
+                sentinel_password,
+                ..
+            } => {
+                assert_eq!(sentinels.len(), 2);
+                assert_eq!(master_name, "sessions");
+                assert!(sentinel_password.is_some());
+            }
+            other => panic!("not sentinel: {other:?}"),
+        }
+        assert_eq!(sentinel.min_replicas_ack, 1);
+        assert!(!format!("{sentinel:?}").contains("sentinel-secret"));
+    }
+
+    #[test]
+    fn every_misconfiguration_is_named() {
+        let problems = |redis: &str| with_redis(redis, &[]).expect_err("invalid");
+        assert_eq!(
+            problems("mode = \"cluster\""),
+            ["redis.mode = \"cluster\" needs redis.urls, one or more seed nodes"]
+        );
+        assert_eq!(
+            problems("mode = \"sentinel\"\nsentinels = [\"redis://a:26379\"]"),
+            ["redis.mode = \"sentinel\" needs redis.master_name, the name the sentinels monitor"]
+        );
+        assert_eq!(
+            problems("mode = \"cluster\"\nurls = [\"redis://a:7000\", \"rediss://b:7000\"]"),
+            ["redis.urls: mix of redis:// and rediss:// URLs; use one scheme for all"]
+        );
+        assert_eq!(
+            problems("url = \"redis://a:6379\"\nurls = [\"redis://b:7000\"]"),
+            ["redis.urls is for mode = \"cluster\", not \"standalone\""]
+        );
+        assert_eq!(
+            problems("mode = \"replicated\"\nurl = \"redis://a:6379\""),
+            ["redis.mode `replicated` is not one of standalone, cluster, sentinel"]
+        );
+        assert_eq!(
+            problems("url = \"redis://a:6379\"\nca_file = \"/nonexistent/ca.pem\"")[0],
+            "redis.ca_file and redis.client_cert_file need a rediss:// URL (TLS to Redis)"
+        );
+        assert_eq!(
+            problems("url = \"redis://a:6379\"\nmin_replicas_ack = 1\nmin_replicas_timeout_ms = 5000"),
+            ["redis.min_replicas_timeout_ms must be above 0 and below redis.response_timeout_ms (2000), got 5000"]
+        );
+        assert_eq!(
+            problems("url = \"redis://a:6379\"\npassword = \"hunter2\""),
+            ["redis.password must not be in the config file: set GATEHOUSE_REDIS__PASSWORD or redis.password_file"]
+        );
+        // A URL that may hold a password is never quoted.
+        let bad = problems("url = \"http://user:hunter2@a:6379\"");
+        assert_eq!(bad, ["redis.url is not a redis:// or rediss:// URL"]);
+    }
+
+    #[test]
+    fn no_redis_keys_means_the_memory_store() {
+        assert_eq!(with_redis("", &[]).expect_err("memory"), ["memory"]);
+    }
+}

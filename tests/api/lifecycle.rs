@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
-use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
+use crate::helpers::{gatehouse_cli, spawn_app_with, AppOptions, Browser, TestApp};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -632,27 +632,6 @@ async fn a_session_ends_with_its_refresh_token() {
         401,
         "never outlives the refresh token"
     );
-}
-
-fn gatehouse_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let dir = crate::helpers::config_dir(&app.config_toml);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .args(["--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .env(
-            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
-            &app.client_secret,
-        )
-        .output()
-        .expect("run gatehouse");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
 }
 
 #[tokio::test]

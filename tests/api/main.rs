@@ -16,4 +16,5 @@ mod proxy;
 mod resilience;
 mod store_contract;
 mod tls;
+mod topologies;
 mod topology_bed;

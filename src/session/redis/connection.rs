@@ -17,7 +17,7 @@ use redis::{
     AsyncConnectionConfig, ClientTlsConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline,
     RedisError, RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, TlsMode, Value,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{RedisSettings, RedisTls, RedisTopology};
 
@@ -321,6 +321,39 @@ impl Connector {
                 current.forget();
             }
         }
+    }
+}
+
+/// Where Redis is, for the log: the mode and the hosts and ports of the URLs (never their
+/// credentials).
+pub(super) fn describe_target(topology: &RedisTopology) -> String {
+    let hosts = |urls: &[&SecretString]| -> String {
+        urls.iter()
+            .map(|url| match url::Url::parse(url.expose_secret()) {
+                Ok(u) => format!(
+                    "{}://{}:{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or("?"),
+                    u.port().unwrap_or(6379)
+                ),
+                Err(_) => "?".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match topology {
+        RedisTopology::Standalone { url } => hosts(&[url]),
+        RedisTopology::Cluster { seeds } => {
+            format!("cluster {}", hosts(&seeds.iter().collect::<Vec<_>>()))
+        }
+        RedisTopology::Sentinel {
+            sentinels,
+            master_name,
+            ..
+        } => format!(
+            "master {master_name} of sentinels {}",
+            hosts(&sentinels.iter().collect::<Vec<_>>())
+        ),
     }
 }
 

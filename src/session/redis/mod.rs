@@ -88,6 +88,8 @@ pub struct RedisStore {
     min_replicas_timeout: Duration,
     /// Whether the last command failed to reach Redis: the log says so once per outage.
     unreachable: AtomicBool,
+    /// Where Redis is, for the log: hosts and ports, no credentials.
+    target: String,
     insert: Script,
     touch: Script,
     replace_sealed: Script,
@@ -109,6 +111,7 @@ impl RedisStore {
             min_replicas_ack: settings.min_replicas_ack,
             min_replicas_timeout: settings.min_replicas_timeout,
             unreachable: AtomicBool::new(false),
+            target: connection::describe_target(&settings.topology),
             insert: Script::new(INSERT),
             touch: Script::new(TOUCH),
             replace_sealed: Script::new(REPLACE_SEALED),
@@ -191,7 +194,7 @@ impl RedisStore {
                 if self.unreachable.load(Ordering::Relaxed)
                     && self.unreachable.swap(false, Ordering::Relaxed)
                 {
-                    tracing::info!("redis answers again");
+                    tracing::info!(redis = %self.target, "redis answers again");
                 }
                 Ok(value)
             }
@@ -199,7 +202,11 @@ impl RedisStore {
                 let reason = describe(&error);
                 if is_transient(&error) || is_unreachable(&error) {
                     if !self.unreachable.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(%reason, "redis unreachable: answering 503 until it is back");
+                        tracing::warn!(
+                            redis = %self.target,
+                            %reason,
+                            "redis unreachable: answering 503 until it is back"
+                        );
                     }
                 } else {
                     tracing::warn!(%reason, "redis command failed");

@@ -163,6 +163,8 @@ pub struct AppOptions<'a> {
     /// A client configured in advance, with the listener its redirect URI names (for a
     /// provider that is not running yet).
     pub preset: Option<Preset>,
+    /// Return without waiting for `/readyz` (a test of an app that cannot get ready).
+    pub not_ready: bool,
     /// Another `server.public_url` than the listener's http URL (e.g. an https one, as behind
     /// a TLS-terminating proxy). Tests still talk to `base`.
     pub public_url: Option<String>,
@@ -186,6 +188,7 @@ impl Default for AppOptions<'_> {
             redis_toml: String::new(),
             redis_url: None,
             redis_topology: None,
+            not_ready: false,
             share: None,
             preset: None,
             public_url: None,
@@ -267,7 +270,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
     init_logs();
-    let wait_ready = options.preset.is_none();
+    let wait_ready = options.preset.is_none() && !options.not_ready;
     let (issuer, client, listener) = match options.preset {
         Some(preset) => (preset.issuer, preset.client, preset.listener),
         None if options.share.is_some() => {
@@ -840,4 +843,26 @@ impl<'a> Browser<'a> {
 
 pub fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Runs the `gatehouse` binary with `app`'s configuration (an operator command).
+pub fn gatehouse_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let dir = config_dir(&app.config_toml);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .args(["--config", "gatehouse.toml"])
+        .current_dir(&dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env(
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
+            &app.client_secret,
+        )
+        .output()
+        .expect("run gatehouse");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }
