@@ -110,6 +110,13 @@ async fn login_across<'a>(
 async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
     let response = app.get_with_session("/api/data", cookie).await;
     let status = response.status().as_u16();
+    if status == 503 {
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..]),
+            "a 503 says when to try again"
+        );
+    }
     if status != 200 {
         return (status, None);
     }
@@ -469,6 +476,97 @@ async fn a_three_master_cluster_serves_every_instance_and_every_command_stays_in
     }
 }
 
+#[tokio::test]
+async fn a_resharding_under_traffic_moves_sessions_without_losing_one() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let topology = format!(
+        "mode = \"cluster\"\nurls = {}",
+        toml_list(&cluster.seed_urls())
+    );
+    let echo = spawn_echo().await;
+    let a = first_instance(&topology, &echo, "").await;
+    let b = another_instance(&a, &topology, &echo, "").await;
+    let prefix = format!("{}:", a.key_prefix);
+    let ports = cluster.ports();
+
+    let cookies = futures_util::stream::iter(0..40usize)
+        .map(|i| {
+            let a = &a;
+            async move {
+                let mut browser = Browser::new(a);
+                login_across(&mut browser, a, a, a, &format!("moved{i}")).await;
+                browser.session_cookie().expect("cookie")
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<String>>()
+        .await;
+    let on_first = |cluster: &RedisCluster| {
+        cluster
+            .keys(&format!("{prefix}s:*"))
+            .iter()
+            .filter(|k| cluster.master_port_for_key(k) == ports[0])
+            .count()
+    };
+    let before = on_first(&cluster);
+    assert!(before > 0, "some sessions start on the first master");
+
+    let stop = AtomicBool::new(false);
+    let statuses: Mutex<BTreeMap<u16, usize>> = Mutex::new(BTreeMap::new());
+    let callers = cookies.iter().enumerate().map(|(i, cookie)| {
+        let (a, b, stop, statuses) = (&a, &b, &stop, &statuses);
+        async move {
+            let mut n = i;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _) = api_call(if n % 2 == 0 { a } else { b }, cookie).await;
+                n += 1;
+                *statuses
+                    .lock()
+                    .expect("statuses")
+                    .entry(status)
+                    .or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let (from, to) = (ports[0], ports[1]);
+    let mover = {
+        let (cluster, stop) = (cluster.clone(), &stop);
+        async move {
+            tokio::task::spawn_blocking(move || cluster.reshard(from, to, 5461))
+                .await
+                .expect("reshard");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    tokio::join!(futures_util::future::join_all(callers), mover);
+
+    let statuses = statuses.into_inner().expect("statuses");
+    eprintln!("resharding: calls {statuses:?}");
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 503),
+        "only 200 or 503 while slots move: {statuses:?}"
+    );
+    assert_eq!(
+        on_first(&cluster),
+        0,
+        "the first master gave all its slots away"
+    );
+    assert_eq!(cluster.keys(&format!("{prefix}s:*")).len(), 40);
+    for (i, cookie) in cookies.iter().enumerate() {
+        assert_eq!(
+            api_call(&b, cookie).await.0,
+            200,
+            "session {i} after the move"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Sentinel failover
 // ---------------------------------------------------------------------------------------
@@ -617,11 +715,24 @@ async fn failover_under_traffic(min_replicas_ack: u32) {
         "calls were 200 again {:?} after the promotion",
         last_bad.saturating_duration_since(promoted_at)
     );
+    eprintln!(
+        "failover (min_replicas_ack = {min_replicas_ack}): last 503 {:?} after the promotion",
+        last_bad.saturating_duration_since(promoted_at)
+    );
     assert!(
         calls.iter().any(|c| c.at > last_bad && c.status == 200),
         "served again after the failover"
     );
-    for failure in login_failures.into_inner().expect("failures") {
+    let login_failures = login_failures.into_inner().expect("failures");
+    eprintln!(
+        "failover (min_replicas_ack = {min_replicas_ack}): {} login(s) failed meanwhile: {:?}",
+        login_failures.len(),
+        login_failures
+            .iter()
+            .map(|f| &f[..f.len().min(40)])
+            .collect::<BTreeSet<_>>()
+    );
+    for failure in login_failures {
         assert!(
             !failure.contains(" 500"),
             "a login during the failover failed with 500: {failure}"

@@ -450,6 +450,34 @@ impl RedisCluster {
         keys
     }
 
+    /// Moves `slots` hash slots, with their keys, from the master on `from` to the master on
+    /// `to` (`redis-cli --cluster reshard`: MIGRATING/IMPORTING, then MIGRATE key by key).
+    /// Blocking; returns when the move is done.
+    pub fn reshard(&self, from: u16, to: u16, slots: u32) {
+        let id = |port: u16| -> String {
+            query(port, redis::cmd("CLUSTER").arg("MYID"))
+                .unwrap_or_else(|e| panic!("CLUSTER MYID on {port}: {e}"))
+        };
+        let mut reshard = Command::new("redis-cli");
+        reshard
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            // Few keys per batch: the move takes a while, so calls meet it half-done.
+            .args(["--cluster-pipeline", "1"]);
+        let (status, output) = run_tool(
+            reshard,
+            &self.dir.join(format!("reshard-{from}-{to}.log")),
+            SETTLE_TIMEOUT,
+        );
+        if !status.is_some_and(|s| s.success()) {
+            panic!(
+                "redis-cli --cluster reshard failed ({status:?}):\n{output}\n{}",
+                self.log_tails()
+            );
+        }
+    }
+
     fn log_tails(&self) -> String {
         self.nodes
             .iter()
