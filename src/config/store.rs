@@ -39,7 +39,7 @@ pub(super) struct RawRedis {
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
     Memory,
-    Redis(RedisSettings),
+    Redis(Box<RedisSettings>),
 }
 
 #[derive(Debug, Clone)]
@@ -315,17 +315,19 @@ pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> Store
     }
 
     match topology {
-        Some(topology) if problems.len() == start => StoreSettings::Redis(RedisSettings {
-            topology,
-            username: raw.username,
-            password,
-            tls: tls.unwrap_or_default(),
-            key_prefix: raw.key_prefix.unwrap_or_else(|| "gatehouse".into()),
-            connect_timeout: Duration::from_millis(connect_timeout_ms),
-            response_timeout: Duration::from_millis(response_timeout_ms),
-            min_replicas_ack,
-            min_replicas_timeout: Duration::from_millis(min_replicas_timeout_ms),
-        }),
+        Some(topology) if problems.len() == start => {
+            StoreSettings::Redis(Box::new(RedisSettings {
+                topology,
+                username: raw.username,
+                password,
+                tls: tls.unwrap_or_default(),
+                key_prefix: raw.key_prefix.unwrap_or_else(|| "gatehouse".into()),
+                connect_timeout: Duration::from_millis(connect_timeout_ms),
+                response_timeout: Duration::from_millis(response_timeout_ms),
+                min_replicas_ack,
+                min_replicas_timeout: Duration::from_millis(min_replicas_timeout_ms),
+            }))
+        }
         // The problems are reported; the value is never used.
         _ => StoreSettings::Memory,
     }
@@ -435,7 +437,7 @@ mod tests {
         ));
         match load(Some(&toml), env) {
             Ok(settings) => match settings.store {
-                StoreSettings::Redis(redis) => Ok(redis),
+                StoreSettings::Redis(redis) => Ok(*redis),
                 StoreSettings::Memory => Err(vec!["memory".into()]),
             },
             Err(errors) => Err(errors.0),

@@ -456,7 +456,7 @@ async fn upstream_failures_map_to_gateway_errors() {
     let chunked =
         futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 600])));
     let response = browser
-        .api_request(reqwest::Method::POST, &format!("/api/upload"))
+        .api_request(reqwest::Method::POST, "/api/upload")
         .body(reqwest::Body::wrap_stream(chunked))
         .send()
         .await

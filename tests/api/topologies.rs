@@ -204,7 +204,7 @@ fn parse_monitor_line(line: &str) -> Option<(String, Vec<Vec<u8>>)> {
         .nth(1)
         .unwrap_or("")
         .to_owned();
-    let bytes = rest[close + 1..].as_bytes();
+    let bytes = &rest.as_bytes()[close + 1..];
     let mut args = Vec::new();
     let mut i = 0;
     while i < bytes.len() {

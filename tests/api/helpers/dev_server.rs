@@ -81,6 +81,7 @@ async fn connection(stream: TcpStream, seen: Arc<Mutex<Vec<SeenRequest>>>) {
 }
 
 async fn websocket(stream: TcpStream, seen: Arc<Mutex<Vec<SeenRequest>>>) {
+    #[allow(clippy::result_large_err)] // the error type is tungstenite's, not ours
     let callback = move |request: &Request, mut response: Response| {
         let headers: Vec<(String, String)> = request
             .headers()

@@ -91,6 +91,7 @@ impl RedisServer {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("redis-server did not start (is it installed? run the README's test command)");
     }
