@@ -315,6 +315,61 @@ fn env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// A secret given as `<key>` (from the environment) or as `<key>_file`, not both.
+fn secret_or_file(
+    key: &str,
+    value: Option<SecretString>,
+    file: Option<&Path>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{key} and {key}_file are both set: choose one"));
+            None
+        }
+        (Some(value), None) => Some(value),
+        (None, Some(path)) => read_secret_file(path, &format!("{key}_file"), problems),
+        (None, None) => None,
+    }
+}
+
+/// A CA file to trust and an optional client certificate with its key, as the client side
+/// of TLS (to an upstream, to Redis) takes them; `at` names the table. The client pair, or
+/// `None` with the problems reported.
+fn validate_client_tls_files(
+    at: &str,
+    ca_file: Option<&Path>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    now: SystemTime,
+    problems: &mut Vec<String>,
+) -> Option<CertKeyFiles> {
+    if let Some(ca_file) = ca_file {
+        for problem in crate::tls::check_ca_file(ca_file, now) {
+            problems.push(format!("{at}.ca_file: {problem}"));
+        }
+    }
+    match (client_cert_file, client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let files = CertKeyFiles {
+                cert_file,
+                key_file,
+            };
+            for problem in crate::tls::check_cert_and_key(&files, now) {
+                problems.push(format!("{at}: {problem}"));
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        _ => {
+            problems.push(format!(
+                "{at}: client_cert_file and client_key_file go together"
+            ));
+            None
+        }
+    }
+}
+
 fn read_secret_file(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<SecretString> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Some(SecretString::from(text.trim().to_owned())),

@@ -287,30 +287,14 @@ pub(super) fn validate_route_tls(
     if upstream.is_some_and(|url| url.scheme() != "https") {
         problems.push(format!("{at} needs an https upstream"));
     }
-    if let Some(ca_file) = &raw.ca_file {
-        for problem in crate::tls::check_ca_file(ca_file, now) {
-            problems.push(format!("{at}.ca_file: {problem}"));
-        }
-    }
-    let client_identity = match (raw.client_cert_file, raw.client_key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let files = CertKeyFiles {
-                cert_file,
-                key_file,
-            };
-            for problem in crate::tls::check_cert_and_key(&files, now) {
-                problems.push(format!("{at}: {problem}"));
-            }
-            Some(files)
-        }
-        (None, None) => None,
-        _ => {
-            problems.push(format!(
-                "{at}: client_cert_file and client_key_file go together"
-            ));
-            None
-        }
-    };
+    let client_identity = validate_client_tls_files(
+        at,
+        raw.ca_file.as_deref(),
+        raw.client_cert_file,
+        raw.client_key_file,
+        now,
+        problems,
+    );
     if let Some(name) = &raw.server_name {
         if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
             problems.push(format!(

@@ -124,15 +124,7 @@ const DEFAULT_MIN_REPLICAS_TIMEOUT_MS: u64 = 500;
 const MAX_MIN_REPLICAS_ACK: u32 = 16;
 
 pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> StoreSettings {
-    let url = match (raw.url, &raw.url_file) {
-        (Some(_), Some(_)) => {
-            problems.push("redis.url and redis.url_file are both set: choose one".into());
-            None
-        }
-        (Some(url), None) => Some(url),
-        (None, Some(path)) => read_secret_file(path, "redis.url_file", problems),
-        (None, None) => None,
-    };
+    let url = secret_or_file("redis.url", raw.url, raw.url_file.as_deref(), problems);
     let seeds = raw
         .urls
         .map(|urls| urls.into_iter().map(SecretString::from).collect::<Vec<_>>());
@@ -148,78 +140,58 @@ pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> Store
     };
 
     let start = problems.len();
-    let misplaced = |present: bool, key: &str, belongs: &str, problems: &mut Vec<String>| {
-        if present {
-            problems.push(format!(
-                "redis.{key} is for mode = \"{belongs}\", not \"{mode}\""
-            ));
+    if matches!(mode.as_str(), "standalone" | "cluster" | "sentinel") {
+        let sentinel_credentials = raw.sentinel_username.is_some()
+            || raw.sentinel_password.is_some()
+            || raw.sentinel_password_file.is_some();
+        for (key, present, belongs) in [
+            ("url", url.is_some(), "standalone"),
+            ("urls", seeds.is_some(), "cluster"),
+            ("sentinels", sentinels.is_some(), "sentinel"),
+            ("master_name", raw.master_name.is_some(), "sentinel"),
+            (
+                "sentinel_username and redis.sentinel_password",
+                sentinel_credentials,
+                "sentinel",
+            ),
+        ] {
+            if present && belongs != mode {
+                problems.push(format!(
+                    "redis.{key} is for mode = \"{belongs}\", not \"{mode}\""
+                ));
+            }
         }
-    };
-    let sentinel_credentials_elsewhere = mode != "sentinel"
-        && (raw.sentinel_password.is_some()
-            || raw.sentinel_password_file.is_some()
-            || raw.sentinel_username.is_some());
+    }
     let topology = match mode.as_str() {
-        "standalone" => {
-            misplaced(seeds.is_some(), "urls", "cluster", problems);
-            misplaced(sentinels.is_some(), "sentinels", "sentinel", problems);
-            misplaced(
-                raw.master_name.is_some(),
-                "master_name",
-                "sentinel",
-                problems,
-            );
-            match url {
-                Some(url) => {
-                    check_redis_url(&url, "redis.url", problems);
-                    Some(RedisTopology::Standalone { url })
-                }
-                None => {
-                    problems.push("redis.mode = \"standalone\" needs redis.url".into());
-                    None
-                }
+        "standalone" => match url {
+            Some(url) => {
+                check_redis_url(&url, "redis.url", problems);
+                Some(RedisTopology::Standalone { url })
             }
-        }
-        "cluster" => {
-            misplaced(url.is_some(), "url", "standalone", problems);
-            misplaced(sentinels.is_some(), "sentinels", "sentinel", problems);
-            misplaced(
-                raw.master_name.is_some(),
-                "master_name",
-                "sentinel",
-                problems,
-            );
-            match seeds {
-                Some(seeds) if !seeds.is_empty() => {
-                    check_url_list(&seeds, "redis.urls", problems);
-                    Some(RedisTopology::Cluster { seeds })
-                }
-                _ => {
-                    problems.push(
-                        "redis.mode = \"cluster\" needs redis.urls, one or more seed nodes".into(),
-                    );
-                    None
-                }
+            None => {
+                problems.push("redis.mode = \"standalone\" needs redis.url".into());
+                None
             }
-        }
+        },
+        "cluster" => match seeds {
+            Some(seeds) if !seeds.is_empty() => {
+                check_url_list(&seeds, "redis.urls", problems);
+                Some(RedisTopology::Cluster { seeds })
+            }
+            _ => {
+                problems.push(
+                    "redis.mode = \"cluster\" needs redis.urls, one or more seed nodes".into(),
+                );
+                None
+            }
+        },
         "sentinel" => {
-            misplaced(url.is_some(), "url", "standalone", problems);
-            misplaced(seeds.is_some(), "urls", "cluster", problems);
-            let sentinel_password = match (raw.sentinel_password, &raw.sentinel_password_file) {
-                (Some(_), Some(_)) => {
-                    problems.push(
-                        "redis.sentinel_password and redis.sentinel_password_file are both set: \
-                         choose one"
-                            .into(),
-                    );
-                    None
-                }
-                (Some(password), None) => Some(password),
-                (None, Some(path)) => {
-                    read_secret_file(path, "redis.sentinel_password_file", problems)
-                }
-                (None, None) => None,
-            };
+            let sentinel_password = secret_or_file(
+                "redis.sentinel_password",
+                raw.sentinel_password,
+                raw.sentinel_password_file.as_deref(),
+                problems,
+            );
             let master_name = raw.master_name.filter(|name| !name.trim().is_empty());
             if master_name.is_none() {
                 problems.push(
@@ -228,8 +200,14 @@ pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> Store
                         .into(),
                 );
             }
+            let sentinels = sentinels.filter(|s| !s.is_empty());
+            if sentinels.is_none() {
+                problems.push(
+                    "redis.mode = \"sentinel\" needs redis.sentinels, the sentinels' URLs".into(),
+                );
+            }
             match (sentinels, master_name) {
-                (Some(sentinels), Some(master_name)) if !sentinels.is_empty() => {
+                (Some(sentinels), Some(master_name)) => {
                     check_url_list(&sentinels, "redis.sentinels", problems);
                     Some(RedisTopology::Sentinel {
                         sentinels,
@@ -238,15 +216,7 @@ pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> Store
                         sentinel_password,
                     })
                 }
-                (sentinels, _) => {
-                    if sentinels.is_none_or(|s| s.is_empty()) {
-                        problems.push(
-                            "redis.mode = \"sentinel\" needs redis.sentinels, the sentinels' URLs"
-                                .into(),
-                        );
-                    }
-                    None
-                }
+                _ => None,
             }
         }
         other => {
@@ -256,22 +226,12 @@ pub(super) fn validate_store(raw: RawRedis, problems: &mut Vec<String>) -> Store
             None
         }
     };
-    if sentinel_credentials_elsewhere {
-        problems.push(format!(
-            "redis.sentinel_username and redis.sentinel_password are for mode = \"sentinel\", \
-             not \"{mode}\""
-        ));
-    }
-
-    let password = match (raw.password, &raw.password_file) {
-        (Some(_), Some(_)) => {
-            problems.push("redis.password and redis.password_file are both set: choose one".into());
-            None
-        }
-        (Some(password), None) => Some(password),
-        (None, Some(path)) => read_secret_file(path, "redis.password_file", problems),
-        (None, None) => None,
-    };
+    let password = secret_or_file(
+        "redis.password",
+        raw.password,
+        raw.password_file.as_deref(),
+        problems,
+    );
     let tls = validate_redis_tls(
         raw.ca_file,
         raw.client_cert_file,
@@ -382,34 +342,19 @@ fn validate_redis_tls(
     problems: &mut Vec<String>,
 ) -> Option<RedisTls> {
     let start = problems.len();
-    let now = SystemTime::now();
     if !uses_tls && (ca_file.is_some() || client_cert_file.is_some()) {
         problems.push(
             "redis.ca_file and redis.client_cert_file need a rediss:// URL (TLS to Redis)".into(),
         );
     }
-    if let Some(ca_file) = &ca_file {
-        for problem in crate::tls::check_ca_file(ca_file, now) {
-            problems.push(format!("redis.ca_file: {problem}"));
-        }
-    }
-    let client_identity = match (client_cert_file, client_key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let files = CertKeyFiles {
-                cert_file,
-                key_file,
-            };
-            for problem in crate::tls::check_cert_and_key(&files, now) {
-                problems.push(format!("redis: {problem}"));
-            }
-            Some(files)
-        }
-        (None, None) => None,
-        _ => {
-            problems.push("redis: client_cert_file and client_key_file go together".into());
-            None
-        }
-    };
+    let client_identity = validate_client_tls_files(
+        "redis",
+        ca_file.as_deref(),
+        client_cert_file,
+        client_key_file,
+        SystemTime::now(),
+        problems,
+    );
     (problems.len() == start).then_some(RedisTls {
         ca_file,
         client_identity,

@@ -106,6 +106,23 @@ async fn login_across<'a>(
         .unwrap_or_else(|e| panic!("login of {user}: {e}"));
 }
 
+/// `count` users logging in, 16 at a time, each starting and finishing on instances picked
+/// in turn (the first instance's URL is the public one); their session cookies.
+async fn log_in_many(instances: &[&TestApp], count: usize, name: &str) -> Vec<String> {
+    let n = instances.len();
+    futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let public = instances[0];
+            let (start, finish) = (instances[i % n], instances[(i / n) % n]);
+            let mut browser = Browser::new(public);
+            login_across(&mut browser, public, start, finish, &format!("{name}{i}")).await;
+            browser.session_cookie().expect("cookie")
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
 /// One proxied call with a session cookie: the status and the bearer the upstream saw.
 async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
     let response = app.get_with_session("/api/data", cookie).await;
@@ -344,19 +361,7 @@ async fn a_three_master_cluster_serves_every_instance_and_every_command_stays_in
     let prefix = format!("{}:", a.key_prefix);
 
     // 200 logins, 16 at a time, started and finished on instances picked in turn.
-    let logins = futures_util::stream::iter(0..200usize)
-        .map(|i| {
-            let (start, finish) = (instances[i % 3], instances[(i / 3) % 3]);
-            let a = &a;
-            async move {
-                let mut browser = Browser::new(a);
-                login_across(&mut browser, a, start, finish, &format!("user{i}")).await;
-                browser.session_cookie().expect("cookie")
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<String>>()
-        .await;
+    let logins = log_in_many(&instances, 200, "user").await;
     assert_eq!(logins.iter().collect::<HashSet<_>>().len(), 200);
     let session_keys = cluster.keys(&format!("{prefix}s:*"));
     assert_eq!(session_keys.len(), 200, "every login left one session");
@@ -493,18 +498,7 @@ async fn a_resharding_under_traffic_moves_sessions_without_losing_one() {
     let prefix = format!("{}:", a.key_prefix);
     let ports = cluster.ports();
 
-    let cookies = futures_util::stream::iter(0..40usize)
-        .map(|i| {
-            let a = &a;
-            async move {
-                let mut browser = Browser::new(a);
-                login_across(&mut browser, a, a, a, &format!("moved{i}")).await;
-                browser.session_cookie().expect("cookie")
-            }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<String>>()
-        .await;
+    let cookies = log_in_many(&[&a, &b], 40, "moved").await;
     let on_first = |cluster: &RedisCluster| {
         cluster
             .keys(&format!("{prefix}s:*"))
