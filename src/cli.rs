@@ -219,7 +219,7 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
         return ExitCode::from(2);
     }
     let result: Result<String, String> = actix_web::rt::System::new().block_on(async move {
-        let store = crate::startup::build_store(&settings).map_err(|e| e.to_string())?;
+        let store = crate::startup::build_store(&settings, false).map_err(|e| e.to_string())?;
         let sessions = crate::startup::session_manager(&settings, store);
         let now = crate::clock::Clock::now_millis(&crate::clock::SystemClock);
         let provider_name = |provider: &Option<String>| -> Result<String, String> {

@@ -48,6 +48,7 @@ pub struct Application {
     server: Server,
     /// The plain-http listener that redirects to https, and its port.
     redirect: Option<(u16, Server)>,
+    store: Arc<dyn SessionStore>,
 }
 
 /// rustls may see more than one crypto provider in the dependency tree; pick ring explicitly
@@ -56,10 +57,18 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub fn build_store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StoreError> {
-    Ok(match &settings.store {
-        StoreSettings::Memory => Arc::new(MemoryStore::new()),
-        StoreSettings::Redis(redis) => Arc::new(RedisStore::new(redis)?),
+/// The configured store; `serving`: for the server, with the session cache when it is on
+/// (an operator command reads Redis directly).
+pub fn build_store(
+    settings: &Settings,
+    serving: bool,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match (&settings.store, settings.session.cache_entries) {
+        (StoreSettings::Memory, _) => Arc::new(MemoryStore::new()),
+        (StoreSettings::Redis(redis), Some(entries)) if serving => {
+            Arc::new(RedisStore::with_cache(redis, entries)?)
+        }
+        (StoreSettings::Redis(redis), _) => Arc::new(RedisStore::new(redis)?),
     })
 }
 
@@ -112,7 +121,8 @@ impl Application {
             );
         }
 
-        let store = build_store(&settings)?;
+        let store = build_store(&settings, true)?;
+        let store_handle = store.clone();
         let limiter = RateLimiter::new(store.clone(), clock.clone());
         let sessions = session_manager(&settings, store);
 
@@ -232,11 +242,17 @@ impl Application {
             port,
             server: server.run(),
             redirect,
+            store: store_handle,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The session store this instance serves from (its cache statistics, for tests).
+    pub fn session_store(&self) -> Arc<dyn SessionStore> {
+        self.store.clone()
     }
 
     /// The port of the http-to-https redirect listener, when one is configured.

@@ -13,6 +13,8 @@ pub(super) struct RawSession {
     pub(super) refresh_skew_secs: Option<u64>,
     pub(super) refresh_lock_ttl_ms: Option<u64>,
     pub(super) refresh_wait_ms: Option<u64>,
+    pub(super) cache: Option<bool>,
+    pub(super) cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct SessionSettings {
     pub refresh_lock_ttl: Duration,
     /// How long a call waits for another instance's refresh before answering 503.
     pub refresh_wait: Duration,
+    /// How many sessions each instance keeps in memory (sealed), coherent through Redis key
+    /// tracking; `None`: the cache is off and every call reads Redis.
+    pub cache_entries: Option<std::num::NonZeroUsize>,
 }
 
 pub(super) fn validate_session(
@@ -82,6 +87,21 @@ pub(super) fn validate_session(
         );
     }
 
+    let cache_entries = match (raw.cache.unwrap_or(true), raw.cache_entries) {
+        (false, _) => None,
+        (true, entries) => {
+            let entries = std::num::NonZeroUsize::new(entries.unwrap_or(10_000));
+            if entries.is_none() {
+                problems.push(
+                    "session.cache_entries must be at least 1 (turn the cache off with \
+                     session.cache = false)"
+                        .into(),
+                );
+            }
+            entries
+        }
+    };
+
     if problems.len() > start {
         return None;
     }
@@ -96,5 +116,6 @@ pub(super) fn validate_session(
         refresh_lock_ttl,
         refresh_wait,
         secure_cookies,
+        cache_entries,
     })
 }

@@ -69,6 +69,16 @@ pub struct SessionSummary {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How a store's session cache is doing (for tests, metrics and `/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatistics {
+    /// Whether entries are being served: Redis tracks the keys and answered lately.
+    pub serving: bool,
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+}
+
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session under `key` (fails if the key exists) and indexes it by
     /// provider `sub` and `sid`.
@@ -168,6 +178,11 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>>;
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// The session cache's state, or `None` for a store without one.
+    fn cache_statistics(&self) -> Option<CacheStatistics> {
+        None
+    }
 
     /// One rate-limit decision for `bucket` (GCRA, see [`crate::ratelimit`]), atomic across
     /// every instance sharing the store: takes up to `want` tokens, or none when the bucket

@@ -447,7 +447,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// A well-formed logout token's claims for one provider session.
-fn logout_claims(app: &TestApp, sid: &str, jti: &str, iat: u64) -> Value {
+pub(crate) fn logout_claims(app: &TestApp, sid: &str, jti: &str, iat: u64) -> Value {
     json!({
         "iss": app.issuer, "aud": app.client_id, "iat": iat, "jti": jti, "sid": sid,
         "events": {"http://schemas.openid.net/event/backchannel-logout": {}},

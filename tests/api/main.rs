@@ -14,6 +14,7 @@ mod presets;
 mod providers;
 mod proxy;
 mod resilience;
+mod session_cache;
 mod store_contract;
 mod tls;
 mod topologies;

@@ -3,7 +3,7 @@
 //! refreshes its slot map), or the master that Sentinel names (asked again after a failure,
 //! so a failover needs no restart).
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{
@@ -19,7 +19,8 @@ use redis::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{RedisSettings, RedisTls, RedisTopology};
+use super::tracking::Endpoint;
+use crate::config::{RedisSettings, RedisTls, RedisTopology, RouteTlsSettings};
 
 /// After a failed attempt to reach the master or the cluster, callers fail fast for this long
 /// instead of each asking the sentinels again.
@@ -27,10 +28,16 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 pub(super) struct Connector {
     topology: Topology,
+    /// TLS for the tracking connection, when the store uses TLS.
+    tracking_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 enum Topology {
-    Standalone(ConnectionManager),
+    Standalone {
+        manager: ConnectionManager,
+        /// For the session cache's tracking connection.
+        client: redis::Client,
+    },
     Cluster {
         client: ClusterClient,
         current: Reconnecting<ClusterConnection>,
@@ -192,7 +199,10 @@ impl Connector {
                     .set_response_timeout(Some(settings.response_timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(1));
-                Topology::Standalone(ConnectionManager::new_lazy_with_config(client, config)?)
+                Topology::Standalone {
+                    manager: ConnectionManager::new_lazy_with_config(client.clone(), config)?,
+                    client,
+                }
             }
             RedisTopology::Cluster { seeds } => {
                 let seeds = seeds
@@ -281,12 +291,32 @@ impl Connector {
                 }
             }
         };
-        Ok(Self { topology })
+        let tracking_tls = if settings.topology.uses_tls() {
+            let tls = RouteTlsSettings {
+                ca_file: settings.tls.ca_file.clone(),
+                client_identity: settings.tls.client_identity.clone(),
+                server_name: None,
+            };
+            let config = crate::tls::upstream_client_config(&tls).map_err(|e| {
+                RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "TLS settings",
+                    e.to_string(),
+                ))
+            })?;
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        Ok(Self {
+            topology,
+            tracking_tls,
+        })
     }
 
     pub(super) async fn get(&self) -> RedisResult<Connection> {
         match &self.topology {
-            Topology::Standalone(manager) => Ok(Connection::Standalone(manager.clone())),
+            Topology::Standalone { manager, .. } => Ok(Connection::Standalone(manager.clone())),
             Topology::Cluster { client, current } => current
                 .get_or_connect(|| client.get_async_connection())
                 .await
@@ -311,6 +341,53 @@ impl Connector {
                 .await
                 .map(Connection::Sentinel),
         }
+    }
+
+    /// Whether Redis can track keys for the session cache: one server or a Sentinel master,
+    /// not a cluster (tracking there is per node).
+    pub(super) fn supports_tracking(&self) -> bool {
+        !matches!(self.topology, Topology::Cluster { .. })
+    }
+
+    /// Where the session keys live (the server, or the master the sentinels name now) and
+    /// how to log in there, for the session cache's tracking connection.
+    pub(super) async fn tracking_endpoint(&self) -> RedisResult<Endpoint> {
+        let client = match &self.topology {
+            Topology::Standalone { client, .. } => client.clone(),
+            Topology::Sentinel { client, timeout, .. } => {
+                let lookup = async { client.lock().await.async_get_client().await };
+                tokio::time::timeout(*timeout, lookup)
+                    .await
+                    .map_err(|_| RedisError::from((ErrorKind::Io, "no answer from the sentinels")))??
+            }
+            Topology::Cluster { .. } => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "the session cache needs one Redis or a Sentinel master, not a cluster",
+                )))
+            }
+        };
+        let info = client.get_connection_info();
+        let (host, port) = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "the session cache needs Redis over TCP, not a Unix socket",
+                )))
+            }
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            tls: self.tracking_tls.clone(),
+            username: info.redis_settings().username().map(str::to_owned),
+            password: info
+                .redis_settings()
+                .password()
+                .map(|p| SecretString::from(p.to_owned())),
+        })
     }
 
     /// Tells the connector that a command failed, so that a lost Sentinel master is looked

@@ -13,15 +13,20 @@
 //! Every failure to reach Redis is `StoreError::Unavailable` (503 with Retry-After at the
 //! edge), never a missing session: a failover costs retries, not logins.
 
+mod cache;
 mod connection;
+mod tracking;
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::{AsyncCommands, ErrorKind, RedisError, Script};
 
+use self::cache::{CachedSession, SessionCache};
 use self::connection::{Connection, Connector};
 use super::store::*;
 use crate::clock::UnixMillis;
@@ -82,7 +87,10 @@ return 1
 ";
 
 pub struct RedisStore {
-    connector: Connector,
+    connector: Arc<Connector>,
+    /// Sessions as last read, kept coherent by Redis's invalidations; `None`: every read
+    /// goes to Redis.
+    cache: Option<Arc<SessionCache>>,
     prefix: String,
     min_replicas_ack: u32,
     min_replicas_timeout: Duration,
@@ -106,7 +114,8 @@ impl RedisStore {
             StoreError::Unavailable(format!("redis settings rejected: {}", describe(&e)))
         })?;
         Ok(Self {
-            connector,
+            connector: Arc::new(connector),
+            cache: None,
             prefix: settings.key_prefix.clone(),
             min_replicas_ack: settings.min_replicas_ack,
             min_replicas_timeout: settings.min_replicas_timeout,
@@ -120,6 +129,53 @@ impl RedisStore {
             unlock: Script::new(UNLOCK),
             gcra: Script::new(GCRA_SCRIPT),
         })
+    }
+
+    /// The store with a session cache of up to `entries` sessions, kept coherent by Redis
+    /// key tracking (see `cache`), on a thread of its own. On a cluster the cache stays off
+    /// (tracking is per node there).
+    pub fn with_cache(settings: &RedisSettings, entries: NonZeroUsize) -> Result<Self, StoreError> {
+        let mut store = Self::new(settings)?;
+        if !store.connector.supports_tracking() {
+            tracing::info!("session cache off: Redis Cluster tracks keys per node");
+            return Ok(store);
+        }
+        let cache = Arc::new(SessionCache::new(entries));
+        // A thread of its own, blocking: a reader can then see an invalidation waiting in
+        // its socket before this thread has run (see `tracking`).
+        let (weak, connector) = (Arc::downgrade(&cache), store.connector.clone());
+        let session_prefix = format!("{}:s:", store.prefix);
+        let (target, connect_timeout) = (store.target.clone(), settings.connect_timeout);
+        std::thread::Builder::new()
+            .name("session-cache".into())
+            .spawn(move || {
+                // Only for asking the sentinels where the master is.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(error = %e, "session cache off: no runtime for its thread");
+                        return;
+                    }
+                };
+                let endpoint = || {
+                    runtime
+                        .block_on(connector.tracking_endpoint())
+                        .map_err(|e| describe(&e))
+                };
+                tracking::run(weak, endpoint, &session_prefix, connect_timeout, &target);
+            })
+            .map_err(|e| StoreError::Unavailable(format!("session cache thread: {e}")))?;
+        store.cache = Some(cache);
+        Ok(store)
+    }
+
+    fn forget_cached(&self, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key);
+        }
     }
 
     fn session_key(&self, key: &str) -> String {
@@ -320,6 +376,16 @@ impl RedisStore {
     }
 }
 
+/// Drops a session's cache entry when a write to it ends, however it ends (an error, or the
+/// request going away mid-write): Redis's invalidation would come too, a moment later.
+struct ForgetOnDrop<'a>(&'a RedisStore, &'a str);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.forget_cached(self.1);
+    }
+}
+
 /// Why Redis failed, fit for the log and `/readyz`. A server's reply can quote a command's
 /// arguments (sealed payloads, keys), so only connection-level errors keep their text.
 fn describe(error: &RedisError) -> String {
@@ -467,25 +533,46 @@ impl SessionStore for RedisStore {
         async move {
             // A plain read on the hot path; the expiry checks use the injected clock, and
             // the write-back of sliding expiry happens only when the touch interval passed.
+            // From the cache when Redis vouches for it; the clock checks below apply either way.
             let session_key = self.session_key(key);
-            let Some((record, mut last_touch)) = self.read_record(&session_key).await? else {
+            let cached = self.cache.as_ref().and_then(|cache| cache.get(key));
+            let found = match cached {
+                Some(cached) => Some((cached.record, cached.last_touch)),
+                None => {
+                    let ticket = self.cache.as_ref().map(|cache| cache.ticket());
+                    let found = self.read_record(&session_key).await?;
+                    if let (Some(cache), Some(ticket), Some((record, last_touch))) =
+                        (&self.cache, ticket, &found)
+                    {
+                        let entry = CachedSession {
+                            record: record.clone(),
+                            last_touch: *last_touch,
+                        };
+                        cache.fill(key, ticket, entry);
+                    }
+                    found
+                }
+            };
+            let Some((record, mut last_touch)) = found else {
                 return Ok(None);
             };
             let idle_ms = millis(idle.idle_timeout);
             if now >= record.absolute_expires_at || now - last_touch >= idle_ms {
                 // Expired by the clock; Redis's TTL removes it too, this is only sooner.
+                self.forget_cached(key);
                 let _: StoreResult<i64> = self
                     .run_once(|mut conn| async move { conn.del(session_key).await })
                     .await;
                 return Ok(None);
             }
             if now - last_touch >= millis(idle.touch_interval) {
-                let touched: i64 = self
+                let touched: StoreResult<i64> = self
                     .eval(&self.touch, &session_key, |invocation| {
                         invocation.arg(now).arg(idle_ms);
                     })
-                    .await?;
-                if touched == 0 {
+                    .await;
+                self.forget_cached(key);
+                if touched? == 0 {
                     return Ok(None);
                 }
                 last_touch = now;
@@ -508,6 +595,7 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let session_key = self.session_key(key);
+            let _forget = ForgetOnDrop(self, key);
             let replaced: i64 = self
                 .eval(&self.replace_sealed, &session_key, |invocation| {
                     invocation.arg(sealed).arg(absolute_expires_at).arg(now);
@@ -658,6 +746,7 @@ impl SessionStore for RedisStore {
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let session_key = self.session_key(key);
+            let _forget = ForgetOnDrop(self, key);
             let fields: (Option<String>, Option<String>, Option<String>) = self
                 .run(|mut conn| {
                     let session_key = session_key.clone();
@@ -778,6 +867,10 @@ impl SessionStore for RedisStore {
             .await
         }
         .boxed()
+    }
+
+    fn cache_statistics(&self) -> Option<CacheStatistics> {
+        self.cache.as_ref().map(|cache| cache.statistics())
     }
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {

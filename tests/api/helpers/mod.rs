@@ -208,6 +208,8 @@ pub struct TestApp {
     pub config_toml: String,
     pub settings: Settings,
     pub clock: OffsetClock,
+    /// The store the app serves from.
+    pub store: Arc<dyn gatehouse::session::SessionStore>,
     pub http: reqwest::Client,
 }
 
@@ -355,11 +357,16 @@ http_timeout_secs = 5
     let app = Application::build_with_listener(settings.clone(), listener, Arc::new(clock.clone()))
         .await
         .expect("application builds");
+    let store = app.session_store();
     tokio::spawn(app.run_until_stopped());
 
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
+        // Below gatehouse's 5 s keep-alive, so the client never reuses a connection at the
+        // moment the server closes it (HTTP/1.1's race, which browsers retry and reqwest
+        // does not).
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("client");
     let test_app = TestApp {
@@ -374,6 +381,7 @@ http_timeout_secs = 5
         settings,
         clock,
         http,
+        store,
     };
     if wait_ready {
         test_app.wait_until_ready().await;
@@ -405,7 +413,7 @@ impl TestApp {
     /// A session manager on the same Redis and key prefix: lets a test read the tokens a
     /// session holds, given the cookie the browser has.
     pub fn session_manager(&self) -> SessionManager {
-        let store = gatehouse::startup::build_store(&self.settings).expect("store");
+        let store = gatehouse::startup::build_store(&self.settings, false).expect("store");
         SessionManager::new(
             store,
             IdlePolicy {

@@ -1,0 +1,274 @@
+//! The session cache: warm sessions are served without Redis, and yet a logout, a
+//! revocation, a back-channel logout or a refresh at any instance takes effect at every
+//! other instance on its very next call; a broken invalidation channel empties the cache.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::processes::RedisServer;
+use crate::helpers::{gatehouse_cli, spawn_app_with, AppOptions, Browser, TestApp};
+use crate::lifecycle::{logout_claims, post_logout_token, sign, unix_now};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
+
+fn api_route(echo: &EchoUpstream) -> String {
+    format!(
+        "[rate_limits]\napi = \"off\"\nlogin = \"off\"\n\
+         [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+        echo.base
+    )
+}
+
+async fn instance(
+    echo: &EchoUpstream,
+    share: Option<&TestApp>,
+    redis_url: Option<String>,
+    session_toml: &str,
+) -> TestApp {
+    let app = spawn_app_with(AppOptions {
+        share,
+        redis_url,
+        extra_toml: api_route(echo),
+        session_toml: session_toml.to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    wait_until_cache_serves(&app).await;
+    app
+}
+
+async fn wait_until_cache_serves(app: &TestApp) {
+    for _ in 0..100 {
+        if app.store.cache_statistics().is_some_and(|s| s.serving) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the session cache did not start serving");
+}
+
+fn hits(app: &TestApp) -> u64 {
+    app.store.cache_statistics().expect("a cache").hits
+}
+
+/// A proxied call: its status and the bearer the upstream saw.
+async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
+    let response = app.get_with_session("/api/data", cookie).await;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    let body: Value = response.json().await.expect("json");
+    let bearer = body["headers"]
+        .as_array()
+        .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
+        .and_then(|p| p[1].as_str())
+        .map(str::to_owned);
+    (status, bearer)
+}
+
+/// Calls on `app` until one is served from its cache. (A read that overlaps any
+/// invalidation, e.g. the one Redis broadcasts for the session's own creation, does not
+/// fill the cache; the next read does.)
+async fn warm(app: &TestApp, cookie: &str) {
+    for _ in 0..5 {
+        let before = hits(app);
+        assert_eq!(api_call(app, cookie).await.0, 200);
+        if hits(app) > before {
+            return;
+        }
+    }
+    panic!("five calls and none was served from the cache");
+}
+
+/// A session of its own for `sub`, a copy of a real login's session with another sub and
+/// provider sid (made through the store's own code, as a login would).
+async fn copy_session(app: &TestApp, template: &str, sub: &str, sid: &str) -> String {
+    let mut data = app.session_for(template).await.expect("template").data;
+    data.sub = sub.to_owned();
+    data.provider_sid = Some(sid.to_owned());
+    let now = gatehouse::clock::Clock::now_millis(&app.clock);
+    let handle = app
+        .session_manager()
+        .create(&data, now)
+        .await
+        .expect("create");
+    handle.cookie_value().expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn logouts_revocations_and_back_channel_logouts_end_a_cached_session_at_once() {
+    let echo = spawn_echo().await;
+    let a = instance(&echo, None, None, LONG_SESSIONS).await;
+    let b = instance(&echo, Some(&a), None, LONG_SESSIONS).await;
+    let mut browser = a.browser();
+    browser.login("template").await;
+    let template = browser.session_cookie().expect("cookie");
+
+    let mut misses = Vec::new();
+    for round in 0..200 {
+        let sub = format!("user{round}");
+        let sid = format!("sid-{round}");
+        let cookie = copy_session(&a, &template, &sub, &sid).await;
+        warm(&a, &cookie).await;
+        match round % 3 {
+            // A logout through B, with the sid the SPA got from /auth/user.
+            0 => {
+                let mut other = Browser::new(&b);
+                other.cookies.insert(b.cookie_name().to_owned(), cookie.clone());
+                let user = other.api_get("/auth/user").await.json();
+                let logout = user["session"]["logout_url"].as_str().expect("logout_url");
+                assert_eq!(other.get(logout).await.status, 302);
+            }
+            // The operator's command.
+            1 => {
+                let (ok, out) = gatehouse_cli(&b, &["sessions", "revoke", "--sub", &sub]);
+                assert!(ok && out.contains("revoked 1 session(s)"), "{out}");
+            }
+            // The provider's back-channel logout, delivered to B.
+            _ => {
+                let claims = logout_claims(&b, &sid, &format!("jti-{round}"), unix_now());
+                let token = sign(&b.issuer, json!({}), claims).await;
+                assert_eq!(post_logout_token(&b, &token).await.status, 200);
+            }
+        }
+        let (status, _) = api_call(&a, &cookie).await;
+        if status != 401 {
+            misses.push((round, status));
+        }
+    }
+    assert!(misses.is_empty(), "calls after the end answered: {misses:?}");
+}
+
+#[tokio::test]
+async fn a_refresh_at_one_instance_reaches_the_others_cache() {
+    let echo = spawn_echo().await;
+    let a = instance(&echo, None, None, LONG_SESSIONS).await;
+    let b = instance(&echo, Some(&a), None, LONG_SESSIONS).await;
+    let mut browser = a.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    warm(&a, &cookie).await;
+    let (_, old_bearer) = api_call(&a, &cookie).await;
+
+    b.clock.advance(HOUR + Duration::from_secs(1));
+    let (status, new_bearer) = api_call(&b, &cookie).await;
+    assert_eq!(status, 200);
+    assert_ne!(new_bearer, old_bearer, "B refreshed");
+    let (status, seen_at_a) = api_call(&a, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen_at_a, new_bearer, "A's next call carries B's new token");
+
+    // Later A must refresh too: with B's rotated refresh token, not the one it cached.
+    a.clock.advance(2 * HOUR);
+    let (status, third) = api_call(&a, &cookie).await;
+    assert_eq!(status, 200);
+    assert_ne!(third, new_bearer);
+    let grants = a.provider_grants().await;
+    assert_eq!(grants["refresh_token"], 2, "{grants}");
+    assert_eq!(
+        grants["refresh_token_errors"].as_u64().unwrap_or(0),
+        0,
+        "no refresh with a used refresh token: {grants}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_invalidation_channel_never_serves_a_stale_session() {
+    let redis = RedisServer::start();
+    let echo = spawn_echo().await;
+    let a = instance(&echo, None, Some(redis.url()), LONG_SESSIONS).await;
+    let mut browser = a.browser();
+    browser.login("alice").await;
+    let template = browser.session_cookie().expect("cookie");
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+
+    // The tracking connection is cut, and the session deleted while nobody listens.
+    let cookie = copy_session(&a, &template, "bob", "sid-bob").await;
+    warm(&a, &cookie).await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT LIST");
+    let tracking: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.contains(" flags=tB "))
+        .filter_map(|line| line.split_whitespace().next()?.strip_prefix("id="))
+        .collect();
+    assert_eq!(tracking.len(), 1, "one tracking connection: {clients}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(tracking[0])
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:s:*", a.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(api_call(&a, &cookie).await.0, 401, "no stale 200 after CLIENT KILL");
+
+    // Redis restarted (without persistence): every session is gone.
+    wait_until_cache_serves(&a).await;
+    browser.login("carol").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    warm(&a, &cookie).await;
+    redis.restart();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(api_call(&a, &cookie).await.0);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "after a restart the session is gone, never served stale: {statuses:?}"
+    );
+    assert!(statuses.contains(&401), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn an_idle_timeout_ends_a_cached_session_on_time() {
+    let echo = spawn_echo().await;
+    let a = instance(
+        &echo,
+        None,
+        None,
+        "idle_timeout_secs = 120\ntouch_interval_secs = 60\nabsolute_timeout_secs = 86400",
+    )
+    .await;
+    let mut browser = a.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    warm(&a, &cookie).await;
+
+    // A use after the touch interval slides the idle expiry (and writes it to Redis).
+    a.clock.advance(Duration::from_secs(100));
+    assert_eq!(api_call(&a, &cookie).await.0, 200);
+    warm(&a, &cookie).await;
+    // 119 s idle since that use: still alive, from the cache.
+    a.clock.advance(Duration::from_secs(119));
+    let before = hits(&a);
+    assert_eq!(api_call(&a, &cookie).await.0, 200, "slid by the use at 100 s");
+    assert!(hits(&a) > before, "from the cache");
+    warm(&a, &cookie).await;
+    // Idle for longer than the timeout: over, though the entry is in the cache.
+    a.clock.advance(Duration::from_secs(121));
+    let before = hits(&a);
+    assert_eq!(api_call(&a, &cookie).await.0, 401);
+    assert!(hits(&a) > before, "the cached entry was found, and its time was up");
+}
