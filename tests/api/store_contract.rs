@@ -1,4 +1,5 @@
-//! One contract, two stores: every case runs against Redis and against the in-memory store.
+//! One contract, three stores: every case runs against Redis, Redis with the session cache,
+//! and the in-memory store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use gatehouse::config::RedisSettings;
 use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
+use gatehouse::session::SessionStore;
 use gatehouse::session::{
     IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager, TokenSet,
 };
@@ -32,6 +34,25 @@ fn redis_manager() -> SessionManager {
     ))
     .expect("store");
     SessionManager::new(Arc::new(store), policy())
+}
+
+/// Redis with the session cache, once the cache serves (Redis tracks its keys).
+async fn cached_redis_manager() -> SessionManager {
+    let store = RedisStore::with_cache(
+        &RedisSettings::standalone(
+            SecretString::from(shared_redis().url()),
+            &random_name("contract"),
+        ),
+        std::num::NonZeroUsize::new(100).expect("capacity"),
+    )
+    .expect("store");
+    for _ in 0..100 {
+        if store.cache_statistics().is_some_and(|s| s.serving) {
+            return SessionManager::new(Arc::new(store), policy());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the session cache did not start serving");
 }
 
 fn memory_manager() -> SessionManager {
@@ -529,3 +550,4 @@ macro_rules! contract {
 
 contract!(redis_store, redis_manager());
 contract!(memory_store, memory_manager());
+contract!(cached_redis_store, cached_redis_manager().await);

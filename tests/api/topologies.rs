@@ -776,6 +776,17 @@ async fn tls_to_redis_with_the_right_ca_works_and_a_wrong_ca_says_why() {
     let topology =
         |ca: &std::path::Path| format!("url = \"{}\"\nca_file = \"{}\"", redis.url(), ca.display());
     let app = first_instance(&topology(&redis.ca_file()), &echo, "").await;
+    // The session cache's tracking connection speaks TLS too.
+    for _ in 0..100 {
+        if app.store.cache_statistics().is_some_and(|s| s.serving) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        app.store.cache_statistics().is_some_and(|s| s.serving),
+        "tracking over TLS"
+    );
     let mut browser = app.browser();
     browser.login("alice").await;
     assert_eq!(browser.api_get("/auth/user").await.status, 200);
