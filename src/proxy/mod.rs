@@ -185,8 +185,12 @@ pub fn check_requirements(
             )));
         }
     }
+    if route.required_claims.is_empty() {
+        return Ok(());
+    }
+    let claims = session.data.claims.to_map();
     for (claim, wanted) in &route.required_claims {
-        let present: Vec<&str> = match session.data.claims.get(claim) {
+        let present: Vec<&str> = match claims.get(claim) {
             Some(Value::String(value)) => vec![value.as_str()],
             Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
             Some(Value::Bool(true)) => vec!["true"],
