@@ -137,7 +137,12 @@ impl Application {
             default: settings.default_provider.clone(),
         });
 
-        let proxy = Proxy::new(settings.routes.clone(), &providers).map_err(|e| {
+        let proxy = Proxy::new(
+            settings.routes.clone(),
+            &providers,
+            &settings.server.public_url,
+        )
+        .map_err(|e| {
             StartupError::Oidc(OidcError::Transport(format!(
                 "cannot build the proxy client: {e}"
             )))

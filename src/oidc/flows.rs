@@ -10,8 +10,8 @@ use crate::clock::UnixMillis;
 use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
-    absolute_expiry, LoadedSession, LoginBinding, LoginStateError, SessionData, SessionError,
-    SessionManager,
+    absolute_expiry, Claims, LoadedSession, LoginBinding, LoginStateError, SessionData,
+    SessionError, SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,7 @@ impl AuthFlows {
             provider: login.provider.clone(),
             sub: outcome.sub.clone(),
             provider_sid: outcome.provider_sid,
-            claims: outcome.claims,
+            claims: Claims::from_map(&outcome.claims),
             tokens: outcome.tokens,
             logout_sid: b64(&random_bytes()[..16]),
             created_at: now,

@@ -50,13 +50,51 @@ const IDENTITY_PREFIXES: &[&str] = &[
     "x-jwt-",
 ];
 
-fn normalise(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// A header-name byte as the identity checks compare it: lower case, `_` read as `-`.
+fn normalised(byte: u8) -> u8 {
+    match byte {
+        b'_' => b'-',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// Whether two names are the same once both are normalised (compared without allocating).
+fn same_normalised(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| normalised(*x) == normalised(*y))
+}
+
+/// Whether `name`, normalised, starts with `prefix` (already normalised).
+fn starts_normalised(name: &[u8], prefix: &str) -> bool {
+    name.len() >= prefix.len() && same_normalised(&name[..prefix.len()], prefix.as_bytes())
 }
 
 pub fn is_identity_header(name: &str) -> bool {
-    let name = normalise(name);
-    IDENTITY_EXACT.contains(&name.as_str()) || IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p))
+    let name = name.as_bytes();
+    IDENTITY_EXACT
+        .iter()
+        .any(|exact| same_normalised(name, exact.as_bytes()))
+        || IDENTITY_PREFIXES
+            .iter()
+            .any(|prefix| starts_normalised(name, prefix))
+}
+
+/// Case-insensitive `starts_with` on ASCII header names.
+fn starts_ignore_case(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Hop-by-hop for this message: the fixed list, `proxy-*`, or named by its `Connection`
+/// header (whose tokens `connection_tokens` lower-cased).
+fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+        || starts_ignore_case(name, "proxy-")
+        || connection_tokens
+            .iter()
+            .any(|token| name.eq_ignore_ascii_case(token))
 }
 
 /// Tokens named by a `Connection` header: also hop-by-hop for this message.
@@ -72,17 +110,20 @@ pub fn connection_tokens(connection_values: &[&str]) -> Vec<String> {
 /// Whether a header the browser sent may go on to the upstream. gatehouse sets Host,
 /// Authorization, X-Forwarded-* and X-Request-Id itself.
 pub fn forward_request_header(name: &str, connection_tokens: &[String], csrf_header: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !(HOP_BY_HOP.contains(&lower.as_str())
-        || lower.starts_with("proxy-")
-        || connection_tokens.contains(&lower)
-        || matches!(
-            lower.as_str(),
-            "host" | "cookie" | "authorization" | "x-request-id" | "content-length"
-        )
-        || lower.eq_ignore_ascii_case(csrf_header)
-        || normalise(&lower) == normalise(csrf_header)
-        || is_identity_header(&lower))
+    // Every comparison ignores case (and the identity ones `_` versus `-`) without
+    // lower-casing a copy of the name: this runs for each header of each proxied call.
+    !(is_hop_by_hop(name, connection_tokens)
+        || [
+            "host",
+            "cookie",
+            "authorization",
+            "x-request-id",
+            "content-length",
+        ]
+        .iter()
+        .any(|own| name.eq_ignore_ascii_case(own))
+        || same_normalised(name.as_bytes(), csrf_header.as_bytes())
+        || is_identity_header(name))
 }
 
 /// Whether an upstream response header may go back to the browser.
@@ -91,12 +132,9 @@ pub fn forward_response_header(
     connection_tokens: &[String],
     pass_set_cookie: bool,
 ) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !(HOP_BY_HOP.contains(&lower.as_str())
-        || lower.starts_with("proxy-")
-        || connection_tokens.contains(&lower)
-        || lower == "content-length"
-        || (lower == "set-cookie" && !pass_set_cookie))
+    !(is_hop_by_hop(name, connection_tokens)
+        || name.eq_ignore_ascii_case("content-length")
+        || (!pass_set_cookie && name.eq_ignore_ascii_case("set-cookie")))
 }
 
 #[cfg(test)]
@@ -161,5 +199,28 @@ mod tests {
         assert!(forward_response_header("set-cookie", &[], true));
         assert!(!forward_response_header("transfer-encoding", &[], true));
         assert!(forward_response_header("location", &[], false));
+    }
+
+    #[test]
+    fn spellings_without_allocation_match_the_lowercased_ones() {
+        // What the former normalise-then-compare decided, for the edge cases of the new
+        // byte-wise comparisons: prefixes as long as the name, non-ASCII names, mixed case.
+        assert!(is_identity_header("X-FORWARDED-"));
+        assert!(!is_identity_header("x-forwarded"));
+        assert!(!is_identity_header("x-forwardé-for"));
+        assert!(is_identity_header("X_Ms_Client_Principal_Name"));
+        assert!(!forward_request_header("Proxy-Anything", &[], "X-CSRF"));
+        assert!(!forward_request_header("PROXY-", &[], "X-CSRF"));
+        assert!(forward_request_header("proxy", &[], "X-CSRF"));
+        assert!(!forward_request_header("x-csrf", &[], "x_CSRF"));
+        assert!(forward_request_header("x-csrf-not", &[], "X-CSRF"));
+        assert!(forward_request_header("é-header", &[], "X-CSRF"));
+        let tokens = connection_tokens(&["X-Hop"]);
+        assert!(!forward_request_header("X-HOP", &tokens, "X-CSRF"));
+        assert!(!forward_response_header("X-Hop", &tokens, true));
+        assert!(!forward_response_header("Content-Length", &[], true));
+        assert!(!forward_response_header("Set-Cookie", &[], false));
+        assert!(forward_response_header("Set-Cookie", &[], true));
+        assert!(!forward_response_header("Proxy-Authenticate", &[], true));
     }
 }

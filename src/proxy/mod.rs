@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
 use secrecy::SecretString;
 use serde_json::Value;
+use url::Url;
 
 use crate::clock::UnixMillis;
 use crate::config::{RouteSettings, TokenPolicy};
@@ -50,7 +52,29 @@ pub struct Proxy {
     /// Routes with a `[routes.tls]` table, by prefix: a client each, so that one route's
     /// pinned CA or client certificate never applies to (or pools with) another upstream.
     route_http: HashMap<String, reqwest::Client>,
+    /// The client-credentials token cache of each route that may use one, by route prefix
+    /// (routes with the same provider and scopes share a cache).
     client_tokens: HashMap<String, Arc<ClientTokenCache>>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` for every call: the public URL's scheme
+    /// and host (with its port, when it has one), made once.
+    pub forwarded_proto: HeaderValue,
+    pub forwarded_host: HeaderValue,
+}
+
+/// The token a call carries: the session's own (borrowed, not copied per call) or a
+/// client-credentials token.
+pub enum UpstreamToken<'a> {
+    User(&'a SecretString),
+    Client(SecretString),
+}
+
+impl UpstreamToken<'_> {
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            Self::User(token) => token,
+            Self::Client(token) => token,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +100,11 @@ fn client_token_key(route: &RouteSettings) -> String {
 }
 
 impl Proxy {
-    pub fn new(routes: Vec<RouteSettings>, providers: &Providers) -> Result<Self, ProxyBuildError> {
+    pub fn new(
+        routes: Vec<RouteSettings>,
+        providers: &Providers,
+        public_url: &Url,
+    ) -> Result<Self, ProxyBuildError> {
         let http = client_builder().build()?;
         let mut route_http = HashMap::new();
         for route in &routes {
@@ -90,26 +118,36 @@ impl Proxy {
                 route_http.insert(route.prefix.clone(), client);
             }
         }
+        let mut by_key: HashMap<String, Arc<ClientTokenCache>> = HashMap::new();
         let mut client_tokens = HashMap::new();
         for route in &routes {
             if matches!(route.token, TokenPolicy::Client | TokenPolicy::UserOrClient) {
                 if let Some(provider) = providers.get(Some(&route.provider)) {
-                    client_tokens
-                        .entry(client_token_key(route))
-                        .or_insert_with(|| {
-                            Arc::new(ClientTokenCache::new(
-                                provider.clone(),
-                                route.client_scopes.clone(),
-                            ))
-                        });
+                    let cache = by_key.entry(client_token_key(route)).or_insert_with(|| {
+                        Arc::new(ClientTokenCache::new(
+                            provider.clone(),
+                            route.client_scopes.clone(),
+                        ))
+                    });
+                    client_tokens.insert(route.prefix.clone(), cache.clone());
                 }
             }
         }
+        let host = public_url.host_str().unwrap_or_default();
+        let public_host = match public_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
         Ok(Self {
             table: RouteTable::new(routes),
             http,
             route_http,
             client_tokens,
+            // A URL's scheme and host are always valid header values.
+            forwarded_proto: HeaderValue::from_str(public_url.scheme())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            forwarded_host: HeaderValue::from_str(&public_host)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
         })
     }
 
@@ -129,13 +167,13 @@ impl Proxy {
     }
 
     /// The token this call carries, or why it may not proceed.
-    pub async fn token_for(
+    pub async fn token_for<'s>(
         &self,
         route: &RouteSettings,
-        session: Option<&LoadedSession>,
+        session: Option<&'s LoadedSession>,
         now: UnixMillis,
-    ) -> Result<Option<SecretString>, ProxyError> {
-        let user_token = session.map(|s| s.data.tokens.access_token.clone());
+    ) -> Result<Option<UpstreamToken<'s>>, ProxyError> {
+        let user_token = session.map(|s| UpstreamToken::User(&s.data.tokens.access_token));
         match route.token {
             TokenPolicy::None => Ok(None),
             TokenPolicy::Optional => Ok(user_token),
@@ -144,10 +182,14 @@ impl Proxy {
                 check_requirements(route, session)?;
                 Ok(user_token)
             }
-            TokenPolicy::Client => Ok(Some(self.client_token(route, now).await?)),
+            TokenPolicy::Client => Ok(Some(UpstreamToken::Client(
+                self.client_token(route, now).await?,
+            ))),
             TokenPolicy::UserOrClient => match user_token {
                 Some(token) => Ok(Some(token)),
-                None => Ok(Some(self.client_token(route, now).await?)),
+                None => Ok(Some(UpstreamToken::Client(
+                    self.client_token(route, now).await?,
+                ))),
             },
         }
     }
@@ -159,7 +201,7 @@ impl Proxy {
     ) -> Result<SecretString, ProxyError> {
         let cache = self
             .client_tokens
-            .get(&client_token_key(route))
+            .get(&route.prefix)
             .ok_or_else(|| ProxyError::Token(OidcError::NotReady(route.provider.clone())))?;
         Ok(cache.token(now).await?)
     }
@@ -185,8 +227,12 @@ pub fn check_requirements(
             )));
         }
     }
+    if route.required_claims.is_empty() {
+        return Ok(());
+    }
+    let claims = session.data.claims.to_map();
     for (claim, wanted) in &route.required_claims {
-        let present: Vec<&str> = match session.data.claims.get(claim) {
+        let present: Vec<&str> = match claims.get(claim) {
             Some(Value::String(value)) => vec![value.as_str()],
             Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
             Some(Value::Bool(true)) => vec!["true"],

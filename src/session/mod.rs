@@ -66,7 +66,7 @@ pub struct SessionData {
     /// The provider's session id (`sid` claim), for back-channel logout.
     pub provider_sid: Option<String>,
     /// ID-token and userinfo claims, protocol-only ones left out.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: Claims,
     pub tokens: TokenSet,
     /// Public value the SPA passes to `GET /auth/logout?sid=` (a CSRF guard, not a secret).
     pub logout_sid: String,
@@ -83,11 +83,54 @@ impl fmt::Debug for SessionData {
                 "provider_sid",
                 &self.provider_sid.as_ref().map(|_| "<present>"),
             )
-            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("claims", &self.claims)
             .field("tokens", &self.tokens)
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)
             .finish_non_exhaustive()
+    }
+}
+
+/// A session's claims as the JSON object they were stored as, parsed only by what reads them
+/// (`/auth/user`, a route's `require.claims`): a proxied call that needs none of them does
+/// not build a map of them on every session load.
+#[derive(Clone, Serialize)]
+#[serde(transparent)]
+pub struct Claims(Box<serde_json::value::RawValue>);
+
+impl Claims {
+    pub fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> Self {
+        Self(serde_json::value::to_raw_value(map).expect("a JSON map always serializes"))
+    }
+
+    /// The claims as a map (parsed now, on every call).
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        // Checked to be an object when it was read, and written from a map otherwise.
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// The stored JSON text, to embed in an answer without parsing it.
+    pub fn as_raw(&self) -> &serde_json::value::RawValue {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        // As strict as the map it replaces: anything but an object fails the decode.
+        if raw.get().trim_start().starts_with('{') {
+            Ok(Self(raw))
+        } else {
+            Err(serde::de::Error::custom("claims must be a JSON object"))
+        }
+    }
+}
+
+impl fmt::Debug for Claims {
+    /// Names only, never values (the map's keys, as before).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.to_map().keys()).finish()
     }
 }
 
@@ -410,5 +453,41 @@ mod secret_serde {
         ) -> Result<Option<SecretString>, D::Error> {
             Ok(Option::<String>::deserialize(deserializer)?.map(SecretString::from))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_keep_the_stored_json_shape() {
+        let mut map = serde_json::Map::new();
+        map.insert("name".into(), serde_json::json!("Alice"));
+        map.insert("roles".into(), serde_json::json!(["a", "b"]));
+        let claims = Claims::from_map(&map);
+        assert_eq!(claims.to_map(), map);
+        // Written as the object the map was written as, and a map reads it back.
+        let text = serde_json::to_string(&claims).expect("serialize");
+        assert_eq!(text, serde_json::to_string(&map).expect("serialize"));
+        let back: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).expect("a map reads it");
+        assert_eq!(back, map);
+        // What an older gatehouse stored (a map) loads as claims.
+        let loaded: Claims =
+            serde_json::from_str(" {\"name\": \"Alice\", \"roles\": [\"a\",\"b\"]}")
+                .expect("object");
+        assert_eq!(loaded.to_map(), map);
+        assert_eq!(format!("{loaded:?}"), r#"["name", "roles"]"#);
+        for not_an_object in ["[]", "null", "\"x\"", "1"] {
+            assert!(
+                serde_json::from_str::<Claims>(not_an_object).is_err(),
+                "{not_an_object}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(&claims).expect("value"),
+            serde_json::Value::Object(map)
+        );
     }
 }

@@ -11,7 +11,8 @@ use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
 use gatehouse::session::SessionStore;
 use gatehouse::session::{
-    IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager, TokenSet,
+    Claims, IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager,
+    TokenSet,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -66,7 +67,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         provider: "main".into(),
         sub: sub.into(),
         provider_sid: Some(sid.into()),
-        claims,
+        claims: Claims::from_map(&claims),
         tokens: TokenSet {
             access_token_lifetime_ms: None,
             access_token: SecretString::from(format!("access-{sub}-{now}")),
@@ -102,7 +103,7 @@ async fn round_trip(sessions: SessionManager, clock: OffsetClock) {
         .expect("load")
         .expect("present");
     assert_eq!(loaded.data.sub, "alice");
-    assert_eq!(loaded.data.claims["name"], "ALICE");
+    assert_eq!(loaded.data.claims.to_map()["name"], "ALICE");
     assert_eq!(
         loaded.data.tokens.access_token.expose_secret(),
         &format!("access-alice-{now}")
