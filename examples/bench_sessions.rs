@@ -76,6 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .ok_or("the template cookie names no live session")?
         .data;
+    let template = gatehouse::session::SessionData::clone(&template);
     let tokens = &template.tokens;
     let token_bytes = tokens.access_token.expose_secret().len()
         + tokens

@@ -14,7 +14,9 @@ use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
-use crate::session::{absolute_expiry, LoadedSession, SessionError, SessionManager, TokenSet};
+use crate::session::{
+    absolute_expiry, LoadedSession, SessionData, SessionError, SessionManager, TokenSet,
+};
 use crate::telemetry::{security_event, SecurityEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +226,7 @@ impl TokenRefresher {
         let now = self.clock.now_millis();
         match result {
             Ok(tokens) => {
-                let mut data = current.data.clone();
+                let mut data = SessionData::clone(&current.data);
                 data.tokens.access_token = tokens.access_token;
                 data.tokens.access_token_expires_at = tokens.access_token_expires_at;
                 data.tokens.access_token_lifetime_ms = tokens.access_token_lifetime_ms;
@@ -257,7 +259,7 @@ impl TokenRefresher {
                 );
                 Ok(LoadedSession {
                     store_key: current.store_key,
-                    data,
+                    data: Arc::new(data),
                     idle_expires_at: current.idle_expires_at,
                 })
             }

@@ -2,6 +2,7 @@
 //! vanish with the process and are not shared between instances.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -171,8 +172,9 @@ impl SessionStore for MemoryStore {
                 entry.expires_at = (now + idle_ms).min(entry.record.absolute_expires_at);
             }
             Ok(Some(FetchedSession {
-                record: entry.record.clone(),
+                record: Arc::new(entry.record.clone()),
                 idle_expires_at: (entry.last_touch + idle_ms).min(entry.record.absolute_expires_at),
+                memo: None,
             }))
         })();
         async move { result }.boxed()

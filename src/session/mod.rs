@@ -191,8 +191,25 @@ impl fmt::Debug for SessionHandle {
 #[derive(Debug)]
 pub struct LoadedSession {
     pub store_key: String,
-    pub data: SessionData,
+    /// Shared with the store's cache while the record there is unchanged.
+    pub data: Arc<SessionData>,
     pub idle_expires_at: UnixMillis,
+}
+
+/// What a cached record opened to, and for which cookie: only a cookie with the same secret
+/// gets it (any other must open the sealed record itself, and fails).
+struct OpenedSession {
+    secret: SecretBox<RandomBytes>,
+    data: Arc<SessionData>,
+}
+
+impl OpenedSession {
+    fn opens_for(&self, secret: &SecretBox<RandomBytes>) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.secret.expose_secret()[..],
+            &secret.expose_secret()[..],
+        ))
+    }
 }
 
 /// Server-side state of a login in flight, sealed under the browser-binding secret that only
@@ -308,6 +325,17 @@ impl SessionManager {
         let Some(fetched) = self.store.fetch(&key, now, self.idle).await? else {
             return Ok(None);
         };
+        // A cached record this cookie opened before: no decryption, no parse.
+        let memo = fetched.memo.as_ref().and_then(|memo| memo.get());
+        if let Some(opened) = memo.and_then(|any| any.downcast_ref::<OpenedSession>()) {
+            if opened.opens_for(&handle.secret) {
+                return Ok(Some(LoadedSession {
+                    store_key: key,
+                    data: opened.data.clone(),
+                    idle_expires_at: fetched.idle_expires_at,
+                }));
+            }
+        }
         let Ok(plaintext) = open(
             &handle.secret,
             SESSION_PURPOSE,
@@ -318,6 +346,14 @@ impl SessionManager {
         };
         let data: SessionData = serde_json::from_slice(&plaintext)
             .map_err(|e| SessionError::Encoding(format!("stored session does not decode: {e}")))?;
+        let data = Arc::new(data);
+        if let Some(memo) = &fetched.memo {
+            let opened = OpenedSession {
+                secret: SecretBox::new(Box::new(*handle.secret.expose_secret())),
+                data: data.clone(),
+            };
+            let _ = memo.set(Arc::new(opened));
+        }
         Ok(Some(LoadedSession {
             store_key: key,
             data,

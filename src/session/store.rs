@@ -3,6 +3,8 @@
 //! behave the same and one contract test suite covers them.
 
 use futures_util::future::BoxFuture;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
@@ -43,10 +45,16 @@ impl std::fmt::Debug for SessionRecord {
 
 #[derive(Debug, Clone)]
 pub struct FetchedSession {
-    pub record: SessionRecord,
+    pub record: Arc<SessionRecord>,
     /// When the session ends if it stays idle from now on.
     pub idle_expires_at: UnixMillis,
+    /// Where the session manager may keep what it made of this record (the opened session)
+    /// for as long as the store's cache holds the record unchanged; `None` without a cache.
+    pub memo: Option<Memo>,
 }
+
+/// One slot per cached record, filled at most once (see `FetchedSession::memo`).
+pub type Memo = Arc<OnceLock<Arc<dyn Any + Send + Sync>>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct IdlePolicy {

@@ -436,6 +436,7 @@ async fn provider_sid(app: &TestApp, cookie: &str) -> String {
         .expect("session")
         .data
         .provider_sid
+        .clone()
         .expect("provider sid")
 }
 
@@ -676,6 +677,7 @@ async fn operators_revoke_every_session_of_a_user() {
         .expect("bob")
         .data
         .provider_sid
+        .clone()
         .expect("sid");
     let (ok, revoked) = gatehouse_cli(&first, &["sessions", "revoke", "--sid", &sid]);
     assert!(ok && revoked.contains("revoked 1 session(s)"), "{revoked}");

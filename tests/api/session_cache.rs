@@ -88,7 +88,8 @@ async fn warm(app: &TestApp, cookie: &str) {
 /// A session of its own for `sub`, a copy of a real login's session with another sub and
 /// provider sid (made through the store's own code, as a login would).
 async fn copy_session(app: &TestApp, template: &str, sub: &str, sid: &str) -> String {
-    let mut data = app.session_for(template).await.expect("template").data;
+    let loaded = app.session_for(template).await.expect("template");
+    let mut data = gatehouse::session::SessionData::clone(&loaded.data);
     data.sub = sub.to_owned();
     data.provider_sid = Some(sid.to_owned());
     let now = gatehouse::clock::Clock::now_millis(&app.clock);
@@ -119,7 +120,9 @@ async fn logouts_revocations_and_back_channel_logouts_end_a_cached_session_at_on
             // A logout through B, with the sid the SPA got from /auth/user.
             0 => {
                 let mut other = Browser::new(&b);
-                other.cookies.insert(b.cookie_name().to_owned(), cookie.clone());
+                other
+                    .cookies
+                    .insert(b.cookie_name().to_owned(), cookie.clone());
                 let user = other.api_get("/auth/user").await.json();
                 let logout = user["session"]["logout_url"].as_str().expect("logout_url");
                 assert_eq!(other.get(logout).await.status, 302);
@@ -141,7 +144,10 @@ async fn logouts_revocations_and_back_channel_logouts_end_a_cached_session_at_on
             misses.push((round, status));
         }
     }
-    assert!(misses.is_empty(), "calls after the end answered: {misses:?}");
+    assert!(
+        misses.is_empty(),
+        "calls after the end answered: {misses:?}"
+    );
 }
 
 #[tokio::test]
@@ -222,7 +228,11 @@ async fn a_broken_invalidation_channel_never_serves_a_stale_session() {
         .query_async(&mut conn)
         .await
         .expect("DEL");
-    assert_eq!(api_call(&a, &cookie).await.0, 401, "no stale 200 after CLIENT KILL");
+    assert_eq!(
+        api_call(&a, &cookie).await.0,
+        401,
+        "no stale 200 after CLIENT KILL"
+    );
 
     // Redis restarted (without persistence): every session is gone.
     wait_until_cache_serves(&a).await;
@@ -263,12 +273,48 @@ async fn an_idle_timeout_ends_a_cached_session_on_time() {
     // 119 s idle since that use: still alive, from the cache.
     a.clock.advance(Duration::from_secs(119));
     let before = hits(&a);
-    assert_eq!(api_call(&a, &cookie).await.0, 200, "slid by the use at 100 s");
+    assert_eq!(
+        api_call(&a, &cookie).await.0,
+        200,
+        "slid by the use at 100 s"
+    );
     assert!(hits(&a) > before, "from the cache");
     warm(&a, &cookie).await;
     // Idle for longer than the timeout: over, though the entry is in the cache.
     a.clock.advance(Duration::from_secs(121));
     let before = hits(&a);
     assert_eq!(api_call(&a, &cookie).await.0, 401);
-    assert!(hits(&a) > before, "the cached entry was found, and its time was up");
+    assert!(
+        hits(&a) > before,
+        "the cached entry was found, and its time was up"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_session_opens_only_for_the_cookie_that_holds_its_secret() {
+    let echo = spawn_echo().await;
+    let a = instance(&echo, None, None, LONG_SESSIONS).await;
+    let mut browser = a.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    // Warm: the record is cached and its opened form kept for this cookie.
+    warm(&a, &cookie).await;
+    warm(&a, &cookie).await;
+
+    // The same session id (so the same cache entry) with any other secret is no session.
+    let (id, secret) = cookie.split_once('.').expect("id.secret");
+    let mut other = secret.as_bytes().to_vec();
+    other[0] = if other[0] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{id}.{}", String::from_utf8(other).expect("ascii"));
+    let before = hits(&a);
+    assert_eq!(api_call(&a, &forged).await.0, 401);
+    assert!(
+        hits(&a) > before,
+        "the forged cookie reached the cached entry"
+    );
+    assert_eq!(
+        api_call(&a, &cookie).await.0,
+        200,
+        "the real cookie still works"
+    );
 }

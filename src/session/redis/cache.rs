@@ -18,13 +18,15 @@ use lru::LruCache;
 
 use super::tracking::{Channel, Frame, STALE_AFTER};
 use crate::clock::UnixMillis;
-use crate::session::store::{CacheStatistics, SessionRecord};
+use crate::session::store::{CacheStatistics, Memo, SessionRecord};
 
-/// A session hash as read from Redis: the sealed payload and its metadata.
+/// A session hash as read from Redis: the sealed payload and its metadata, and the session
+/// manager's memo of it (the opened session, for the cookie that opened it).
 #[derive(Clone)]
 pub(super) struct CachedSession {
-    pub(super) record: SessionRecord,
+    pub(super) record: Arc<SessionRecord>,
     pub(super) last_touch: UnixMillis,
+    pub(super) memo: Memo,
 }
 
 pub(super) struct SessionCache {
@@ -106,14 +108,17 @@ impl SessionCache {
 
     /// Keeps what a read found, unless the channel is down or anything was invalidated since
     /// the read began (it might have been this key, changed after Redis answered).
-    pub(super) fn fill(&self, key: &str, ticket: ReadTicket, session: CachedSession) {
+    /// Whether it was kept.
+    pub(super) fn fill(&self, key: &str, ticket: ReadTicket, session: CachedSession) -> bool {
         if !self.serving() {
-            return;
+            return false;
         }
         let mut entries = self.lock();
-        if self.invalidations.load(Ordering::Acquire) == ticket.0 {
+        let unchanged = self.invalidations.load(Ordering::Acquire) == ticket.0;
+        if unchanged {
             entries.put(key.to_owned(), session);
         }
+        unchanged
     }
 
     /// Drops one entry (this instance changed or deleted the session).
@@ -202,15 +207,16 @@ mod tests {
 
     fn session(last_touch: UnixMillis) -> CachedSession {
         CachedSession {
-            record: SessionRecord {
+            record: Arc::new(SessionRecord {
                 sealed: vec![1, 2, 3],
                 provider: "main".into(),
                 sub: "alice".into(),
                 provider_sid: None,
                 created_at: 0,
                 absolute_expires_at: 10,
-            },
+            }),
             last_touch,
+            memo: Memo::default(),
         }
     }
 

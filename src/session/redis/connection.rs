@@ -354,11 +354,13 @@ impl Connector {
     pub(super) async fn tracking_endpoint(&self) -> RedisResult<Endpoint> {
         let client = match &self.topology {
             Topology::Standalone { client, .. } => client.clone(),
-            Topology::Sentinel { client, timeout, .. } => {
+            Topology::Sentinel {
+                client, timeout, ..
+            } => {
                 let lookup = async { client.lock().await.async_get_client().await };
-                tokio::time::timeout(*timeout, lookup)
-                    .await
-                    .map_err(|_| RedisError::from((ErrorKind::Io, "no answer from the sentinels")))??
+                tokio::time::timeout(*timeout, lookup).await.map_err(|_| {
+                    RedisError::from((ErrorKind::Io, "no answer from the sentinels"))
+                })??
             }
             Topology::Cluster { .. } => {
                 return Err(RedisError::from((

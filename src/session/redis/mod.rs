@@ -537,23 +537,31 @@ impl SessionStore for RedisStore {
             let session_key = self.session_key(key);
             let cached = self.cache.as_ref().and_then(|cache| cache.get(key));
             let found = match cached {
-                Some(cached) => Some((cached.record, cached.last_touch)),
+                Some(cached) => Some((cached.record, cached.last_touch, Some(cached.memo))),
                 None => {
                     let ticket = self.cache.as_ref().map(|cache| cache.ticket());
-                    let found = self.read_record(&session_key).await?;
-                    if let (Some(cache), Some(ticket), Some((record, last_touch))) =
-                        (&self.cache, ticket, &found)
-                    {
-                        let entry = CachedSession {
-                            record: record.clone(),
-                            last_touch: *last_touch,
-                        };
-                        cache.fill(key, ticket, entry);
+                    match self.read_record(&session_key).await? {
+                        None => None,
+                        Some((record, last_touch)) => {
+                            let record = Arc::new(record);
+                            let memo = match (&self.cache, ticket) {
+                                (Some(cache), Some(ticket)) => {
+                                    let entry = CachedSession {
+                                        record: record.clone(),
+                                        last_touch,
+                                        memo: Memo::default(),
+                                    };
+                                    let memo = entry.memo.clone();
+                                    cache.fill(key, ticket, entry).then_some(memo)
+                                }
+                                _ => None,
+                            };
+                            Some((record, last_touch, memo))
+                        }
                     }
-                    found
                 }
             };
-            let Some((record, mut last_touch)) = found else {
+            let Some((record, mut last_touch, memo)) = found else {
                 return Ok(None);
             };
             let idle_ms = millis(idle.idle_timeout);
@@ -581,6 +589,7 @@ impl SessionStore for RedisStore {
             Ok(Some(FetchedSession {
                 record,
                 idle_expires_at,
+                memo,
             }))
         }
         .boxed()

@@ -113,11 +113,9 @@ pub(super) fn run(
         let Some(live) = cache.upgrade() else { return };
         let channel = live.channel();
         drop(live);
-        let outcome = endpoint()
-            .map_err(Failure::Before)
-            .and_then(|endpoint| {
-                tracked(&cache, &channel, &endpoint, session_prefix, connect_timeout)
-            });
+        let outcome = endpoint().map_err(Failure::Before).and_then(|endpoint| {
+            tracked(&cache, &channel, &endpoint, session_prefix, connect_timeout)
+        });
         channel.close();
         let Some(live) = cache.upgrade() else { return };
         live.go_dark();
@@ -272,9 +270,7 @@ fn tracked(
                 _ => {}
             }
         }
-        channel
-            .busy
-            .store(reader.has_buffered(), Ordering::SeqCst);
+        channel.busy.store(reader.has_buffered(), Ordering::SeqCst);
     }
 }
 

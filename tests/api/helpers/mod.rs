@@ -838,7 +838,8 @@ impl<'a> Browser<'a> {
             .await
             .expect("live session")
             .data
-            .tokens;
+            .tokens
+            .clone();
         record_secret(&cookie);
         record_secret(tokens.access_token.expose_secret());
         record_secret(tokens.id_token.expose_secret());
