@@ -313,7 +313,7 @@ impl Metrics {
         &self,
         kind: &'static str,
         route: Text,
-        method: &Method,
+        method: &'static str,
         status: u16,
         elapsed: Duration,
     ) {
@@ -322,7 +322,7 @@ impl Metrics {
             .get_or_create(&[
                 ("kind", Text::Static(kind)),
                 ("route", route.clone()),
-                ("method", Text::Static(method_label(method))),
+                ("method", Text::Static(method)),
                 ("status", Text::Code(status)),
             ])
             .inc();
@@ -430,6 +430,7 @@ trait Tap: Sized {
 
 impl<T> Tap for T {}
 
+/// The standard methods by name; any other is `other` (a client may send any token).
 fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
@@ -659,7 +660,7 @@ pub async fn record_request(
         return next.call(req).await;
     };
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let (kind, route) = classify(req.path(), &state);
     let metrics = &state.metrics;
     let response = metrics.scope(next.call(req)).await?;
@@ -670,7 +671,7 @@ pub async fn record_request(
     } else {
         "frontend"
     }));
-    metrics.http_request(kind, route, &method, status, started.elapsed());
+    metrics.http_request(kind, route, method, status, started.elapsed());
     Ok(response)
 }
 
@@ -895,6 +896,13 @@ mod tests {
         let open = metrics.render(true);
         assert!(open.contains("# TYPE gatehouse_rate_limited counter\n"));
         assert!(open.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn methods_beyond_the_standard_ones_are_other() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let brew = Method::from_bytes(b"BREW").expect("a token");
+        assert_eq!(method_label(&brew), "other");
     }
 
     #[test]
