@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod frontend;
+pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;

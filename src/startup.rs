@@ -12,6 +12,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
+use crate::metrics::{self, MeteredStore, Metrics};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
@@ -48,6 +49,8 @@ pub struct Application {
     server: Server,
     /// The plain-http listener that redirects to https, and its port.
     redirect: Option<(u16, Server)>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), and its port.
+    admin: Option<(u16, Server)>,
     store: Arc<dyn SessionStore>,
 }
 
@@ -122,10 +125,6 @@ impl Application {
         }
 
         let store = build_store(&settings, true)?;
-        let store_handle = store.clone();
-        let limiter = RateLimiter::new(store.clone(), clock.clone());
-        let sessions = session_manager(&settings, store);
-
         let mut by_name = BTreeMap::new();
         for (name, provider_settings) in &settings.providers {
             let provider = Arc::new(Provider::new(provider_settings.clone())?);
@@ -136,6 +135,21 @@ impl Application {
             by_name,
             default: settings.default_provider.clone(),
         });
+
+        let metrics = Metrics::new(
+            settings
+                .routes
+                .iter()
+                .map(|route| route.prefix.as_str())
+                .chain(settings.providers.keys().map(String::as_str)),
+            providers.clone(),
+            store.clone(),
+        );
+        // Every store operation is timed; the cache statistics pass through.
+        let store = MeteredStore::wrap(store, metrics.clone());
+        let store_handle = store.clone();
+        let limiter = RateLimiter::new(store.clone(), clock.clone());
+        let sessions = session_manager(&settings, store);
 
         let proxy = Proxy::new(
             settings.routes.clone(),
@@ -152,6 +166,7 @@ impl Application {
             providers.clone(),
             clock.clone(),
             &settings.session,
+            metrics.clone(),
         );
         let frontend =
             Frontend::new(&settings.frontend).map_err(|e| StartupError::Frontend(e.to_string()))?;
@@ -185,7 +200,12 @@ impl Application {
             frontend,
             dev_server_http,
             limiter,
+            metrics,
         });
+        let admin = match settings.admin.bind {
+            Some(address) => Some(admin_server(address, state.clone())?),
+            None => None,
+        };
 
         let header_timeout = settings.server.header_timeout;
         let server = HttpServer::new(move || {
@@ -204,6 +224,7 @@ impl Application {
                 .wrap(middleware::from_fn(edge::guard))
                 .wrap(middleware::from_fn(telemetry::request_context))
                 .wrap(defaults)
+                .wrap(middleware::from_fn(metrics::record_request))
                 .service(
                     web::scope("/auth")
                         .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-store")))
@@ -247,6 +268,7 @@ impl Application {
             port,
             server: server.run(),
             redirect,
+            admin,
             store: store_handle,
         })
     }
@@ -265,14 +287,24 @@ impl Application {
         self.redirect.as_ref().map(|(port, _)| *port)
     }
 
+    /// The port of the admin listener, when one is configured.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        // The redirect listener has no signal handling of its own: it stops with the server.
-        let redirect = self.redirect.map(|(_, server)| {
-            let handle = server.handle();
-            (handle, tokio::spawn(server))
-        });
+        // The redirect and admin listeners have no signal handling of their own: they stop
+        // with the server.
+        let companions: Vec<_> = [self.redirect, self.admin]
+            .into_iter()
+            .flatten()
+            .map(|(_, server)| {
+                let handle = server.handle();
+                (handle, tokio::spawn(server))
+            })
+            .collect();
         let result = self.server.await;
-        if let Some((handle, task)) = redirect {
+        for (handle, task) in companions {
             handle.stop(true).await;
             let _ = task.await;
         }
@@ -294,6 +326,40 @@ fn redirect_server(address: SocketAddr, public_url: &Url) -> Result<(u16, Server
         App::new()
             .app_data(target.clone())
             .default_service(web::to(tls::redirect_to_https))
+    })
+    .listen(listener)
+    .map_err(bind_error)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run();
+    Ok((port, server))
+}
+
+/// The operator's listener: `/metrics` and the health checks, nothing else. It shares the
+/// application's state (readiness reads the store and the providers) but none of its routes,
+/// middleware or security headers, and its requests are not counted.
+fn admin_server(
+    address: SocketAddr,
+    state: web::Data<AppState>,
+) -> Result<(u16, Server), StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let metrics = web::Data::new(state.metrics.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/healthz", web::get().to(routes::health::healthz))
+            .route("/readyz", web::get().to(routes::health::readyz))
+            .default_service(web::to(|| async {
+                actix_web::HttpResponse::NotFound().finish()
+            }))
     })
     .listen(listener)
     .map_err(bind_error)?

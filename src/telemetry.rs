@@ -154,6 +154,7 @@ pub fn security_event(
     session: Option<&str>,
     reason: Option<&str>,
 ) {
+    crate::metrics::record_security_event(event);
     tracing::info!(
         target: "gatehouse::security",
         event = event.name(),

@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::ratelimit::RateLimit;
 
+mod admin;
 mod frontend;
 pub mod presets;
 mod providers;
@@ -31,6 +32,7 @@ mod server;
 mod session;
 mod store;
 
+pub use admin::*;
 pub use frontend::*;
 pub use providers::*;
 pub use rate_limits::*;
@@ -84,6 +86,8 @@ struct RawSettings {
     frontend: RawFrontend,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    admin: RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -146,6 +150,7 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     pub frontend: FrontendSettings,
     pub rate_limits: RateLimitSettings,
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -391,6 +396,7 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
     let session = validate_session(raw.session, !insecure_http, problems);
     let store = validate_store(raw.redis, problems);
     let rate_limits = validate_rate_limits(raw.rate_limits, problems);
+    let admin = validate_admin(raw.admin, server.as_ref().map(|s| s.bind), problems);
 
     let csrf = CsrfSettings {
         header: raw.csrf.header.unwrap_or_else(|| "X-CSRF".into()),
@@ -458,6 +464,7 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         routes,
         frontend: frontend?,
         rate_limits,
+        admin,
     })
 }
 
@@ -488,6 +495,36 @@ mod tests {
         issuer = "https://id.example.com"
         client_id = "spa"
     "#;
+
+    #[test]
+    fn the_admin_listener_is_off_unless_bound_to_a_valid_address() {
+        let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+        let settings = load(Some(MINIMAL), secret.clone()).expect("valid");
+        assert_eq!(settings.admin.bind, None);
+
+        let with_admin = format!("{MINIMAL}\n[admin]\nbind = \"127.0.0.1:9091\"\n");
+        let settings = load(Some(&with_admin), secret.clone()).expect("valid");
+        assert_eq!(
+            settings.admin.bind,
+            Some("127.0.0.1:9091".parse().expect("addr"))
+        );
+
+        let mut bad = secret.clone();
+        bad.push(("GATEHOUSE_ADMIN__BIND".into(), "localhost:metrics".into()));
+        let errors = load(Some(MINIMAL), bad).expect_err("invalid").0;
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("admin.bind: `localhost:metrics`")));
+
+        let mut same = secret;
+        same.push(("GATEHOUSE_ADMIN__BIND".into(), "127.0.0.1:8080".into()));
+        let errors = load(Some(MINIMAL), same)
+            .expect_err("same as server.bind")
+            .0;
+        assert!(errors
+            .iter()
+            .any(|e| e == "admin.bind must differ from server.bind"));
+    }
 
     #[test]
     fn private_key_jwt_needs_a_key_and_no_secret() {

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionSettings;
+use crate::metrics::{LogoutKind, Metrics, RefreshOutcome};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, LoadedSession, SessionData, SessionError, SessionManager, TokenSet,
@@ -44,6 +45,7 @@ pub struct TokenRefresher {
     lock_ttl: Duration,
     wait: Duration,
     absolute_timeout: Duration,
+    metrics: Metrics,
 }
 
 impl TokenRefresher {
@@ -52,6 +54,7 @@ impl TokenRefresher {
         providers: Arc<Providers>,
         clock: SharedClock,
         settings: &SessionSettings,
+        metrics: Metrics,
     ) -> Self {
         Self {
             sessions,
@@ -61,6 +64,7 @@ impl TokenRefresher {
             lock_ttl: settings.refresh_lock_ttl,
             wait: settings.refresh_wait,
             absolute_timeout: settings.absolute_timeout,
+            metrics,
         }
     }
 
@@ -145,7 +149,9 @@ impl TokenRefresher {
                     if !self.needs_refresh(&current, now)
                         || Self::refreshed_meanwhile(&due, &current, now) =>
                 {
-                    return Ok(current)
+                    self.metrics
+                        .refresh(&current.data.provider, RefreshOutcome::Waited);
+                    return Ok(current);
                 }
                 Ok(Some(current)) => latest = current,
                 Ok(None) => return Err(RefreshError::SessionEnded("session ended during refresh")),
@@ -164,6 +170,8 @@ impl TokenRefresher {
         now: UnixMillis,
         reason: String,
     ) -> Result<LoadedSession, RefreshError> {
+        self.metrics
+            .refresh(&session.data.provider, RefreshOutcome::Transient);
         if Self::still_valid(&session, now) {
             tracing::warn!(%reason, "token refresh failed; using the still-valid access token");
             Ok(session)
@@ -185,13 +193,18 @@ impl TokenRefresher {
             return Err(RefreshError::SessionEnded("session ended"));
         };
         if !self.needs_refresh(&current, now) || Self::refreshed_meanwhile(due, &current, now) {
+            self.metrics
+                .refresh(&current.data.provider, RefreshOutcome::Waited);
             return Ok(current);
         }
         let Some(refresh_token) = current.data.tokens.refresh_token.clone() else {
             if Self::still_valid(&current, now) {
                 return Ok(current);
             }
-            self.sessions.delete(store_key).await?;
+            if self.sessions.delete(store_key).await? {
+                self.metrics
+                    .logouts(&current.data.provider, LogoutKind::Expired, 1);
+            }
             return Err(RefreshError::SessionEnded(
                 "access token expired and there is no refresh token",
             ));
@@ -251,6 +264,7 @@ impl TokenRefresher {
                 if !self.sessions.replace(cookie, &data, now).await? {
                     return Err(RefreshError::SessionEnded("session ended during refresh"));
                 }
+                self.metrics.refresh(&data.provider, RefreshOutcome::Ok);
                 security_event(
                     SecurityEvent::RefreshSucceeded,
                     Some(&data.sub),
@@ -270,7 +284,12 @@ impl TokenRefresher {
                     Some(store_key),
                     Some("invalid_grant"),
                 );
-                self.sessions.delete(store_key).await?;
+                self.metrics
+                    .refresh(&current.data.provider, RefreshOutcome::InvalidGrant);
+                if self.sessions.delete(store_key).await? {
+                    self.metrics
+                        .logouts(&current.data.provider, LogoutKind::Expired, 1);
+                }
                 Err(RefreshError::SessionEnded(
                     "the provider refused the refresh token",
                 ))

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{cookies, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
+use crate::metrics::LogoutKind;
 use crate::oidc::flows::{CallbackParams, FlowError};
 use crate::oidc::return_to::with_login_error;
 use crate::ratelimit::{LimitName, Subject};
@@ -75,6 +76,7 @@ pub async fn callback(
         .await;
     match outcome {
         Ok(done) => {
+            state.metrics.login(Some(&done.provider), true);
             security_event(
                 SecurityEvent::LoginSucceeded,
                 Some(&done.sub),
@@ -89,12 +91,14 @@ pub async fn callback(
         // A cancelled or silent login that needs interaction goes back to the app, which
         // reads `login_error`: the user lands in the app, not on a JSON page.
         Err(FlowError::ProviderDenied { code, return_to }) => {
+            state.metrics.login(None, false);
             security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
             Ok(redirect(&with_login_error(&return_to, &code))
                 .cookie(cookies::expired_login_cookie(settings))
                 .finish())
         }
         Err(error) => {
+            state.metrics.login(None, false);
             let error = ApiError::from(error);
             security_event(
                 SecurityEvent::LoginFailed,
@@ -161,8 +165,12 @@ pub async fn logout_post(
         .flows
         .current_session(cookie.as_deref(), state.now())
         .await?;
+    let provider = session.as_ref().map(|s| s.data.provider.clone());
     let done = state.flows.logout(session, false).await?;
     if let Some((sub, key)) = &done.ended {
+        if let Some(provider) = &provider {
+            state.metrics.logouts(provider, LogoutKind::User, 1);
+        }
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(HttpResponse::Ok()
@@ -197,8 +205,12 @@ pub async fn logout_get(
             ));
         }
     }
+    let provider = session.as_ref().map(|s| s.data.provider.clone());
     let done = state.flows.logout(session, true).await?;
     if let Some((sub, key)) = &done.ended {
+        if let Some(provider) = &provider {
+            state.metrics.logouts(provider, LogoutKind::User, 1);
+        }
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(redirect(done.redirect.as_str())
@@ -264,6 +276,9 @@ pub async fn backchannel_logout(
         }
         (None, None) => 0,
     };
+    state
+        .metrics
+        .logouts(provider, LogoutKind::Backchannel, ended as u64);
     security_event(
         SecurityEvent::BackchannelLogout,
         request.sub.as_deref(),

@@ -32,6 +32,7 @@ pub struct AppState {
     /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
     pub dev_server_http: reqwest::Client,
     pub limiter: RateLimiter,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -56,6 +57,7 @@ impl AppState {
                 Ok(())
             }
             Verdict::Limited(decision) => {
+                self.metrics.rate_limited(name);
                 let session = match subject {
                     Subject::Session(key) => Some(key),
                     Subject::ClientIp(_) => None,
@@ -116,7 +118,9 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        // Metrics are the admin listener's only; never the SPA fallback's index.html either.
+        .route("/metrics", web::route().to(not_found));
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::StatusCode;
@@ -14,6 +15,7 @@ use super::{cookies, AppState};
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
+use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
 use crate::proxy::routes::upstream_url;
@@ -174,21 +176,42 @@ async fn forward(
         ));
     }
 
+    let started = Instant::now();
+    let upstream = |outcome| {
+        state
+            .metrics
+            .upstream_request(&route.prefix, outcome, started.elapsed())
+    };
     let response = match tokio::time::timeout(route.timeout, request.send()).await {
-        Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
+        Err(_) => {
+            upstream(UpstreamOutcome::Timeout);
+            return Err(ProxyError::UpstreamTimeout.into());
+        }
         Ok(Err(_)) if too_large.load(Ordering::SeqCst) => {
             return Err(ProxyError::BodyTooLarge.into())
         }
-        Ok(Err(error)) if error.is_timeout() => return Err(ProxyError::UpstreamTimeout.into()),
+        Ok(Err(error)) if error.is_timeout() => {
+            upstream(UpstreamOutcome::Timeout);
+            return Err(ProxyError::UpstreamTimeout.into());
+        }
         Ok(Err(error)) => {
             return Err(match tls_failure(&error) {
                 // rustls's text names the failure (unknown issuer, alert), never the URL.
-                Some(tls) => ProxyError::UpstreamTls(tls.to_string()),
-                None => ProxyError::UpstreamUnreachable(describe(&error).to_owned()),
+                Some(tls) => {
+                    upstream(UpstreamOutcome::Tls);
+                    ProxyError::UpstreamTls(tls.to_string())
+                }
+                None => {
+                    upstream(UpstreamOutcome::Unreachable);
+                    ProxyError::UpstreamUnreachable(describe(&error).to_owned())
+                }
             }
             .into());
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => {
+            upstream(UpstreamOutcome::Ok);
+            response
+        }
     };
     Ok(stream_response(response, route.pass_set_cookie))
 }

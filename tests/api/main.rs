@@ -10,6 +10,7 @@ mod helpers;
 mod lifecycle;
 mod login;
 mod logout;
+mod metrics;
 mod presets;
 mod providers;
 mod proxy;

@@ -168,6 +168,8 @@ pub struct AppOptions<'a> {
     /// Another `server.public_url` than the listener's http URL (e.g. an https one, as behind
     /// a TLS-terminating proxy). Tests still talk to `base`.
     pub public_url: Option<String>,
+    /// An admin listener (`[admin] bind`) on a free port; its URL is `TestApp::admin_base`.
+    pub admin: bool,
 }
 
 pub struct Preset {
@@ -192,6 +194,7 @@ impl Default for AppOptions<'_> {
             share: None,
             preset: None,
             public_url: None,
+            admin: false,
         }
     }
 }
@@ -199,6 +202,8 @@ impl Default for AppOptions<'_> {
 pub struct TestApp {
     pub base: String,
     pub port: u16,
+    /// The admin listener's URL, with `AppOptions::admin`.
+    pub admin_base: Option<String>,
     pub issuer: String,
     pub client_id: String,
     pub client_secret: String,
@@ -337,6 +342,7 @@ issuer = "{issuer}"
 client_id = "{client_id}"
 http_timeout_secs = 5
 
+{admin}
 {extra}
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
@@ -344,6 +350,11 @@ http_timeout_secs = 5
         server = options.server_toml,
         client_id = client.client_id,
         extra = options.extra_toml,
+        admin = if options.admin {
+            "[admin]\nbind = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        },
     );
     let config_toml = toml.clone();
     let mut env = vec![(
@@ -358,6 +369,9 @@ http_timeout_secs = 5
         .await
         .expect("application builds");
     let store = app.session_store();
+    let admin_base = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
 
     let http = reqwest::Client::builder()
@@ -372,6 +386,7 @@ http_timeout_secs = 5
     let test_app = TestApp {
         base,
         port,
+        admin_base,
         issuer,
         client_id: client.client_id,
         client_secret: client.client_secret,

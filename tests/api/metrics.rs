@@ -1,0 +1,358 @@
+//! The admin listener's `/metrics`: exact counts after a scripted session, bounded series,
+//! and what each listener serves.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use prometheus_parse::{Scrape, Value};
+
+use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn app_with_admin(echo: &EchoUpstream, route_extra: &str, extra: &str) -> TestApp {
+    spawn_app_with(AppOptions {
+        admin: true,
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n{route_extra}\n{extra}",
+            echo.base
+        ),
+        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+fn admin(app: &TestApp) -> &str {
+    app.admin_base.as_deref().expect("an admin listener")
+}
+
+/// Scrapes `/metrics` as Prometheus does without OpenMetrics, and parses it.
+async fn scrape(app: &TestApp) -> Scrape {
+    let response = app
+        .http
+        .get(format!("{}/metrics", admin(app)))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain; version=0.0.4")));
+    let text = response.text().await.expect("body");
+    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("prometheus text")
+}
+
+/// The value of the one sample of `metric` whose labels include `labels` (0 when none);
+/// a histogram's sample count.
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map_or(0.0, |b| b.count),
+            Value::Summary(_) => panic!("no summaries here"),
+        })
+        .collect();
+    matching.iter().sum()
+}
+
+#[tokio::test]
+async fn a_scripted_session_is_counted_exactly() {
+    let echo = spawn_echo().await;
+    // Four API calls pass (three, then the one that refreshes); the fifth is refused.
+    let app = app_with_admin(
+        &echo,
+        "",
+        "[rate_limits.api]\nrequests = 4\nper_secs = 86400\n",
+    )
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    for _ in 0..3 {
+        assert_eq!(browser.api_get("/api/data").await.status, 200);
+    }
+    app.clock.advance(HOUR + Duration::from_secs(1));
+    assert_eq!(browser.api_get("/api/data").await.status, 200);
+    // No anti-forgery header.
+    let forged = browser.get("/api/data").await;
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let limited = browser.api_get("/api/data").await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(
+        browser.api_post("/auth/logout", Vec::new()).await.status,
+        200
+    );
+
+    let scrape = scrape(&app).await;
+    let requests = "gatehouse_http_requests_total";
+    let proxy = [("kind", "proxy"), ("route", "/api"), ("method", "GET")];
+    let with_status = |status: &'static str| {
+        let mut labels = proxy.to_vec();
+        labels.push(("status", status));
+        value(&scrape, requests, &labels)
+    };
+    assert_eq!(with_status("200"), 4.0);
+    assert_eq!(with_status("401"), 1.0);
+    assert_eq!(with_status("429"), 1.0);
+    assert_eq!(value(&scrape, requests, &proxy), 6.0);
+    assert_eq!(
+        value(
+            &scrape,
+            requests,
+            &[
+                ("kind", "auth"),
+                ("route", "logout"),
+                ("method", "POST"),
+                ("status", "200")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            requests,
+            &[("kind", "auth"), ("route", "callback")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "gatehouse_http_request_duration_seconds",
+            &[("kind", "proxy"), ("route", "/api")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "gatehouse_upstream_request_duration_seconds",
+            &[("route", "/api"), ("outcome", "ok")]
+        ),
+        4.0
+    );
+    let provider = ("provider", "main");
+    assert_eq!(
+        value(
+            &scrape,
+            "gatehouse_logins_total",
+            &[provider, ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&scrape, "gatehouse_logins_total", &[("outcome", "failed")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "gatehouse_token_refreshes_total",
+            &[provider, ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&scrape, "gatehouse_token_refreshes_total", &[]), 1.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "gatehouse_logouts_total",
+            &[provider, ("kind", "user")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&scrape, "gatehouse_logouts_total", &[]), 1.0);
+    assert_eq!(
+        value(&scrape, "gatehouse_rate_limited_total", &[("limit", "api")]),
+        1.0
+    );
+    assert_eq!(value(&scrape, "gatehouse_rate_limited_total", &[]), 1.0);
+    let event = |name: &'static str| {
+        value(
+            &scrape,
+            "gatehouse_security_events_total",
+            &[("event", name)],
+        )
+    };
+    for (name, count) in [
+        ("login.started", 1.0),
+        ("login.succeeded", 1.0),
+        ("login.failed", 0.0),
+        ("logout.completed", 1.0),
+        ("csrf.rejected", 1.0),
+        ("session.rejected", 0.0),
+        ("backchannel_logout.received", 0.0),
+        ("refresh.succeeded", 1.0),
+        ("refresh.failed", 0.0),
+        ("authz.denied", 0.0),
+        ("rate_limit.hit", 1.0),
+    ] {
+        assert_eq!(event(name), count, "{name}");
+    }
+    // Every event of the catalogue has its series, zero or not.
+    let events = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "gatehouse_security_events_total")
+        .count();
+    assert_eq!(events, 11);
+    assert_eq!(value(&scrape, "gatehouse_provider_up", &[provider]), 1.0);
+    assert_eq!(value(&scrape, "gatehouse_build_info", &[]), 1.0);
+    assert!(
+        value(
+            &scrape,
+            "gatehouse_store_operation_duration_seconds",
+            &[("op", "insert")]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "gatehouse_store_operation_duration_seconds",
+            &[("op", "fetch")]
+        ) >= 1.0
+    );
+    assert_eq!(value(&scrape, "gatehouse_store_errors_total", &[]), 0.0);
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "gatehouse_sessions_active"));
+    assert!(value(&scrape, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(value(&scrape, "process_open_fds", &[]) > 0.0);
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "process_cpu_seconds_total"));
+}
+
+#[tokio::test]
+async fn unknown_paths_and_proxied_sub_paths_add_no_series() {
+    let echo = spawn_echo().await;
+    let app = app_with_admin(
+        &echo,
+        "token = \"none\"",
+        "[rate_limits]\napi = \"off\"\nlogin = \"off\"\n",
+    )
+    .await;
+    let get = |path: String, csrf: bool| {
+        let mut request = app.http.get(format!("{}{path}", app.base));
+        if csrf {
+            request = request.header("x-csrf", "1");
+        }
+        async move { request.send().await.expect("answer").status().as_u16() }
+    };
+    assert_eq!(get("/no/such/thing-0".into(), false).await, 404);
+    assert_eq!(get("/api/items/0".into(), true).await, 200);
+    let series = |scrape: &Scrape| scrape.samples.len();
+    let before = series(&scrape(&app).await);
+
+    for batch in (1..1000).collect::<Vec<_>>().chunks(50) {
+        let unknown = batch
+            .iter()
+            .map(|i| get(format!("/no/such/thing-{i}"), false));
+        let proxied = batch.iter().map(|i| get(format!("/api/items/{i}"), true));
+        let statuses = join_all(unknown.chain(proxied)).await;
+        assert_eq!(statuses.iter().filter(|s| **s == 404).count(), batch.len());
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), batch.len());
+    }
+
+    let after = scrape(&app).await;
+    assert_eq!(series(&after), before);
+    assert_eq!(
+        value(
+            &after,
+            "gatehouse_http_requests_total",
+            &[
+                ("kind", "frontend"),
+                ("route", "unmatched"),
+                ("status", "404")
+            ]
+        ),
+        1000.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "gatehouse_http_requests_total",
+            &[("kind", "proxy"), ("route", "/api"), ("status", "200")]
+        ),
+        1000.0
+    );
+}
+
+#[tokio::test]
+async fn each_listener_serves_only_its_own_paths() {
+    let echo = spawn_echo().await;
+    let app = app_with_admin(&echo, "token = \"none\"", "").await;
+    let status = |url: String, accept: &'static str| {
+        let request = app.http.get(url).header("accept", accept);
+        async move { request.send().await.expect("answer").status().as_u16() }
+    };
+    let public = &app.base;
+    let admin = admin(&app);
+    // Not even the SPA fallback answers /metrics on the public listener.
+    assert_eq!(status(format!("{public}/metrics"), "text/html").await, 404);
+    assert_eq!(status(format!("{public}/metrics"), "*/*").await, 404);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(status(format!("{admin}{path}"), "*/*").await, 200, "{path}");
+    }
+    for path in [
+        "/",
+        "/index.html",
+        "/auth/login",
+        "/auth/user",
+        "/api/x",
+        "/metrics/x",
+    ] {
+        assert_eq!(
+            status(format!("{admin}{path}"), "text/html").await,
+            404,
+            "{path}"
+        );
+    }
+
+    // OpenMetrics when the scraper asks for it.
+    let response = app
+        .http
+        .get(format!("{admin}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .expect("scrape");
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/openmetrics-text")));
+    let text = response.text().await.expect("body");
+    assert!(text.ends_with("# EOF\n"));
+    assert!(text.contains("# TYPE gatehouse_http_requests counter\n"));
+}
+
+#[tokio::test]
+async fn without_admin_bind_nothing_listens() {
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            echo.base
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    assert!(app.admin_base.is_none());
+    assert!(app.settings.admin.bind.is_none());
+}
