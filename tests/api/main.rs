@@ -1,5 +1,6 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod alerts;
 mod browser;
 mod callback;
 mod client_auth;
