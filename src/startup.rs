@@ -145,8 +145,15 @@ impl Application {
             providers.clone(),
             store.clone(),
         );
-        // Every store operation is timed; the cache statistics pass through.
-        let store = MeteredStore::wrap(store, metrics.clone());
+        // With an admin listener, every store operation is timed (the cache statistics pass
+        // through) and every request counted; without one nobody can scrape, so the hot
+        // path skips both.
+        let measured = settings.admin.bind.is_some();
+        let store = if measured {
+            MeteredStore::wrap(store, metrics.clone())
+        } else {
+            store
+        };
         let store_handle = store.clone();
         let limiter = RateLimiter::new(store.clone(), clock.clone());
         let sessions = session_manager(&settings, store);
@@ -224,7 +231,10 @@ impl Application {
                 .wrap(middleware::from_fn(edge::guard))
                 .wrap(middleware::from_fn(telemetry::request_context))
                 .wrap(defaults)
-                .wrap(middleware::from_fn(metrics::record_request))
+                .wrap(middleware::Condition::new(
+                    measured,
+                    middleware::from_fn(metrics::record_request),
+                ))
                 .service(
                     web::scope("/auth")
                         .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-store")))
