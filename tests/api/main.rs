@@ -1,5 +1,6 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod audit;
 mod browser;
 mod callback;
 mod client_auth;
@@ -19,3 +20,4 @@ mod store_contract;
 mod tls;
 mod topologies;
 mod topology_bed;
+mod trace_context;

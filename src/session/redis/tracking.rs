@@ -435,7 +435,7 @@ pub(super) fn parse(buffer: &[u8], at: usize) -> Result<Option<(Frame, usize)>, 
             }
             if kind == b'|' {
                 // An attribute precedes the value it describes.
-                return Ok(parse(buffer, position)?);
+                return parse(buffer, position);
             }
             let frame = match kind {
                 b'*' => Frame::Array(children),
