@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::AuditLog;
 use crate::config::{self, Settings};
 use crate::startup::Application;
 use crate::telemetry;
@@ -140,8 +141,14 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telemetry::init(&settings.log);
-            serve(settings)
+            let audit = match telemetry::init(&settings.log) {
+                Ok(audit) => audit,
+                Err(error) => {
+                    eprintln!("gatehouse: cannot open log.audit_file: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            serve(settings, audit)
         }
     }
 }
@@ -193,8 +200,13 @@ fn check_online(settings: &Settings) -> ExitCode {
     }
 }
 
-fn serve(settings: Settings) -> ExitCode {
+fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
+        if let Some(audit) = &audit {
+            audit
+                .reopen_on_sighup()
+                .map_err(|e| format!("cannot watch for SIGHUP: {e}"))?;
+        }
         let bind = settings.server.bind;
         let public_url = settings.server.public_url.clone();
         let app = Application::build(settings)

@@ -167,8 +167,9 @@ impl ApiError {
         self
     }
 
-    /// Renders the body with the request id; the request-context middleware calls this.
-    pub fn render(&self, request_id: &str) -> HttpResponse {
+    /// Renders the body with the request id and trace id; the request-context middleware
+    /// calls this.
+    pub fn render(&self, request_id: &str, trace_id: Option<&str>) -> HttpResponse {
         let status = self.problem.status();
         let mut body = json!({
             "type": format!("urn:gatehouse:problem:{}", self.problem.slug()),
@@ -176,6 +177,9 @@ impl ApiError {
             "status": status.as_u16(),
             "request_id": request_id,
         });
+        if let Some(trace_id) = trace_id {
+            body["trace_id"] = json!(trace_id);
+        }
         if let Some(detail) = &self.detail {
             body["detail"] = json!(detail);
         }
@@ -216,7 +220,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         // The middleware re-renders with the real request id; this is the fallback.
-        self.render("unknown")
+        self.render("unknown", None)
     }
 }
 

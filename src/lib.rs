@@ -4,6 +4,7 @@
 //! OpenID Connect login, keeps the tokens server-side (encrypted per session) and attaches
 //! them to API calls it proxies.
 
+pub mod audit;
 pub mod cli;
 pub mod client_key;
 pub mod clock;
@@ -20,3 +21,4 @@ pub mod session;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod trace_context;

@@ -6,33 +6,62 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
-use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
+use tracing::{Instrument, Level, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
 use crate::error::ApiError;
 use crate::ratelimit::RateLimitHeaders;
 use crate::session::crypto::b64;
+use crate::trace_context::TraceContext;
+
+/// The target of every security event (and of nothing else): alerting and the audit file
+/// select on it.
+pub const SECURITY_TARGET: &str = "gatehouse::security";
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
-/// overrides the configured filter.
-pub fn init(settings: &LogSettings) {
+/// overrides the configured filter, which applies to stderr only: the audit file, when
+/// configured, gets every security event whatever the filter. Returns the audit file's
+/// handle (to reopen it on SIGHUP).
+pub fn init(settings: &LogSettings) -> std::io::Result<Option<AuditLog>> {
     let filter = std::env::var("GATEHOUSE_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&settings.filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
+    let audit = settings
+        .audit_file
+        .as_deref()
+        .map(AuditLog::open)
+        .transpose()?;
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer(settings.format, std::io::stderr).with_filter(filter))
+        .with(audit.as_ref().map(AuditLog::layer))
+        .try_init();
+    Ok(audit)
+}
+
+/// The log on `writer` in the configured format: one line per event (JSON: one object per
+/// line, with the current span's fields, i.e. the request's).
+pub fn stderr_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Json => layer
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+            .boxed(),
+        LogFormat::Text => layer.with_ansi(false).boxed(),
+    }
 }
 
 /// The id of one request, from a well-formed `X-Request-Id` or freshly made.
@@ -40,6 +69,8 @@ pub fn init(settings: &LogSettings) {
 pub struct RequestId(pub String);
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
 fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
@@ -58,7 +89,8 @@ fn new_request_id() -> String {
     b64(&bytes)
 }
 
-/// Wraps every request in a span with its id, echoes the id, and renders edge errors with it.
+/// Wraps every request in a span with its id and trace id (W3C Trace Context, continued or
+/// new: see `trace_context`), echoes the request id, and renders edge errors with both.
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -68,12 +100,24 @@ pub async fn request_context(
         .get(REQUEST_ID_HEADER)
         .and_then(acceptable_request_id)
         .unwrap_or_else(new_request_id);
+    let trace = TraceContext::from_headers(
+        req.headers()
+            .get_all(TRACEPARENT_HEADER)
+            .map(HeaderValue::as_bytes),
+        req.headers()
+            .get_all(TRACESTATE_HEADER)
+            .map(HeaderValue::as_bytes),
+        |buf| rand::Rng::fill(&mut rand::thread_rng(), buf),
+    );
+    let trace_id = trace.trace_id.clone();
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    req.extensions_mut().insert(trace);
     // The path only: a query can carry an authorization code. The client IP is recorded by
     // the edge guard, which knows the trusted proxies.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
+        trace_id = %trace_id,
         method = %req.method(),
         path = %req.path(),
         client_ip = tracing::field::Empty,
@@ -88,7 +132,7 @@ pub async fn request_context(
                 } else {
                     tracing::info!(status = status.as_u16(), error = %api_error, "request rejected");
                 }
-                let rendered = api_error.render(&request_id);
+                let rendered = api_error.render(&request_id, Some(&trace_id));
                 response.into_response(rendered).map_into_boxed_body()
             }
             None => {
@@ -112,7 +156,8 @@ pub async fn request_context(
     .await
 }
 
-/// The security event catalogue: stable names that alerting can key on.
+/// The security event catalogue: stable names that alerting can key on. docs/events.md
+/// lists each one (when it fires, its level and fields); a test keeps the two in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityEvent {
     LoginStarted,
@@ -128,7 +173,28 @@ pub enum SecurityEvent {
     RateLimited,
 }
 
+/// The event's own fields, beside `event` (the request span adds request id, trace id,
+/// method, path and client IP).
+pub const SUB: &str = "sub";
+pub const SESSION: &str = "session";
+pub const REASON: &str = "reason";
+
 impl SecurityEvent {
+    /// Every event, in the order docs/events.md lists them.
+    pub const ALL: [SecurityEvent; 11] = [
+        SecurityEvent::LoginStarted,
+        SecurityEvent::LoginSucceeded,
+        SecurityEvent::LoginFailed,
+        SecurityEvent::LogoutCompleted,
+        SecurityEvent::CsrfRejected,
+        SecurityEvent::SessionRejected,
+        SecurityEvent::BackchannelLogout,
+        SecurityEvent::RefreshSucceeded,
+        SecurityEvent::RefreshFailed,
+        SecurityEvent::AuthorizationDenied,
+        SecurityEvent::RateLimited,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             SecurityEvent::LoginStarted => "login.started",
@@ -144,10 +210,45 @@ impl SecurityEvent {
             SecurityEvent::RateLimited => "rate_limit.hit",
         }
     }
+
+    /// Info for what goes as planned, warn for a refusal or a failure.
+    pub fn level(self) -> Level {
+        match self {
+            SecurityEvent::LoginStarted
+            | SecurityEvent::LoginSucceeded
+            | SecurityEvent::LogoutCompleted
+            | SecurityEvent::BackchannelLogout
+            | SecurityEvent::RefreshSucceeded => Level::INFO,
+            SecurityEvent::LoginFailed
+            | SecurityEvent::CsrfRejected
+            | SecurityEvent::SessionRejected
+            | SecurityEvent::RefreshFailed
+            | SecurityEvent::AuthorizationDenied
+            | SecurityEvent::RateLimited => Level::WARN,
+        }
+    }
+
+    /// The fields this event may carry a value in (the others are always empty).
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            SecurityEvent::LoginStarted => &[],
+            SecurityEvent::LoginSucceeded => &[SUB, REASON],
+            SecurityEvent::LoginFailed => &[REASON],
+            SecurityEvent::LogoutCompleted => &[SUB, SESSION],
+            SecurityEvent::CsrfRejected => &[SUB, SESSION, REASON],
+            SecurityEvent::SessionRejected => &[SUB, SESSION, REASON],
+            SecurityEvent::BackchannelLogout => &[SUB, REASON],
+            SecurityEvent::RefreshSucceeded => &[SUB, SESSION],
+            SecurityEvent::RefreshFailed => &[SUB, SESSION, REASON],
+            SecurityEvent::AuthorizationDenied => &[SUB, SESSION, REASON],
+            SecurityEvent::RateLimited => &[SESSION, REASON],
+        }
+    }
 }
 
-/// Logs a security event inside the current request span (which carries request id and
-/// client IP). `session` is a store key (a hash), never a cookie value.
+/// Logs a security event inside the current request span (which carries request id, trace
+/// id and client IP), at the event's level, with target `gatehouse::security`. `session` is
+/// a store key (a hash), never a cookie value; only its first 12 characters are logged.
 pub fn security_event(
     event: SecurityEvent,
     sub: Option<&str>,
@@ -155,12 +256,211 @@ pub fn security_event(
     reason: Option<&str>,
 ) {
     crate::metrics::record_security_event(event);
-    tracing::info!(
-        target: "gatehouse::security",
-        event = event.name(),
-        sub = sub.unwrap_or(""),
-        session = session.map(|s| &s[..s.len().min(12)]).unwrap_or(""),
-        reason = reason.unwrap_or(""),
-        "security event"
+    debug_assert!(
+        [(SUB, sub), (SESSION, session), (REASON, reason)]
+            .iter()
+            .all(|(field, value)| value.is_none() || event.fields().contains(field)),
+        "security event {} carries a field docs/events.md does not list",
+        event.name()
     );
+    let sub = sub.unwrap_or("");
+    let session = session.map(|s| &s[..s.len().min(12)]).unwrap_or("");
+    let reason = reason.unwrap_or("");
+    // One call site per level: a tracing level is fixed at the call site.
+    if event.level() == Level::WARN {
+        tracing::warn!(
+            target: "gatehouse::security",
+            event = event.name(),
+            sub,
+            session,
+            reason,
+            "security event"
+        );
+    } else {
+        tracing::info!(
+            target: "gatehouse::security",
+            event = event.name(),
+            sub,
+            session,
+            reason,
+            "security event"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    const EVENTS_MD: &str = include_str!("../docs/events.md");
+
+    /// docs/events.md's catalogue table: (name, level, fields) per row.
+    fn documented() -> Vec<(String, String, Vec<String>)> {
+        let table = EVENTS_MD
+            .split("<!-- catalogue:begin -->")
+            .nth(1)
+            .and_then(|rest| rest.split("<!-- catalogue:end -->").next())
+            .expect("docs/events.md has the catalogue markers");
+        table
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+                assert_eq!(cells.len(), 3, "row {line}");
+                let name = cells[0].trim_matches('`').to_owned();
+                let fields = match cells[2] {
+                    "—" => Vec::new(),
+                    list => list
+                        .split(',')
+                        .map(|f| f.trim().trim_matches('`').to_owned())
+                        .collect(),
+                };
+                (name, cells[1].to_owned(), fields)
+            })
+            .collect()
+    }
+
+    fn in_code() -> Vec<(String, String, Vec<String>)> {
+        SecurityEvent::ALL
+            .iter()
+            .map(|event| {
+                (
+                    event.name().to_owned(),
+                    event.level().as_str().to_ascii_lowercase(),
+                    event.fields().iter().map(|f| (*f).to_owned()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_events_md_lists_exactly_the_catalogue() {
+        let documented = documented();
+        let code = in_code();
+        for event in &code {
+            assert!(
+                documented.iter().any(|d| d.0 == event.0),
+                "`{}` is in the code but not in docs/events.md",
+                event.0
+            );
+        }
+        for row in &documented {
+            assert!(
+                code.iter().any(|c| c.0 == row.0),
+                "`{}` is in docs/events.md but not in SecurityEvent::ALL",
+                row.0
+            );
+        }
+        assert_eq!(documented, code, "docs/events.md and the code disagree");
+        for (name, _, _) in &code {
+            assert!(
+                EVENTS_MD.contains(&format!("### `{name}`")),
+                "docs/events.md has no section on `{name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_catalogue_is_complete_and_its_names_unique() {
+        // A match without a wildcard: a new variant fails to compile until it is placed here
+        // (and so, by the test above, in ALL and in docs/events.md).
+        for event in SecurityEvent::ALL {
+            match event {
+                SecurityEvent::LoginStarted
+                | SecurityEvent::LoginSucceeded
+                | SecurityEvent::LoginFailed
+                | SecurityEvent::LogoutCompleted
+                | SecurityEvent::CsrfRejected
+                | SecurityEvent::SessionRejected
+                | SecurityEvent::BackchannelLogout
+                | SecurityEvent::RefreshSucceeded
+                | SecurityEvent::RefreshFailed
+                | SecurityEvent::AuthorizationDenied
+                | SecurityEvent::RateLimited => {}
+            }
+        }
+        let mut names: Vec<&str> = SecurityEvent::ALL.iter().map(|e| e.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SecurityEvent::ALL.len(), "a name twice");
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn with_json_format_an_event_is_one_json_line_with_its_request() {
+        let capture = Capture::default();
+        let subscriber =
+            tracing_subscriber::registry().with(stderr_layer(LogFormat::Json, capture.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                request_id = "req-7",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                client_ip = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            span.record("client_ip", "192.0.2.1");
+            security_event(
+                SecurityEvent::CsrfRejected,
+                None,
+                None,
+                Some("/api/\"x\"\n{\"forged\":true}"),
+            );
+        });
+        let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
+        assert!(text.ends_with('\n'));
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).expect("JSON");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], SECURITY_TARGET);
+        assert_eq!(line["fields"]["event"], "csrf.rejected");
+        assert_eq!(line["fields"]["reason"], "/api/\"x\"\n{\"forged\":true}");
+        assert_eq!(line["fields"]["sub"], "");
+        assert_eq!(line["span"]["request_id"], "req-7");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["span"]["client_ip"], "192.0.2.1");
+    }
+
+    #[test]
+    fn every_event_logs_at_its_level_with_its_name() {
+        let capture = Capture::default();
+        let subscriber =
+            tracing_subscriber::registry().with(stderr_layer(LogFormat::Json, capture.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for event in SecurityEvent::ALL {
+                security_event(event, None, None, None);
+            }
+        });
+        let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        assert_eq!(lines.len(), SecurityEvent::ALL.len());
+        for (event, line) in SecurityEvent::ALL.iter().zip(&lines) {
+            assert_eq!(line["fields"]["event"], event.name());
+            assert_eq!(line["level"], event.level().as_str());
+        }
+    }
 }

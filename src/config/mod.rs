@@ -102,6 +102,8 @@ struct RawCsrf {
 struct RawLog {
     format: Option<String>,
     filter: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    audit_file: Option<String>,
 }
 
 /// Environment values arrive as text; a numeric client secret is still a string.
@@ -169,6 +171,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub filter: String,
+    /// Where the security events also go, as JSON lines (reopened on SIGHUP).
+    pub audit_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -419,6 +423,19 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
             }
         },
         filter: raw.log.filter.unwrap_or_else(|| "info".into()),
+        audit_file: match raw.log.audit_file {
+            Some(path) if path.trim().is_empty() => {
+                problems.push("log.audit_file must not be empty (leave it out for none)".into());
+                None
+            }
+            Some(path) if path.ends_with('/') || Path::new(&path).is_dir() => {
+                problems.push(format!(
+                    "log.audit_file `{path}` is a directory, not a file"
+                ));
+                None
+            }
+            other => other.map(PathBuf::from),
+        },
     };
 
     if raw.providers.is_empty() {
@@ -588,6 +605,38 @@ mod tests {
             "{errors:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_audit_file_is_optional_and_must_name_a_file() {
+        let secret = || env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+        let settings = load(Some(MINIMAL), secret()).expect("valid");
+        assert_eq!(settings.log.audit_file, None);
+        let with = |value: &str| format!("{MINIMAL}\n[log]\naudit_file = {value:?}\n");
+        let settings = load(Some(&with("/var/log/gatehouse/audit.log")), secret()).expect("valid");
+        assert_eq!(
+            settings.log.audit_file.as_deref(),
+            Some(Path::new("/var/log/gatehouse/audit.log"))
+        );
+        let from_env = load(
+            Some(MINIMAL),
+            env(&[
+                ("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s"),
+                ("GATEHOUSE_LOG__AUDIT_FILE", "/tmp/audit.log"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            from_env.log.audit_file.as_deref(),
+            Some(Path::new("/tmp/audit.log"))
+        );
+        for bad in ["", "  ", "/var/log/", "/"] {
+            let errors = load(Some(&with(bad)), secret()).expect_err(bad).0;
+            assert!(
+                errors.iter().any(|e| e.starts_with("log.audit_file")),
+                "{bad:?}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub fn connection_tokens(connection_values: &[&str]) -> Vec<String> {
 }
 
 /// Whether a header the browser sent may go on to the upstream. gatehouse sets Host,
-/// Authorization, X-Forwarded-* and X-Request-Id itself.
+/// Authorization, X-Forwarded-*, X-Request-Id, `traceparent` and `tracestate` itself (the
+/// trace headers from the validated trace context: a malformed one is never passed on).
 pub fn forward_request_header(name: &str, connection_tokens: &[String], csrf_header: &str) -> bool {
     // Every comparison ignores case (and the identity ones `_` versus `-`) without
     // lower-casing a copy of the name: this runs for each header of each proxied call.
@@ -119,6 +120,8 @@ pub fn forward_request_header(name: &str, connection_tokens: &[String], csrf_hea
             "authorization",
             "x-request-id",
             "content-length",
+            "traceparent",
+            "tracestate",
         ]
         .iter()
         .any(|own| name.eq_ignore_ascii_case(own))
@@ -179,6 +182,10 @@ mod tests {
             "proxy-authorization",
             "x-secret-hop",
             "host",
+            "traceparent",
+            "TraceParent",
+            "tracestate",
+            "TRACESTATE",
         ] {
             assert!(
                 !forward_request_header(name, &tokens, "X-CSRF"),

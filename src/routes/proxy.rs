@@ -23,6 +23,7 @@ use crate::proxy::{Proxy, ProxyError};
 use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::tls::tls_failure;
+use crate::trace_context::TraceContext;
 
 const AUTHORIZATION: reqwest::header::HeaderName = reqwest::header::AUTHORIZATION;
 const X_USER_ID: reqwest::header::HeaderName =
@@ -35,6 +36,10 @@ const X_FORWARDED_HOST: reqwest::header::HeaderName =
     reqwest::header::HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: reqwest::header::HeaderName =
     reqwest::header::HeaderName::from_static("x-request-id");
+const TRACEPARENT: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("traceparent");
+const TRACESTATE: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("tracestate");
 
 /// Chunks in flight between the browser's upload and the upstream: the backpressure window.
 const UPLOAD_WINDOW: usize = 8;
@@ -158,6 +163,14 @@ async fn forward(
         .header(X_FORWARDED_HOST, state.proxy.forwarded_host.clone());
     if let Some(request_id) = req.extensions().get::<RequestId>() {
         request = request.header(X_REQUEST_ID, request_id.0.as_str());
+    }
+    // The caller's trace continued (or a new one), gatehouse's span as the parent; the
+    // caller's own headers were left out above.
+    if let Some(trace) = req.extensions().get::<TraceContext>() {
+        request = request.header(TRACEPARENT, trace.traceparent());
+        if let Some(state) = &trace.tracestate {
+            request = request.header(TRACESTATE, state.as_str());
+        }
     }
 
     let too_large = Arc::new(AtomicBool::new(false));

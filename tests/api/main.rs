@@ -1,6 +1,7 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
 mod alerts;
+mod audit;
 mod browser;
 mod callback;
 mod client_auth;
@@ -21,3 +22,4 @@ mod store_contract;
 mod tls;
 mod topologies;
 mod topology_bed;
+mod trace_context;
