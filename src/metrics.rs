@@ -125,20 +125,6 @@ impl LogoutKind {
     }
 }
 
-const ALL_EVENTS: [SecurityEvent; 11] = [
-    SecurityEvent::LoginStarted,
-    SecurityEvent::LoginSucceeded,
-    SecurityEvent::LoginFailed,
-    SecurityEvent::LogoutCompleted,
-    SecurityEvent::CsrfRejected,
-    SecurityEvent::SessionRejected,
-    SecurityEvent::BackchannelLogout,
-    SecurityEvent::RefreshSucceeded,
-    SecurityEvent::RefreshFailed,
-    SecurityEvent::AuthorizationDenied,
-    SecurityEvent::RateLimited,
-];
-
 /// Request latencies: 1 ms to ~16 s.
 fn request_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)
@@ -227,7 +213,7 @@ impl Metrics {
             refreshes.clone(),
         );
         let security_events = Family::<Labels<1>, Counter>::default();
-        for event in ALL_EVENTS {
+        for event in SecurityEvent::ALL {
             // Every event exists from the start, at 0.
             let _ = security_events.get_or_create(&[("event", Text::Static(event.name()))]);
         }
