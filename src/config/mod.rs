@@ -222,9 +222,13 @@ pub fn load(
 
     forbid_secrets_in_file(&tree, &mut problems);
 
-    let mut env: Vec<(String, String)> = env
-        .into_iter()
+    // All of it, for the secrets routes name by variable (`inject_headers`); only the
+    // prefixed ones are configuration keys.
+    let all_env: BTreeMap<String, String> = env.into_iter().collect();
+    let mut env: Vec<(String, String)> = all_env
+        .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.sort();
     for (key, value) in env {
@@ -248,7 +252,7 @@ pub fn load(
         problems.push(format!("unknown key `{key}`"));
     }
 
-    let settings = raw.and_then(|raw| validate(raw, &mut problems));
+    let settings = raw.and_then(|raw| validate(raw, &all_env, &mut problems));
     match settings {
         Some(settings) if problems.is_empty() => Ok(settings),
         _ => Err(ConfigErrors(problems)),
@@ -393,7 +397,11 @@ fn read_secret_file(path: &Path, what: &str, problems: &mut Vec<String>) -> Opti
     }
 }
 
-fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
+fn validate(
+    raw: RawSettings,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Option<Settings> {
     let start = problems.len();
     let insecure_http = raw.server.insecure_http.unwrap_or(false);
     let (server, public_url) = validate_server(raw.server, problems);
@@ -457,7 +465,7 @@ fn validate(raw: RawSettings, problems: &mut Vec<String>) -> Option<Settings> {
         None => raw.providers.keys().next().cloned().unwrap_or_default(),
     };
 
-    let routes = validate_routes(raw.routes, &default_provider, &raw.providers, problems);
+    let routes = validate_routes(raw.routes, &default_provider, &raw.providers, env, problems);
     let frontend = validate_frontend(raw.frontend, problems);
 
     let mut providers = BTreeMap::new();

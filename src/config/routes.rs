@@ -21,6 +21,15 @@ pub(super) struct RawRoute {
     pub(super) send_user_id_header: Option<bool>,
     pub(super) rate_limit: Option<RawLimit>,
     pub(super) tls: Option<RawRouteTls>,
+    /// Header name -> where its secret value comes from (`[routes.inject_headers]`).
+    pub(super) inject_headers: Option<BTreeMap<String, RawInjectedHeader>>,
+}
+
+/// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawInjectedHeader {
+    pub(super) env: Option<String>,
+    pub(super) file: Option<PathBuf>,
 }
 
 /// How gatehouse authenticates an upstream, and itself to it (`[routes.tls]`).
@@ -84,6 +93,81 @@ pub struct RouteSettings {
     pub rate_limit: RouteRateLimit,
     /// Its own TLS trust and client identity; `None` uses the shared client (web roots).
     pub tls: Option<RouteTlsSettings>,
+    /// Headers gatehouse adds from secrets it holds (an API key the browser never sees); a
+    /// header of the same name from the browser is dropped.
+    pub inject_headers: Vec<InjectedHeader>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InjectedHeader {
+    /// Lower-case.
+    pub name: String,
+    pub value: SecretString,
+}
+
+/// Headers an operator may not hand to `inject_headers`: gatehouse sets them itself, or
+/// they frame the message.
+const NOT_INJECTABLE: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+fn validate_injected_headers(
+    at: &str,
+    raw: BTreeMap<String, RawInjectedHeader>,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Vec<InjectedHeader> {
+    let mut headers = Vec::new();
+    for (name, source) in raw {
+        let key = format!("{at}.\"{name}\"");
+        let lower = name.to_ascii_lowercase();
+        if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(format!("{key}: not a valid header name"));
+            continue;
+        }
+        if NOT_INJECTABLE.contains(&lower.as_str()) {
+            problems.push(format!("{key}: gatehouse sets {name} itself"));
+            continue;
+        }
+        let value = match (source.env, source.file) {
+            (Some(var), None) => match env.get(&var) {
+                Some(value) if !value.is_empty() => Some(SecretString::from(value.clone())),
+                _ => {
+                    problems.push(format!("{key}: environment variable {var} is not set"));
+                    None
+                }
+            },
+            (None, Some(path)) => read_secret_file(&path, &key, problems),
+            _ => {
+                problems.push(format!("{key}: give exactly one of env and file"));
+                None
+            }
+        };
+        let Some(value) = value else { continue };
+        // The value is never quoted: it is a secret.
+        if actix_web::http::header::HeaderValue::from_str(value.expose_secret()).is_err() {
+            problems.push(format!("{key}: the value is not a valid header value"));
+            continue;
+        }
+        headers.push(InjectedHeader { name: lower, value });
+    }
+    headers
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +187,7 @@ pub(super) fn validate_routes(
     raw: Vec<RawRoute>,
     default_provider: &str,
     providers: &BTreeMap<String, RawProvider>,
+    env: &BTreeMap<String, String>,
     problems: &mut Vec<String>,
 ) -> Vec<RouteSettings> {
     let mut routes = Vec::new();
@@ -251,6 +336,10 @@ pub(super) fn validate_routes(
                 problems,
             )
         });
+        let inject_headers = route
+            .inject_headers
+            .map(|raw| validate_injected_headers(&at("inject_headers"), raw, env, problems))
+            .unwrap_or_default();
         if problems.len() > start {
             continue;
         }
@@ -270,6 +359,7 @@ pub(super) fn validate_routes(
             send_user_id_header: route.send_user_id_header.unwrap_or(false),
             rate_limit,
             tls,
+            inject_headers,
         });
     }
     routes

@@ -87,6 +87,7 @@ mod tests {
             send_user_id_header: false,
             rate_limit: crate::config::RouteRateLimit::Default,
             tls: None,
+            inject_headers: vec![],
         }
     }
 

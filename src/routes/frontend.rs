@@ -167,7 +167,7 @@ async fn pass_through(
         .version(reqwest::Version::HTTP_11);
     // The same policy as for APIs: no cookie, no anti-forgery header, no identity headers,
     // no hop-by-hop headers. A dev server needs none of them.
-    request = copy_request_headers(req, request, &state.settings.csrf.header);
+    request = copy_request_headers(req, request, &state.settings.csrf.header, None);
     if websocket {
         request = request
             .header("connection", "Upgrade")

@@ -143,7 +143,13 @@ async fn forward(
     })?;
     let mut request = state.proxy.client_for(route).request(method, url);
 
-    request = copy_request_headers(req, request, &state.settings.csrf.header);
+    request = copy_request_headers(req, request, &state.settings.csrf.header, Some(route));
+    for injected in &route.inject_headers {
+        let mut value = reqwest::header::HeaderValue::from_str(injected.value.expose_secret())
+            .expect("validated at start-up");
+        value.set_sensitive(true);
+        request = request.header(injected.name.as_str(), value);
+    }
     if let Some(token) = &token {
         // One String, moved into the header value (no copy).
         request = request.header(
@@ -288,6 +294,7 @@ pub(crate) fn copy_request_headers(
     req: &HttpRequest,
     mut request: reqwest::RequestBuilder,
     csrf_header: &str,
+    route: Option<&RouteSettings>,
 ) -> reqwest::RequestBuilder {
     let connection_values: Vec<&str> = req
         .headers()
@@ -296,7 +303,14 @@ pub(crate) fn copy_request_headers(
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
     for (name, value) in req.headers() {
-        if forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
+        // A header the route injects from a server-held secret never comes from the browser.
+        let injected = route.is_some_and(|route| {
+            route
+                .inject_headers
+                .iter()
+                .any(|h| crate::proxy::headers::same_header(name.as_str(), &h.name))
+        });
+        if !injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
             request = request.header(name.as_str(), value.as_bytes());
         }
     }

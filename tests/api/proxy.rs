@@ -476,3 +476,105 @@ async fn upstream_failures_map_to_gateway_errors() {
     let passed = browser.api_get("/cookies/set-cookie").await;
     assert_eq!(passed.set_cookies(), vec!["upstream=1; Path=/".to_owned()]);
 }
+
+#[tokio::test]
+async fn server_held_api_keys_reach_the_upstream_and_never_come_from_the_browser() {
+    let echo = spawn_echo().await;
+    let key = format!("orders-key-{}", crate::helpers::random_name("k"));
+    crate::helpers::record_secret(&key); // the whole-run log check looks for it
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n\
+             [routes.inject_headers]\n\"X-Api-Key\" = {{ env = \"TEST_ORDERS_API_KEY\" }}\n",
+            echo.base
+        ),
+        env: vec![("TEST_ORDERS_API_KEY".into(), key.clone())],
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+
+    let answer: Value = browser
+        .api_request(reqwest::Method::GET, "/api/data")
+        .header("X-Api-Key", "chosen-by-the-browser")
+        .header("x_api_key", "an-underscore-spelling")
+        .send()
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        header(&answer, "x-api-key"),
+        vec![key.as_str()],
+        "exactly the server's key"
+    );
+    assert!(
+        header(&answer, "x_api_key").is_empty(),
+        "no spelling of it from the browser"
+    );
+    assert!(
+        !header(&answer, "authorization").is_empty(),
+        "the user's token as well"
+    );
+}
+
+#[test]
+fn injected_headers_are_checked_at_start_up() {
+    let config = |inject: &str| {
+        format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n\
+             [providers.main]\nissuer = \"https://id.example.com\"\nclient_id = \"spa\"\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"https://api.example.com\"\n\
+             [routes.inject_headers]\n{inject}\n"
+        )
+    };
+    let env = |pairs: &[(&str, &str)]| {
+        let mut env: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push((
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".into(),
+            "s".into(),
+        ));
+        env
+    };
+    let problems = |inject: &str, pairs: &[(&str, &str)]| {
+        gatehouse::config::load(Some(&config(inject)), env(pairs))
+            .expect_err("invalid")
+            .0
+    };
+    assert_eq!(
+        problems("\"X-Api-Key\" = { env = \"MISSING_KEY\" }", &[]),
+        ["routes[0].inject_headers.\"X-Api-Key\": environment variable MISSING_KEY is not set"]
+    );
+    assert_eq!(
+        problems("\"Authorization\" = { env = \"K\" }", &[("K", "v")]),
+        ["routes[0].inject_headers.\"Authorization\": gatehouse sets Authorization itself"]
+    );
+    assert_eq!(
+        problems(
+            "\"X-Api-Key\" = { env = \"K\", file = \"/k\" }",
+            &[("K", "v")]
+        ),
+        ["routes[0].inject_headers.\"X-Api-Key\": give exactly one of env and file"]
+    );
+    let bad_value = problems("\"X-Api-Key\" = { env = \"K\" }", &[("K", "line\nbreak")]);
+    assert_eq!(
+        bad_value,
+        ["routes[0].inject_headers.\"X-Api-Key\": the value is not a valid header value"]
+    );
+    let settings = gatehouse::config::load(
+        Some(&config("\"X-Api-Key\" = { env = \"K\" }")),
+        env(&[("K", "secret-value")]),
+    )
+    .expect("valid");
+    let injected = &settings.routes[0].inject_headers[0];
+    assert_eq!(injected.name, "x-api-key");
+    assert!(
+        !format!("{settings:?}").contains("secret-value"),
+        "Debug hides it"
+    );
+}
