@@ -12,6 +12,7 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) require: RawRequire,
     pub(super) timeout_secs: Option<u64>,
+    pub(super) max_duration_secs: Option<u64>,
     pub(super) max_body_bytes: Option<u64>,
     /// Which provider's client-credentials token `client` routes use (default provider).
     pub(super) provider: Option<String>,
@@ -84,7 +85,11 @@ pub struct RouteSettings {
     pub methods: Vec<String>,
     pub required_scopes: Vec<String>,
     pub required_claims: BTreeMap<String, Vec<String>>,
+    /// How long the upstream may take to answer with its response head (a streamed body,
+    /// e.g. server-sent events, may then run on).
     pub timeout: Duration,
+    /// Ends a response body still streaming after this long; `None`: no limit.
+    pub max_duration: Option<Duration>,
     pub max_body_bytes: u64,
     pub provider: String,
     pub client_scopes: Vec<String>,
@@ -327,6 +332,13 @@ pub(super) fn validate_routes(
         if timeout.is_zero() {
             problems.push(format!("{} must be greater than zero", at("timeout_secs")));
         }
+        let max_duration = route.max_duration_secs.map(Duration::from_secs);
+        if max_duration.is_some_and(|d| d.is_zero()) {
+            problems.push(format!(
+                "{} must be greater than zero",
+                at("max_duration_secs")
+            ));
+        }
         let tls = route.tls.and_then(|raw| {
             validate_route_tls(
                 &at("tls"),
@@ -352,6 +364,7 @@ pub(super) fn validate_routes(
             required_scopes: route.require.scopes,
             required_claims,
             timeout,
+            max_duration,
             max_body_bytes: route.max_body_bytes.unwrap_or(10 * 1024 * 1024),
             provider,
             client_scopes: route.client_scopes.unwrap_or_default(),

@@ -80,6 +80,7 @@ mod tests {
             required_scopes: vec![],
             required_claims: Default::default(),
             timeout: Duration::from_secs(1),
+            max_duration: None,
             max_body_bytes: 1,
             provider: "main".into(),
             client_scopes: vec![],

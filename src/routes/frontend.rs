@@ -210,7 +210,7 @@ async fn pass_through(
             return websocket_tunnel(response, payload).await;
         }
     }
-    Ok(stream_response(response, false))
+    Ok(stream_response(response, false, None))
 }
 
 fn dev_server_down() -> ApiError {

@@ -232,7 +232,11 @@ async fn forward(
             response
         }
     };
-    Ok(stream_response(response, route.pass_set_cookie))
+    Ok(stream_response(
+        response,
+        route.pass_set_cookie,
+        route.max_duration,
+    ))
 }
 
 fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
@@ -336,7 +340,11 @@ pub(crate) fn copy_response_headers(
     }
 }
 
-pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool) -> HttpResponse {
+pub(crate) fn stream_response(
+    response: reqwest::Response,
+    pass_set_cookie: bool,
+    max_duration: Option<std::time::Duration>,
+) -> HttpResponse {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
@@ -349,9 +357,14 @@ pub(crate) fn stream_response(response: reqwest::Response, pass_set_cookie: bool
         .and_then(|v| v.parse().ok());
     let length = declared_length.or(response.content_length());
     let body = response.bytes_stream();
-    match length {
-        Some(length) => builder.body(SizedStream::new(length, body)),
-        None => builder.body(BodyStream::new(body)),
+    match (length, max_duration) {
+        // A stream that may be cut short has no length to promise.
+        (_, Some(limit)) => {
+            use futures_util::StreamExt;
+            builder.body(BodyStream::new(body.take_until(tokio::time::sleep(limit))))
+        }
+        (Some(length), None) => builder.body(SizedStream::new(length, body)),
+        (None, None) => builder.body(BodyStream::new(body)),
     }
 }
 

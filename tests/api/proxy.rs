@@ -578,3 +578,96 @@ fn injected_headers_are_checked_at_start_up() {
         "Debug hides it"
     );
 }
+
+#[tokio::test]
+async fn server_sent_events_pass_through_one_by_one_unbuffered() {
+    use futures_util::StreamExt;
+
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\ntimeout_secs = 1\n",
+            echo.base
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+
+    // Ten events 200 ms apart: 2 s in all, twice the route's timeout, which bounds only the
+    // wait for the response head.
+    let response = browser
+        .api_request(reqwest::Method::GET, "/api/events?count=10&ms=200")
+        .header("Accept", "text/event-stream")
+        .header("Accept-Encoding", "gzip, br")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().get("content-encoding").is_none());
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut delays = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let received = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis();
+        buffer.push_str(std::str::from_utf8(&chunk.expect("chunk")).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let sent: u128 = event
+                .lines()
+                .find_map(|line| line.strip_prefix("data: "))
+                .and_then(|v| v.parse().ok())
+                .expect("data line");
+            delays.push(received.saturating_sub(sent));
+        }
+    }
+    assert_eq!(delays.len(), 10, "every event arrived");
+    assert!(
+        delays.iter().all(|ms| *ms <= 100),
+        "each event within 100 ms of being sent: {delays:?}"
+    );
+}
+
+#[tokio::test]
+async fn max_duration_ends_a_long_stream() {
+    use futures_util::StreamExt;
+
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\nmax_duration_secs = 1\n",
+            echo.base
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let started = std::time::Instant::now();
+    let response = browser
+        .api_request(reqwest::Method::GET, "/api/events?count=20&ms=200")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    let events = text.matches("\n\n").count();
+    let lasted = started.elapsed();
+    assert!(
+        (3..=6).contains(&events),
+        "about a second's worth of the 20 events: {events}"
+    );
+    assert!(
+        lasted < std::time::Duration::from_millis(2500),
+        "ended after about a second, not four: {lasted:?}"
+    );
+}

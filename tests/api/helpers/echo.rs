@@ -104,6 +104,31 @@ async fn handle(
                 .insert_header(("Set-Cookie", "upstream=1; Path=/"))
                 .body("cookie set");
         }
+        // Server-sent events: `count` events, `ms` apart, each carrying when it was sent
+        // (Unix ms), so a client can tell how late it arrived.
+        "/events" => {
+            let count: u64 = query
+                .get("count")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
+            let ms: u64 = query.get("ms").and_then(|v| v.parse().ok()).unwrap_or(200);
+            let events = futures_util::stream::unfold(0u64, move |i| async move {
+                if i == count {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let sent = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("time")
+                    .as_millis();
+                let event = format!("id: {i}\ndata: {sent}\n\n");
+                Some((Ok::<_, std::io::Error>(web::Bytes::from(event)), i + 1))
+            });
+            return HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header(("Cache-Control", "no-cache"))
+                .streaming(events);
+        }
         "/download" => {
             let len: u64 = query.get("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
             let chunks =
