@@ -11,91 +11,18 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use gatehouse::clock::SystemClock;
 use gatehouse::startup::Application;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SerialNumber,
-};
 use reqwest::tls::Version;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::helpers::certs::{leaf_with, new_ca, server_leaf, Ca, Leaf, Usage};
 use crate::helpers::echo::hex;
 use crate::helpers::processes::{free_port, spawn_in_nursery};
 use crate::helpers::{self, shared_provider, AppOptions, StoreKind};
 
 // ---------------------------------------------------------------------------------------
-// Certificates
+// Certificate files (the certificates themselves: helpers::certs)
 // ---------------------------------------------------------------------------------------
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A leaf certificate and its key, as the PEM files an operator would have.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-fn new_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.self_signed(&key).expect("self-signed CA");
-    Ca { cert, key }
-}
-
-#[derive(Clone, Copy)]
-enum Usage {
-    Server,
-    Client,
-}
-
-fn leaf_with(
-    ca: &Ca,
-    names: &[&str],
-    common_name: &str,
-    usage: Usage,
-    edit: impl FnOnce(&mut CertificateParams),
-) -> Leaf {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.extended_key_usages = vec![match usage {
-        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
-    params.serial_number = Some(SerialNumber::from(rand::random::<u64>() >> 1));
-    edit(&mut params);
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("sign");
-    Leaf {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        der: cert.der().to_vec(),
-    }
-}
-
-fn server_leaf(ca: &Ca, common_name: &str) -> Leaf {
-    leaf_with(
-        ca,
-        &["localhost", "127.0.0.1"],
-        common_name,
-        Usage::Server,
-        |_| {},
-    )
-}
 
 /// A scratch directory for one test's certificate files (never committed: under target/).
 fn scratch() -> PathBuf {

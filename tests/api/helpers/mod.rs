@@ -2,6 +2,7 @@
 
 //! The test bed: real gatehouse (in process, port 0), real Redis, real OpenID Provider.
 
+pub mod certs;
 pub mod dev_server;
 pub mod echo;
 pub mod processes;

@@ -23,12 +23,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use redis::Value;
 
+use super::certs::{new_ca, server_leaf};
 use super::processes::{artifacts_dir, free_port, spawn_in_nursery};
 use super::random_name;
 
@@ -739,20 +736,6 @@ pub struct TlsRedis {
     dir: PathBuf,
 }
 
-fn new_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("self-signed CA");
-    (cert, key)
-}
-
 /// `redis-cli --tls --cacert <ca> -p <port> PING`: the output (PONG when all is well) and
 /// whether it exited successfully.
 pub fn tls_ping_with_cli(port: u16, ca_file: &Path) -> (bool, String) {
@@ -781,21 +764,14 @@ impl TlsRedis {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).expect("certs dir");
 
-        let (ca, ca_key) = new_ca("gatehouse topology test CA");
-        let (other_ca, _) = new_ca("gatehouse topology other CA");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("server params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &ca, &ca_key).expect("sign server");
-        std::fs::write(certs.join("ca.pem"), ca.pem()).expect("write ca.pem");
-        std::fs::write(certs.join("other-ca.pem"), other_ca.pem()).expect("write other-ca.pem");
-        std::fs::write(certs.join("server.pem"), cert.pem()).expect("write server.pem");
-        std::fs::write(certs.join("server.key"), key.serialize_pem()).expect("write server.key");
+        let ca = new_ca("gatehouse topology test CA");
+        let other_ca = new_ca("gatehouse topology other CA");
+        let server = server_leaf(&ca, "localhost");
+        std::fs::write(certs.join("ca.pem"), ca.cert.pem()).expect("write ca.pem");
+        std::fs::write(certs.join("other-ca.pem"), other_ca.cert.pem())
+            .expect("write other-ca.pem");
+        std::fs::write(certs.join("server.pem"), server.cert_pem).expect("write server.pem");
+        std::fs::write(certs.join("server.key"), server.key_pem).expect("write server.key");
 
         let ca_file = certs.join("ca.pem");
         let server = ServerProcess::start(
