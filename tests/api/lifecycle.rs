@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
-use crate::helpers::{gatehouse_cli, spawn_app_with, AppOptions, Browser, TestApp};
+use crate::helpers::{
+    gatehouse_cli, proxied_call as api_call, spawn_app_with, AppOptions, Browser, TestApp,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -44,27 +46,6 @@ async fn second_instance(first: &TestApp, echo: &EchoUpstream, session_toml: &st
         ..AppOptions::default()
     })
     .await
-}
-
-/// One API call as the SPA makes it, from the given browser's cookies, to any instance.
-async fn api_call(
-    app: &TestApp,
-    cookie: &str,
-) -> (u16, Option<String>, reqwest::header::HeaderMap) {
-    let response = app.get_with_session("/api/data", cookie).await;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bearer = if status == 200 {
-        let body: Value = response.json().await.expect("json");
-        body["headers"]
-            .as_array()
-            .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
-            .and_then(|p| p[1].as_str())
-            .map(str::to_owned)
-    } else {
-        None
-    };
-    (status, bearer, headers)
 }
 
 async fn provider_control(issuer: &str, path: &str) {

@@ -5,11 +5,14 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::processes::RedisServer;
-use crate::helpers::{gatehouse_cli, spawn_app_with, AppOptions, Browser, TestApp};
+use crate::helpers::{
+    gatehouse_cli, proxied_call, spawn_app_with, wait_until_cache_serves, AppOptions, Browser,
+    TestApp,
+};
 use crate::lifecycle::{logout_claims, post_logout_token, sign, unix_now};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -37,18 +40,8 @@ async fn instance(
         ..AppOptions::default()
     })
     .await;
-    wait_until_cache_serves(&app).await;
+    wait_until_cache_serves(app.store.as_ref()).await;
     app
-}
-
-async fn wait_until_cache_serves(app: &TestApp) {
-    for _ in 0..100 {
-        if app.store.cache_statistics().is_some_and(|s| s.serving) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the session cache did not start serving");
 }
 
 fn hits(app: &TestApp) -> u64 {
@@ -57,17 +50,7 @@ fn hits(app: &TestApp) -> u64 {
 
 /// A proxied call: its status and the bearer the upstream saw.
 async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
-    let response = app.get_with_session("/api/data", cookie).await;
-    let status = response.status().as_u16();
-    if status != 200 {
-        return (status, None);
-    }
-    let body: Value = response.json().await.expect("json");
-    let bearer = body["headers"]
-        .as_array()
-        .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
-        .and_then(|p| p[1].as_str())
-        .map(str::to_owned);
+    let (status, bearer, _) = proxied_call(app, cookie).await;
     (status, bearer)
 }
 
@@ -238,7 +221,7 @@ async fn a_broken_invalidation_channel_never_serves_a_stale_session() {
     );
 
     // Redis restarted (without persistence): every session is gone.
-    wait_until_cache_serves(&a).await;
+    wait_until_cache_serves(a.store.as_ref()).await;
     browser.login("carol").await;
     let cookie = browser.session_cookie().expect("cookie");
     warm(&a, &cookie).await;

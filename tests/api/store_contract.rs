@@ -9,7 +9,6 @@ use gatehouse::config::RedisSettings;
 use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
-use gatehouse::session::SessionStore;
 use gatehouse::session::{
     Claims, IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager,
     TokenSet,
@@ -47,13 +46,8 @@ async fn cached_redis_manager() -> SessionManager {
         std::num::NonZeroUsize::new(100).expect("capacity"),
     )
     .expect("store");
-    for _ in 0..100 {
-        if store.cache_statistics().is_some_and(|s| s.serving) {
-            return SessionManager::new(Arc::new(store), policy());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the session cache did not start serving");
+    crate::helpers::wait_until_cache_serves(&store).await;
+    SessionManager::new(Arc::new(store), policy())
 }
 
 fn memory_manager() -> SessionManager {

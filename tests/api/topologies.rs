@@ -16,7 +16,10 @@ use serde_json::Value;
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::topologies::{RedisCluster, SentinelBed, TlsRedis};
-use crate::helpers::{gatehouse_cli, shared_redis, spawn_app_with, AppOptions, Browser, TestApp};
+use crate::helpers::{
+    gatehouse_cli, proxied_call, shared_redis, spawn_app_with, wait_until_cache_serves, AppOptions,
+    Browser, TestApp,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
@@ -126,24 +129,14 @@ async fn log_in_many(instances: &[&TestApp], count: usize, name: &str) -> Vec<St
 
 /// One proxied call with a session cookie: the status and the bearer the upstream saw.
 async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
-    let response = app.get_with_session("/api/data", cookie).await;
-    let status = response.status().as_u16();
+    let (status, bearer, headers) = proxied_call(app, cookie).await;
     if status == 503 {
         assert_eq!(
-            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            headers.get("retry-after").map(|v| v.as_bytes()),
             Some(&b"1"[..]),
             "a 503 says when to try again"
         );
     }
-    if status != 200 {
-        return (status, None);
-    }
-    let body: Value = response.json().await.expect("json");
-    let bearer = body["headers"]
-        .as_array()
-        .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
-        .and_then(|p| p[1].as_str())
-        .map(str::to_owned);
     (status, bearer)
 }
 
@@ -777,16 +770,7 @@ async fn tls_to_redis_with_the_right_ca_works_and_a_wrong_ca_says_why() {
         |ca: &std::path::Path| format!("url = \"{}\"\nca_file = \"{}\"", redis.url(), ca.display());
     let app = first_instance(&topology(&redis.ca_file()), &echo, "").await;
     // The session cache's tracking connection speaks TLS too.
-    for _ in 0..100 {
-        if app.store.cache_statistics().is_some_and(|s| s.serving) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        app.store.cache_statistics().is_some_and(|s| s.serving),
-        "tracking over TLS"
-    );
+    wait_until_cache_serves(app.store.as_ref()).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     assert_eq!(browser.api_get("/auth/user").await.status, 200);

@@ -893,3 +893,36 @@ pub fn gatehouse_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     );
     (output.status.success(), text)
 }
+
+/// One API call as the SPA makes it (`GET /api/data` with a session cookie), to any
+/// instance: the status, the bearer the echo upstream saw (on a 200), and the headers.
+pub async fn proxied_call(
+    app: &TestApp,
+    cookie: &str,
+) -> (u16, Option<String>, reqwest::header::HeaderMap) {
+    let response = app.get_with_session("/api/data", cookie).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bearer = if status == 200 {
+        let body: Value = response.json().await.expect("json");
+        body["headers"]
+            .as_array()
+            .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
+            .and_then(|p| p[1].as_str())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    (status, bearer, headers)
+}
+
+/// Waits (up to 5 s) until a store's session cache serves: Redis tracks its keys.
+pub async fn wait_until_cache_serves(store: &dyn gatehouse::session::SessionStore) {
+    for _ in 0..100 {
+        if store.cache_statistics().is_some_and(|s| s.serving) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the session cache did not start serving");
+}
