@@ -534,13 +534,13 @@ impl SessionStore for RedisStore {
             // A plain read on the hot path; the expiry checks use the injected clock, and
             // the write-back of sliding expiry happens only when the touch interval passed.
             // From the cache when Redis vouches for it; the clock checks below apply either way.
-            let session_key = self.session_key(key);
+            // The Redis key is spelled out only when Redis is asked (not on a cache hit).
             let cached = self.cache.as_ref().and_then(|cache| cache.get(key));
             let found = match cached {
                 Some(cached) => Some((cached.record, cached.last_touch, Some(cached.memo))),
                 None => {
                     let ticket = self.cache.as_ref().map(|cache| cache.ticket());
-                    match self.read_record(&session_key).await? {
+                    match self.read_record(&self.session_key(key)).await? {
                         None => None,
                         Some((record, last_touch)) => {
                             let record = Arc::new(record);
@@ -568,6 +568,7 @@ impl SessionStore for RedisStore {
             if now >= record.absolute_expires_at || now - last_touch >= idle_ms {
                 // Expired by the clock; Redis's TTL removes it too, this is only sooner.
                 self.forget_cached(key);
+                let session_key = self.session_key(key);
                 let _: StoreResult<i64> = self
                     .run_once(|mut conn| async move { conn.del(session_key).await })
                     .await;
@@ -575,7 +576,7 @@ impl SessionStore for RedisStore {
             }
             if now - last_touch >= millis(idle.touch_interval) {
                 let touched: StoreResult<i64> = self
-                    .eval(&self.touch, &session_key, |invocation| {
+                    .eval(&self.touch, &self.session_key(key), |invocation| {
                         invocation.arg(now).arg(idle_ms);
                     })
                     .await;
