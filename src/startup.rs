@@ -241,7 +241,7 @@ impl Application {
                         .configure(routes::configure_auth),
                 )
                 .configure(routes::configure)
-                .default_service(web::to(routes::proxy::dispatch))
+                .default_service(web::to(routes::dispatch))
         })
         // Before `listen`: actix takes the hook when it binds.
         .on_connect(move |io, data| edge::watch_connection(io, data, header_timeout));

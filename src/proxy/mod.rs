@@ -1,7 +1,8 @@
-//! The token-attaching reverse proxy: route table, path safety, header policy, and the
-//! decision of which token a call carries. The byte-pumping lives with the HTTP handler.
+//! The token-attaching reverse proxy: route table, path safety, header policy, the
+//! decision of which token a call carries, and forwarding (bodies, upgrades, WebSockets).
 
 pub mod client_credentials;
+pub mod forward;
 pub mod headers;
 pub mod path;
 pub mod routes;

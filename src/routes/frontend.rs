@@ -5,22 +5,20 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::{BodyStream, SizedStream};
+use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
-use super::proxy::{copy_request_headers, copy_response_headers, stream_response, stream_upload};
 use super::AppState;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend, StaticFile};
+use crate::proxy::forward::{
+    byte_tunnel, copy_request_headers, declared_length, has_body, is_websocket_upgrade,
+    read_chunks, stream_response, stream_upload,
+};
 
-/// Bytes read from a file or a WebSocket at a time.
-const CHUNK: usize = 64 * 1024;
 /// Files up to this size are read whole in the lookup's blocking call.
 const SMALL_FILE: u64 = 256 * 1024;
 /// How long a dev server may take to answer (its bodies then stream without a limit).
@@ -116,36 +114,9 @@ fn describe(response: &mut actix_web::HttpResponseBuilder, file: &StaticFile) {
         .insert_header((header::VARY, "Accept-Encoding"));
 }
 
-fn read_chunks<R>(reader: R) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
-where
-    R: tokio::io::AsyncRead + Unpin + 'static,
-{
-    futures_util::stream::unfold(Some(reader), |reader| async move {
-        let mut reader = reader?;
-        let mut buffer = BytesMut::with_capacity(CHUNK);
-        match reader.read_buf(&mut buffer).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(buffer.freeze()), Some(reader))),
-            Err(e) => Some((Err(e), None)),
-        }
-    })
-}
-
 // ---------------------------------------------------------------------------------------
 // Dev server
 // ---------------------------------------------------------------------------------------
-
-fn is_websocket_upgrade(req: &HttpRequest) -> bool {
-    let has_token = |name, token: &str| {
-        req.headers().get_all(name).any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    req.method() == Method::GET
-        && has_token(header::CONNECTION, "upgrade")
-        && has_token(header::UPGRADE, "websocket")
-}
 
 async fn pass_through(
     req: &HttpRequest,
@@ -173,15 +144,8 @@ async fn pass_through(
             .header("connection", "Upgrade")
             .header("upgrade", "websocket");
     } else {
-        let declared_length: Option<u64> = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        if declared_length.is_some_and(|len| len > 0)
-            || req.headers().contains_key(header::TRANSFER_ENCODING)
-        {
-            if let Some(len) = declared_length {
+        if has_body(req) {
+            if let Some(len) = declared_length(req) {
                 request = request.header("content-length", len);
             }
             request = request.body(stream_upload(
@@ -207,7 +171,9 @@ async fn pass_through(
     };
     if websocket && response.status() == reqwest::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(payload) = payload {
-            return websocket_tunnel(response, payload).await;
+            return byte_tunnel(response, payload)
+                .await
+                .ok_or_else(|| dev_server_down().cause("websocket upgrade failed"));
         }
     }
     Ok(stream_response(response, false, None))
@@ -216,30 +182,4 @@ async fn pass_through(
 fn dev_server_down() -> ApiError {
     ApiError::new(Problem::UpstreamUnreachable)
         .detail("The frontend dev server (frontend.dev_server) is not answering: is it running?")
-}
-
-/// The dev server accepted the upgrade: answer 101 with its handshake headers, then copy
-/// bytes both ways until either side closes. actix hands an upgraded request's payload over
-/// as the raw stream from the browser, and sends a 101's body raw.
-async fn websocket_tunnel(
-    response: reqwest::Response,
-    mut payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let mut answer = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
-    answer.upgrade("websocket");
-    copy_response_headers(&mut answer, response.headers(), false);
-    let upgraded = response
-        .upgrade()
-        .await
-        .map_err(|_| dev_server_down().cause("websocket upgrade failed"))?;
-    let (from_dev_server, mut to_dev_server) = tokio::io::split(upgraded);
-    actix_web::rt::spawn(async move {
-        while let Some(Ok(chunk)) = payload.next().await {
-            if to_dev_server.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = to_dev_server.shutdown().await;
-    });
-    Ok(answer.body(BodyStream::new(read_chunks(from_dev_server))))
 }

@@ -123,6 +123,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::route().to(not_found));
 }
 
+/// The default service: an API route when one matches, else the frontend.
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    match state.proxy.table.find(req.path()) {
+        Some((route, rest)) => proxy::forward(&req, payload, &state, route, rest).await,
+        None => frontend::serve(&req, payload, &state).await,
+    }
+}
+
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::new(Problem::NotFound))
 }

@@ -1,14 +1,11 @@
-//! Forwarding: the request and response bodies stream through without being buffered whole.
+//! The API proxy's handler: checks a call against its route (anti-forgery header, method,
+//! session, rate limit, authorization), attaches the token and forwards it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::{BodyStream, SizedStream};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
 use super::{cookies, AppState};
@@ -17,7 +14,9 @@ use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
-use crate::proxy::headers::{connection_tokens, forward_request_header, forward_response_header};
+use crate::proxy::forward::{
+    copy_request_headers, declared_length, describe, has_body, stream_response, stream_upload,
+};
 use crate::proxy::routes::upstream_url;
 use crate::proxy::{Proxy, ProxyError};
 use crate::ratelimit::{LimitName, Subject};
@@ -41,30 +40,8 @@ const TRACEPARENT: reqwest::header::HeaderName =
 const TRACESTATE: reqwest::header::HeaderName =
     reqwest::header::HeaderName::from_static("tracestate");
 
-/// Chunks in flight between the browser's upload and the upstream: the backpressure window.
-const UPLOAD_WINDOW: usize = 8;
-
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds the route's limit")]
-struct BodyLimitExceeded;
-
-#[derive(Debug, thiserror::Error)]
-#[error("client upload failed")]
-struct ClientUploadFailed;
-
-/// The default service: a proxy route when one matches, else the frontend.
-pub async fn dispatch(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let Some((route, rest)) = state.proxy.table.find(req.path()) else {
-        return super::frontend::serve(&req, payload, &state).await;
-    };
-    forward(&req, payload, &state, route, rest).await
-}
-
-async fn forward(
+/// A call to an API route (the route table matched `route`, leaving `rest` of the path).
+pub async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -125,11 +102,7 @@ async fn forward(
         Err(e) => return Err(e.into()),
     };
 
-    let declared_length: Option<u64> = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let declared_length = declared_length(req);
     if declared_length.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge.into());
     }
@@ -180,11 +153,7 @@ async fn forward(
     }
 
     let too_large = Arc::new(AtomicBool::new(false));
-    let has_body = declared_length.is_some_and(|len| len > 0)
-        || req
-            .headers()
-            .contains_key(actix_web::http::header::TRANSFER_ENCODING);
-    if has_body {
+    if has_body(req) {
         if let Some(len) = declared_length {
             request = request.header("content-length", len);
         }
@@ -254,129 +223,3 @@ fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
     }
 }
 
-/// actix's payload is not `Send`; a local task pumps it into a bounded channel whose
-/// receiving end is the upstream request body, so a slow upstream slows the upload.
-pub(crate) fn stream_upload(
-    mut payload: web::Payload,
-    limit: u64,
-    too_large: Arc<AtomicBool>,
-) -> reqwest::Body {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<
-        Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
-    >(UPLOAD_WINDOW);
-    actix_web::rt::spawn(async move {
-        let mut total: u64 = 0;
-        while let Some(chunk) = payload.next().await {
-            let item = match chunk {
-                Ok(bytes) => {
-                    total += bytes.len() as u64;
-                    if total > limit {
-                        too_large.store(true, Ordering::SeqCst);
-                        let _ = sender.send(Err(Box::new(BodyLimitExceeded))).await;
-                        return;
-                    }
-                    Ok(bytes)
-                }
-                Err(_) => {
-                    Err(Box::new(ClientUploadFailed) as Box<dyn std::error::Error + Send + Sync>)
-                }
-            };
-            let failed = item.is_err();
-            if sender.send(item).await.is_err() || failed {
-                return; // the upstream stopped reading, or the client went away
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
-    reqwest::Body::wrap_stream(stream)
-}
-
-/// The browser's headers that may go on to an upstream (see `forward_request_header`).
-pub(crate) fn copy_request_headers(
-    req: &HttpRequest,
-    mut request: reqwest::RequestBuilder,
-    csrf_header: &str,
-    route: Option<&RouteSettings>,
-) -> reqwest::RequestBuilder {
-    let connection_values: Vec<&str> = req
-        .headers()
-        .get_all(actix_web::http::header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in req.headers() {
-        // A header the route injects from a server-held secret never comes from the browser.
-        let injected = route.is_some_and(|route| {
-            route
-                .inject_headers
-                .iter()
-                .any(|h| crate::proxy::headers::same_header(name.as_str(), &h.name))
-        });
-        if !injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-    }
-    request
-}
-
-/// The upstream's headers that may go back to the browser (see `forward_response_header`).
-pub(crate) fn copy_response_headers(
-    builder: &mut actix_web::HttpResponseBuilder,
-    headers: &reqwest::header::HeaderMap,
-    pass_set_cookie: bool,
-) {
-    let connection_values: Vec<&str> = headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in headers {
-        if forward_response_header(name.as_str(), &hop_tokens, pass_set_cookie) {
-            builder.append_header((name.as_str(), value.as_bytes()));
-        }
-    }
-}
-
-pub(crate) fn stream_response(
-    response: reqwest::Response,
-    pass_set_cookie: bool,
-    max_duration: Option<std::time::Duration>,
-) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut builder = HttpResponse::build(status);
-    copy_response_headers(&mut builder, response.headers(), pass_set_cookie);
-    // A HEAD answer has no body but states the length of the one a GET would get; keep it.
-    let declared_length: Option<u64> = response
-        .headers()
-        .get(reqwest::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let length = declared_length.or(response.content_length());
-    let body = response.bytes_stream();
-    match (length, max_duration) {
-        // A stream that may be cut short has no length to promise.
-        (_, Some(limit)) => {
-            use futures_util::StreamExt;
-            builder.body(BodyStream::new(body.take_until(tokio::time::sleep(limit))))
-        }
-        (Some(length), None) => builder.body(SizedStream::new(length, body)),
-        (None, None) => builder.body(BodyStream::new(body)),
-    }
-}
-
-/// A transport error's kind, never its text (which carries the upstream URL).
-fn describe(error: &reqwest::Error) -> &'static str {
-    if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() {
-        "body transfer failed"
-    } else if error.is_request() {
-        "request failed"
-    } else {
-        "upstream failed"
-    }
-}
