@@ -37,6 +37,7 @@ pub enum Problem {
     UpstreamTimeout,
     LogoutTokenInvalid,
     UpstreamTls,
+    OriginRejected,
 }
 
 impl Problem {
@@ -64,6 +65,7 @@ impl Problem {
             Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Problem::LogoutTokenInvalid => StatusCode::BAD_REQUEST,
             Problem::UpstreamTls => StatusCode::BAD_GATEWAY,
+            Problem::OriginRejected => StatusCode::FORBIDDEN,
         }
     }
 
@@ -91,6 +93,7 @@ impl Problem {
             Problem::UpstreamTimeout => "upstream-timeout",
             Problem::LogoutTokenInvalid => "logout-token-invalid",
             Problem::UpstreamTls => "upstream-tls",
+            Problem::OriginRejected => "origin-rejected",
         }
     }
 
@@ -120,6 +123,7 @@ impl Problem {
             Problem::UpstreamTimeout => "Upstream API did not answer in time",
             Problem::LogoutTokenInvalid => "Logout token rejected",
             Problem::UpstreamTls => "TLS handshake with the upstream API failed",
+            Problem::OriginRejected => "Request origin not allowed",
         }
     }
 }

@@ -552,6 +552,41 @@ mod tests {
     }
 
     #[test]
+    fn websocket_routes_open_with_get_and_say_how_long_they_may_idle() {
+        let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+        let with_route = |route: &str| {
+            format!(
+                "{MINIMAL}\n[[routes]]\nprefix = \"/live\"\nupstream = \"http://127.0.0.1:9000\"\n{route}\n"
+            )
+        };
+        let settings = load(Some(&with_route("websocket = true")), secret.clone()).expect("valid");
+        let idle = settings.routes[0].websocket.map(|ws| ws.idle);
+        assert_eq!(idle, Some(Duration::from_secs(300)), "the default idle limit");
+        let settings = load(Some(&with_route("")), secret.clone()).expect("valid");
+        assert!(settings.routes[0].websocket.is_none());
+
+        for (route, problem) in [
+            (
+                "websocket_idle_secs = 30",
+                "routes[0].websocket_idle_secs applies only with `websocket = true`",
+            ),
+            (
+                "websocket = true\nwebsocket_idle_secs = 0",
+                "routes[0].websocket_idle_secs must be greater than zero",
+            ),
+            (
+                "websocket = true\nmethods = [\"POST\"]",
+                "routes[0].websocket: a WebSocket opens with GET, so `methods` must include it",
+            ),
+        ] {
+            let errors = load(Some(&with_route(route)), secret.clone())
+                .expect_err(route)
+                .0;
+            assert!(errors.iter().any(|e| e == problem), "{route}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn private_key_jwt_needs_a_key_and_no_secret() {
         let dir = std::env::temp_dir().join(format!("gatehouse-key-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

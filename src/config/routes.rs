@@ -24,6 +24,9 @@ pub(super) struct RawRoute {
     pub(super) tls: Option<RawRouteTls>,
     /// Header name -> where its secret value comes from (`[routes.inject_headers]`).
     pub(super) inject_headers: Option<BTreeMap<String, RawInjectedHeader>>,
+    /// WebSocket upgrades are tunnelled (frames, not bytes) with the token attached.
+    pub(super) websocket: Option<bool>,
+    pub(super) websocket_idle_secs: Option<u64>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -101,6 +104,14 @@ pub struct RouteSettings {
     /// Headers gatehouse adds from secrets it holds (an API key the browser never sees); a
     /// header of the same name from the browser is dropped.
     pub inject_headers: Vec<InjectedHeader>,
+    /// `None`: an upgrade is not tunnelled (the request goes on as a plain one).
+    pub websocket: Option<WebSocketSettings>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketSettings {
+    /// A socket with no message either way for this long is closed.
+    pub idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +363,32 @@ pub(super) fn validate_routes(
             .inject_headers
             .map(|raw| validate_injected_headers(&at("inject_headers"), raw, env, problems))
             .unwrap_or_default();
+        let websocket = match (route.websocket, route.websocket_idle_secs) {
+            (Some(true), idle) => {
+                if !methods.is_empty() && !methods.iter().any(|m| m == "GET") {
+                    problems.push(format!(
+                        "{}: a WebSocket opens with GET, so `methods` must include it",
+                        at("websocket")
+                    ));
+                }
+                let idle = Duration::from_secs(idle.unwrap_or(300));
+                if idle.is_zero() {
+                    problems.push(format!(
+                        "{} must be greater than zero",
+                        at("websocket_idle_secs")
+                    ));
+                }
+                Some(WebSocketSettings { idle })
+            }
+            (_, Some(_)) => {
+                problems.push(format!(
+                    "{} applies only with `websocket = true`",
+                    at("websocket_idle_secs")
+                ));
+                None
+            }
+            (_, None) => None,
+        };
         if problems.len() > start {
             continue;
         }
@@ -373,6 +410,7 @@ pub(super) fn validate_routes(
             rate_limit,
             tls,
             inject_headers,
+            websocket,
         });
     }
     routes

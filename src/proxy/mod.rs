@@ -6,6 +6,7 @@ pub mod forward;
 pub mod headers;
 pub mod path;
 pub mod routes;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +54,9 @@ pub struct Proxy {
     /// Routes with a `[routes.tls]` table, by prefix: a client each, so that one route's
     /// pinned CA or client certificate never applies to (or pools with) another upstream.
     route_http: HashMap<String, reqwest::Client>,
+    /// WebSocket routes, by prefix: HTTP/1.1 only (the upgrade), and no read timeout (an
+    /// open socket may be quiet; `websocket_idle_secs` bounds that).
+    websocket_http: HashMap<String, reqwest::Client>,
     /// The client-credentials token cache of each route that may use one, by route prefix
     /// (routes with the same provider and scopes share a cache).
     client_tokens: HashMap<String, Arc<ClientTokenCache>>,
@@ -88,10 +92,13 @@ pub enum ProxyBuildError {
 
 /// The settings every upstream client shares; only TLS differs between them.
 fn client_builder() -> reqwest::ClientBuilder {
+    connection_builder().read_timeout(Duration::from_secs(300))
+}
+
+fn connection_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(300))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
 }
@@ -108,15 +115,29 @@ impl Proxy {
     ) -> Result<Self, ProxyBuildError> {
         let http = client_builder().build()?;
         let mut route_http = HashMap::new();
+        let mut websocket_http = HashMap::new();
         for route in &routes {
-            if let Some(tls) = &route.tls {
-                let config =
-                    upstream_client_config(tls).map_err(|source| ProxyBuildError::RouteTls {
+            let tls = match &route.tls {
+                Some(tls) => Some(upstream_client_config(tls).map_err(|source| {
+                    ProxyBuildError::RouteTls {
                         prefix: route.prefix.clone(),
                         source,
-                    })?;
-                let client = client_builder().use_preconfigured_tls(config).build()?;
+                    }
+                })?),
+                None => None,
+            };
+            if let Some(config) = &tls {
+                let client = client_builder()
+                    .use_preconfigured_tls(config.clone())
+                    .build()?;
                 route_http.insert(route.prefix.clone(), client);
+            }
+            if route.websocket.is_some() {
+                let mut builder = connection_builder().http1_only();
+                if let Some(config) = tls {
+                    builder = builder.use_preconfigured_tls(config);
+                }
+                websocket_http.insert(route.prefix.clone(), builder.build()?);
             }
         }
         let mut by_key: HashMap<String, Arc<ClientTokenCache>> = HashMap::new();
@@ -143,6 +164,7 @@ impl Proxy {
             table: RouteTable::new(routes),
             http,
             route_http,
+            websocket_http,
             client_tokens,
             // A URL's scheme and host are always valid header values.
             forwarded_proto: HeaderValue::from_str(public_url.scheme())
@@ -155,6 +177,12 @@ impl Proxy {
     /// The client that reaches this route's upstream.
     pub fn client_for(&self, route: &RouteSettings) -> &reqwest::Client {
         self.route_http.get(&route.prefix).unwrap_or(&self.http)
+    }
+
+    /// The client that opens WebSockets to this route's upstream (`None`: not a WebSocket
+    /// route).
+    pub fn websocket_client_for(&self, route: &RouteSettings) -> Option<&reqwest::Client> {
+        self.websocket_http.get(&route.prefix)
     }
 
     pub fn check_method(route: &RouteSettings, method: &str) -> Result<(), ProxyError> {

@@ -89,6 +89,7 @@ mod tests {
             rate_limit: crate::config::RouteRateLimit::Default,
             tls: None,
             inject_headers: vec![],
+            websocket: None,
         }
     }
 

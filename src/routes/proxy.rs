@@ -15,10 +15,12 @@ use crate::error::{ApiError, Problem};
 use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
-    copy_request_headers, declared_length, describe, has_body, stream_response, stream_upload,
+    copy_request_headers, declared_length, describe, has_body, is_websocket_upgrade,
+    stream_response, stream_upload,
 };
 use crate::proxy::routes::upstream_url;
-use crate::proxy::{Proxy, ProxyError};
+use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
+use crate::session::LoadedSession;
 use crate::ratelimit::{LimitName, Subject};
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::tls::tls_failure;
@@ -44,13 +46,119 @@ const TRACESTATE: reqwest::header::HeaderName =
 pub async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
-    state: &AppState,
+    state: &web::Data<AppState>,
     route: &RouteSettings,
     rest: &str,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(req)?;
+    let websocket = route.websocket.is_some() && is_websocket_upgrade(req);
+    if websocket {
+        // A browser cannot add the anti-forgery header to a WebSocket handshake; it always
+        // sends Origin, which a page on another site cannot forge.
+        require_own_origin(req, state)?;
+    } else {
+        state.require_csrf_header(req)?;
+    }
     Proxy::check_method(route, req.method().as_str())?;
+    let caller = admit(req, state, route).await?;
+    let now = state.now();
+    let session = caller.as_ref().map(|(session, _)| session);
+    let token = match state.proxy.token_for(route, session, now).await {
+        Ok(token) => token,
+        Err(ProxyError::Forbidden(reason)) => {
+            security_event(
+                SecurityEvent::AuthorizationDenied,
+                session.map(|s| s.data.sub.as_str()),
+                session.map(|s| s.store_key.as_str()),
+                Some(&reason),
+            );
+            return Err(ProxyError::Forbidden(reason).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = upstream_url(&route.upstream, rest, req.query_string());
 
+    if websocket {
+        let key = websocket::browser_key(req).map_err(|e| {
+            ApiError::new(Problem::InvalidRequest)
+                .detail("A WebSocket handshake needs one valid Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
+                .cause(e)
+        })?;
+        let client = state
+            .proxy
+            .websocket_client_for(route)
+            .ok_or_else(|| ApiError::new(Problem::Internal))?;
+        let request = client
+            .get(url)
+            .version(reqwest::Version::HTTP_11)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket");
+        let request = upstream_headers(req, request, state, route, session, token.as_ref());
+        // Frames are parsed on the way through; an extension (permessage-deflate) would
+        // change what they mean, so none is offered.
+        let (client, built) = request.build_split();
+        let request = match built {
+            Ok(mut built) => {
+                built.headers_mut().remove("sec-websocket-extensions");
+                reqwest::RequestBuilder::from_parts(client, built)
+            }
+            Err(_) => return Err(ApiError::new(Problem::InvalidRequest)),
+        };
+        let response = send(request, state, route, None).await?;
+        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(stream_response(response, route.pass_set_cookie, route.max_duration));
+        }
+        let settings = route.websocket.expect("a WebSocket route");
+        let limits = websocket::TunnelLimits {
+            idle: settings.idle,
+            max_duration: route.max_duration,
+            max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
+        };
+        let check = caller.map(|(_, cookie)| session_check(state.clone(), cookie));
+        return websocket::tunnel(response, payload, key, check, limits)
+            .await
+            .map_err(|e| {
+                ApiError::new(Problem::UpstreamUnreachable)
+                    .detail("The upstream did not accept the WebSocket.")
+                    .cause(e)
+            });
+    }
+
+    let declared_length = declared_length(req);
+    if declared_length.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge.into());
+    }
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
+        ProxyError::MethodNotAllowed {
+            allow: route.methods.clone(),
+        }
+    })?;
+    let request = state.proxy.client_for(route).request(method, url);
+    let mut request = upstream_headers(req, request, state, route, session, token.as_ref());
+    let too_large = Arc::new(AtomicBool::new(false));
+    if has_body(req) {
+        if let Some(len) = declared_length {
+            request = request.header("content-length", len);
+        }
+        request = request.body(stream_upload(
+            payload,
+            route.max_body_bytes,
+            too_large.clone(),
+        ));
+    }
+    let response = send(request, state, route, Some(&too_large)).await?;
+    Ok(stream_response(
+        response,
+        route.pass_set_cookie,
+        route.max_duration,
+    ))
+}
+
+/// The session the route needs (refreshed when due) with its cookie, after the rate limit.
+async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    route: &RouteSettings,
+) -> Result<Option<(LoadedSession, String)>, ApiError> {
     let now = state.now();
     let session = match route.token {
         TokenPolicy::None | TokenPolicy::Client => None,
@@ -76,46 +184,29 @@ pub async fn forward(
     state
         .enforce_rate_limit(req, limit_name, subject, limit)
         .await?;
-    let session = match session {
-        Some((session, cookie)) => Some(
-            state
+    match session {
+        Some((session, cookie)) => {
+            let session = state
                 .refresher
                 .fresh_session(&cookie, session)
                 .await
-                .map_err(|e| refresh_error(e, state))?,
-        ),
-        None => None,
-    };
-    let now = state.now();
-    let token = match state.proxy.token_for(route, session.as_ref(), now).await {
-        Ok(token) => token,
-        Err(ProxyError::Forbidden(reason)) => {
-            let sub = session.as_ref().map(|s| s.data.sub.as_str());
-            security_event(
-                SecurityEvent::AuthorizationDenied,
-                sub,
-                session.as_ref().map(|s| s.store_key.as_str()),
-                Some(&reason),
-            );
-            return Err(ProxyError::Forbidden(reason).into());
+                .map_err(|e| refresh_error(e, state))?;
+            Ok(Some((session, cookie)))
         }
-        Err(e) => return Err(e.into()),
-    };
-
-    let declared_length = declared_length(req);
-    if declared_length.is_some_and(|len| len > route.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge.into());
+        None => Ok(None),
     }
+}
 
-    let url = upstream_url(&route.upstream, rest, req.query_string());
-
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
-        ProxyError::MethodNotAllowed {
-            allow: route.methods.clone(),
-        }
-    })?;
-    let mut request = state.proxy.client_for(route).request(method, url);
-
+/// The headers of the upstream request: the browser's that may cross, the route's injected
+/// secrets, the token, and gatehouse's own (forwarding, request id, trace context).
+fn upstream_headers(
+    req: &HttpRequest,
+    mut request: reqwest::RequestBuilder,
+    state: &AppState,
+    route: &RouteSettings,
+    session: Option<&LoadedSession>,
+    token: Option<&UpstreamToken<'_>>,
+) -> reqwest::RequestBuilder {
     request = copy_request_headers(req, request, &state.settings.csrf.header, Some(route));
     for injected in &route.inject_headers {
         let mut value = reqwest::header::HeaderValue::from_str(injected.value.expose_secret())
@@ -123,7 +214,7 @@ pub async fn forward(
         value.set_sensitive(true);
         request = request.header(injected.name.as_str(), value);
     }
-    if let Some(token) = &token {
+    if let Some(token) = token {
         // One String, moved into the header value (no copy).
         request = request.header(
             AUTHORIZATION,
@@ -131,7 +222,7 @@ pub async fn forward(
         );
     }
     if route.send_user_id_header {
-        if let Some(session) = &session {
+        if let Some(session) = session {
             request = request.header(X_USER_ID, session.data.sub.as_str());
         }
     }
@@ -151,61 +242,87 @@ pub async fn forward(
             request = request.header(TRACESTATE, state.as_str());
         }
     }
+    request
+}
 
-    let too_large = Arc::new(AtomicBool::new(false));
-    if has_body(req) {
-        if let Some(len) = declared_length {
-            request = request.header("content-length", len);
-        }
-        request = request.body(stream_upload(
-            payload,
-            route.max_body_bytes,
-            too_large.clone(),
-        ));
-    }
-
+/// Sends the request and waits (at most the route's timeout) for the response head.
+async fn send(
+    request: reqwest::RequestBuilder,
+    state: &AppState,
+    route: &RouteSettings,
+    upload_too_large: Option<&AtomicBool>,
+) -> Result<reqwest::Response, ApiError> {
     let started = Instant::now();
     let upstream = |outcome| {
         state
             .metrics
             .upstream_request(&route.prefix, outcome, started.elapsed())
     };
-    let response = match tokio::time::timeout(route.timeout, request.send()).await {
+    match tokio::time::timeout(route.timeout, request.send()).await {
         Err(_) => {
             upstream(UpstreamOutcome::Timeout);
-            return Err(ProxyError::UpstreamTimeout.into());
+            Err(ProxyError::UpstreamTimeout.into())
         }
-        Ok(Err(_)) if too_large.load(Ordering::SeqCst) => {
-            return Err(ProxyError::BodyTooLarge.into())
+        Ok(Err(_)) if upload_too_large.is_some_and(|flag| flag.load(Ordering::SeqCst)) => {
+            Err(ProxyError::BodyTooLarge.into())
         }
         Ok(Err(error)) if error.is_timeout() => {
             upstream(UpstreamOutcome::Timeout);
-            return Err(ProxyError::UpstreamTimeout.into());
+            Err(ProxyError::UpstreamTimeout.into())
         }
-        Ok(Err(error)) => {
-            return Err(match tls_failure(&error) {
-                // rustls's text names the failure (unknown issuer, alert), never the URL.
-                Some(tls) => {
-                    upstream(UpstreamOutcome::Tls);
-                    ProxyError::UpstreamTls(tls.to_string())
-                }
-                None => {
-                    upstream(UpstreamOutcome::Unreachable);
-                    ProxyError::UpstreamUnreachable(describe(&error).to_owned())
-                }
+        Ok(Err(error)) => Err(match tls_failure(&error) {
+            // rustls's text names the failure (unknown issuer, alert), never the URL.
+            Some(tls) => {
+                upstream(UpstreamOutcome::Tls);
+                ProxyError::UpstreamTls(tls.to_string())
             }
-            .into());
+            None => {
+                upstream(UpstreamOutcome::Unreachable);
+                ProxyError::UpstreamUnreachable(describe(&error).to_owned())
+            }
         }
+        .into()),
         Ok(Ok(response)) => {
             upstream(UpstreamOutcome::Ok);
-            response
+            Ok(response)
         }
-    };
-    Ok(stream_response(
-        response,
-        route.pass_set_cookie,
-        route.max_duration,
-    ))
+    }
+}
+
+/// A WebSocket's handshake must come from a page of the public origin, exactly.
+fn require_own_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let expected = state.settings.server.public_url.origin().ascii_serialization();
+    let mut origins = req.headers().get_all(actix_web::http::header::ORIGIN);
+    match (origins.next(), origins.next()) {
+        (Some(origin), None) if origin.as_bytes() == expected.as_bytes() => Ok(()),
+        _ => {
+            security_event(
+                SecurityEvent::CsrfRejected,
+                None,
+                None,
+                Some("websocket handshake without this site's Origin"),
+            );
+            Err(ApiError::new(Problem::OriginRejected).detail(format!(
+                "A WebSocket must be opened from a page of {expected}."
+            )))
+        }
+    }
+}
+
+/// Asks the store, at each check of an open socket, whether its session still lives.
+fn session_check(state: web::Data<AppState>, cookie: String) -> websocket::SessionCheck {
+    let cookie = std::rc::Rc::new(cookie);
+    Box::new(move || {
+        let state = state.clone();
+        let cookie = cookie.clone();
+        Box::pin(async move {
+            match state.flows.current_session(Some(&cookie), state.now()).await {
+                Ok(Some(_)) => websocket::SessionState::Live,
+                Ok(None) => websocket::SessionState::Ended,
+                Err(_) => websocket::SessionState::Unknown,
+            }
+        })
+    })
 }
 
 fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {

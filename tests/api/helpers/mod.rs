@@ -8,6 +8,7 @@ pub mod echo;
 pub mod processes;
 pub mod topologies;
 pub mod webdriver;
+pub mod websocket_echo;
 
 use std::collections::BTreeMap;
 use std::io::Write;

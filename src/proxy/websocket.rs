@@ -1,0 +1,285 @@
+//! WebSocket routes: the upstream's handshake answer checked and passed back, then messages
+//! relayed both ways (parsed, not copied as bytes) so that gatehouse can end a socket with a
+//! close frame of its own: 1008 when the session behind it ends, 1001 when it idles.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_web::body::BodyStream;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::forward::{copy_response_headers, read_chunks, CHUNK};
+
+/// How often an open socket asks whether its session still lives: a session ended
+/// anywhere closes its sockets within this (plus one store read).
+pub const SESSION_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long the second side of a socket may take to close after the first did.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// What a socket's periodic check found.
+pub enum SessionState {
+    Live,
+    Ended,
+    /// The store did not answer: the socket stays (an outage never logs anybody out).
+    Unknown,
+}
+
+/// Asks whether the session a socket was opened for still lives (`None`: no session).
+pub type SessionCheck = Box<dyn Fn() -> LocalBoxFuture<'static, SessionState>>;
+
+pub struct TunnelLimits {
+    /// No text or binary message either way for this long closes the socket.
+    pub idle: Duration,
+    /// The socket is closed after this long whatever happens on it.
+    pub max_duration: Option<Duration>,
+    /// The largest message (and frame) relayed, either way.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("the browser's handshake lacks a valid Sec-WebSocket-Key or version 13")]
+    BadRequest,
+    #[error("the upstream's handshake answer is not a valid WebSocket acceptance")]
+    BadUpstreamAnswer,
+    #[error("the upstream's connection could not be taken over")]
+    UpgradeFailed,
+}
+
+/// The browser's `Sec-WebSocket-Key`, checked: 16 bytes in base64, and version 13.
+pub fn browser_key(req: &HttpRequest) -> Result<&str, HandshakeError> {
+    let single = |name| {
+        let mut values = req.headers().get_all(name);
+        match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().ok(),
+            _ => None,
+        }
+    };
+    let key = single("sec-websocket-key").ok_or(HandshakeError::BadRequest)?;
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key)
+        .map_err(|_| HandshakeError::BadRequest)?;
+    if decoded.len() != 16 || single("sec-websocket-version") != Some("13") {
+        return Err(HandshakeError::BadRequest);
+    }
+    Ok(key)
+}
+
+/// The upstream switched protocols: check its answer against the browser's key, answer the
+/// browser with it, and relay messages until one side closes, the session ends, the socket
+/// idles or `limits.max_duration` passes.
+pub async fn tunnel(
+    response: reqwest::Response,
+    payload: web::Payload,
+    key: &str,
+    session: Option<SessionCheck>,
+    limits: TunnelLimits,
+) -> Result<HttpResponse, HandshakeError> {
+    let headers = response.headers();
+    let accepted = headers
+        .get("sec-websocket-accept")
+        .is_some_and(|v| v.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes());
+    // No extension was offered upstream (permessage-deflate is not relayed), so none may be
+    // in the answer: frames would not mean what they say.
+    if !accepted || headers.contains_key("sec-websocket-extensions") {
+        return Err(HandshakeError::BadUpstreamAnswer);
+    }
+    let mut answer = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    answer.upgrade("websocket");
+    copy_response_headers(&mut answer, response.headers(), false);
+    let upgraded = response
+        .upgrade()
+        .await
+        .map_err(|_| HandshakeError::UpgradeFailed)?;
+
+    let config = WebSocketConfig {
+        max_message_size: Some(limits.max_message_bytes),
+        max_frame_size: Some(limits.max_message_bytes),
+        ..WebSocketConfig::default()
+    };
+    let upstream = WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(config)).await;
+
+    // The browser's side as one duplex stream: actix hands over the upgraded connection's
+    // bytes as the payload and sends the 101's body raw. The pipe's bound is the
+    // backpressure: a browser that stops reading stops the relay reading the upstream.
+    let (ours, theirs) = tokio::io::duplex(CHUNK);
+    let (from_relay, mut to_relay) = tokio::io::split(theirs);
+    actix_web::rt::spawn(async move {
+        let mut payload = payload;
+        while let Some(Ok(chunk)) = payload.next().await {
+            if to_relay.write_all(&chunk).await.is_err() {
+                return; // the relay ended
+            }
+        }
+        let _ = to_relay.shutdown().await;
+    });
+    let browser = WebSocketStream::from_raw_socket(ours, Role::Server, Some(config)).await;
+    actix_web::rt::spawn(relay(browser, upstream, session, limits));
+    Ok(answer.body(BodyStream::new(read_chunks(from_relay))))
+}
+
+/// Why gatehouse itself ends a socket.
+#[derive(Clone, Copy)]
+enum Ending {
+    SessionEnded,
+    Idle,
+    MaxDuration,
+}
+
+impl Ending {
+    fn close_frame(self) -> CloseFrame<'static> {
+        let (code, reason) = match self {
+            Ending::SessionEnded => (CloseCode::Policy, "session ended"),
+            Ending::Idle => (CloseCode::Away, "idle"),
+            Ending::MaxDuration => (CloseCode::Away, "maximum duration reached"),
+        };
+        CloseFrame {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Relays both directions, each on its own (a slow reader on one side does not hold up the
+/// other), until either side closes or gatehouse ends the socket.
+async fn relay<B, U>(
+    browser: WebSocketStream<B>,
+    upstream: WebSocketStream<U>,
+    session: Option<SessionCheck>,
+    limits: TunnelLimits,
+) where
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (to_browser, from_browser) = browser.split();
+    let (to_upstream, from_upstream) = upstream.split();
+    let last_message = Rc::new(Cell::new(Instant::now()));
+    let (stop, stopped) = tokio::sync::watch::channel(None::<Ending>);
+    let upward = one_way(from_browser, to_upstream, last_message.clone(), stopped.clone());
+    let downward = one_way(from_upstream, to_browser, last_message.clone(), stopped);
+    let watch = watch_socket(session.as_ref(), &last_message, &limits);
+    tokio::pin!(upward, downward, watch);
+    // When one direction ends (its side closed or failed), the close it passed on should
+    // end the other; a peer that never answers a close is let go after the grace period.
+    tokio::select! {
+        ending = &mut watch => {
+            let _ = stop.send(Some(ending));
+            let both = futures_util::future::join(&mut upward, &mut downward);
+            let _ = tokio::time::timeout(CLOSE_GRACE, both).await;
+        }
+        _ = &mut upward => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut downward).await;
+        }
+        _ = &mut downward => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut upward).await;
+        }
+    }
+}
+
+/// Waits until gatehouse should end the socket, and says why.
+async fn watch_socket(
+    session: Option<&SessionCheck>,
+    last_message: &Cell<Instant>,
+    limits: &TunnelLimits,
+) -> Ending {
+    let opened = Instant::now();
+    let mut next_check = opened + SESSION_CHECK_INTERVAL;
+    loop {
+        let idle_at = last_message.get() + limits.idle;
+        let mut wake = idle_at.min(next_check);
+        if let Some(max) = limits.max_duration {
+            wake = wake.min(opened + max);
+        }
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        if limits.max_duration.is_some_and(|max| now >= opened + max) {
+            return Ending::MaxDuration;
+        }
+        if now >= last_message.get() + limits.idle {
+            return Ending::Idle;
+        }
+        if now >= next_check {
+            if let Some(check) = session {
+                if let SessionState::Ended = check().await {
+                    return Ending::SessionEnded;
+                }
+            }
+            next_check = Instant::now() + SESSION_CHECK_INTERVAL;
+        }
+    }
+}
+
+/// Relays the messages of one direction until its source closes or fails, or gatehouse ends
+/// the socket (then `sink` gets gatehouse's close frame).
+async fn one_way<S, K>(
+    mut source: S,
+    mut sink: K,
+    last_message: Rc<Cell<Instant>>,
+    mut stopped: tokio::sync::watch::Receiver<Option<Ending>>,
+) where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    K: futures_util::Sink<Message> + Unpin,
+{
+    loop {
+        let message = tokio::select! {
+            message = source.next() => message,
+            _ = stopped.changed() => {
+                let ending = *stopped.borrow();
+                if let Some(ending) = ending {
+                    let _ = sink.send(Message::Close(Some(ending.close_frame()))).await;
+                }
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        match message {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                last_message.set(Instant::now());
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            // Each side answers its own pings (the library does); they are not relayed.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                // The other side learns why (codes gatehouse may not send are replaced).
+                let frame = frame.map(|f| CloseFrame {
+                    code: relayable(f.code),
+                    reason: f.reason,
+                });
+                let _ = sink.send(Message::Close(frame)).await;
+                let _ = sink.close().await;
+                return;
+            }
+            Some(Err(_)) | None => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "peer went away".into(),
+                    })))
+                    .await;
+                let _ = sink.close().await;
+                return;
+            }
+        }
+    }
+}
+
+/// A received close code as one that may be sent on: the reserved ones (1005, 1006, 1015)
+/// never appear in a frame.
+fn relayable(code: CloseCode) -> CloseCode {
+    match code {
+        CloseCode::Status | CloseCode::Abnormal | CloseCode::Tls => CloseCode::Away,
+        other => other,
+    }
+}

@@ -1,0 +1,114 @@
+//! A WebSocket upstream for the API routes' tests: it echoes every text and binary message,
+//! and records each handshake's path and headers and each close frame it receives.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub path: String,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Handshake {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    handshakes: Vec<Handshake>,
+    /// The close code of each close frame received (`None`: a close without a code).
+    closes: Vec<Option<u16>>,
+}
+
+pub struct WebSocketEcho {
+    pub base: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl WebSocketEcho {
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.seen.lock().expect("lock").handshakes.clone()
+    }
+
+    pub fn closes(&self) -> Vec<Option<u16>> {
+        self.seen.lock().expect("lock").closes.clone()
+    }
+}
+
+/// Listens on loopback; the path `/refuse` answers the handshake with 403.
+pub async fn spawn_websocket_echo() -> WebSocketEcho {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let recorder = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, recorder.clone()));
+        }
+    });
+    WebSocketEcho { base, seen }
+}
+
+async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
+    let recorder = seen.clone();
+    #[allow(clippy::result_large_err)] // the error type is tungstenite's, not ours
+    let callback = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        let handshake = Handshake {
+            path: request.uri().to_string(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        };
+        let refuse = handshake.path.starts_with("/refuse");
+        recorder.lock().expect("lock").handshakes.push(handshake);
+        if refuse {
+            let mut refusal = ErrorResponse::new(Some("refused by the upstream".to_owned()));
+            *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+            return Err(refusal);
+        }
+        Ok(response)
+    };
+    let config = WebSocketConfig {
+        max_message_size: Some(8 << 20),
+        max_frame_size: Some(8 << 20),
+        ..WebSocketConfig::default()
+    };
+    let Ok(mut socket) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
+        return;
+    };
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Message::Close(frame) => {
+                let code = frame.map(|f| u16::from(f.code));
+                seen.lock().expect("lock").closes.push(code);
+            }
+            _ => {}
+        }
+    }
+}

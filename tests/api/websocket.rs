@@ -1,0 +1,381 @@
+//! WebSocket routes (issue 14): the handshake needs this site's Origin and the route's
+//! session, the upstream gets the token, messages cross both ways, and gatehouse closes the
+//! socket itself when the session ends (1008) or the socket idles (1001).
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::echo::{echoed_header, spawn_echo};
+use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
+use crate::helpers::processes::RedisServer;
+use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
+async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {
+    let http_echo = spawn_echo().await;
+    spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n{extra}\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            ws.base, http_echo.base
+        ),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+async fn open(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("ws://127.0.0.1:{}{path}", app.port)
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert("origin", app.base.parse().expect("origin"));
+    // Offered, and never passed on: the relay parses frames.
+    headers.insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits".parse().expect("value"),
+    );
+    if let Some(cookie) = cookie {
+        let value = format!("{}={cookie}", app.cookie_name());
+        headers.insert("cookie", value.parse().expect("cookie"));
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+async fn next_message(socket: &mut Socket) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("a message in time")
+        .expect("the socket is open")
+        .expect("a valid frame")
+}
+
+/// Waits for the close frame gatehouse sends, and says when it came.
+async fn close_code(socket: &mut Socket, within: Duration) -> (Option<CloseCode>, Duration) {
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(within, socket.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (frame.map(|f| f.code), started.elapsed())
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+
+    let mut socket = open(&app, "/ws/live?room=7", Some(&cookie))
+        .await
+        .expect("the handshake succeeds");
+    socket
+        .send(Message::Text("hello".into()))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::Text("hello".into()));
+    let megabyte: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    socket
+        .send(Message::Binary(megabyte.clone()))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_message(&mut socket).await,
+        Message::Binary(megabyte),
+        "a 1 MB binary message crosses both ways intact"
+    );
+    let long_text = "ü".repeat(300_000);
+    socket
+        .send(Message::Text(long_text.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::Text(long_text));
+
+    // The same bearer token a proxied HTTP call carries.
+    let echoed = browser.api_get("/api/whoami").await;
+    assert_eq!(echoed.status, 200, "{}", echoed.body);
+    let bearer = echoed_header(&echoed.json(), "authorization")[0].to_owned();
+    assert!(bearer.starts_with("Bearer "), "{bearer}");
+    let handshake = ws.handshakes().pop().expect("the upstream saw the handshake");
+    assert_eq!(handshake.path, "/socket/live?room=7");
+    assert_eq!(handshake.header("authorization"), Some(bearer.as_str()));
+    assert_eq!(handshake.header("cookie"), None, "no cookie upstream");
+    assert_eq!(
+        handshake.header("sec-websocket-extensions"),
+        None,
+        "no extension is offered upstream"
+    );
+
+    // The browser's close, with its code, reaches the upstream.
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Library(4001),
+            reason: "done".into(),
+        }))
+        .await
+        .expect("close");
+    wait_for(|| ws.closes().contains(&Some(4001))).await;
+}
+
+#[tokio::test]
+async fn a_handshake_without_this_sites_origin_or_a_session_is_refused() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = format!(
+        "{}={}",
+        app.cookie_name(),
+        browser.session_cookie().expect("session")
+    );
+    let port = app.port;
+    let own = app.base.clone();
+    let origins: Vec<Vec<String>> = vec![
+        vec![],
+        vec!["null".into()],
+        vec![format!("http://127.0.0.1:{}", port + 1)],
+        vec![format!("http://localhost:{port}")],
+        vec![format!("HTTP://127.0.0.1:{port}")],
+        vec![format!("{own}/")],
+        vec![format!("https://127.0.0.1:{port}")],
+        vec![format!("{own}.evil.example")],
+        vec![format!("{own}@evil.example")],
+        vec![format!("http://evil.example#{own}")],
+        vec![own.replace("127.0.0.1", "127.000.000.001")],
+        vec![own.replace("127.0.0.1", "%31%32%37.0.0.1")],
+        vec![own.clone(), "http://evil.example".into()],
+        vec!["http://evil.example".into(), own.clone()],
+    ];
+    for origin in &origins {
+        let (status, head) = handshake(port, origin, Some(&cookie), VALID_KEY).await;
+        assert_eq!(status, 403, "Origin {origin:?}: {head}");
+        assert!(head.contains("origin-rejected"), "{head}");
+    }
+    // Origin spelled as an old draft's header is not Origin.
+    let (status, _) = raw(
+        port,
+        &upgrade_request(
+            &format!("Sec-WebSocket-Origin: {own}\r\nCookie: {cookie}\r\n"),
+            VALID_KEY,
+        ),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(ws.handshakes().is_empty(), "no refused handshake reached the upstream");
+
+    // This site's Origin, but no session: 401, as for any user-token route.
+    let (status, head) = handshake(port, &[own.clone()], None, VALID_KEY).await;
+    assert_eq!(status, 401, "{head}");
+    let (status, _) = handshake(port, &[own.clone()], Some(&format!("{}=forged.value", app.cookie_name())), VALID_KEY).await;
+    assert_eq!(status, 401);
+    // A handshake that is not one: a key of the wrong length.
+    let (status, head) = handshake(port, &[own.clone()], Some(&cookie), "c2hvcnQ=").await;
+    assert_eq!(status, 400, "{head}");
+    assert!(ws.handshakes().is_empty());
+
+    // With both, the upgrade happens.
+    let (status, head) = handshake(port, &[own.clone()], Some(&cookie), VALID_KEY).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "the upstream's answer to the browser's key: {head}"
+    );
+
+    // A plain request to the same route still needs the anti-forgery header.
+    let plain = browser
+        .request(reqwest::Method::GET, "/ws/live", &[], None)
+        .await;
+    assert_eq!(plain.status, 401, "{}", plain.body);
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_the_handshake_is_passed_on() {
+    let ws = spawn_websocket_echo().await;
+    let refusing = format!(
+        "[[routes]]\nprefix = \"/refused\"\nupstream = \"{}/refuse\"\nwebsocket = true\n",
+        ws.base
+    );
+    let app = app_with_socket_route(&ws, &refusing).await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+    match open(&app, "/refused/x", Some(&cookie)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected the upstream's 403, got {other:?}"),
+    }
+    assert_eq!(ws.handshakes().len(), 1, "the upstream was asked");
+}
+
+#[tokio::test]
+async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+    let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
+    socket.send(Message::Text("hi".into())).await.expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::Text("hi".into()));
+
+    let logout = browser
+        .request(reqwest::Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, 200, "{}", logout.body);
+    let (code, after) = close_code(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(CloseCode::Policy), "closed with 1008");
+    assert!(after < Duration::from_secs(5), "closed {after:?} after the logout");
+    // The upstream is told too.
+    wait_for(|| ws.closes().contains(&Some(1008))).await;
+}
+
+#[tokio::test]
+async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "websocket_idle_secs = 1").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+
+    let mut busy = open(&app, "/ws/busy", Some(&cookie)).await.expect("open");
+    let mut idle = open(&app, "/ws/idle", Some(&cookie)).await.expect("open");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        busy.send(Message::Text("tick".into())).await.expect("send");
+        assert_eq!(next_message(&mut busy).await, Message::Text("tick".into()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, _) = close_code(&mut idle, Duration::from_secs(1)).await;
+    assert_eq!(code, Some(CloseCode::Away), "the idle socket closed with 1001");
+    busy.send(Message::Text("still here".into()))
+        .await
+        .expect("the busy socket is open");
+    assert_eq!(
+        next_message(&mut busy).await,
+        Message::Text("still here".into())
+    );
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The example key of RFC 6455 (its accept value is `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`).
+const VALID_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+fn upgrade_request(extra_headers: &str, key: &str) -> String {
+    format!(
+        "GET /ws/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra_headers}\r\n"
+    )
+}
+
+/// An upgrade request over raw TCP, with exactly these Origin headers (none for `[]`).
+async fn handshake(port: u16, origins: &[String], cookie: Option<&str>, key: &str) -> (u16, String) {
+    let mut extra = String::new();
+    for origin in origins {
+        extra.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    if let Some(cookie) = cookie {
+        extra.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    raw(port, &upgrade_request(&extra, key)).await
+}
+
+/// Sends `request` and reads the answer's head (and what came with it).
+async fn raw(port: u16, request: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    // A little more for the body of a problem answer.
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+        received.extend_from_slice(&buffer[..n]);
+    }
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_redis_outage_leaves_open_sockets_open() {
+    let ws = spawn_websocket_echo().await;
+    let redis = RedisServer::start();
+    let app = spawn_app_with(AppOptions {
+        redis_url: Some(redis.url()),
+        redis_toml: "connect_timeout_ms = 300\nresponse_timeout_ms = 300".into(),
+        extra_toml: format!(
+            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n",
+            ws.base
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+    let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
+
+    // Several session checks fail to reach Redis: none of them ends the socket.
+    redis.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    socket
+        .send(Message::Text("during".into()))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::Text("during".into()));
+    redis.resume();
+
+    // And the checks still work afterwards.
+    let logout = browser
+        .request(reqwest::Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .await;
+    assert_eq!(logout.status, 200, "{}", logout.body);
+    let (code, _) = close_code(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(CloseCode::Policy));
+}
