@@ -561,7 +561,11 @@ mod tests {
         };
         let settings = load(Some(&with_route("websocket = true")), secret.clone()).expect("valid");
         let idle = settings.routes[0].websocket.map(|ws| ws.idle);
-        assert_eq!(idle, Some(Duration::from_secs(300)), "the default idle limit");
+        assert_eq!(
+            idle,
+            Some(Duration::from_secs(300)),
+            "the default idle limit"
+        );
         let settings = load(Some(&with_route("")), secret.clone()).expect("valid");
         assert!(settings.routes[0].websocket.is_none());
 

@@ -165,7 +165,12 @@ async fn relay<B, U>(
     let (to_upstream, from_upstream) = upstream.split();
     let last_message = Rc::new(Cell::new(Instant::now()));
     let (stop, stopped) = tokio::sync::watch::channel(None::<Ending>);
-    let upward = one_way(from_browser, to_upstream, last_message.clone(), stopped.clone());
+    let upward = one_way(
+        from_browser,
+        to_upstream,
+        last_message.clone(),
+        stopped.clone(),
+    );
     let downward = one_way(from_upstream, to_browser, last_message.clone(), stopped);
     let watch = watch_socket(session.as_ref(), &last_message, &limits);
     tokio::pin!(upward, downward, watch);

@@ -20,8 +20,8 @@ use crate::proxy::forward::{
 };
 use crate::proxy::routes::upstream_url;
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
-use crate::session::LoadedSession;
 use crate::ratelimit::{LimitName, Subject};
+use crate::session::LoadedSession;
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::tls::tls_failure;
 use crate::trace_context::TraceContext;
@@ -105,7 +105,11 @@ pub async fn forward(
         };
         let response = send(request, state, route, None).await?;
         if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(stream_response(response, route.pass_set_cookie, route.max_duration));
+            return Ok(stream_response(
+                response,
+                route.pass_set_cookie,
+                route.max_duration,
+            ));
         }
         let settings = route.websocket.expect("a WebSocket route");
         let limits = websocket::TunnelLimits {
@@ -291,7 +295,12 @@ async fn send(
 
 /// A WebSocket's handshake must come from a page of the public origin, exactly.
 fn require_own_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let expected = state.settings.server.public_url.origin().ascii_serialization();
+    let expected = state
+        .settings
+        .server
+        .public_url
+        .origin()
+        .ascii_serialization();
     let mut origins = req.headers().get_all(actix_web::http::header::ORIGIN);
     match (origins.next(), origins.next()) {
         (Some(origin), None) if origin.as_bytes() == expected.as_bytes() => Ok(()),
@@ -316,7 +325,11 @@ fn session_check(state: web::Data<AppState>, cookie: String) -> websocket::Sessi
         let state = state.clone();
         let cookie = cookie.clone();
         Box::pin(async move {
-            match state.flows.current_session(Some(&cookie), state.now()).await {
+            match state
+                .flows
+                .current_session(Some(&cookie), state.now())
+                .await
+            {
                 Ok(Some(_)) => websocket::SessionState::Live,
                 Ok(None) => websocket::SessionState::Ended,
                 Err(_) => websocket::SessionState::Unknown,
@@ -339,4 +352,3 @@ fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
         RefreshError::Session(e) => e.into(),
     }
 }
-

@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::echo::{echoed_header, spawn_echo};
-use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
 use crate::helpers::processes::RedisServer;
+use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
 use crate::helpers::{spawn_app_with, AppOptions, TestApp};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -46,7 +46,9 @@ async fn open(
     // Offered, and never passed on: the relay parses frames.
     headers.insert(
         "sec-websocket-extensions",
-        "permessage-deflate; client_max_window_bits".parse().expect("value"),
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .expect("value"),
     );
     if let Some(cookie) = cookie {
         let value = format!("{}={cookie}", app.cookie_name());
@@ -95,7 +97,10 @@ async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
         .send(Message::Text("hello".into()))
         .await
         .expect("send");
-    assert_eq!(next_message(&mut socket).await, Message::Text("hello".into()));
+    assert_eq!(
+        next_message(&mut socket).await,
+        Message::Text("hello".into())
+    );
     let megabyte: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
     socket
         .send(Message::Binary(megabyte.clone()))
@@ -118,7 +123,10 @@ async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
     assert_eq!(echoed.status, 200, "{}", echoed.body);
     let bearer = echoed_header(&echoed.json(), "authorization")[0].to_owned();
     assert!(bearer.starts_with("Bearer "), "{bearer}");
-    let handshake = ws.handshakes().pop().expect("the upstream saw the handshake");
+    let handshake = ws
+        .handshakes()
+        .pop()
+        .expect("the upstream saw the handshake");
     assert_eq!(handshake.path, "/socket/live?room=7");
     assert_eq!(handshake.header("authorization"), Some(bearer.as_str()));
     assert_eq!(handshake.header("cookie"), None, "no cookie upstream");
@@ -183,20 +191,31 @@ async fn a_handshake_without_this_sites_origin_or_a_session_is_refused() {
     )
     .await;
     assert_eq!(status, 403);
-    assert!(ws.handshakes().is_empty(), "no refused handshake reached the upstream");
+    assert!(
+        ws.handshakes().is_empty(),
+        "no refused handshake reached the upstream"
+    );
 
     // This site's Origin, but no session: 401, as for any user-token route.
-    let (status, head) = handshake(port, &[own.clone()], None, VALID_KEY).await;
+    let (status, head) = handshake(port, std::slice::from_ref(&own), None, VALID_KEY).await;
     assert_eq!(status, 401, "{head}");
-    let (status, _) = handshake(port, &[own.clone()], Some(&format!("{}=forged.value", app.cookie_name())), VALID_KEY).await;
+    let (status, _) = handshake(
+        port,
+        std::slice::from_ref(&own),
+        Some(&format!("{}=forged.value", app.cookie_name())),
+        VALID_KEY,
+    )
+    .await;
     assert_eq!(status, 401);
     // A handshake that is not one: a key of the wrong length.
-    let (status, head) = handshake(port, &[own.clone()], Some(&cookie), "c2hvcnQ=").await;
+    let (status, head) =
+        handshake(port, std::slice::from_ref(&own), Some(&cookie), "c2hvcnQ=").await;
     assert_eq!(status, 400, "{head}");
     assert!(ws.handshakes().is_empty());
 
     // With both, the upgrade happens.
-    let (status, head) = handshake(port, &[own.clone()], Some(&cookie), VALID_KEY).await;
+    let (status, head) =
+        handshake(port, std::slice::from_ref(&own), Some(&cookie), VALID_KEY).await;
     assert_eq!(status, 101, "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -243,12 +262,20 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
     assert_eq!(next_message(&mut socket).await, Message::Text("hi".into()));
 
     let logout = browser
-        .request(reqwest::Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .request(
+            reqwest::Method::POST,
+            "/auth/logout",
+            &[("x-csrf", "1")],
+            None,
+        )
         .await;
     assert_eq!(logout.status, 200, "{}", logout.body);
     let (code, after) = close_code(&mut socket, Duration::from_secs(10)).await;
     assert_eq!(code, Some(CloseCode::Policy), "closed with 1008");
-    assert!(after < Duration::from_secs(5), "closed {after:?} after the logout");
+    assert!(
+        after < Duration::from_secs(5),
+        "closed {after:?} after the logout"
+    );
     // The upstream is told too.
     wait_for(|| ws.closes().contains(&Some(1008))).await;
 }
@@ -270,7 +297,11 @@ async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (code, _) = close_code(&mut idle, Duration::from_secs(1)).await;
-    assert_eq!(code, Some(CloseCode::Away), "the idle socket closed with 1001");
+    assert_eq!(
+        code,
+        Some(CloseCode::Away),
+        "the idle socket closed with 1001"
+    );
     busy.send(Message::Text("still here".into()))
         .await
         .expect("the busy socket is open");
@@ -302,7 +333,12 @@ fn upgrade_request(extra_headers: &str, key: &str) -> String {
 }
 
 /// An upgrade request over raw TCP, with exactly these Origin headers (none for `[]`).
-async fn handshake(port: u16, origins: &[String], cookie: Option<&str>, key: &str) -> (u16, String) {
+async fn handshake(
+    port: u16,
+    origins: &[String],
+    cookie: Option<&str>,
+    key: &str,
+) -> (u16, String) {
     let mut extra = String::new();
     for origin in origins {
         extra.push_str(&format!("Origin: {origin}\r\n"));
@@ -330,7 +366,9 @@ async fn raw(port: u16, request: &str) -> (u16, String) {
         }
     }
     // A little more for the body of a problem answer.
-    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+    if let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await
+    {
         received.extend_from_slice(&buffer[..n]);
     }
     let text = String::from_utf8_lossy(&received).into_owned();
@@ -368,12 +406,20 @@ async fn a_redis_outage_leaves_open_sockets_open() {
         .send(Message::Text("during".into()))
         .await
         .expect("send");
-    assert_eq!(next_message(&mut socket).await, Message::Text("during".into()));
+    assert_eq!(
+        next_message(&mut socket).await,
+        Message::Text("during".into())
+    );
     redis.resume();
 
     // And the checks still work afterwards.
     let logout = browser
-        .request(reqwest::Method::POST, "/auth/logout", &[("x-csrf", "1")], None)
+        .request(
+            reqwest::Method::POST,
+            "/auth/logout",
+            &[("x-csrf", "1")],
+            None,
+        )
         .await;
     assert_eq!(logout.status, 200, "{}", logout.body);
     let (code, _) = close_code(&mut socket, Duration::from_secs(10)).await;

@@ -64,29 +64,30 @@ pub async fn spawn_websocket_echo() -> WebSocketEcho {
 async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
     let recorder = seen.clone();
     #[allow(clippy::result_large_err)] // the error type is tungstenite's, not ours
-    let callback = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        let handshake = Handshake {
-            path: request.uri().to_string(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+    let callback =
+        move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            let handshake = Handshake {
+                path: request.uri().to_string(),
+                headers: request
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+            };
+            let refuse = handshake.path.starts_with("/refuse");
+            recorder.lock().expect("lock").handshakes.push(handshake);
+            if refuse {
+                let mut refusal = ErrorResponse::new(Some("refused by the upstream".to_owned()));
+                *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+                return Err(refusal);
+            }
+            Ok(response)
         };
-        let refuse = handshake.path.starts_with("/refuse");
-        recorder.lock().expect("lock").handshakes.push(handshake);
-        if refuse {
-            let mut refusal = ErrorResponse::new(Some("refused by the upstream".to_owned()));
-            *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
-            return Err(refusal);
-        }
-        Ok(response)
-    };
     let config = WebSocketConfig {
         max_message_size: Some(8 << 20),
         max_frame_size: Some(8 << 20),
@@ -98,17 +99,13 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
         return;
     };
     while let Some(Ok(message)) = socket.next().await {
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                if socket.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(frame) => {
-                let code = frame.map(|f| u16::from(f.code));
-                seen.lock().expect("lock").closes.push(code);
-            }
-            _ => {}
+        if let Message::Close(frame) = &message {
+            let code = frame.as_ref().map(|f| u16::from(f.code));
+            seen.lock().expect("lock").closes.push(code);
+        }
+        let echoed = matches!(message, Message::Text(_) | Message::Binary(_));
+        if echoed && socket.send(message).await.is_err() {
+            return;
         }
     }
 }
