@@ -149,6 +149,8 @@ struct Inner {
     rate_limited: Family<Labels<1>, Counter>,
     store_duration: HistogramFamily<1>,
     store_errors: Family<Labels<1>, Counter>,
+    websockets_open: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
+    websockets_closed: Family<Labels<2>, Counter>,
     /// Configured names (route prefixes, provider names), shared by every series that uses
     /// them. A name not in here is reported as `unknown`.
     names: HashMap<String, Arc<str>>,
@@ -241,6 +243,19 @@ impl Metrics {
             "Session store operations that failed, by operation",
             store_errors.clone(),
         );
+        let websockets_open =
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "gatehouse_websockets_open",
+            "WebSockets open through API routes, by route",
+            websockets_open.clone(),
+        );
+        let websockets_closed = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "gatehouse_websockets_closed",
+            "WebSockets closed, by route and why (peer, session_ended, idle, max_duration)",
+            websockets_closed.clone(),
+        );
         registry.register(
             "gatehouse_build_info",
             "The running version (always 1)",
@@ -270,6 +285,8 @@ impl Metrics {
             rate_limited,
             store_duration,
             store_errors,
+            websockets_open,
+            websockets_closed,
             names,
         }))
     }
@@ -326,6 +343,27 @@ impl Metrics {
                 ("outcome", Text::Static(outcome.label())),
             ])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn websocket_opened(&self, route: &str) {
+        self.0
+            .websockets_open
+            .get_or_create(&[("route", self.name(route))])
+            .inc();
+    }
+
+    pub fn websocket_closed(&self, route: &str, reason: &'static str) {
+        self.0
+            .websockets_open
+            .get_or_create(&[("route", self.name(route))])
+            .dec();
+        self.0
+            .websockets_closed
+            .get_or_create(&[
+                ("route", self.name(route)),
+                ("reason", Text::Static(reason)),
+            ])
+            .inc();
     }
 
     /// `provider`: `None` when the failure came before the login state said which.

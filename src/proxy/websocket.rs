@@ -38,6 +38,12 @@ pub enum SessionState {
 /// Asks whether the session a socket was opened for still lives (`None`: no session).
 pub type SessionCheck = Box<dyn Fn() -> LocalBoxFuture<'static, SessionState>>;
 
+/// Counts the socket in the metrics: open now, and closed with a reason when it ends.
+pub struct SocketMetrics {
+    pub metrics: crate::metrics::Metrics,
+    pub route: String,
+}
+
 pub struct TunnelLimits {
     /// No text or binary message either way for this long closes the socket.
     pub idle: Duration,
@@ -84,6 +90,7 @@ pub async fn tunnel(
     key: &str,
     session: Option<SessionCheck>,
     limits: TunnelLimits,
+    counted: SocketMetrics,
 ) -> Result<HttpResponse, HandshakeError> {
     let headers = response.headers();
     let accepted = headers
@@ -124,7 +131,11 @@ pub async fn tunnel(
         let _ = to_relay.shutdown().await;
     });
     let browser = WebSocketStream::from_raw_socket(ours, Role::Server, Some(config)).await;
-    actix_web::rt::spawn(relay(browser, upstream, session, limits));
+    counted.metrics.websocket_opened(&counted.route);
+    actix_web::rt::spawn(async move {
+        let reason = relay(browser, upstream, session, limits).await;
+        counted.metrics.websocket_closed(&counted.route, reason);
+    });
     Ok(answer.body(BodyStream::new(read_chunks(from_relay))))
 }
 
@@ -137,6 +148,14 @@ enum Ending {
 }
 
 impl Ending {
+    fn label(self) -> &'static str {
+        match self {
+            Ending::SessionEnded => "session_ended",
+            Ending::Idle => "idle",
+            Ending::MaxDuration => "max_duration",
+        }
+    }
+
     fn close_frame(self) -> CloseFrame<'static> {
         let (code, reason) = match self {
             Ending::SessionEnded => (CloseCode::Policy, "session ended"),
@@ -151,13 +170,14 @@ impl Ending {
 }
 
 /// Relays both directions, each on its own (a slow reader on one side does not hold up the
-/// other), until either side closes or gatehouse ends the socket.
+/// other), until either side closes or gatehouse ends the socket. Returns why it ended.
 async fn relay<B, U>(
     browser: WebSocketStream<B>,
     upstream: WebSocketStream<U>,
     session: Option<SessionCheck>,
     limits: TunnelLimits,
-) where
+) -> &'static str
+where
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -181,12 +201,15 @@ async fn relay<B, U>(
             let _ = stop.send(Some(ending));
             let both = futures_util::future::join(&mut upward, &mut downward);
             let _ = tokio::time::timeout(CLOSE_GRACE, both).await;
+            ending.label()
         }
         _ = &mut upward => {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut downward).await;
+            "peer"
         }
         _ = &mut downward => {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut upward).await;
+            "peer"
         }
     }
 }

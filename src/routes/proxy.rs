@@ -118,7 +118,11 @@ pub async fn forward(
             max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
         };
         let check = caller.map(|(_, cookie)| session_check(state.clone(), cookie));
-        return websocket::tunnel(response, payload, key, check, limits)
+        let counted = websocket::SocketMetrics {
+            metrics: state.metrics.clone(),
+            route: route.prefix.clone(),
+        };
+        return websocket::tunnel(response, payload, key, check, limits, counted)
             .await
             .map_err(|e| {
                 ApiError::new(Problem::UpstreamUnreachable)

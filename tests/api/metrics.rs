@@ -29,7 +29,7 @@ fn admin(app: &TestApp) -> &str {
 }
 
 /// Scrapes `/metrics` as Prometheus does without OpenMetrics, and parses it.
-async fn scrape(app: &TestApp) -> Scrape {
+pub async fn scrape(app: &TestApp) -> Scrape {
     let response = app
         .http
         .get(format!("{}/metrics", admin(app)))
@@ -48,7 +48,7 @@ async fn scrape(app: &TestApp) -> Scrape {
 
 /// The value of the one sample of `metric` whose labels include `labels` (0 when none);
 /// a histogram's sample count.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<f64> = scrape
         .samples
         .iter()

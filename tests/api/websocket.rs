@@ -16,11 +16,20 @@ use crate::helpers::echo::{echoed_header, spawn_echo};
 use crate::helpers::processes::RedisServer;
 use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
 use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::metrics::{scrape, value};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
 async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {
+    app_with_socket_route_and(ws, extra, AppOptions::default()).await
+}
+
+async fn app_with_socket_route_and(
+    ws: &WebSocketEcho,
+    extra: &str,
+    options: AppOptions<'_>,
+) -> TestApp {
     let http_echo = spawn_echo().await;
     spawn_app_with(AppOptions {
         extra_toml: format!(
@@ -28,7 +37,7 @@ async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {
              [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
             ws.base, http_echo.base
         ),
-        ..AppOptions::default()
+        ..options
     })
     .await
 }
@@ -253,13 +262,19 @@ async fn an_upstream_refusing_the_handshake_is_passed_on() {
 #[tokio::test]
 async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "").await;
+    let with_admin = AppOptions {
+        admin: true,
+        ..AppOptions::default()
+    };
+    let app = app_with_socket_route_and(&ws, "", with_admin).await;
+    let open_sockets = |scrape| value(&scrape, "gatehouse_websockets_open", &[("route", "/ws")]);
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("session");
     let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
     socket.send(Message::Text("hi".into())).await.expect("send");
     assert_eq!(next_message(&mut socket).await, Message::Text("hi".into()));
+    assert_eq!(open_sockets(scrape(&app).await), 1.0);
 
     let logout = browser
         .request(
@@ -278,6 +293,13 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
     );
     // The upstream is told too.
     wait_for(|| ws.closes().contains(&Some(1008))).await;
+    let after = scrape(&app).await;
+    assert_eq!(open_sockets(after.clone()), 0.0);
+    let closed = [("route", "/ws"), ("reason", "session_ended")];
+    assert_eq!(
+        value(&after, "gatehouse_websockets_closed_total", &closed),
+        1.0
+    );
 }
 
 #[tokio::test]
