@@ -33,6 +33,9 @@ use super::random_name;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a topology may take to settle (cluster join, sentinel discovery).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Moving a third of the slots key by key takes about 10 s on a quiet machine and over 30 s
+/// on a busy one; this only bounds a move that hangs.
+const RESHARD_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------------------
@@ -465,7 +468,7 @@ impl RedisCluster {
         let (status, output) = run_tool(
             reshard,
             &self.dir.join(format!("reshard-{from}-{to}.log")),
-            SETTLE_TIMEOUT,
+            RESHARD_TIMEOUT,
         );
         if !status.is_some_and(|s| s.success()) {
             panic!(
