@@ -447,3 +447,42 @@ async fn a_redis_outage_leaves_open_sockets_open() {
     let (code, _) = close_code(&mut socket, Duration::from_secs(10)).await;
     assert_eq!(code, Some(CloseCode::Policy));
 }
+
+#[tokio::test]
+async fn a_browser_that_stops_reading_stops_the_upstream_not_gatehouses_memory() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "").await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+    let mut socket = open(&app, "/ws/flood", Some(&cookie)).await.expect("open");
+
+    // The page reads one message, then nothing for two seconds: the upstream can only get
+    // as far as the sockets' buffers and the relay's window take it.
+    assert!(matches!(
+        next_message(&mut socket).await,
+        Message::Binary(_)
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = ws.flooded_bytes();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = ws.flooded_bytes();
+    assert!(
+        later - stalled < 1 << 20,
+        "the upstream is held back while the browser does not read: {stalled} then {later}"
+    );
+    assert!(
+        stalled < 64 << 20,
+        "at most the buffers on the way, not the {} MiB a relay without backpressure takes",
+        stalled >> 20
+    );
+
+    // Reading again lets it go on.
+    for _ in 0..(stalled / (64 * 1024) + 50) {
+        assert!(matches!(
+            next_message(&mut socket).await,
+            Message::Binary(_)
+        ));
+    }
+    assert!(ws.flooded_bytes() > stalled, "the upstream sends again");
+}

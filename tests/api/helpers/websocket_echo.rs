@@ -27,6 +27,8 @@ impl Handshake {
 
 #[derive(Default)]
 struct Seen {
+    /// Bytes `/flood` has handed to its socket so far.
+    flooded: u64,
     handshakes: Vec<Handshake>,
     /// The close code of each close frame received (`None`: a close without a code).
     closes: Vec<Option<u16>>,
@@ -45,9 +47,14 @@ impl WebSocketEcho {
     pub fn closes(&self) -> Vec<Option<u16>> {
         self.seen.lock().expect("lock").closes.clone()
     }
+
+    pub fn flooded_bytes(&self) -> u64 {
+        self.seen.lock().expect("lock").flooded
+    }
 }
 
-/// Listens on loopback; the path `/refuse` answers the handshake with 403.
+/// Listens on loopback; the path `/refuse` answers the handshake with 403, and `/flood`
+/// sends 64 KiB binary messages as fast as its socket takes them, reading nothing.
 pub async fn spawn_websocket_echo() -> WebSocketEcho {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -79,7 +86,7 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
                     })
                     .collect(),
             };
-            let refuse = handshake.path.starts_with("/refuse");
+            let refuse = handshake.path.contains("/refuse");
             recorder.lock().expect("lock").handshakes.push(handshake);
             if refuse {
                 let mut refusal = ErrorResponse::new(Some("refused by the upstream".to_owned()));
@@ -98,6 +105,19 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
     else {
         return;
     };
+    let flood = seen
+        .lock()
+        .expect("lock")
+        .handshakes
+        .last()
+        .is_some_and(|h| h.path.contains("/flood"));
+    if flood {
+        let message = vec![7u8; 64 * 1024];
+        while socket.send(Message::Binary(message.clone())).await.is_ok() {
+            seen.lock().expect("lock").flooded += message.len() as u64;
+        }
+        return;
+    }
     while let Some(Ok(message)) = socket.next().await {
         if let Message::Close(frame) = &message {
             let code = frame.as_ref().map(|f| u16::from(f.code));
