@@ -12,10 +12,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::echo::{echoed_header, spawn_echo};
+use crate::helpers::echo::{echoed_header, spawn_echo, status_of};
 use crate::helpers::processes::RedisServer;
 use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
 use crate::metrics::{scrape, value};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -40,6 +40,27 @@ async fn app_with_socket_route_and(
         ..options
     })
     .await
+}
+
+/// alice's browser, logged in, and her session cookie.
+async fn alice(app: &TestApp) -> (Browser<'_>, String) {
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("session");
+    (browser, cookie)
+}
+
+/// A logout in another request (another tab of the same browser).
+async fn log_out(browser: &mut Browser<'_>) {
+    let logout = browser
+        .request(
+            reqwest::Method::POST,
+            "/auth/logout",
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(logout.status, 200, "{}", logout.body);
 }
 
 async fn open(
@@ -95,9 +116,7 @@ async fn close_code(socket: &mut Socket, within: Duration) -> (Option<CloseCode>
 async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
     let ws = spawn_websocket_echo().await;
     let app = app_with_socket_route(&ws, "").await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (mut browser, cookie) = alice(&app).await;
 
     let mut socket = open(&app, "/ws/live?room=7", Some(&cookie))
         .await
@@ -247,9 +266,7 @@ async fn an_upstream_refusing_the_handshake_is_passed_on() {
         ws.base
     );
     let app = app_with_socket_route(&ws, &refusing).await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (_browser, cookie) = alice(&app).await;
     match open(&app, "/refused/x", Some(&cookie)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 403)
@@ -268,23 +285,13 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
     };
     let app = app_with_socket_route_and(&ws, "", with_admin).await;
     let open_sockets = |scrape| value(&scrape, "gatehouse_websockets_open", &[("route", "/ws")]);
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (mut browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
     socket.send(Message::Text("hi".into())).await.expect("send");
     assert_eq!(next_message(&mut socket).await, Message::Text("hi".into()));
     assert_eq!(open_sockets(scrape(&app).await), 1.0);
 
-    let logout = browser
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
-    assert_eq!(logout.status, 200, "{}", logout.body);
+    log_out(&mut browser).await;
     let (code, after) = close_code(&mut socket, Duration::from_secs(10)).await;
     assert_eq!(code, Some(CloseCode::Policy), "closed with 1008");
     assert!(
@@ -306,9 +313,7 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
 async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
     let ws = spawn_websocket_echo().await;
     let app = app_with_socket_route(&ws, "websocket_idle_secs = 1").await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (_browser, cookie) = alice(&app).await;
 
     let mut busy = open(&app, "/ws/busy", Some(&cookie)).await.expect("open");
     let mut idle = open(&app, "/ws/idle", Some(&cookie)).await.expect("open");
@@ -394,12 +399,7 @@ async fn raw(port: u16, request: &str) -> (u16, String) {
         received.extend_from_slice(&buffer[..n]);
     }
     let text = String::from_utf8_lossy(&received).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (status_of(&text), text)
 }
 
 #[tokio::test]
@@ -416,9 +416,7 @@ async fn a_redis_outage_leaves_open_sockets_open() {
         ..AppOptions::default()
     })
     .await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (mut browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
 
     // Several session checks fail to reach Redis: none of them ends the socket.
@@ -435,15 +433,7 @@ async fn a_redis_outage_leaves_open_sockets_open() {
     redis.resume();
 
     // And the checks still work afterwards.
-    let logout = browser
-        .request(
-            reqwest::Method::POST,
-            "/auth/logout",
-            &[("x-csrf", "1")],
-            None,
-        )
-        .await;
-    assert_eq!(logout.status, 200, "{}", logout.body);
+    log_out(&mut browser).await;
     let (code, _) = close_code(&mut socket, Duration::from_secs(10)).await;
     assert_eq!(code, Some(CloseCode::Policy));
 }
@@ -452,9 +442,7 @@ async fn a_redis_outage_leaves_open_sockets_open() {
 async fn a_browser_that_stops_reading_stops_the_upstream_not_gatehouses_memory() {
     let ws = spawn_websocket_echo().await;
     let app = app_with_socket_route(&ws, "").await;
-    let mut browser = app.browser();
-    browser.login("alice").await;
-    let cookie = browser.session_cookie().expect("session");
+    let (_browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/flood", Some(&cookie)).await.expect("open");
 
     // The page reads one message, then nothing for two seconds: the upstream can only get

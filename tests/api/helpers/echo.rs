@@ -196,10 +196,14 @@ pub async fn raw_request(port: u16, request_line_and_headers: &str) -> (u16, Str
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
+    (status_of(&text), text)
+}
+
+/// The status code of a raw HTTP/1.1 response (0 when there is none).
+pub fn status_of(response: &str) -> u16 {
+    response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+        .unwrap_or(0)
 }
