@@ -74,6 +74,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         logout_sid: "logout-sid".into(),
         created_at: now,
         absolute_expires_at: now + absolute.as_millis() as i64,
+        device: "Firefox on Linux".into(),
     }
 }
 
