@@ -255,7 +255,8 @@ pub async fn end_session(
     let not_found = || {
         ApiError::new(Problem::NotFound).detail("You have no session with this id.")
     };
-    if !well_formed_public_id(&id) {
+    // Exactly as handed out: not a percent-encoded spelling of it either.
+    if req.path().contains('%') || !well_formed_public_id(&id) {
         return Err(not_found());
     }
     let done = state

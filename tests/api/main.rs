@@ -23,3 +23,4 @@ mod tls;
 mod topologies;
 mod topology_bed;
 mod trace_context;
+mod your_sessions;
