@@ -566,11 +566,16 @@ mod tests {
                     .any(|e| e.starts_with("session.revocation_key must be 32 random bytes")),
                 "{errors:?}"
             );
-            assert!(!errors.iter().any(|e| e.contains(bad)), "the value is not echoed");
+            assert!(
+                !errors.iter().any(|e| e.contains(bad)),
+                "the value is not echoed"
+            );
         }
 
         let in_file = format!("{MINIMAL}\n[session]\nrevocation_key = \"{key}\"\n");
-        let errors = load(Some(&in_file), secret.clone()).expect_err("in the file").0;
+        let errors = load(Some(&in_file), secret.clone())
+            .expect_err("in the file")
+            .0;
         assert!(errors
             .iter()
             .any(|e| e.starts_with("session.revocation_key must not be in the config file")));

@@ -252,9 +252,7 @@ pub async fn end_session(
     state.require_csrf_header(&req)?;
     let now = state.now();
     let session = caller(&req, &state, now).await?;
-    let not_found = || {
-        ApiError::new(Problem::NotFound).detail("You have no session with this id.")
-    };
+    let not_found = || ApiError::new(Problem::NotFound).detail("You have no session with this id.");
     // Exactly as handed out: not a percent-encoded spelling of it either.
     if req.path().contains('%') || !well_formed_public_id(&id) {
         return Err(not_found());

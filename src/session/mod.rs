@@ -390,7 +390,13 @@ impl SessionManager {
     fn open_revocation(&self, key: &str, record: &SessionRecord) -> Option<Revocable> {
         let revocation_key = self.revocation_key.as_ref()?;
         let sealed = record.revocation.as_ref()?;
-        let plaintext = open(&revocation_key.0, REVOCATION_PURPOSE, key.as_bytes(), sealed).ok()?;
+        let plaintext = open(
+            &revocation_key.0,
+            REVOCATION_PURPOSE,
+            key.as_bytes(),
+            sealed,
+        )
+        .ok()?;
         let envelope: RevocationEnvelope = serde_json::from_slice(&plaintext).ok()?;
         Some(Revocable {
             provider: envelope.provider,

@@ -482,7 +482,10 @@ async fn revocation_envelopes_follow_the_tokens_and_the_device_stays(
         Some(None)
     ));
     assert!(matches!(
-        plain.end_other(&handle.store_key(), now).await.expect("end"),
+        plain
+            .end_other(&handle.store_key(), now)
+            .await
+            .expect("end"),
         Some(None)
     ));
 }

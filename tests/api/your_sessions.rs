@@ -8,8 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::{
-    captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp,
-    TestApp,
+    captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp, TestApp,
 };
 
 const CHROME_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like \
@@ -184,7 +183,10 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     for values in dump.values() {
         for value in values {
             let text = String::from_utf8_lossy(value);
-            assert!(!text.contains("Mozilla") && !text.contains("AppleWebKit"), "{text}");
+            assert!(
+                !text.contains("Mozilla") && !text.contains("AppleWebKit"),
+                "{text}"
+            );
         }
     }
     // The phone and the desktop go on through the other instance (their sessions are cached
@@ -195,7 +197,14 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     }
 
     // Listed through instance B: all three of alice's, hers marked, nothing secret.
-    let resp = call(&b, reqwest::Method::GET, "/auth/sessions", &laptop.cookie, true).await;
+    let resp = call(
+        &b,
+        reqwest::Method::GET,
+        "/auth/sessions",
+        &laptop.cookie,
+        true,
+    )
+    .await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let sessions = list(&b, &laptop.cookie).await;
     assert_eq!(sessions.len(), 3, "{sessions:?}");
@@ -226,7 +235,14 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
         fields.sort_unstable();
         assert_eq!(
             fields,
-            ["created_at", "current", "device", "id", "last_used_at", "provider"]
+            [
+                "created_at",
+                "current",
+                "device",
+                "id",
+                "last_used_at",
+                "provider"
+            ]
         );
     }
     let transcript = resp.transcript();
@@ -271,9 +287,15 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     let bob_id = bobs[0]["id"].as_str().expect("id").to_owned();
 
     // Without the anti-forgery header: refused, and nothing changes.
-    call(&b, reqwest::Method::GET, "/auth/sessions", &laptop.cookie, false)
-        .await
-        .assert_problem(401, "csrf-header-required");
+    call(
+        &b,
+        reqwest::Method::GET,
+        "/auth/sessions",
+        &laptop.cookie,
+        false,
+    )
+    .await
+    .assert_problem(401, "csrf-header-required");
     let phone_id = id_of(&sessions, "Safari on iPhone");
     call(
         &b,
@@ -333,7 +355,8 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
         (desktop_id.to_lowercase(), 404),
     ];
     for (id, expected) in &cases {
-        let (status, answer) = raw_delete(&b, &format!("/auth/sessions/{id}"), &laptop.cookie).await;
+        let (status, answer) =
+            raw_delete(&b, &format!("/auth/sessions/{id}"), &laptop.cookie).await;
         assert_eq!(status, *expected, "{id}: {answer}");
         assert!(
             answer
@@ -412,9 +435,10 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     let logs = captured_logs();
     for ended in [&phone, &desktop] {
         assert!(
-            logs.lines().any(|line| line.contains("session.ended_by_user")
-                && line.contains(&ended.store_key[..12])
-                && line.contains("other, revoked")),
+            logs.lines()
+                .any(|line| line.contains("session.ended_by_user")
+                    && line.contains(&ended.store_key[..12])
+                    && line.contains("other, revoked")),
             "no event for {}",
             &ended.store_key[..12]
         );
@@ -422,8 +446,7 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
 }
 
 #[tokio::test]
-async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_ones_own_logs_out()
-{
+async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_ones_own_logs_out() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(options(&echo, None, None)).await;
     let laptop = log_in(&app, "alice", CHROME_LINUX).await;
