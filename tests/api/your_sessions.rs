@@ -506,3 +506,38 @@ async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_o
     assert_eq!(app.introspect(&laptop.refresh).await["active"], false);
     assert_eq!(app.session_key_count().await, 0);
 }
+
+#[tokio::test]
+async fn the_envelope_follows_a_refresh_so_ending_the_session_revokes_the_rotated_token() {
+    let echo = spawn_echo().await;
+    let key = new_revocation_key();
+    let mut options = options(&echo, Some(&key), None);
+    options.session_toml = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into();
+    let app = spawn_app_with(options).await;
+    let laptop = log_in(&app, "alice", CHROME_LINUX).await;
+    let phone = log_in(&app, "alice", SAFARI_IPHONE).await;
+
+    // The phone's access token expires; its next call refreshes, which rotates the refresh
+    // token (the old one is dead at the provider).
+    app.clock
+        .advance(std::time::Duration::from_secs(3600) + std::time::Duration::from_secs(1));
+    assert_eq!(proxied_call(&app, &phone.cookie).await.0, 200);
+    let rotated = phone.browser.refresh_token().await;
+    assert_ne!(rotated, phone.refresh);
+    assert_eq!(app.introspect(&rotated).await["active"], true);
+
+    // Ended from the laptop: the token revoked is the rotated one.
+    let phone_id = id_of(&list(&app, &laptop.cookie).await, "Safari on iPhone");
+    let ended = call(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/auth/sessions/{phone_id}"),
+        &laptop.cookie,
+        true,
+    )
+    .await;
+    assert_eq!(ended.status, 204, "{}", ended.body);
+    assert_eq!(app.introspect(&rotated).await["active"], false);
+    assert_eq!(proxied_call(&app, &phone.cookie).await.0, 401);
+    assert_eq!(user_status(&app, &laptop.cookie).await, 200);
+}
