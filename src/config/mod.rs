@@ -540,6 +540,17 @@ mod tests {
         with_key.push(("GATEHOUSE_SESSION__REVOCATION_KEY".into(), key.clone()));
         let settings = load(Some(MINIMAL), with_key).expect("valid");
         assert!(settings.session.revocation_key.is_some());
+        // As `basenc --base64url` writes it: padded.
+        let mut padded = secret.clone();
+        padded.push((
+            "GATEHOUSE_SESSION__REVOCATION_KEY".into(),
+            format!("{key}="),
+        ));
+        assert!(load(Some(MINIMAL), padded)
+            .expect("valid")
+            .session
+            .revocation_key
+            .is_some());
         assert!(
             !format!("{settings:?}").contains(&key),
             "Debug shows no key"
