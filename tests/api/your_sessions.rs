@@ -340,7 +340,8 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     let percent_encoded: String = desktop_id.bytes().map(|b| format!("%{b:02X}")).collect();
     let cases = [
         (percent_encoded, 404),
-        (format!("%{}", &desktop_id[1..]), 404),
+        // Not a valid escape: past the path guard, refused here.
+        (format!("%zz{}", &desktop_id[3..]), 404),
         ("A".repeat(4000), 404),
         (format!("{desktop_id}{}", "A".repeat(3000)), 404),
         (format!("{desktop_id};"), 404),
