@@ -259,8 +259,8 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut lines = vec![format!(
-                    "{:<14} {:<10} {:<24} {:<25} {:<25} {}",
-                    "session", "provider", "sub", "created", "last seen", "ends by"
+                    "{:<14} {:<10} {:<24} {:<25} {:<25} {:<25} {}",
+                    "session", "provider", "sub", "created", "last seen", "ends by", "device"
                 )];
                 for key in keys {
                     if let Some(s) = sessions
@@ -270,13 +270,18 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
                         .map_err(|e| e.to_string())?
                     {
                         lines.push(format!(
-                            "{:<14} {:<10} {:<24} {:<25} {:<25} {}",
+                            "{:<14} {:<10} {:<24} {:<25} {:<25} {:<25} {}",
                             &s.key[..s.key.len().min(12)],
                             s.provider,
                             s.sub,
                             timestamp(s.created_at),
                             timestamp(s.last_seen_at),
-                            timestamp(s.absolute_expires_at)
+                            timestamp(s.absolute_expires_at),
+                            if s.device.is_empty() {
+                                crate::session::device::UNKNOWN_DEVICE
+                            } else {
+                                &s.device
+                            }
                         ));
                     }
                 }

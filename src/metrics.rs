@@ -776,13 +776,14 @@ impl SessionStore for MeteredStore {
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        revocation: Option<&'a [u8]>,
         absolute_expires_at: UnixMillis,
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         self.timed(
             "replace_sealed",
             self.inner
-                .replace_sealed(key, sealed, absolute_expires_at, now),
+                .replace_sealed(key, sealed, revocation, absolute_expires_at, now),
         )
     }
 

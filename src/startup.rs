@@ -83,6 +83,7 @@ pub fn session_manager(settings: &Settings, store: Arc<dyn SessionStore>) -> Ses
             touch_interval: settings.session.touch_interval,
         },
     )
+    .with_revocation_key(settings.session.revocation_key.clone())
 }
 
 impl Application {

@@ -171,6 +171,7 @@ pub enum SecurityEvent {
     RefreshFailed,
     AuthorizationDenied,
     RateLimited,
+    SessionEndedByUser,
 }
 
 /// The event's own fields, beside `event` (the request span adds request id, trace id,
@@ -181,7 +182,7 @@ pub const REASON: &str = "reason";
 
 impl SecurityEvent {
     /// Every event, in the order docs/events.md lists them.
-    pub const ALL: [SecurityEvent; 11] = [
+    pub const ALL: [SecurityEvent; 12] = [
         SecurityEvent::LoginStarted,
         SecurityEvent::LoginSucceeded,
         SecurityEvent::LoginFailed,
@@ -193,6 +194,7 @@ impl SecurityEvent {
         SecurityEvent::RefreshFailed,
         SecurityEvent::AuthorizationDenied,
         SecurityEvent::RateLimited,
+        SecurityEvent::SessionEndedByUser,
     ];
 
     pub fn name(self) -> &'static str {
@@ -208,6 +210,7 @@ impl SecurityEvent {
             SecurityEvent::RefreshFailed => "refresh.failed",
             SecurityEvent::AuthorizationDenied => "authz.denied",
             SecurityEvent::RateLimited => "rate_limit.hit",
+            SecurityEvent::SessionEndedByUser => "session.ended_by_user",
         }
     }
 
@@ -218,7 +221,8 @@ impl SecurityEvent {
             | SecurityEvent::LoginSucceeded
             | SecurityEvent::LogoutCompleted
             | SecurityEvent::BackchannelLogout
-            | SecurityEvent::RefreshSucceeded => Level::INFO,
+            | SecurityEvent::RefreshSucceeded
+            | SecurityEvent::SessionEndedByUser => Level::INFO,
             SecurityEvent::LoginFailed
             | SecurityEvent::CsrfRejected
             | SecurityEvent::SessionRejected
@@ -242,6 +246,7 @@ impl SecurityEvent {
             SecurityEvent::RefreshFailed => &[SUB, SESSION, REASON],
             SecurityEvent::AuthorizationDenied => &[SUB, SESSION, REASON],
             SecurityEvent::RateLimited => &[SESSION, REASON],
+            SecurityEvent::SessionEndedByUser => &[SUB, SESSION, REASON],
         }
     }
 }
@@ -378,7 +383,8 @@ mod tests {
                 | SecurityEvent::RefreshSucceeded
                 | SecurityEvent::RefreshFailed
                 | SecurityEvent::AuthorizationDenied
-                | SecurityEvent::RateLimited => {}
+                | SecurityEvent::RateLimited
+                | SecurityEvent::SessionEndedByUser => {}
             }
         }
         let mut names: Vec<&str> = SecurityEvent::ALL.iter().map(|e| e.name()).collect();

@@ -11,6 +11,8 @@
 //  6. A login the provider refused or the user cancelled comes back to returnTo with
 //     ?login_error=<code> (access_denied, login_required, …): say so, and drop it from the
 //     address bar.
+//  7. "Your sessions": GET /auth/sessions lists where the user is signed in;
+//     DELETE /auth/sessions/<id> signs one out, POST /auth/sessions/end-others all others.
 // The page never sees a token: there is nothing to store, refresh or hide.
 'use strict';
 
@@ -117,6 +119,104 @@ async function loadUser() {
   // (Alternative: POST /auth/logout with X-CSRF: 1 answers { redirect_to }; navigate there.)
   $('logout').href = user.session.logout_url;
   show('user');
+  await loadSessions();
+}
+
+// Unix seconds → a local date and time.
+function when(seconds) {
+  return new Date(seconds * 1000).toLocaleString();
+}
+
+// { sessions: [{ id, provider, device, created_at, last_used_at, current }] }
+async function loadSessions() {
+  const response = await gatehouseFetch('/auth/sessions');
+  if (response.status === 401) {
+    sessionEnded();
+    return;
+  }
+  if (!response.ok) {
+    showSessionsResult('Could not list your sessions: ' + (await problemText(response)));
+    return;
+  }
+  const { sessions } = await response.json();
+  const items = sessions.map((session) => {
+    const item = document.createElement('li');
+    item.dataset.id = session.id;
+    item.dataset.current = String(session.current);
+    const text = document.createElement('div');
+    const device = document.createElement('div');
+    device.className = 'device';
+    device.textContent = session.device;
+    const times = document.createElement('div');
+    times.className = 'times';
+    times.textContent =
+      `Signed in ${when(session.created_at)} at "${session.provider}", ` +
+      `last used ${when(session.last_used_at)}`;
+    text.append(device, times);
+    item.append(text);
+    if (session.current) {
+      const marker = document.createElement('span');
+      marker.className = 'current';
+      marker.textContent = 'This device';
+      item.append(marker);
+    } else {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'secondary small sign-out';
+      button.textContent = 'Sign out';
+      button.addEventListener('click', () => {
+        signOutSession(session.id).catch((e) => showSessionsResult('Sign-out failed: ' + e.message));
+      });
+      item.append(button);
+    }
+    return item;
+  });
+  $('sessions').replaceChildren(...items);
+  $('end-others').hidden = !sessions.some((session) => !session.current);
+}
+
+function showSessionsResult(text) {
+  $('sessions-result').textContent = text;
+  $('sessions-result').hidden = false;
+}
+
+// Signs out one other session; 404 means it had already ended.
+async function signOutSession(id) {
+  const response = await gatehouseFetch('/auth/sessions/' + encodeURIComponent(id), {
+    method: 'DELETE',
+  });
+  if (response.status === 401) {
+    sessionEnded();
+    return;
+  }
+  if (response.ok || response.status === 404) {
+    showSessionsResult(response.ok ? 'Signed out.' : 'That session had already ended.');
+  } else {
+    showSessionsResult('Sign-out failed: ' + (await problemText(response)));
+  }
+  await loadSessions();
+}
+
+async function endOtherSessions() {
+  const response = await gatehouseFetch('/auth/sessions/end-others', { method: 'POST' });
+  if (response.status === 401) {
+    sessionEnded();
+    return;
+  }
+  if (!response.ok) {
+    showSessionsResult('Sign-out failed: ' + (await problemText(response)));
+    return;
+  }
+  const { ended } = await response.json();
+  showSessionsResult(`Signed out ${ended} other session${ended === 1 ? '' : 's'}.`);
+  await loadSessions();
+}
+
+// The session ended (logged out elsewhere, expired, revoked): offer a fresh login.
+function sessionEnded() {
+  $('api-result').hidden = true;
+  $('login-again').href = loginUrl();
+  show('expired');
 }
 
 async function callApi() {
@@ -125,10 +225,7 @@ async function callApi() {
   output.textContent = 'Calling /api/hello…';
   const response = await gatehouseFetch('/api/hello');
   if (response.status === 401) {
-    // The session ended (logged out elsewhere, expired, revoked): offer a fresh login.
-    output.hidden = true;
-    $('login-again').href = loginUrl();
-    show('expired');
+    sessionEnded();
     return;
   }
   if (!response.ok) {
@@ -141,6 +238,9 @@ async function callApi() {
 // Event handlers are attached here: the CSP forbids onclick="…" attributes.
 $('call-api').addEventListener('click', () => {
   callApi().catch((e) => showError('The API call failed: ' + e.message));
+});
+$('end-others').addEventListener('click', () => {
+  endOtherSessions().catch((e) => showSessionsResult('Sign-out failed: ' + e.message));
 });
 const loginError = takeLoginError();
 if (loginError !== null) {

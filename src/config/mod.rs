@@ -273,6 +273,14 @@ fn forbid_secrets_in_file(tree: &toml::Table, problems: &mut Vec<String>) {
             }
         }
     }
+    if let Some(session) = tree.get("session").and_then(|s| s.as_table()) {
+        if session.get("revocation_key").is_some() {
+            problems.push(format!(
+                "session.revocation_key must not be in the config file: set \
+                 {ENV_PREFIX}SESSION__REVOCATION_KEY or session.revocation_key_file"
+            ));
+        }
+    }
     if let Some(providers) = tree.get("providers").and_then(|p| p.as_table()) {
         for (name, provider) in providers {
             if provider.get("client_secret").is_some() {
@@ -520,6 +528,75 @@ mod tests {
         issuer = "https://id.example.com"
         client_id = "spa"
     "#;
+
+    #[test]
+    fn the_revocation_key_comes_from_the_environment_or_a_file_and_is_checked() {
+        let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+        let settings = load(Some(MINIMAL), secret.clone()).expect("valid");
+        assert!(settings.session.revocation_key.is_none(), "off by default");
+
+        let key = crate::session::crypto::b64(&[7u8; 32]);
+        let mut with_key = secret.clone();
+        with_key.push(("GATEHOUSE_SESSION__REVOCATION_KEY".into(), key.clone()));
+        let settings = load(Some(MINIMAL), with_key).expect("valid");
+        assert!(settings.session.revocation_key.is_some());
+        // As `basenc --base64url` writes it: padded.
+        let mut padded = secret.clone();
+        padded.push((
+            "GATEHOUSE_SESSION__REVOCATION_KEY".into(),
+            format!("{key}="),
+        ));
+        assert!(load(Some(MINIMAL), padded)
+            .expect("valid")
+            .session
+            .revocation_key
+            .is_some());
+        assert!(
+            !format!("{settings:?}").contains(&key),
+            "Debug shows no key"
+        );
+
+        let dir = std::env::temp_dir().join(format!("gatehouse-rk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("revocation.key");
+        std::fs::write(&file, format!("{key}\n")).expect("write");
+        let from_file = format!(
+            "{MINIMAL}\n[session]\nrevocation_key_file = \"{}\"\n",
+            file.display()
+        );
+        let settings = load(Some(&from_file), secret.clone()).expect("valid");
+        assert!(settings.session.revocation_key.is_some());
+
+        for bad in ["short", "!!!", &crate::session::crypto::b64(&[1u8; 31])] {
+            let mut with_bad = secret.clone();
+            with_bad.push(("GATEHOUSE_SESSION__REVOCATION_KEY".into(), bad.to_owned()));
+            let errors = load(Some(MINIMAL), with_bad).expect_err("invalid key").0;
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("session.revocation_key must be 32 random bytes")),
+                "{errors:?}"
+            );
+            assert!(
+                !errors.iter().any(|e| e.contains(bad)),
+                "the value is not echoed"
+            );
+        }
+
+        let in_file = format!("{MINIMAL}\n[session]\nrevocation_key = \"{key}\"\n");
+        let errors = load(Some(&in_file), secret.clone())
+            .expect_err("in the file")
+            .0;
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("session.revocation_key must not be in the config file")));
+
+        let mut both = secret;
+        both.push(("GATEHOUSE_SESSION__REVOCATION_KEY".into(), key));
+        let errors = load(Some(&from_file), both).expect_err("both").0;
+        assert!(errors.iter().any(|e| e.contains("are both set")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_admin_listener_is_off_unless_bound_to_a_valid_address() {

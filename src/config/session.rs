@@ -15,6 +15,10 @@ pub(super) struct RawSession {
     pub(super) refresh_wait_ms: Option<u64>,
     pub(super) cache: Option<bool>,
     pub(super) cache_entries: Option<usize>,
+    /// Only from the environment (`GATEHOUSE_SESSION__REVOCATION_KEY`) or a file.
+    #[serde(default, deserialize_with = "secret_from_scalar")]
+    pub(super) revocation_key: Option<SecretString>,
+    pub(super) revocation_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +41,10 @@ pub struct SessionSettings {
     /// How many sessions each instance keeps in memory (sealed), coherent through Redis key
     /// tracking; `None`: the cache is off and every call reads Redis.
     pub cache_entries: Option<std::num::NonZeroUsize>,
+    /// Seals each session's refresh token a second time, so that a user who ends another
+    /// of their sessions has its refresh token revoked too; `None`: such a session is only
+    /// deleted.
+    pub revocation_key: Option<crate::session::RevocationKey>,
 }
 
 pub(super) fn validate_session(
@@ -102,6 +110,23 @@ pub(super) fn validate_session(
         }
     };
 
+    let revocation_key = secret_or_file(
+        "session.revocation_key",
+        raw.revocation_key,
+        raw.revocation_key_file.as_deref(),
+        problems,
+    )
+    .and_then(|text| {
+        let key = crate::session::RevocationKey::parse(text.expose_secret());
+        if key.is_none() {
+            problems.push(
+                "session.revocation_key must be 32 random bytes in base64url                  (e.g. `openssl rand 32 | basenc --base64url`)"
+                    .into(),
+            );
+        }
+        key
+    });
+
     if problems.len() > start {
         return None;
     }
@@ -117,5 +142,6 @@ pub(super) fn validate_session(
         refresh_wait,
         secure_cookies,
         cache_entries,
+        revocation_key,
     })
 }

@@ -11,7 +11,7 @@ use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, Claims, LoadedSession, LoginBinding, LoginStateError, SessionData,
-    SessionError, SessionManager,
+    SessionError, SessionListing, SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,16 @@ pub struct LoginDone {
     pub return_to: String,
     pub sub: String,
     pub provider: String,
+}
+
+/// A session the user ended from their list.
+#[derive(Debug)]
+pub struct EndedByUser {
+    pub store_key: String,
+    /// Whether it was the caller's own session (its cookie is to be expired).
+    pub current: bool,
+    /// Whether its refresh token went to the provider's revocation endpoint.
+    pub revoked: bool,
 }
 
 pub struct LogoutDone {
@@ -114,6 +124,7 @@ impl AuthFlows {
         params: CallbackParams<'_>,
         binding_cookie: Option<&str>,
         previous_session_cookie: Option<&str>,
+        device: String,
         now: UnixMillis,
     ) -> Result<LoginDone, FlowError> {
         let state = params
@@ -156,6 +167,7 @@ impl AuthFlows {
                 self.session_settings.absolute_timeout,
                 refresh_token_expires_at,
             ),
+            device,
         };
         // A new login always gets a new session id (no fixation); the one it replaces ends.
         if let Some(previous) = previous_session_cookie {
@@ -215,6 +227,117 @@ impl AuthFlows {
                 .logout_redirect(Some(&session.data.tokens.id_token).filter(|_| hint_allowed)),
             ended: Some((session.data.sub.clone(), session.store_key.clone())),
         })
+    }
+
+    /// The caller's sessions (same provider and `sub`) at every instance.
+    pub async fn list_sessions(
+        &self,
+        current: &LoadedSession,
+        now: UnixMillis,
+    ) -> Result<Vec<SessionListing>, FlowError> {
+        Ok(self
+            .sessions
+            .list_for_user(
+                &current.data.provider,
+                &current.data.sub,
+                &current.store_key,
+                now,
+            )
+            .await?)
+    }
+
+    /// Ends the caller's session with this public id, revoking its refresh token at the
+    /// provider (best effort, as logout does). `None` when no session of the caller's has
+    /// that id: another user's, an unknown or a malformed id all look the same.
+    pub async fn end_session(
+        &self,
+        current: &LoadedSession,
+        public_id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EndedByUser>, FlowError> {
+        let data = &current.data;
+        let Some(key) = self
+            .sessions
+            .find_by_public_id(&data.provider, &data.sub, public_id, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if key == current.store_key {
+            // The caller's own: its tokens are at hand, as at logout.
+            let revoked = match &data.tokens.refresh_token {
+                Some(token) => self.revoke_best_effort(&data.provider, token).await,
+                None => false,
+            };
+            let existed = self.sessions.delete(&key).await?;
+            return Ok(existed.then_some(EndedByUser {
+                store_key: key,
+                current: true,
+                revoked,
+            }));
+        }
+        self.end_other(key, now).await
+    }
+
+    /// Ends every session of the caller's but the current one.
+    pub async fn end_other_sessions(
+        &self,
+        current: &LoadedSession,
+        now: UnixMillis,
+    ) -> Result<Vec<EndedByUser>, FlowError> {
+        let data = &current.data;
+        let keys = self
+            .sessions
+            .store()
+            .keys_by_sub(&data.provider, &data.sub, now)
+            .await
+            .map_err(SessionError::from)?;
+        let mut ended = Vec::new();
+        for key in keys.into_iter().filter(|key| *key != current.store_key) {
+            if let Some(done) = self.end_other(key, now).await? {
+                ended.push(done);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Another session of the user's: its refresh token is revoked when the server-held
+    /// revocation key opens its envelope; it is deleted either way.
+    async fn end_other(
+        &self,
+        key: String,
+        now: UnixMillis,
+    ) -> Result<Option<EndedByUser>, FlowError> {
+        let Some(revocable) = self.sessions.end_other(&key, now).await? else {
+            return Ok(None);
+        };
+        let revoked = match revocable {
+            Some(revocable) => {
+                self.revoke_best_effort(&revocable.provider, &revocable.refresh_token)
+                    .await
+            }
+            None => false,
+        };
+        Ok(Some(EndedByUser {
+            store_key: key,
+            current: false,
+            revoked,
+        }))
+    }
+
+    /// Whether the provider took the refresh token back; a failure is logged, never fatal.
+    async fn revoke_best_effort(&self, provider: &str, refresh_token: &SecretString) -> bool {
+        let Some(provider) = self.providers.get(Some(provider)) else {
+            tracing::warn!(%provider, "refresh token not revoked: the provider is no longer configured");
+            return false;
+        };
+        match provider.revoke_refresh_token(refresh_token).await {
+            Ok(revoked) => revoked,
+            Err(error) => {
+                tracing::warn!(provider = %provider.name(), %error, "refresh token revocation failed; session ends anyway");
+                false
+            }
+        }
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {

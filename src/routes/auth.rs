@@ -60,6 +60,12 @@ pub async fn callback(
     let settings = &state.settings.session;
     let binding = cookies::read(&req, &settings.login_cookie_name);
     let previous = cookies::read(&req, &settings.cookie_name);
+    // Only the coarse label is kept, never the header itself.
+    let device = crate::session::device::device_label(
+        req.headers()
+            .get(header::USER_AGENT)
+            .and_then(|ua| ua.to_str().ok()),
+    );
     let outcome = state
         .flows
         .complete_login(
@@ -71,6 +77,7 @@ pub async fn callback(
             },
             binding.as_deref(),
             previous.as_deref(),
+            device,
             state.now(),
         )
         .await;
@@ -150,6 +157,132 @@ pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             "provider": data.provider,
         },
     })))
+}
+
+/// The caller's session, or 401: the session endpoints act for a logged-in user only.
+async fn caller(
+    req: &HttpRequest,
+    state: &AppState,
+    now: i64,
+) -> Result<crate::session::LoadedSession, ApiError> {
+    let cookie = cookies::read(req, &state.settings.session.cookie_name);
+    state
+        .flows
+        .current_session(cookie.as_deref(), now)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::Unauthenticated))
+}
+
+/// Whole seconds since the Unix epoch, as OpenID Connect writes times.
+fn unix_seconds(millis: i64) -> i64 {
+    millis.div_euclid(1000)
+}
+
+/// `GET /auth/sessions`: the caller's sessions at every instance (same provider and
+/// `sub`), their own marked `current`. Public ids, times and coarse device labels only.
+pub async fn sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(&req)?;
+    let now = state.now();
+    let session = caller(&req, &state, now).await?;
+    let listed = state.flows.list_sessions(&session, now).await?;
+    let sessions: Vec<_> = listed
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "provider": s.provider,
+                "device": s.device,
+                "created_at": unix_seconds(s.created_at),
+                "last_used_at": unix_seconds(s.last_used_at),
+                "current": s.current,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions })))
+}
+
+/// A public id as `GET /auth/sessions` hands them out: 43 base64url characters.
+fn well_formed_public_id(id: &str) -> bool {
+    id.len() == 43
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn report_ended(
+    state: &AppState,
+    sub: &str,
+    provider: &str,
+    ended: &[crate::oidc::flows::EndedByUser],
+) {
+    if ended.is_empty() {
+        return;
+    }
+    state
+        .metrics
+        .logouts(provider, LogoutKind::User, ended.len() as u64);
+    for done in ended {
+        let reason = match (done.current, done.revoked) {
+            (true, true) => "current, revoked",
+            (true, false) => "current, deleted only",
+            (false, true) => "other, revoked",
+            (false, false) => "other, deleted only",
+        };
+        security_event(
+            SecurityEvent::SessionEndedByUser,
+            Some(sub),
+            Some(&done.store_key),
+            Some(reason),
+        );
+    }
+}
+
+/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions, revoking its refresh
+/// token at the provider when it can. An id that is not one of the caller's → 404, and
+/// nothing changes. Ending the caller's own session is a logout without the redirect: the
+/// cookie is expired too.
+pub async fn end_session(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(&req)?;
+    let now = state.now();
+    let session = caller(&req, &state, now).await?;
+    let not_found = || ApiError::new(Problem::NotFound).detail("You have no session with this id.");
+    // Exactly as handed out: not a percent-encoded spelling of it either.
+    if req.path().contains('%') || !well_formed_public_id(&id) {
+        return Err(not_found());
+    }
+    let done = state
+        .flows
+        .end_session(&session, &id, now)
+        .await?
+        .ok_or_else(not_found)?;
+    let current = done.current;
+    report_ended(&state, &session.data.sub, &session.data.provider, &[done]);
+    let mut response = HttpResponse::NoContent();
+    if current {
+        response.cookie(cookies::expired_session_cookie(&state.settings.session));
+    }
+    Ok(response.finish())
+}
+
+/// `POST /auth/sessions/end-others`: ends every session of the caller's but this one;
+/// answers how many ended.
+pub async fn end_other_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_csrf_header(&req)?;
+    let now = state.now();
+    let session = caller(&req, &state, now).await?;
+    let ended = state.flows.end_other_sessions(&session, now).await?;
+    report_ended(&state, &session.data.sub, &session.data.provider, &ended);
+    Ok(HttpResponse::Ok().json(json!({ "ended": ended.len() })))
 }
 
 /// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so

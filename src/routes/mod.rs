@@ -107,6 +107,12 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
         .route("/callback", web::get().to(auth::callback))
         .route("/user", web::get().to(auth::user))
         .route("/providers", web::get().to(auth::providers))
+        .route("/sessions", web::get().to(auth::sessions))
+        .route(
+            "/sessions/end-others",
+            web::post().to(auth::end_other_sessions),
+        )
+        .route("/sessions/{id}", web::delete().to(auth::end_session))
         .route("/logout", web::post().to(auth::logout_post))
         .route("/logout", web::get().to(auth::logout_get))
         .route(

@@ -184,12 +184,14 @@ impl SessionStore for MemoryStore {
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        revocation: Option<&'a [u8]>,
         absolute_expires_at: UnixMillis,
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         let replaced = match self.lock().sessions.get_mut(key) {
             Some(entry) if entry.expires_at > now => {
                 entry.record.sealed = sealed.to_vec();
+                entry.record.revocation = revocation.map(<[u8]>::to_vec);
                 entry.record.absolute_expires_at = absolute_expires_at;
                 entry.expires_at = entry.expires_at.min(absolute_expires_at);
                 true
@@ -334,6 +336,7 @@ impl SessionStore for MemoryStore {
             created_at: e.record.created_at,
             absolute_expires_at: e.record.absolute_expires_at,
             last_seen_at: e.last_touch,
+            device: e.record.device.clone(),
         });
         async move { Ok(summary) }.boxed()
     }

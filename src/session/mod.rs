@@ -2,6 +2,7 @@
 //! per-session secret before any store sees them. Free of HTTP framework types.
 
 pub mod crypto;
+pub mod device;
 pub mod memory;
 pub mod redis;
 pub mod store;
@@ -20,6 +21,67 @@ pub use store::{
 
 const SESSION_PURPOSE: &str = "gatehouse/session/v1";
 const LOGIN_STATE_PURPOSE: &str = "gatehouse/login-state/v1";
+const REVOCATION_PURPOSE: &str = "gatehouse/session-revocation/v1";
+const PUBLIC_ID_DOMAIN: &str = "gatehouse/session/public-id";
+
+/// A session's id as the user's list of sessions shows it: derived one way from the store
+/// key, so it neither is nor reveals the store key, and needs no storage of its own.
+pub fn public_id(store_key: &str) -> String {
+    hash_id(PUBLIC_ID_DOMAIN, &[store_key.as_bytes()])
+}
+
+/// The server-held key (`session.revocation_key`) that seals each session's refresh token a
+/// second time, so that a session ended from another one can still have its refresh token
+/// revoked at the provider. 256 bits; never printed.
+#[derive(Clone)]
+pub struct RevocationKey(Arc<SecretBox<RandomBytes>>);
+
+impl RevocationKey {
+    /// From its configured form: 32 bytes, base64url (padding allowed).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().trim_end_matches('=');
+        unb64_32(text).map(|bytes| Self(Arc::new(SecretBox::new(Box::new(bytes)))))
+    }
+}
+
+impl fmt::Debug for RevocationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RevocationKey(<redacted>)")
+    }
+}
+
+/// What a revocation envelope holds: enough to revoke the refresh token, nothing more.
+#[derive(Serialize, Deserialize)]
+struct RevocationEnvelope {
+    provider: String,
+    #[serde(with = "secret_serde")]
+    refresh_token: SecretString,
+}
+
+/// A refresh token to revoke, taken from a session that was just ended.
+pub struct Revocable {
+    pub provider: String,
+    pub refresh_token: SecretString,
+}
+
+impl fmt::Debug for Revocable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revocable")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session as the user's list shows it: no key, no secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionListing {
+    pub id: String,
+    pub provider: String,
+    pub device: String,
+    pub created_at: UnixMillis,
+    pub last_used_at: UnixMillis,
+    pub current: bool,
+}
 
 /// The tokens of one session. Only ever serialized into a sealed payload.
 #[derive(Clone, Serialize, Deserialize)]
@@ -72,6 +134,9 @@ pub struct SessionData {
     pub logout_sid: String,
     pub created_at: UnixMillis,
     pub absolute_expires_at: UnixMillis,
+    /// The coarse device label taken from the User-Agent at login (see `device`).
+    #[serde(default)]
+    pub device: String,
 }
 
 impl fmt::Debug for SessionData {
@@ -87,6 +152,7 @@ impl fmt::Debug for SessionData {
             .field("tokens", &self.tokens)
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)
+            .field("device", &self.device)
             .finish_non_exhaustive()
     }
 }
@@ -275,11 +341,143 @@ pub enum SessionError {
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     idle: IdlePolicy,
+    revocation_key: Option<RevocationKey>,
 }
 
 impl SessionManager {
     pub fn new(store: Arc<dyn SessionStore>, idle: IdlePolicy) -> Self {
-        Self { store, idle }
+        Self {
+            store,
+            idle,
+            revocation_key: None,
+        }
+    }
+
+    /// Sessions written from now on also carry a revocation envelope under `key`.
+    pub fn with_revocation_key(mut self, key: Option<RevocationKey>) -> Self {
+        self.revocation_key = key;
+        self
+    }
+
+    /// The refresh token sealed under the revocation key, bound to the store key; `None`
+    /// without a key or without a refresh token.
+    fn revocation_envelope(
+        &self,
+        key: &str,
+        data: &SessionData,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
+        let (Some(revocation_key), Some(refresh_token)) =
+            (&self.revocation_key, &data.tokens.refresh_token)
+        else {
+            return Ok(None);
+        };
+        let envelope = RevocationEnvelope {
+            provider: data.provider.clone(),
+            refresh_token: refresh_token.clone(),
+        };
+        let plaintext =
+            serde_json::to_vec(&envelope).map_err(|e| SessionError::Encoding(e.to_string()))?;
+        Ok(Some(seal(
+            &revocation_key.0,
+            REVOCATION_PURPOSE,
+            key.as_bytes(),
+            &plaintext,
+        )))
+    }
+
+    /// Opens a record's revocation envelope with the server-held key; `None` without a key,
+    /// without an envelope, or when it does not open (another key, tampered).
+    fn open_revocation(&self, key: &str, record: &SessionRecord) -> Option<Revocable> {
+        let revocation_key = self.revocation_key.as_ref()?;
+        let sealed = record.revocation.as_ref()?;
+        let plaintext = open(
+            &revocation_key.0,
+            REVOCATION_PURPOSE,
+            key.as_bytes(),
+            sealed,
+        )
+        .ok()?;
+        let envelope: RevocationEnvelope = serde_json::from_slice(&plaintext).ok()?;
+        Some(Revocable {
+            provider: envelope.provider,
+            refresh_token: envelope.refresh_token,
+        })
+    }
+
+    /// The sessions of a user at a provider, for that user: `current` is the caller's own.
+    pub async fn list_for_user(
+        &self,
+        provider: &str,
+        sub: &str,
+        current_key: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<SessionListing>, SessionError> {
+        let keys = self.store.keys_by_sub(provider, sub, now).await?;
+        let mut listed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(summary) = self.store.summary(&key).await? else {
+                continue;
+            };
+            // The index is the user's own; this only guards against a corrupt one.
+            if summary.provider != provider || summary.sub != sub {
+                continue;
+            }
+            listed.push(SessionListing {
+                id: public_id(&key),
+                provider: summary.provider,
+                device: if summary.device.is_empty() {
+                    device::UNKNOWN_DEVICE.to_owned()
+                } else {
+                    summary.device
+                },
+                created_at: summary.created_at,
+                last_used_at: summary.last_seen_at,
+                current: key == current_key,
+            });
+        }
+        listed.sort_by(|a, b| {
+            b.current
+                .cmp(&a.current)
+                .then(b.last_used_at.cmp(&a.last_used_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(listed)
+    }
+
+    /// The store key of the user's session with this public id, if there is one.
+    pub async fn find_by_public_id(
+        &self,
+        provider: &str,
+        sub: &str,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<String>, SessionError> {
+        let keys = self.store.keys_by_sub(provider, sub, now).await?;
+        Ok(keys.into_iter().find(|key| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                public_id(key).as_bytes(),
+                id.as_bytes(),
+            ))
+        }))
+    }
+
+    /// Ends a session that is not the caller's own (whose secret this server does not hold):
+    /// reads its revocation envelope, deletes it, and hands back the refresh token to revoke
+    /// when the envelope opened. `None` when the session was already gone.
+    pub async fn end_other(
+        &self,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Option<Revocable>>, SessionError> {
+        let revocable = match self.store.fetch(key, now, self.idle).await? {
+            Some(fetched) => self.open_revocation(key, &fetched.record),
+            None => None,
+        };
+        if self.store.remove(key).await? {
+            Ok(Some(revocable))
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -306,6 +504,8 @@ impl SessionManager {
             provider_sid: data.provider_sid.clone(),
             created_at: data.created_at,
             absolute_expires_at: data.absolute_expires_at,
+            device: data.device.clone(),
+            revocation: self.revocation_envelope(&key, data)?,
         };
         self.store.insert(&key, &record, now, self.idle).await?;
         Ok(handle)
@@ -375,9 +575,17 @@ impl SessionManager {
         let plaintext =
             serde_json::to_vec(data).map_err(|e| SessionError::Encoding(e.to_string()))?;
         let sealed = seal(&handle.secret, SESSION_PURPOSE, key.as_bytes(), &plaintext);
+        // The envelope follows the rotated refresh token, in the same write.
+        let revocation = self.revocation_envelope(&key, data)?;
         Ok(self
             .store
-            .replace_sealed(&key, &sealed, data.absolute_expires_at, now)
+            .replace_sealed(
+                &key,
+                &sealed,
+                revocation.as_deref(),
+                data.absolute_expires_at,
+                now,
+            )
             .await?)
     }
 

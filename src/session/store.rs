@@ -30,6 +30,13 @@ pub struct SessionRecord {
     pub provider_sid: Option<String>,
     pub created_at: UnixMillis,
     pub absolute_expires_at: UnixMillis,
+    /// A coarse label of the device the session logged in from ("Firefox on Windows"),
+    /// for the user's list of their sessions. Empty in sessions stored before it was kept.
+    pub device: String,
+    /// The refresh token (and provider) sealed under the server-held revocation key, so
+    /// that a user can end this session from another one and have its refresh token revoked
+    /// (`session.revocation_key`); `None` without that key or without a refresh token.
+    pub revocation: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -37,6 +44,8 @@ impl std::fmt::Debug for SessionRecord {
         f.debug_struct("SessionRecord")
             .field("sealed_len", &self.sealed.len())
             .field("provider", &self.provider)
+            .field("device", &self.device)
+            .field("revocation", &self.revocation.as_ref().map(|_| "<present>"))
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)
             .finish_non_exhaustive()
@@ -73,6 +82,7 @@ pub struct SessionSummary {
     pub created_at: UnixMillis,
     pub absolute_expires_at: UnixMillis,
     pub last_seen_at: UnixMillis,
+    pub device: String,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -108,12 +118,14 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Option<FetchedSession>>>;
 
     /// Swaps the sealed payload of a session that still exists (tokens refreshed under the
-    /// refresh lock) and sets its absolute expiry (a refresh token may end sooner than the
-    /// session would). Returns false when the session is gone: nothing is resurrected.
+    /// refresh lock) and its revocation envelope (in the same write; `None` removes it), and
+    /// sets its absolute expiry (a refresh token may end sooner than the session would).
+    /// Returns false when the session is gone: nothing is resurrected.
     fn replace_sealed<'a>(
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        revocation: Option<&'a [u8]>,
         absolute_expires_at: UnixMillis,
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>>;

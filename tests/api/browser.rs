@@ -375,8 +375,19 @@ async fn scenario(chrome: &Chrome, app: &TestApp) {
 
     // The page ran without script errors or CSP violations; the only failed loads are the
     // expected 401s (and the provider's own pages' business).
+    let problems = console_problems(chrome, app).await;
+    assert!(
+        problems.is_empty(),
+        "console problems:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Script errors, CSP violations and failed loads other than the expected 401s (the
+/// provider's own pages are their business).
+async fn console_problems(chrome: &Chrome, app: &TestApp) -> Vec<String> {
     let console = chrome.console().await;
-    let problems: Vec<String> = console
+    console
         .iter()
         .filter(|entry| {
             let message = entry["message"].as_str().unwrap_or("");
@@ -388,7 +399,127 @@ async fn scenario(chrome: &Chrome, app: &TestApp) {
                 || (severe && message.starts_with(&app.base) && !message.contains("status of 401"))
         })
         .map(|entry| entry.to_string())
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn the_demo_lists_the_users_sessions_and_signs_another_one_out() {
+    let echo = spawn_echo().await;
+    let revocation_key =
+        gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
+    crate::helpers::record_secret(&revocation_key);
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[frontend]\ndir = \"{}\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+            repo_root().join("static").display(),
+            echo.base
+        ),
+        env: vec![(
+            "GATEHOUSE_SESSION__REVOCATION_KEY".to_owned(),
+            revocation_key,
+        )],
+        ..AppOptions::default()
+    })
+    .await;
+    let chrome = Chrome::start().await;
+    let outcome = chrome
+        .run_scenario("browser-your-sessions", sessions_scenario(&chrome, &app))
+        .await;
+    chrome.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn sessions_scenario(chrome: &Chrome, app: &TestApp) {
+    let cookie_name = app.cookie_name().to_owned();
+    chrome.goto(&format!("{}/", app.base)).await;
+    chrome.wait_for_visible("anonymous").await;
+    chrome.click("#login").await;
+    log_in_at_the_provider(chrome, app, "dora").await;
+    chrome.wait_for_visible("user").await;
+    let own_cookie = session_cookie(chrome, &cookie_name)
+        .await
+        .expect("the browser's session");
+
+    // A second session of the same user, from another "device" (the HTTP client).
+    let mut phone = app.browser().with_user_agent(
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 \
+         (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    );
+    phone.login("dora").await;
+    let phone_cookie = phone.session_cookie().expect("the phone's session");
+    let phone_refresh = phone.refresh_token().await;
+    assert_eq!(phone.api_get("/auth/user").await.status, 200);
+
+    // The list (after a reload) shows both: this browser's marked, the phone's with a
+    // sign-out button.
+    chrome.goto(&format!("{}/", app.base)).await;
+    let listed = chrome
+        .wait_for(
+            "two sessions in the list",
+            "const items = document.querySelectorAll('#sessions li'); \
+             return items.length === 2 ? Array.from(items).map((li) => li.innerText) : null;",
+        )
+        .await;
+    let listed: Vec<String> = serde_json::from_value(listed).expect("texts");
+    let this_device = listed
+        .iter()
+        .find(|text| text.contains("This device"))
+        .expect("this device is marked");
+    assert!(this_device.contains("Chrome on Linux"), "{this_device}");
+    assert!(!this_device.contains("Sign out"), "{this_device}");
+    let other = listed
+        .iter()
+        .find(|text| !text.contains("This device"))
+        .expect("the other session");
+    assert!(other.contains("Safari on iPhone"), "{other}");
+    assert!(other.contains("Sign out"), "{other}");
+    assert!(chrome.is_visible("end-others").await);
+
+    // Nothing the page saw holds a token or a cookie (the list included).
+    let secrets = Secrets::of(app, &own_cookie).await;
+    let found = leaks(chrome, &secrets, &cookie_name).await;
+    assert!(
+        found.is_empty(),
+        "the page can see secrets:\n{}",
+        found.join("\n")
+    );
+    let phone_secrets = Secrets::of(app, &phone_cookie).await;
+    let found = leaks(chrome, &phone_secrets, &cookie_name).await;
+    assert!(
+        found.is_empty(),
+        "the page can see the phone's secrets:\n{}",
+        found.join("\n")
+    );
+
+    // Sign the phone out: it leaves the list, and its next call is 401.
+    chrome
+        .click("#sessions li[data-current=false] button.sign-out")
+        .await;
+    chrome
+        .wait_for(
+            "the phone to leave the list",
+            "const items = document.querySelectorAll('#sessions li'); \
+             return items.length === 1 && items[0].dataset.current === 'true';",
+        )
+        .await;
+    assert_eq!(
+        chrome.wait_for_visible("sessions-result").await,
+        "Signed out."
+    );
+    assert!(!chrome.is_visible("end-others").await);
+    assert_eq!(phone.api_get("/auth/user").await.status, 401);
+    assert_eq!(
+        crate::helpers::proxied_call(app, &phone_cookie).await.0,
+        401
+    );
+    assert_eq!(app.introspect(&phone_refresh).await["active"], false);
+    // This browser's session goes on.
+    assert_eq!(crate::helpers::proxied_call(app, &own_cookie).await.0, 200);
+    assert!(chrome.is_visible("user").await);
+
+    let problems = console_problems(chrome, app).await;
     assert!(
         problems.is_empty(),
         "console problems:\n{}",

@@ -247,3 +247,50 @@ fn check_config_online_fails_on_a_wrong_issuer_or_an_unsupported_client_authenti
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("discovery failed"));
 }
+
+#[test]
+fn check_config_checks_the_revocation_keys_format_and_where_it_comes_from() {
+    let good = r#"
+[server]
+public_url = "https://app.example.com"
+[providers.main]
+issuer = "https://id.example.com"
+client_id = "spa"
+"#;
+    let dir = crate::helpers::config_dir(good);
+    let run = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check-config", "--config", "gatehouse.toml"])
+            .current_dir(&dir)
+            .env_remove("GATEHOUSE_CONFIG")
+            .env("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")
+            .env("GATEHOUSE_SESSION__REVOCATION_KEY", key)
+            .output()
+            .expect("run")
+    };
+    let key = gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
+    let output = run(&key);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bad = "not-32-bytes-of-base64url-but-a-typo";
+    let output = run(bad);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("session.revocation_key must be 32 random bytes in base64url"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(bad), "the value is not echoed: {stderr}");
+
+    let in_file = format!("{good}[session]\nrevocation_key = \"{key}\"\n");
+    let output = gatehouse(&["check-config"], &in_file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("session.revocation_key must not be in the config file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&key), "the key is not echoed: {stderr}");
+}

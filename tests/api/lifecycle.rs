@@ -638,6 +638,10 @@ async fn operators_revoke_every_session_of_a_user() {
         3,
         "{listed}"
     );
+    assert!(
+        listed.contains("Unknown device"),
+        "the device column: {listed}"
+    );
     let (ok, count) = gatehouse_cli(&first, &["sessions", "count"]);
     assert!(ok, "{count}");
     assert_eq!(count.trim(), "4");

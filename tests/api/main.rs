@@ -24,3 +24,4 @@ mod topologies;
 mod topology_bed;
 mod trace_context;
 mod websocket;
+mod your_sessions;

@@ -196,6 +196,7 @@ async fn a_scripted_session_is_counted_exactly() {
         ("refresh.failed", 0.0),
         ("authz.denied", 0.0),
         ("rate_limit.hit", 1.0),
+        ("session.ended_by_user", 0.0),
     ] {
         assert_eq!(event(name), count, "{name}");
     }
@@ -205,7 +206,7 @@ async fn a_scripted_session_is_counted_exactly() {
         .iter()
         .filter(|s| s.metric == "gatehouse_security_events_total")
         .count();
-    assert_eq!(events, 11);
+    assert_eq!(events, gatehouse::telemetry::SecurityEvent::ALL.len());
     assert_eq!(value(&scrape, "gatehouse_provider_up", &[provider]), 1.0);
     assert_eq!(value(&scrape, "gatehouse_build_info", &[]), 1.0);
     assert!(

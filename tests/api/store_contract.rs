@@ -10,8 +10,8 @@ use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
 use gatehouse::session::{
-    Claims, IdlePolicy, LoginBinding, LoginState, LoginStateError, SessionData, SessionManager,
-    TokenSet,
+    public_id, Claims, IdlePolicy, LoginBinding, LoginState, LoginStateError, RevocationKey,
+    SessionData, SessionManager, TokenSet,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -74,6 +74,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         logout_sid: "logout-sid".into(),
         created_at: now,
         absolute_expires_at: now + absolute.as_millis() as i64,
+        device: "Firefox on Linux".into(),
     }
 }
 
@@ -368,6 +369,127 @@ async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: Off
     assert!(!alive(&sessions, cookie.expose_secret(), now).await);
 }
 
+/// The revocation envelope is written at insert, follows the refresh token through
+/// `replace_sealed` (and goes when there is none), and opens to the latest refresh token when
+/// the session is ended from elsewhere; the device label stays as the login set it.
+async fn revocation_envelopes_follow_the_tokens_and_the_device_stays(
+    plain: SessionManager,
+    clock: OffsetClock,
+) {
+    let key = gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
+    let sessions = plain
+        .clone()
+        .with_revocation_key(Some(RevocationKey::parse(&key).expect("key")));
+    let now = clock.now_millis();
+    let data = session("alice", "s", now, Duration::from_secs(3600));
+    let handle = sessions.create(&data, now).await.expect("create");
+    let (store_key, cookie) = (handle.store_key(), handle.cookie_value());
+    let record = |sessions: &SessionManager, store_key: String| {
+        let store = sessions.store().clone();
+        async move {
+            store
+                .fetch(&store_key, now, policy())
+                .await
+                .expect("fetch")
+                .expect("alive")
+                .record
+        }
+    };
+    let first = record(&sessions, store_key.clone()).await;
+    assert_eq!(first.device, "Firefox on Linux");
+    let envelope = first.revocation.clone().expect("an envelope at insert");
+    let refresh = format!("refresh-alice-{now}");
+    assert!(
+        !envelope
+            .windows(refresh.len())
+            .any(|w| w == refresh.as_bytes()),
+        "sealed, not plain"
+    );
+    let summary = sessions
+        .store()
+        .summary(&store_key)
+        .await
+        .expect("summary")
+        .expect("present");
+    assert_eq!(summary.device, "Firefox on Linux");
+    let listed = sessions
+        .list_for_user("main", "alice", &store_key, now)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].current);
+    assert_eq!(listed[0].device, "Firefox on Linux");
+    assert_eq!(listed[0].id, public_id(&store_key));
+    assert_ne!(listed[0].id, store_key);
+
+    // A refresh rotates the refresh token: the envelope follows in the same write.
+    let mut refreshed = data.clone();
+    refreshed.tokens.refresh_token = Some(SecretString::from("rotated-refresh".to_owned()));
+    assert!(sessions
+        .replace(cookie.expose_secret(), &refreshed, now)
+        .await
+        .expect("replace"));
+    let second = record(&sessions, store_key.clone()).await;
+    assert_eq!(second.device, "Firefox on Linux", "the device stays");
+    let second_envelope = second.revocation.clone().expect("still an envelope");
+    assert_ne!(second_envelope, envelope, "replaced");
+
+    // Without a refresh token there is nothing to revoke: the envelope goes.
+    let mut no_refresh = refreshed.clone();
+    no_refresh.tokens.refresh_token = None;
+    assert!(sessions
+        .replace(cookie.expose_secret(), &no_refresh, now)
+        .await
+        .expect("replace"));
+    assert_eq!(record(&sessions, store_key.clone()).await.revocation, None);
+    assert!(sessions
+        .replace(cookie.expose_secret(), &refreshed, now)
+        .await
+        .expect("replace"));
+
+    // Ended from elsewhere: the envelope opens to the latest refresh token, once.
+    let ended = sessions
+        .end_other(&store_key, now)
+        .await
+        .expect("end")
+        .expect("it existed");
+    let revocable = ended.expect("the envelope opens");
+    assert_eq!(revocable.provider, "main");
+    assert_eq!(revocable.refresh_token.expose_secret(), "rotated-refresh");
+    assert!(!alive(&sessions, cookie.expose_secret(), now).await);
+    assert!(sessions
+        .end_other(&store_key, now)
+        .await
+        .expect("end")
+        .is_none());
+
+    // Without the key: no envelope is written, and ending only deletes.
+    let handle = plain.create(&data, now).await.expect("create");
+    let record_without = record(&plain, handle.store_key()).await;
+    assert_eq!(record_without.revocation, None);
+    assert_eq!(record_without.device, "Firefox on Linux");
+    // Another key does not open an envelope.
+    let other_key = gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
+    let with_other = plain
+        .clone()
+        .with_revocation_key(Some(RevocationKey::parse(&other_key).expect("key")));
+    let sealed_elsewhere = sessions.create(&data, now).await.expect("create");
+    assert!(matches!(
+        with_other
+            .end_other(&sealed_elsewhere.store_key(), now)
+            .await
+            .expect("end"),
+        Some(None)
+    ));
+    assert!(matches!(
+        plain
+            .end_other(&handle.store_key(), now)
+            .await
+            .expect("end"),
+        Some(None)
+    ));
+}
+
 async fn locks_have_one_owner_and_lapse(sessions: SessionManager, clock: OffsetClock) {
     let store = sessions.store();
     let now = clock.now_millis();
@@ -534,6 +656,14 @@ macro_rules! contract {
             async fn rate_limits_admit_a_burst_then_the_steady_rate() {
                 super::rate_limits_admit_a_burst_then_the_steady_rate($make, OffsetClock::new())
                     .await;
+            }
+            #[tokio::test]
+            async fn revocation_envelopes_follow_the_tokens_and_the_device_stays() {
+                super::revocation_envelopes_follow_the_tokens_and_the_device_stays(
+                    $make,
+                    OffsetClock::new(),
+                )
+                .await;
             }
             #[tokio::test]
             async fn replacing_tokens_keeps_the_session() {

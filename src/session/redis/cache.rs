@@ -214,6 +214,8 @@ mod tests {
                 provider_sid: None,
                 created_at: 0,
                 absolute_expires_at: 10,
+                device: "Firefox on Linux".into(),
+                revocation: None,
             }),
             last_touch,
             memo: Memo::default(),

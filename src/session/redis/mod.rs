@@ -3,8 +3,9 @@
 //! Layout (every key carries its own hash tag; no command or script touches two keys, so
 //! the layout works unchanged on Redis Cluster):
 //! - `<prefix>:s:{<hash of session id>}` — hash: `c` sealed payload, `p` provider, `u` sub,
-//!   `i` provider sid, `t0` created, `ta` absolute expiry, `ts` last touch (ms). Its TTL is
-//!   the idle timeout, capped by the absolute expiry.
+//!   `i` provider sid, `t0` created, `ta` absolute expiry, `ts` last touch (ms), `d` device
+//!   label, `v` revocation envelope (refresh token sealed under the server-held revocation
+//!   key, only with one). Its TTL is the idle timeout, capped by the absolute expiry.
 //! - `<prefix>:x:{<hash of provider+sub or provider+sid>}` — set of session keys (no secrets).
 //! - `<prefix>:l:{<hash of state>}` — sealed login state, consumed with GETDEL.
 //! - `<prefix>:r:{<limit>|<subject>}` — a rate-limit bucket's theoretical arrival time (ms),
@@ -35,8 +36,9 @@ use crate::ratelimit::{RateDecision, RateLimit, GCRA_SCRIPT};
 
 const INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[1], 'p', ARGV[2], 'u', ARGV[3], 't0', ARGV[5], 'ta', ARGV[6], 'ts', ARGV[5])
+redis.call('HSET', KEYS[1], 'c', ARGV[1], 'p', ARGV[2], 'u', ARGV[3], 't0', ARGV[5], 'ta', ARGV[6], 'ts', ARGV[5], 'd', ARGV[8])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[4]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'v', ARGV[9]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 ";
@@ -51,10 +53,11 @@ redis.call('PEXPIRE', KEYS[1], math.max(1, math.min(tonumber(ARGV[2]), tonumber(
 return 1
 ";
 
-/// ARGV: sealed payload, absolute expiry, now.
+/// ARGV: sealed payload, absolute expiry, now, revocation envelope ('' removes it).
 const REPLACE_SEALED: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'c', ARGV[1], 'ta', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'v', ARGV[4]) else redis.call('HDEL', KEYS[1], 'v') end
 local left = tonumber(ARGV[2]) - tonumber(ARGV[3])
 if left <= 0 then
   redis.call('DEL', KEYS[1])
@@ -298,7 +301,7 @@ impl RedisStore {
             .run(|mut conn| async move {
                 redis::cmd("HMGET")
                     .arg(session_key)
-                    .arg(&["c", "p", "u", "i", "t0", "ta", "ts"])
+                    .arg(&["c", "p", "u", "i", "t0", "ta", "ts", "d", "v"])
                     .query_async(&mut conn)
                     .await
             })
@@ -444,9 +447,9 @@ fn field_millis(value: &Option<Vec<u8>>, name: &str) -> StoreResult<UnixMillis> 
         .map_err(|_| StoreError::Corrupt(format!("field {name} is not a number")))
 }
 
-/// Decodes the `c p u i t0 ta ts` fields.
+/// Decodes the `c p u i t0 ta ts d v` fields.
 fn record_from_fields(fields: &[Option<Vec<u8>>]) -> StoreResult<(SessionRecord, UnixMillis)> {
-    if fields.len() != 7 {
+    if fields.len() != 9 {
         return Err(StoreError::Corrupt("unexpected field count".into()));
     }
     let record = SessionRecord {
@@ -461,6 +464,12 @@ fn record_from_fields(fields: &[Option<Vec<u8>>]) -> StoreResult<(SessionRecord,
             .transpose()?,
         created_at: field_millis(&fields[4], "t0")?,
         absolute_expires_at: field_millis(&fields[5], "ta")?,
+        device: fields[7]
+            .as_ref()
+            .map(|_| field_string(&fields[7], "d"))
+            .transpose()?
+            .unwrap_or_default(),
+        revocation: fields[8].clone().filter(|v| !v.is_empty()),
     };
     Ok((record, field_millis(&fields[6], "ts")?))
 }
@@ -491,7 +500,9 @@ impl SessionStore for RedisStore {
                         .arg(record.provider_sid.as_deref().unwrap_or(""))
                         .arg(now)
                         .arg(record.absolute_expires_at)
-                        .arg(ttl);
+                        .arg(ttl)
+                        .arg(&record.device)
+                        .arg(record.revocation.as_deref().unwrap_or_default());
                 })
                 .await?;
             if inserted == 0 {
@@ -600,6 +611,7 @@ impl SessionStore for RedisStore {
         &'a self,
         key: &'a str,
         sealed: &'a [u8],
+        revocation: Option<&'a [u8]>,
         absolute_expires_at: UnixMillis,
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>> {
@@ -608,7 +620,11 @@ impl SessionStore for RedisStore {
             let _forget = ForgetOnDrop(self, key);
             let replaced: i64 = self
                 .eval(&self.replace_sealed, &session_key, |invocation| {
-                    invocation.arg(sealed).arg(absolute_expires_at).arg(now);
+                    invocation
+                        .arg(sealed)
+                        .arg(absolute_expires_at)
+                        .arg(now)
+                        .arg(revocation.unwrap_or_default());
                 })
                 .await?;
             // The provider has already rotated the refresh token, so these tokens are the
@@ -827,6 +843,7 @@ impl SessionStore for RedisStore {
                 created_at: record.created_at,
                 absolute_expires_at: record.absolute_expires_at,
                 last_seen_at: last_touch,
+                device: record.device,
             }))
         }
         .boxed()

@@ -626,6 +626,8 @@ pub struct Browser<'a> {
     pub provider_http: reqwest::Client,
     /// Every response gatehouse sent this browser.
     pub seen: Vec<Resp>,
+    /// The User-Agent every request to gatehouse carries (none by default).
+    pub user_agent: Option<String>,
 }
 
 impl<'a> Browser<'a> {
@@ -640,7 +642,14 @@ impl<'a> Browser<'a> {
                 .build()
                 .expect("provider client"),
             seen: Vec::new(),
+            user_agent: None,
         }
+    }
+
+    /// The same browser, sending this User-Agent to gatehouse (a "device").
+    pub fn with_user_agent(mut self, user_agent: &str) -> Self {
+        self.user_agent = Some(user_agent.to_owned());
+        self
     }
 
     pub fn session_cookie(&self) -> Option<String> {
@@ -691,6 +700,9 @@ impl<'a> Browser<'a> {
         let mut request = self.app.http.request(method, url);
         if let Some(cookie) = self.cookie_header() {
             request = request.header("cookie", cookie);
+        }
+        if let Some(user_agent) = &self.user_agent {
+            request = request.header("user-agent", user_agent.as_str());
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
