@@ -13,6 +13,9 @@
 //     address bar.
 //  7. "Your sessions": GET /auth/sessions lists where the user is signed in;
 //     DELETE /auth/sessions/<id> signs one out, POST /auth/sessions/end-others all others.
+//  8. Live updates: new WebSocket('/api/live') on a route with websocket = true. The browser
+//     sends the cookie and its Origin (which replaces X-CSRF here); a close with code 1008
+//     means the session ended: the same as a 401.
 // The page never sees a token: there is nothing to store, refresh or hide.
 'use strict';
 
@@ -235,7 +238,41 @@ async function callApi() {
   output.textContent = JSON.stringify(await response.json(), null, 2);
 }
 
+// A WebSocket through gatehouse: same origin, so ws: or wss: to this very host.
+let live = null;
+function connectLive() {
+  if (live !== null) return;
+  const url = new URL('/api/live', location.href);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  live = new WebSocket(url);
+  const status = $('live-status');
+  status.textContent = 'Connecting…';
+  status.hidden = false;
+  $('live-connect').hidden = true;
+  live.addEventListener('message', (event) => {
+    // { hello } first, then { tick, at } every second.
+    const message = JSON.parse(event.data);
+    if (message.hello) status.textContent = message.hello;
+    if (message.tick) {
+      $('live-last').textContent =
+        `Tick ${message.tick} at ${new Date(message.at).toLocaleTimeString()}`;
+      $('live-last').hidden = false;
+    }
+  });
+  live.addEventListener('close', (event) => {
+    live = null;
+    $('live-connect').hidden = false;
+    if (event.code === 1008) {
+      status.textContent = 'Closed: your session ended.';
+      sessionEnded();
+    } else {
+      status.textContent = `Disconnected (code ${event.code}).`;
+    }
+  });
+}
+
 // Event handlers are attached here: the CSP forbids onclick="…" attributes.
+$('live-connect').addEventListener('click', connectLive);
 $('call-api').addEventListener('click', () => {
   callApi().catch((e) => showError('The API call failed: ' + e.message));
 });

@@ -526,3 +526,95 @@ async fn sessions_scenario(chrome: &Chrome, app: &TestApp) {
         problems.join("\n")
     );
 }
+
+#[tokio::test]
+async fn the_demo_gets_live_updates_until_the_session_ends_elsewhere() {
+    let sample_api = SampleApi::start(&shared_provider().issuer);
+    let app = spawn_app_with(AppOptions {
+        extra_toml: format!(
+            "[frontend]\ndir = \"{}\"\n\
+             [[routes]]\nprefix = \"/api/live\"\nupstream = \"{}/live\"\nwebsocket = true\n",
+            repo_root().join("static").display(),
+            sample_api.url,
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let chrome = Chrome::start().await;
+    let outcome = chrome
+        .run_scenario("browser-live-updates", live_scenario(&chrome, &app))
+        .await;
+    chrome.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn live_scenario(chrome: &Chrome, app: &TestApp) {
+    let cookie_name = app.cookie_name().to_owned();
+    chrome.goto(&format!("{}/", app.base)).await;
+    chrome.wait_for_visible("anonymous").await;
+    chrome.click("#login").await;
+    log_in_at_the_provider(chrome, app, "erin").await;
+    chrome.wait_for_visible("user").await;
+
+    // The page's own WebSocket: its Origin passes, and the sample API got a token the
+    // provider accepts (it greets the user by the name userinfo gave it).
+    chrome.click("#live-connect").await;
+    assert_eq!(
+        chrome
+            .wait_for(
+                "the greeting over the socket",
+                "const t = document.getElementById('live-status').innerText; \
+                 return t.startsWith('Live updates for') ? t : null;",
+            )
+            .await,
+        "Live updates for Erin"
+    );
+    chrome
+        .wait_for(
+            "a tick",
+            "return document.getElementById('live-last').innerText.startsWith('Tick') || null;",
+        )
+        .await;
+
+    // A logout in another tab: the open socket is closed with 1008, and the page, without
+    // any call of its own, offers a fresh login.
+    let cookie_value = session_cookie(chrome, &cookie_name)
+        .await
+        .expect("the browser's session");
+    let ended = app
+        .http
+        .post(format!("{}/auth/logout", app.base))
+        .header("cookie", format!("{cookie_name}={cookie_value}"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .expect("logout elsewhere");
+    assert_eq!(ended.status(), 200);
+    let logged_out = std::time::Instant::now();
+    assert!(chrome
+        .wait_for_visible("expired")
+        .await
+        .contains("Your session has ended"));
+    assert!(
+        logged_out.elapsed() < std::time::Duration::from_secs(5),
+        "the page learned of the logout {:?} later",
+        logged_out.elapsed()
+    );
+    assert_eq!(
+        chrome
+            .eval(
+                "return document.getElementById('live-status').innerText;",
+                vec![]
+            )
+            .await,
+        "Closed: your session ended."
+    );
+    let problems = console_problems(chrome, app).await;
+    assert!(
+        problems.is_empty(),
+        "console problems (a CSP refusing the socket would be one):\n{}",
+        problems.join("\n")
+    );
+}
