@@ -474,3 +474,51 @@ async fn a_browser_that_stops_reading_stops_the_upstream_not_gatehouses_memory()
     }
     assert!(ws.flooded_bytes() > stalled, "the upstream sends again");
 }
+
+#[tokio::test]
+async fn ending_a_session_from_another_device_closes_its_sockets() {
+    let ws = spawn_websocket_echo().await;
+    let app = app_with_socket_route(&ws, "").await;
+    let (_laptop, laptop_cookie) = alice(&app).await;
+    let (mut phone, phone_cookie) = alice(&app).await;
+    let mut laptop_socket = open(&app, "/ws/live", Some(&laptop_cookie))
+        .await
+        .expect("open");
+    let mut phone_socket = open(&app, "/ws/live", Some(&phone_cookie))
+        .await
+        .expect("open");
+
+    // From the phone, alice signs the laptop out ("your sessions").
+    let listed = phone.api_get("/auth/sessions").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let sessions = listed.json()["sessions"]
+        .as_array()
+        .expect("sessions")
+        .clone();
+    let laptop = sessions
+        .iter()
+        .find(|s| s["current"] == false)
+        .expect("the laptop's session");
+    let ended = phone
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{}", laptop["id"].as_str().expect("id")),
+            &[("x-csrf", "1")],
+            None,
+        )
+        .await;
+    assert_eq!(ended.status, 204, "{}", ended.body);
+
+    let (code, after) = close_code(&mut laptop_socket, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(after < Duration::from_secs(5), "closed {after:?} later");
+    // The phone's own socket stays.
+    phone_socket
+        .send(Message::Text("still mine".into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_message(&mut phone_socket).await,
+        Message::Text("still mine".into())
+    );
+}
