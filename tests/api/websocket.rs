@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -520,5 +521,45 @@ async fn ending_a_session_from_another_device_closes_its_sockets() {
     assert_eq!(
         next_message(&mut phone_socket).await,
         Message::Text("still mine".into())
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_with_a_token_due_for_refresh_carries_the_refreshed_one() {
+    let ws = spawn_websocket_echo().await;
+    let long_sessions = AppOptions {
+        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
+        ..AppOptions::default()
+    };
+    let app = app_with_socket_route_and(&ws, "", long_sessions).await;
+    let (browser, cookie) = alice(&app).await;
+    let before = browser.tokens().await;
+
+    // Past the access token's lifetime (an hour at the test provider).
+    app.clock.advance(Duration::from_secs(3601));
+    let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
+    socket
+        .send(Message::Text("fresh".into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_message(&mut socket).await,
+        Message::Text("fresh".into())
+    );
+
+    let after = browser.tokens().await;
+    assert_ne!(
+        after.access_token.expose_secret(),
+        before.access_token.expose_secret(),
+        "the session was refreshed before the handshake"
+    );
+    let handshake = ws
+        .handshakes()
+        .pop()
+        .expect("the upstream saw the handshake");
+    assert_eq!(
+        handshake.header("authorization"),
+        Some(format!("Bearer {}", after.access_token.expose_secret()).as_str()),
+        "the upstream got the refreshed token, not the expired one"
     );
 }
