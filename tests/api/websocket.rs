@@ -563,3 +563,23 @@ async fn a_handshake_with_a_token_due_for_refresh_carries_the_refreshed_one() {
         "the upstream got the refreshed token, not the expired one"
     );
 }
+
+#[tokio::test]
+async fn a_session_that_idles_out_closes_its_socket_with_1008() {
+    let ws = spawn_websocket_echo().await;
+    let short_idle = AppOptions {
+        session_toml: "idle_timeout_secs = 600\ntouch_interval_secs = 60".into(),
+        ..AppOptions::default()
+    };
+    let app = app_with_socket_route_and(&ws, "", short_idle).await;
+    let (_browser, cookie) = alice(&app).await;
+    let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
+    socket.send(Message::Text("hi".into())).await.expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::Text("hi".into()));
+
+    // The session's idle timeout passes (the injected clock): the next check finds it gone.
+    app.clock.advance(Duration::from_secs(601));
+    let (code, after) = close_code(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(after < Duration::from_secs(5), "closed {after:?} later");
+}
