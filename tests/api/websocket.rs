@@ -313,18 +313,18 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
 #[tokio::test]
 async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "websocket_idle_secs = 1").await;
+    let app = app_with_socket_route(&ws, "websocket_idle_secs = 2").await;
     let (_browser, cookie) = alice(&app).await;
 
     let mut busy = open(&app, "/ws/busy", Some(&cookie)).await.expect("open");
     let mut idle = open(&app, "/ws/idle", Some(&cookie)).await.expect("open");
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(2500) {
+    while started.elapsed() < Duration::from_millis(3500) {
         busy.send(Message::Text("tick".into())).await.expect("send");
         assert_eq!(next_message(&mut busy).await, Message::Text("tick".into()));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (code, _) = close_code(&mut idle, Duration::from_secs(1)).await;
+    let (code, _) = close_code(&mut idle, Duration::from_secs(2)).await;
     assert_eq!(
         code,
         Some(CloseCode::Away),
