@@ -135,6 +135,18 @@ fn store_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)
 }
 
+/// Registers `metric` under `name` and hands it back (the registry keeps a clone; both
+/// share the same values).
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
 
 struct Inner {
@@ -176,43 +188,41 @@ impl Metrics {
         store: Arc<dyn SessionStore>,
     ) -> Self {
         let mut registry = Registry::default();
-        let http_requests = Family::<Labels<4>, Counter>::default();
-        registry.register(
+        let http_requests = registered(
+            &mut registry,
             "gatehouse_http_requests",
             "Requests on the public listener, by kind, route, method and status",
-            http_requests.clone(),
+            Family::<Labels<4>, Counter>::default(),
         );
-        let http_duration: HistogramFamily<2> =
-            Family::new_with_constructor(|| Histogram::new(request_buckets()));
-        registry.register(
+        let http_duration: HistogramFamily<2> = registered(
+            &mut registry,
             "gatehouse_http_request_duration_seconds",
             "Time to the response head on the public listener, by kind and route",
-            http_duration.clone(),
+            Family::new_with_constructor(|| Histogram::new(request_buckets())),
         );
-        let upstream_duration: HistogramFamily<2> =
-            Family::new_with_constructor(|| Histogram::new(request_buckets()));
-        registry.register(
+        let upstream_duration: HistogramFamily<2> = registered(
+            &mut registry,
             "gatehouse_upstream_request_duration_seconds",
             "Time to an upstream's response head, by route and outcome",
-            upstream_duration.clone(),
+            Family::new_with_constructor(|| Histogram::new(request_buckets())),
         );
-        let logins = Family::<Labels<2>, Counter>::default();
-        registry.register(
+        let logins = registered(
+            &mut registry,
             "gatehouse_logins",
             "Completed login callbacks, by provider and outcome",
-            logins.clone(),
+            Family::<Labels<2>, Counter>::default(),
         );
-        let logouts = Family::<Labels<2>, Counter>::default();
-        registry.register(
+        let logouts = registered(
+            &mut registry,
             "gatehouse_logouts",
             "Sessions this instance ended, by provider and kind (user, backchannel, expired)",
-            logouts.clone(),
+            Family::<Labels<2>, Counter>::default(),
         );
-        let refreshes = Family::<Labels<2>, Counter>::default();
-        registry.register(
+        let refreshes = registered(
+            &mut registry,
             "gatehouse_token_refreshes",
             "Access token refreshes, by provider and outcome",
-            refreshes.clone(),
+            Family::<Labels<2>, Counter>::default(),
         );
         let security_events = Family::<Labels<1>, Counter>::default();
         for event in SecurityEvent::ALL {
@@ -224,37 +234,35 @@ impl Metrics {
             "Security events from the catalogue, by event name",
             security_events.clone(),
         );
-        let rate_limited = Family::<Labels<1>, Counter>::default();
-        registry.register(
+        let rate_limited = registered(
+            &mut registry,
             "gatehouse_rate_limited",
             "Requests refused by a rate limit, by limit",
-            rate_limited.clone(),
+            Family::<Labels<1>, Counter>::default(),
         );
-        let store_duration: HistogramFamily<1> =
-            Family::new_with_constructor(|| Histogram::new(store_buckets()));
-        registry.register(
+        let store_duration: HistogramFamily<1> = registered(
+            &mut registry,
             "gatehouse_store_operation_duration_seconds",
             "Session store operations, by operation",
-            store_duration.clone(),
+            Family::new_with_constructor(|| Histogram::new(store_buckets())),
         );
-        let store_errors = Family::<Labels<1>, Counter>::default();
-        registry.register(
+        let store_errors = registered(
+            &mut registry,
             "gatehouse_store_errors",
             "Session store operations that failed, by operation",
-            store_errors.clone(),
+            Family::<Labels<1>, Counter>::default(),
         );
-        let websockets_open =
-            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default();
-        registry.register(
+        let websockets_open = registered(
+            &mut registry,
             "gatehouse_websockets_open",
             "WebSockets open through API routes, by route",
-            websockets_open.clone(),
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
         );
-        let websockets_closed = Family::<Labels<2>, Counter>::default();
-        registry.register(
+        let websockets_closed = registered(
+            &mut registry,
             "gatehouse_websockets_closed",
             "WebSockets closed, by route and why (peer, session_ended, idle, max_duration)",
-            websockets_closed.clone(),
+            Family::<Labels<2>, Counter>::default(),
         );
         registry.register(
             "gatehouse_build_info",

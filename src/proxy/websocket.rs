@@ -103,7 +103,7 @@ pub async fn tunnel(
     }
     let mut answer = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
     answer.upgrade("websocket");
-    copy_response_headers(&mut answer, response.headers(), false);
+    copy_response_headers(&mut answer, headers, false);
     let upgraded = response
         .upgrade()
         .await

@@ -159,18 +159,21 @@ pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     })))
 }
 
-/// The caller's session, or 401: the session endpoints act for a logged-in user only.
+/// The caller's session (and the time it was read at), or 401: the session endpoints need
+/// the anti-forgery header and act for a logged-in user only.
 async fn caller(
     req: &HttpRequest,
     state: &AppState,
-    now: i64,
-) -> Result<crate::session::LoadedSession, ApiError> {
+) -> Result<(crate::session::LoadedSession, i64), ApiError> {
+    state.require_csrf_header(req)?;
+    let now = state.now();
     let cookie = cookies::read(req, &state.settings.session.cookie_name);
-    state
+    let session = state
         .flows
         .current_session(cookie.as_deref(), now)
         .await?
-        .ok_or_else(|| ApiError::new(Problem::Unauthenticated))
+        .ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
+    Ok((session, now))
 }
 
 /// Whole seconds since the Unix epoch, as OpenID Connect writes times.
@@ -184,9 +187,7 @@ pub async fn sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let now = state.now();
-    let session = caller(&req, &state, now).await?;
+    let (session, now) = caller(&req, &state).await?;
     let listed = state.flows.list_sessions(&session, now).await?;
     let sessions: Vec<_> = listed
         .iter()
@@ -249,9 +250,7 @@ pub async fn end_session(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let now = state.now();
-    let session = caller(&req, &state, now).await?;
+    let (session, now) = caller(&req, &state).await?;
     let not_found = || ApiError::new(Problem::NotFound).detail("You have no session with this id.");
     // Exactly as handed out: not a percent-encoded spelling of it either.
     if req.path().contains('%') || !well_formed_public_id(&id) {
@@ -277,9 +276,7 @@ pub async fn end_other_sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let now = state.now();
-    let session = caller(&req, &state, now).await?;
+    let (session, now) = caller(&req, &state).await?;
     let ended = state.flows.end_other_sessions(&session, now).await?;
     report_ended(&state, &session.data.sub, &session.data.provider, &ended);
     Ok(HttpResponse::Ok().json(json!({ "ended": ended.len() })))

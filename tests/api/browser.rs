@@ -153,6 +153,15 @@ async fn log_in_at_the_provider(chrome: &Chrome, app: &TestApp, user: &str) {
     );
 }
 
+/// From the demo page, anonymous, through the provider's forms, back logged in.
+async fn log_in_on_the_demo_page(chrome: &Chrome, app: &TestApp, user: &str) {
+    chrome.goto(&format!("{}/", app.base)).await;
+    chrome.wait_for_visible("anonymous").await;
+    chrome.click("#login").await;
+    log_in_at_the_provider(chrome, app, user).await;
+    chrome.wait_for_visible("user").await;
+}
+
 async fn session_cookie(chrome: &Chrome, name: &str) -> Option<String> {
     chrome
         .client
@@ -433,11 +442,7 @@ async fn the_demo_lists_the_users_sessions_and_signs_another_one_out() {
 
 async fn sessions_scenario(chrome: &Chrome, app: &TestApp) {
     let cookie_name = app.cookie_name().to_owned();
-    chrome.goto(&format!("{}/", app.base)).await;
-    chrome.wait_for_visible("anonymous").await;
-    chrome.click("#login").await;
-    log_in_at_the_provider(chrome, app, "dora").await;
-    chrome.wait_for_visible("user").await;
+    log_in_on_the_demo_page(chrome, app, "dora").await;
     let own_cookie = session_cookie(chrome, &cookie_name)
         .await
         .expect("the browser's session");
@@ -552,11 +557,7 @@ async fn the_demo_gets_live_updates_until_the_session_ends_elsewhere() {
 
 async fn live_scenario(chrome: &Chrome, app: &TestApp) {
     let cookie_name = app.cookie_name().to_owned();
-    chrome.goto(&format!("{}/", app.base)).await;
-    chrome.wait_for_visible("anonymous").await;
-    chrome.click("#login").await;
-    log_in_at_the_provider(chrome, app, "erin").await;
-    chrome.wait_for_visible("user").await;
+    log_in_on_the_demo_page(chrome, app, "erin").await;
 
     // The page's own WebSocket: its Origin passes, and the sample API got a token the
     // provider accepts (it greets the user by the name userinfo gave it).

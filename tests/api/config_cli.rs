@@ -27,6 +27,15 @@ upstream = "http://api.internal"
 rate_limit = "sometimes"
 "#;
 
+/// The least a config needs (its client secret comes from the environment).
+const MINIMAL: &str = r#"
+[server]
+public_url = "https://app.example.com"
+[providers.main]
+issuer = "https://id.example.com"
+client_id = "spa"
+"#;
+
 fn gatehouse(args: &[&str], config: &str) -> std::process::Output {
     let dir = crate::helpers::config_dir(config);
     let path = dir.join("gatehouse.toml");
@@ -129,14 +138,7 @@ fn env_example_documents_a_valid_configuration() {
 
 #[test]
 fn a_dot_env_file_fills_in_unset_variables_but_never_overrides_set_ones() {
-    let good = r#"
-[server]
-public_url = "https://app.example.com"
-[providers.main]
-issuer = "https://id.example.com"
-client_id = "spa"
-"#;
-    let dir = crate::helpers::config_dir(good);
+    let dir = crate::helpers::config_dir(MINIMAL);
     std::fs::write(
         dir.join(".env"),
         "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET=from-dot-env\nGATEHOUSE_SESSION__IDLE_TIMEOUT_SECS=120\n",
@@ -250,14 +252,7 @@ fn check_config_online_fails_on_a_wrong_issuer_or_an_unsupported_client_authenti
 
 #[test]
 fn check_config_checks_the_revocation_keys_format_and_where_it_comes_from() {
-    let good = r#"
-[server]
-public_url = "https://app.example.com"
-[providers.main]
-issuer = "https://id.example.com"
-client_id = "spa"
-"#;
-    let dir = crate::helpers::config_dir(good);
+    let dir = crate::helpers::config_dir(MINIMAL);
     let run = |key: &str| {
         Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["check-config", "--config", "gatehouse.toml"])
@@ -285,7 +280,7 @@ client_id = "spa"
     );
     assert!(!stderr.contains(bad), "the value is not echoed: {stderr}");
 
-    let in_file = format!("{good}[session]\nrevocation_key = \"{key}\"\n");
+    let in_file = format!("{MINIMAL}[session]\nrevocation_key = \"{key}\"\n");
     let output = gatehouse(&["check-config"], &in_file);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

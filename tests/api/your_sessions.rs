@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::echo::{spawn_echo, status_of, EchoUpstream};
 use crate::helpers::{
     captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp, TestApp,
 };
@@ -87,6 +87,21 @@ async fn list(app: &TestApp, cookie: &str) -> Vec<Value> {
         .clone()
 }
 
+/// `DELETE /auth/sessions/{id}` with `cookie`'s session.
+async fn end_session(app: &TestApp, cookie: &str, id: &str, csrf: bool) -> Resp {
+    let path = format!("/auth/sessions/{id}");
+    call(app, reqwest::Method::DELETE, &path, cookie, csrf).await
+}
+
+/// Whether the log holds the `session.ended_by_user` event for that session and reason.
+fn logged_ending(store_key: &str, reason: &str) -> bool {
+    captured_logs().lines().any(|line| {
+        line.contains("session.ended_by_user")
+            && line.contains(&store_key[..12])
+            && line.contains(reason)
+    })
+}
+
 async fn user_status(app: &TestApp, cookie: &str) -> u16 {
     call(app, reqwest::Method::GET, "/auth/user", cookie, true)
         .await
@@ -112,11 +127,8 @@ async fn raw_delete(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.expect("read answer");
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {answer}"));
+    let status = status_of(&answer);
+    assert_ne!(status, 0, "no status line: {answer}");
     (status, answer)
 }
 
@@ -297,15 +309,9 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     .await
     .assert_problem(401, "csrf-header-required");
     let phone_id = id_of(&sessions, "Safari on iPhone");
-    call(
-        &b,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{phone_id}"),
-        &laptop.cookie,
-        false,
-    )
-    .await
-    .assert_problem(401, "csrf-header-required");
+    end_session(&b, &laptop.cookie, &phone_id, false)
+        .await
+        .assert_problem(401, "csrf-header-required");
     call(
         &b,
         reqwest::Method::POST,
@@ -322,15 +328,9 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     assert_eq!(list(&b, &laptop.cookie).await.len(), 3);
 
     // Bob's id in alice's DELETE: 404, and bob's session is untouched.
-    call(
-        &b,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{bob_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await
-    .assert_problem(404, "not-found");
+    end_session(&b, &laptop.cookie, &bob_id, true)
+        .await
+        .assert_problem(404, "not-found");
     assert_eq!(user_status(&a, &bob.cookie).await, 200);
     assert_eq!(a.introspect(&bob.refresh).await["active"], true);
 
@@ -374,14 +374,7 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     // Alice ends her phone's session from her laptop, through B: the phone's next call is
     // 401 at either instance, and its refresh token is revoked at the provider.
     assert_eq!(a.introspect(&phone.refresh).await["active"], true);
-    let ended = call(
-        &b,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{phone_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await;
+    let ended = end_session(&b, &laptop.cookie, &phone_id, true).await;
     assert_eq!(ended.status, 204, "{}", ended.body);
     assert!(
         ended.set_cookies().is_empty(),
@@ -399,15 +392,9 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
             .into()
     );
     // Once ended, the id is unknown.
-    call(
-        &b,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{phone_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await
-    .assert_problem(404, "not-found");
+    end_session(&b, &laptop.cookie, &phone_id, true)
+        .await
+        .assert_problem(404, "not-found");
 
     // All others: only the current one remains; the desktop's token is revoked too.
     let others = call(
@@ -433,13 +420,9 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     assert_eq!(a.introspect(&bob.refresh).await["active"], true);
 
     // One security event per session ended, naming the ended session.
-    let logs = captured_logs();
     for ended in [&phone, &desktop] {
         assert!(
-            logs.lines()
-                .any(|line| line.contains("session.ended_by_user")
-                    && line.contains(&ended.store_key[..12])
-                    && line.contains("other, revoked")),
+            logged_ending(&ended.store_key, "other, revoked"),
             "no event for {}",
             &ended.store_key[..12]
         );
@@ -465,37 +448,19 @@ async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_o
     let sessions = list(&app, &laptop.cookie).await;
     assert_eq!(sessions.len(), 2);
     let phone_id = id_of(&sessions, "Safari on iPhone");
-    let ended = call(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{phone_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await;
+    let ended = end_session(&app, &laptop.cookie, &phone_id, true).await;
     assert_eq!(ended.status, 204, "{}", ended.body);
     assert_eq!(user_status(&app, &phone.cookie).await, 401);
     assert_eq!(proxied_call(&app, &phone.cookie).await.0, 401);
     // Documented: without the server-held key its refresh token cannot be read, so the
     // provider is not told; the token is unusable here, its only copy gone.
     assert_eq!(app.introspect(&phone.refresh).await["active"], true);
-    assert!(captured_logs()
-        .lines()
-        .any(|line| line.contains("session.ended_by_user")
-            && line.contains(&phone.store_key[..12])
-            && line.contains("other, deleted only")));
+    assert!(logged_ending(&phone.store_key, "other, deleted only"));
 
     // Ending one's own session from the list is a logout: the cookie goes, the refresh
     // token is revoked (the caller's own tokens are at hand).
     let own_id = id_of(&list(&app, &laptop.cookie).await, "Chrome on Linux");
-    let own = call(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{own_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await;
+    let own = end_session(&app, &laptop.cookie, &own_id, true).await;
     assert_eq!(own.status, 204, "{}", own.body);
     let expired = own
         .set_cookies()
@@ -529,14 +494,7 @@ async fn the_envelope_follows_a_refresh_so_ending_the_session_revokes_the_rotate
 
     // Ended from the laptop: the token revoked is the rotated one.
     let phone_id = id_of(&list(&app, &laptop.cookie).await, "Safari on iPhone");
-    let ended = call(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("/auth/sessions/{phone_id}"),
-        &laptop.cookie,
-        true,
-    )
-    .await;
+    let ended = end_session(&app, &laptop.cookie, &phone_id, true).await;
     assert_eq!(ended.status, 204, "{}", ended.body);
     assert_eq!(app.introspect(&rotated).await["active"], false);
     assert_eq!(proxied_call(&app, &phone.cookie).await.0, 401);
