@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::headers::{connection_tokens, forward_request_header, forward_response_header};
+use super::upstream::{body_chunks, BoxError, UpstreamResponse};
 use crate::config::RouteSettings;
 
 /// Chunks in flight between the browser's upload and the upstream: the backpressure window.
@@ -57,14 +58,12 @@ pub fn has_body(req: &HttpRequest) -> bool {
 
 /// actix's payload is not `Send`; a local task pumps it into a bounded channel whose
 /// receiving end is the upstream request body, so a slow upstream slows the upload.
-pub fn stream_upload(
+pub fn upload_chunks(
     mut payload: web::Payload,
     limit: u64,
     too_large: Arc<AtomicBool>,
-) -> reqwest::Body {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<
-        Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
-    >(UPLOAD_WINDOW);
+) -> impl futures_util::Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(UPLOAD_WINDOW);
     actix_web::rt::spawn(async move {
         let mut total: u64 = 0;
         while let Some(chunk) = payload.next().await {
@@ -78,9 +77,7 @@ pub fn stream_upload(
                     }
                     Ok(bytes)
                 }
-                Err(_) => {
-                    Err(Box::new(ClientUploadFailed) as Box<dyn std::error::Error + Send + Sync>)
-                }
+                Err(_) => Err(Box::new(ClientUploadFailed) as BoxError),
             };
             let failed = item.is_err();
             if sender.send(item).await.is_err() || failed {
@@ -88,26 +85,33 @@ pub fn stream_upload(
             }
         }
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
-    });
-    reqwest::Body::wrap_stream(stream)
+    })
+}
+
+/// [`upload_chunks`] as a reqwest body (the dev-server pass-through).
+pub fn stream_upload(
+    payload: web::Payload,
+    limit: u64,
+    too_large: Arc<AtomicBool>,
+) -> reqwest::Body {
+    reqwest::Body::wrap_stream(upload_chunks(payload, limit, too_large))
 }
 
 /// The browser's headers that may go on to an upstream (see `forward_request_header`).
-pub fn copy_request_headers(
-    req: &HttpRequest,
-    mut request: reqwest::RequestBuilder,
-    csrf_header: &str,
-    route: Option<&RouteSettings>,
-) -> reqwest::RequestBuilder {
+fn forwardable_request_headers<'r>(
+    req: &'r HttpRequest,
+    csrf_header: &'r str,
+    route: Option<&'r RouteSettings>,
+) -> impl Iterator<Item = (&'r str, &'r [u8])> + 'r {
     let connection_values: Vec<&str> = req
         .headers()
         .get_all(actix_web::http::header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
-    for (name, value) in req.headers() {
+    req.headers().iter().filter_map(move |(name, value)| {
         // A header the route injects from a server-held secret never comes from the browser.
         let injected = route.is_some_and(|route| {
             route
@@ -115,17 +119,46 @@ pub fn copy_request_headers(
                 .iter()
                 .any(|h| crate::proxy::headers::same_header(name.as_str(), &h.name))
         });
-        if !injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header) {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
+        (!injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header))
+            .then(|| (name.as_str(), value.as_bytes()))
+    })
+}
+
+/// The browser's headers that may go on, onto a reqwest request (the dev-server pass-through).
+pub fn copy_request_headers(
+    req: &HttpRequest,
+    mut request: reqwest::RequestBuilder,
+    csrf_header: &str,
+    route: Option<&RouteSettings>,
+) -> reqwest::RequestBuilder {
+    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+        request = request.header(name, value);
     }
     request
+}
+
+/// The browser's headers that may go on, into the upstream request's own map.
+pub fn append_request_headers(
+    req: &HttpRequest,
+    headers: &mut http::HeaderMap,
+    csrf_header: &str,
+    route: Option<&RouteSettings>,
+) {
+    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+        // actix parsed both already; the same bytes are valid here too.
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
 }
 
 /// The upstream's headers that may go back to the browser (see `forward_response_header`).
 pub fn copy_response_headers(
     builder: &mut actix_web::HttpResponseBuilder,
-    headers: &reqwest::header::HeaderMap,
+    headers: &http::HeaderMap,
     pass_set_cookie: bool,
 ) {
     let connection_values: Vec<&str> = headers
@@ -141,23 +174,61 @@ pub fn copy_response_headers(
     }
 }
 
+/// A reqwest response (the dev server's, or a refused WebSocket handshake's) to the browser.
 pub fn stream_response(
     response: reqwest::Response,
     pass_set_cookie: bool,
     max_duration: Option<std::time::Duration>,
 ) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let (builder, length) = response_head(
+        response.status(),
+        response.headers(),
+        response.content_length(),
+        pass_set_cookie,
+    );
+    with_body(builder, length, response.bytes_stream(), max_duration)
+}
+
+/// An API upstream's response to the browser, its body streamed as it arrives.
+pub fn stream_upstream_response(
+    response: UpstreamResponse,
+    pass_set_cookie: bool,
+    max_duration: Option<std::time::Duration>,
+) -> HttpResponse {
+    let (head, body) = response.into_parts();
+    let size_hint = hyper::body::Body::size_hint(&body).exact();
+    let (builder, length) = response_head(head.status, &head.headers, size_hint, pass_set_cookie);
+    with_body(builder, length, body_chunks(body), max_duration)
+}
+
+/// The browser's response head, and the length its body will have when that is known.
+fn response_head(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    size_hint: Option<u64>,
+    pass_set_cookie: bool,
+) -> (actix_web::HttpResponseBuilder, Option<u64>) {
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    copy_response_headers(&mut builder, response.headers(), pass_set_cookie);
+    copy_response_headers(&mut builder, headers, pass_set_cookie);
     // A HEAD answer has no body but states the length of the one a GET would get; keep it.
-    let declared_length: Option<u64> = response
-        .headers()
-        .get(reqwest::header::CONTENT_LENGTH)
+    let declared_length: Option<u64> = headers
+        .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let length = declared_length.or(response.content_length());
-    let body = response.bytes_stream();
+    (builder, declared_length.or(size_hint))
+}
+
+fn with_body<S, E>(
+    mut builder: actix_web::HttpResponseBuilder,
+    length: Option<u64>,
+    body: S,
+    max_duration: Option<std::time::Duration>,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + 'static,
+    E: Into<Box<dyn std::error::Error>> + 'static,
+{
     match (length, max_duration) {
         // A stream that may be cut short has no length to promise.
         (_, Some(limit)) => {

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod headers;
 pub mod path;
 pub mod routes;
+pub mod upstream;
 pub mod websocket;
 
 use std::collections::HashMap;
@@ -18,12 +19,13 @@ use serde_json::Value;
 use url::Url;
 
 use crate::clock::UnixMillis;
-use crate::config::{RouteSettings, TokenPolicy};
+use crate::config::{RouteSettings, RouteTlsSettings, TokenPolicy};
 use crate::oidc::{OidcError, Providers};
 use crate::session::LoadedSession;
 use crate::tls::{upstream_client_config, TlsError};
 use client_credentials::ClientTokenCache;
 pub use routes::RouteTable;
+use upstream::UpstreamClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -50,10 +52,10 @@ pub struct Proxy {
     pub table: RouteTable,
     /// One pooled client for every upstream: no total timeout (bodies stream), but bounded
     /// connect and per-read waits, and redirects are passed back, never followed.
-    pub http: reqwest::Client,
+    http: UpstreamClient,
     /// Routes with a `[routes.tls]` table, by prefix: a client each, so that one route's
     /// pinned CA or client certificate never applies to (or pools with) another upstream.
-    route_http: HashMap<String, reqwest::Client>,
+    route_http: HashMap<String, UpstreamClient>,
     /// WebSocket routes, by prefix: HTTP/1.1 only (the upgrade), and no read timeout (an
     /// open socket may be quiet; `websocket_idle_secs` bounds that).
     websocket_http: HashMap<String, reqwest::Client>,
@@ -88,13 +90,12 @@ pub enum ProxyBuildError {
     Client(#[from] reqwest::Error),
     #[error("route {prefix}: {source}")]
     RouteTls { prefix: String, source: TlsError },
+    #[error("upstream TLS: {0}")]
+    DefaultTls(TlsError),
 }
 
-/// The settings every upstream client shares; only TLS differs between them.
-fn client_builder() -> reqwest::ClientBuilder {
-    connection_builder().read_timeout(Duration::from_secs(300))
-}
-
+/// The WebSocket handshakes' clients: no read timeout (an open socket may be quiet;
+/// `websocket_idle_secs` bounds that), HTTP/1.1 only (the upgrade).
 fn connection_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -113,7 +114,15 @@ impl Proxy {
         providers: &Providers,
         public_url: &Url,
     ) -> Result<Self, ProxyBuildError> {
-        let http = client_builder().build()?;
+        // No route TLS: the web roots, and h2 when the upstream offers it.
+        let mut default_tls = upstream_client_config(&RouteTlsSettings {
+            ca_file: None,
+            client_identity: None,
+            server_name: None,
+        })
+        .map_err(ProxyBuildError::DefaultTls)?;
+        default_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let http = UpstreamClient::new(default_tls);
         let mut route_http = HashMap::new();
         let mut websocket_http = HashMap::new();
         for route in &routes {
@@ -127,10 +136,7 @@ impl Proxy {
                 None => None,
             };
             if let Some(config) = &tls {
-                let client = client_builder()
-                    .use_preconfigured_tls(config.clone())
-                    .build()?;
-                route_http.insert(route.prefix.clone(), client);
+                route_http.insert(route.prefix.clone(), UpstreamClient::new(config.clone()));
             }
             if route.websocket.is_some() {
                 let mut builder = connection_builder().http1_only();
@@ -175,7 +181,7 @@ impl Proxy {
     }
 
     /// The client that reaches this route's upstream.
-    pub fn client_for(&self, route: &RouteSettings) -> &reqwest::Client {
+    pub fn client_for(&self, route: &RouteSettings) -> &UpstreamClient {
         self.route_http.get(&route.prefix).unwrap_or(&self.http)
     }
 

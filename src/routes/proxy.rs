@@ -15,10 +15,11 @@ use crate::error::{ApiError, Problem};
 use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
-    copy_request_headers, declared_length, describe, has_body, is_websocket_upgrade,
-    stream_response, stream_upload,
+    append_request_headers, declared_length, describe, has_body, is_websocket_upgrade,
+    stream_response, stream_upstream_response, upload_chunks,
 };
-use crate::proxy::routes::upstream_url;
+use crate::proxy::routes::{upstream_uri, upstream_url};
+use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
@@ -26,21 +27,16 @@ use crate::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::tls::tls_failure;
 use crate::trace_context::TraceContext;
 
-const AUTHORIZATION: reqwest::header::HeaderName = reqwest::header::AUTHORIZATION;
-const X_USER_ID: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("x-user-id");
-const X_FORWARDED_FOR: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("x-request-id");
-const TRACEPARENT: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("traceparent");
-const TRACESTATE: reqwest::header::HeaderName =
-    reqwest::header::HeaderName::from_static("tracestate");
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+const AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A call to an API route (the route table matched `route`, leaving `rest` of the path).
 pub async fn forward(
@@ -75,8 +71,6 @@ pub async fn forward(
         }
         Err(e) => return Err(e.into()),
     };
-    let url = upstream_url(&route.upstream, rest, req.query_string());
-
     if websocket {
         let key = websocket::browser_key(req).map_err(|e| {
             ApiError::new(Problem::InvalidRequest)
@@ -87,23 +81,33 @@ pub async fn forward(
             .proxy
             .websocket_client_for(route)
             .ok_or_else(|| ApiError::new(Problem::Internal))?;
-        let request = client
+        let url = upstream_url(&route.upstream, rest, req.query_string());
+        let mut request = client
             .get(url)
             .version(reqwest::Version::HTTP_11)
             .header("connection", "Upgrade")
-            .header("upgrade", "websocket");
-        let request = upstream_headers(req, request, state, route, session, token.as_ref());
+            .header("upgrade", "websocket")
+            .build()
+            .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
+        upstream_headers(
+            req,
+            request.headers_mut(),
+            state,
+            route,
+            session,
+            token.as_ref(),
+        );
         // Frames are parsed on the way through; an extension (permessage-deflate) would
         // change what they mean, so none is offered.
-        let (client, built) = request.build_split();
-        let request = match built {
-            Ok(mut built) => {
-                built.headers_mut().remove("sec-websocket-extensions");
-                reqwest::RequestBuilder::from_parts(client, built)
-            }
-            Err(_) => return Err(ApiError::new(Problem::InvalidRequest)),
-        };
-        let response = send(request, state, route, None).await?;
+        request.headers_mut().remove("sec-websocket-extensions");
+        let response = send(
+            client.execute(request),
+            describe_reqwest,
+            state,
+            route,
+            None,
+        )
+        .await?;
         if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(stream_response(
                 response,
@@ -135,26 +139,37 @@ pub async fn forward(
     if declared_length.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge.into());
     }
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
+    let method = http::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
         ProxyError::MethodNotAllowed {
             allow: route.methods.clone(),
         }
     })?;
-    let request = state.proxy.client_for(route).request(method, url);
-    let mut request = upstream_headers(req, request, state, route, session, token.as_ref());
+    let uri = upstream_uri(&route.upstream, rest, req.query_string()).map_err(|e| {
+        ApiError::new(Problem::InvalidRequest)
+            .detail("The request path or query cannot be sent on.")
+            .cause(e)
+    })?;
     let too_large = Arc::new(AtomicBool::new(false));
-    if has_body(req) {
-        if let Some(len) = declared_length {
-            request = request.header("content-length", len);
-        }
-        request = request.body(stream_upload(
+    let body = if has_body(req) {
+        streamed_body(upload_chunks(
             payload,
             route.max_body_bytes,
             too_large.clone(),
-        ));
+        ))
+    } else {
+        empty_body()
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    upstream_headers(req, headers, state, route, session, token.as_ref());
+    if let Some(len) = declared_length.filter(|_| has_body(req)) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    let response = send(request, state, route, Some(&too_large)).await?;
-    Ok(stream_response(
+    let sent = state.proxy.client_for(route).send(request);
+    let response = send(sent, classify, state, route, Some(&too_large)).await?;
+    Ok(stream_upstream_response(
         response,
         route.pass_set_cookie,
         route.max_duration,
@@ -209,91 +224,114 @@ async fn admit(
 /// secrets, the token, and gatehouse's own (forwarding, request id, trace context).
 fn upstream_headers(
     req: &HttpRequest,
-    mut request: reqwest::RequestBuilder,
+    headers: &mut HeaderMap,
     state: &AppState,
     route: &RouteSettings,
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
-) -> reqwest::RequestBuilder {
-    request = copy_request_headers(req, request, &state.settings.csrf.header, Some(route));
+) {
+    append_request_headers(req, headers, &state.settings.csrf.header, Some(route));
     for injected in &route.inject_headers {
-        let mut value = reqwest::header::HeaderValue::from_str(injected.value.expose_secret())
-            .expect("validated at start-up");
+        let mut value =
+            HeaderValue::from_str(injected.value.expose_secret()).expect("validated at start-up");
         value.set_sensitive(true);
-        request = request.header(injected.name.as_str(), value);
+        let name = HeaderName::from_bytes(injected.name.as_bytes()).expect("validated at start-up");
+        headers.append(name, value);
     }
     if let Some(token) = token {
         // One String, moved into the header value (no copy).
-        request = request.header(
-            AUTHORIZATION,
-            format!("Bearer {}", token.secret().expose_secret()),
-        );
+        let bearer = format!("Bearer {}", token.secret().expose_secret());
+        if let Ok(mut value) = HeaderValue::try_from(bearer) {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
     }
     if route.send_user_id_header {
-        if let Some(session) = session {
-            request = request.header(X_USER_ID, session.data.sub.as_str());
+        if let Some(value) = session.and_then(|s| HeaderValue::from_str(&s.data.sub).ok()) {
+            headers.insert(X_USER_ID, value);
         }
     }
     // Static names (no copy of the name per call); the proto and host values were made once.
-    request = request
-        .header(X_FORWARDED_FOR, ClientIp::of(req).to_string())
-        .header(X_FORWARDED_PROTO, state.proxy.forwarded_proto.clone())
-        .header(X_FORWARDED_HOST, state.proxy.forwarded_host.clone());
-    if let Some(request_id) = req.extensions().get::<RequestId>() {
-        request = request.header(X_REQUEST_ID, request_id.0.as_str());
+    if let Ok(client) = HeaderValue::try_from(ClientIp::of(req).to_string()) {
+        headers.insert(X_FORWARDED_FOR, client);
+    }
+    headers.insert(X_FORWARDED_PROTO, state.proxy.forwarded_proto.clone());
+    headers.insert(X_FORWARDED_HOST, state.proxy.forwarded_host.clone());
+    let extensions = req.extensions();
+    if let Some(value) = extensions
+        .get::<RequestId>()
+        .and_then(|id| HeaderValue::from_str(&id.0).ok())
+    {
+        headers.insert(X_REQUEST_ID, value);
     }
     // The caller's trace continued (or a new one), gatehouse's span as the parent; the
     // caller's own headers were left out above.
-    if let Some(trace) = req.extensions().get::<TraceContext>() {
-        request = request.header(TRACEPARENT, trace.traceparent());
-        if let Some(state) = &trace.tracestate {
-            request = request.header(TRACESTATE, state.as_str());
+    if let Some(trace) = extensions.get::<TraceContext>() {
+        if let Ok(value) = HeaderValue::try_from(trace.traceparent()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        if let Some(value) = trace
+            .tracestate
+            .as_deref()
+            .and_then(|state| HeaderValue::from_str(state).ok())
+        {
+            headers.insert(TRACESTATE, value);
         }
     }
-    request
 }
 
 /// Sends the request and waits (at most the route's timeout) for the response head.
-async fn send(
-    request: reqwest::RequestBuilder,
+async fn send<R, E>(
+    request: impl std::future::Future<Output = Result<R, E>>,
+    failure: fn(&E) -> SendFailure,
     state: &AppState,
     route: &RouteSettings,
     upload_too_large: Option<&AtomicBool>,
-) -> Result<reqwest::Response, ApiError> {
+) -> Result<R, ApiError> {
     let started = Instant::now();
     let upstream = |outcome| {
         state
             .metrics
             .upstream_request(&route.prefix, outcome, started.elapsed())
     };
-    match tokio::time::timeout(route.timeout, request.send()).await {
-        Err(_) => {
-            upstream(UpstreamOutcome::Timeout);
-            Err(ProxyError::UpstreamTimeout.into())
-        }
-        Ok(Err(_)) if upload_too_large.is_some_and(|flag| flag.load(Ordering::SeqCst)) => {
-            Err(ProxyError::BodyTooLarge.into())
-        }
-        Ok(Err(error)) if error.is_timeout() => {
-            upstream(UpstreamOutcome::Timeout);
-            Err(ProxyError::UpstreamTimeout.into())
-        }
-        Ok(Err(error)) => Err(match tls_failure(&error) {
-            // rustls's text names the failure (unknown issuer, alert), never the URL.
-            Some(tls) => {
-                upstream(UpstreamOutcome::Tls);
-                ProxyError::UpstreamTls(tls.to_string())
-            }
-            None => {
-                upstream(UpstreamOutcome::Unreachable);
-                ProxyError::UpstreamUnreachable(describe(&error).to_owned())
-            }
-        }
-        .into()),
+    let error = match tokio::time::timeout(route.timeout, request).await {
         Ok(Ok(response)) => {
             upstream(UpstreamOutcome::Ok);
-            Ok(response)
+            return Ok(response);
         }
+        Ok(Err(error)) => error,
+        Err(_) => {
+            upstream(UpstreamOutcome::Timeout);
+            return Err(ProxyError::UpstreamTimeout.into());
+        }
+    };
+    if upload_too_large.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+        return Err(ProxyError::BodyTooLarge.into());
+    }
+    Err(match failure(&error) {
+        SendFailure::Timeout => {
+            upstream(UpstreamOutcome::Timeout);
+            ProxyError::UpstreamTimeout
+        }
+        SendFailure::Tls(reason) => {
+            upstream(UpstreamOutcome::Tls);
+            ProxyError::UpstreamTls(reason)
+        }
+        SendFailure::Unreachable(what) => {
+            upstream(UpstreamOutcome::Unreachable);
+            ProxyError::UpstreamUnreachable(what.to_owned())
+        }
+    }
+    .into())
+}
+
+fn describe_reqwest(error: &reqwest::Error) -> SendFailure {
+    if error.is_timeout() {
+        return SendFailure::Timeout;
+    }
+    match tls_failure(error) {
+        Some(tls) => SendFailure::Tls(tls.to_string()),
+        None => SendFailure::Unreachable(describe(error)),
     }
 }
 
