@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName};
-use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, Error, HttpMessage, HttpRequest};
+use actix_web::{web, HttpMessage, HttpRequest};
 use bytes::Bytes;
 use ipnet::IpNet;
 
@@ -90,18 +89,48 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Refuses an oversized request head with 431 and records the client IP, for every path.
-/// Its refusals are responses (not `Err`), rendered with the request id like a handler's.
-pub async fn guard(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    // Until the response has gone out whole, this connection is busy, not waiting for a head.
-    let busy = req
-        .conn_data::<ConnectionGuard>()
-        .map(|guard| guard.0.begin_request());
-    let response = check_and_identify(req, next).await?;
-    Ok(match busy {
+/// The client's address, decided once and kept in the request's extensions for every
+/// handler (`ClientIp::of`). `None` only without the application's state (a test harness).
+pub fn identify_client(req: &ServiceRequest) -> Option<IpAddr> {
+    let state = req.app_data::<web::Data<AppState>>()?;
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let forwarded = req
+        .headers()
+        .get_all(X_FORWARDED_FOR)
+        .filter_map(|v| v.to_str().ok());
+    let client = client_ip(peer, forwarded, &state.settings.server.trusted_proxies);
+    req.extensions_mut().insert(ClientIp(client));
+    Some(client)
+}
+
+/// 431 for a request head over `max_header_bytes`.
+pub fn check_head_size(req: &ServiceRequest) -> Result<(), ApiError> {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Ok(());
+    };
+    let limit = state.settings.server.max_header_bytes;
+    if head_bytes(req.headers()) > limit {
+        return Err(ApiError::new(Problem::HeaderTooLarge).detail(format!(
+            "The request's header lines may be {limit} bytes together."
+        )));
+    }
+    Ok(())
+}
+
+/// Marks the request's connection busy (not waiting for a head) until the response is sent.
+pub fn hold_connection(req: &ServiceRequest) -> Option<RequestTicket> {
+    req.conn_data::<ConnectionGuard>()
+        .map(|guard| guard.0.begin_request())
+}
+
+/// The response, holding the connection's ticket until its body has gone out whole.
+pub fn release_when_sent(
+    response: ServiceResponse<BoxBody>,
+    ticket: Option<RequestTicket>,
+) -> ServiceResponse<BoxBody> {
+    match ticket {
         Some(ticket) => response
             .map_body(|_, body| {
                 BoxBody::new(TicketBody {
@@ -111,35 +140,7 @@ pub async fn guard(
             })
             .map_into_boxed_body(),
         None => response,
-    })
-}
-
-async fn check_and_identify(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    };
-    let server = &state.settings.server;
-    if head_bytes(req.headers()) > server.max_header_bytes {
-        let limit = server.max_header_bytes;
-        let problem = ApiError::new(Problem::HeaderTooLarge).detail(format!(
-            "The request's header lines may be {limit} bytes together."
-        ));
-        return Ok(req.error_response(problem).map_into_boxed_body());
     }
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let forwarded = req
-        .headers()
-        .get_all(X_FORWARDED_FOR)
-        .filter_map(|v| v.to_str().ok());
-    let client = client_ip(peer, forwarded, &server.trusted_proxies);
-    tracing::Span::current().record("client_ip", tracing::field::display(client));
-    req.extensions_mut().insert(ClientIp(client));
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ impl ConnectionWatch {
 pub struct ConnectionGuard(Arc<ConnectionWatch>);
 
 /// One request in progress on a watched connection; dropped once its response body is done.
-struct RequestTicket(Arc<ConnectionWatch>);
+pub struct RequestTicket(Arc<ConnectionWatch>);
 
 impl Drop for RequestTicket {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{middleware, web, App, HttpServer};
 use url::Url;
 
@@ -192,7 +193,20 @@ impl Application {
             StartupError::Frontend(format!("cannot build the dev-server client: {e}"))
         })?;
         let security_headers =
-            frontend::security_headers(&settings.frontend, &settings.server.public_url);
+            frontend::security_headers(&settings.frontend, &settings.server.public_url)
+                .into_iter()
+                .map(|(name, value)| {
+                    match (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(&value),
+                    ) {
+                        (Ok(name), Ok(value)) => Ok((name, value)),
+                        _ => Err(StartupError::Frontend(format!(
+                            "{name}: not a valid header value"
+                        ))),
+                    }
+                })
+                .collect::<Result<Vec<_>, StartupError>>()?;
 
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
@@ -209,6 +223,7 @@ impl Application {
             dev_server_http,
             limiter,
             metrics,
+            security_headers,
         });
         let admin = match settings.admin.bind {
             Some(address) => Some(admin_server(address, state.clone())?),
@@ -217,21 +232,12 @@ impl Application {
 
         let header_timeout = settings.server.header_timeout;
         let server = HttpServer::new(move || {
-            // Outermost, so that it also sees the problem responses the request context
-            // renders; it adds each header only where the response has none.
-            let defaults = security_headers.iter().fold(
-                middleware::DefaultHeaders::new(),
-                |defaults, (name, value)| defaults.add((*name, value.as_str())),
-            );
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     ApiError::new(Problem::InvalidRequest).cause(err).into()
                 }))
-                .wrap(middleware::from_fn(routes::path_guard))
-                .wrap(middleware::from_fn(edge::guard))
-                .wrap(middleware::from_fn(telemetry::request_context))
-                .wrap(defaults)
+                .wrap(middleware::from_fn(telemetry::front))
                 .wrap(middleware::Condition::new(
                     measured,
                     middleware::from_fn(metrics::record_request),

@@ -1,11 +1,11 @@
 //! Logging: the subscriber, the per-request span and request id, and the catalogue of
 //! security events. Nothing here ever records a token, a cookie or a code.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
+use actix_web::{web, Error, HttpMessage};
 use tracing::{Instrument, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -15,8 +15,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
+use crate::edge;
 use crate::error::ApiError;
+use crate::proxy::path::check_request_path;
 use crate::ratelimit::RateLimitHeaders;
+use crate::routes::AppState;
 use crate::session::crypto::b64;
 use crate::trace_context::TraceContext;
 
@@ -89,12 +92,17 @@ fn new_request_id() -> String {
     b64(&bytes)
 }
 
-/// Wraps every request in a span with its id and trace id (W3C Trace Context, continued or
-/// new: see `trace_context`), echoes the request id, and renders edge errors with both.
-pub async fn request_context(
+/// Everything decided once per request before routing, in one middleware (one boxed call
+/// and one future per request, where three layers cost three): the request's span with its
+/// id, trace id (W3C Trace Context, continued or new: see `trace_context`) and client IP;
+/// the edge's refusals (an oversized head: 431; an unsafe path: 400), rendered like a
+/// handler's problem; the request id echoed and the rate-limit headers added; and the
+/// connection held busy until the response has gone out.
+pub async fn front(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let ticket = edge::hold_connection(&req);
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -110,10 +118,14 @@ pub async fn request_context(
         |buf| rand::Rng::fill(&mut rand::thread_rng(), buf),
     );
     let trace_id = trace.trace_id.clone();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-    req.extensions_mut().insert(trace);
-    // The path only: a query can carry an authorization code. The client IP is recorded by
-    // the edge guard, which knows the trusted proxies.
+    let client = edge::identify_client(&req);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    {
+        let mut extensions = req.extensions_mut();
+        extensions.insert(RequestId(request_id.clone()));
+        extensions.insert(trace);
+    }
+    // The path only: a query can carry an authorization code.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -122,8 +134,16 @@ pub async fn request_context(
         path = %req.path(),
         client_ip = tracing::field::Empty,
     );
+    if let Some(client) = client {
+        span.record("client_ip", tracing::field::display(client));
+    }
     async move {
-        let response = next.call(req).await?;
+        let refusal = edge::check_head_size(&req)
+            .and_then(|()| check_request_path(req.path()).map_err(ApiError::from));
+        let response = match refusal {
+            Err(problem) => req.error_response(problem),
+            Ok(()) => next.call(req).await?.map_into_boxed_body(),
+        };
         let status = response.status();
         let mut response = match response.response().error().and_then(|e| e.as_error::<ApiError>()) {
             Some(api_error) => {
@@ -137,7 +157,7 @@ pub async fn request_context(
             }
             None => {
                 tracing::debug!(status = status.as_u16(), "request done");
-                response.map_into_boxed_body()
+                response
             }
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -150,7 +170,14 @@ pub async fn request_context(
                 response.headers_mut().insert(name, value);
             }
         }
-        Ok(response)
+        // Last, so that the problem responses rendered above get them as well; a header the
+        // response set itself (a route's own CSP, say) is kept.
+        for (name, value) in state.iter().flat_map(|state| state.security_headers.iter()) {
+            if !response.headers().contains_key(name) {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        Ok(edge::release_when_sent(response, ticket))
     }
     .instrument(span)
     .await

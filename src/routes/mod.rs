@@ -33,6 +33,11 @@ pub struct AppState {
     pub dev_server_http: reqwest::Client,
     pub limiter: RateLimiter,
     pub metrics: crate::metrics::Metrics,
+    /// Added to every response that has none of its own (`frontend::security_headers`).
+    pub security_headers: Vec<(
+        actix_web::http::header::HeaderName,
+        actix_web::http::header::HeaderValue,
+    )>,
 }
 
 impl AppState {
@@ -161,19 +166,4 @@ pub fn single_params(
         }
     }
     Ok(params)
-}
-
-/// Refuses unsafe request paths before any routing, for every path gatehouse serves. The
-/// refusal is a response (not an `Err`), so the outer middleware render it like a handler's
-/// problem: with the request id and the security headers.
-pub async fn path_guard(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    if let Err(unsafe_path) = crate::proxy::path::check_request_path(req.path()) {
-        return Ok(req
-            .error_response(ApiError::from(unsafe_path))
-            .map_into_boxed_body());
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
