@@ -132,11 +132,8 @@ pub async fn front(
         trace_id = %trace_id,
         method = %req.method(),
         path = %req.path(),
-        client_ip = tracing::field::Empty,
+        client_ip = %OptionalIp(client),
     );
-    if let Some(client) = client {
-        span.record("client_ip", tracing::field::display(client));
-    }
     async move {
         let refusal = edge::check_head_size(&req)
             .and_then(|()| check_request_path(req.path()).map_err(ApiError::from));
@@ -181,6 +178,18 @@ pub async fn front(
     }
     .instrument(span)
     .await
+}
+
+/// A client IP for the span, formatted once with the span's other fields.
+struct OptionalIp(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for OptionalIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The security event catalogue: stable names that alerting can key on. docs/events.md
