@@ -10,11 +10,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
-use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -679,32 +676,42 @@ fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Optio
     (KIND_FRONTEND, None)
 }
 
-/// Counts and times every request on the public listener, and scopes it for
-/// [`record_security_event`].
-pub async fn record_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let Some(state) = req
-        .app_data::<web::Data<crate::routes::AppState>>()
-        .cloned()
-    else {
-        return next.call(req).await;
-    };
-    let started = Instant::now();
-    let method = method_label(req.method());
-    let (kind, route) = classify(req.path(), &state);
-    let metrics = &state.metrics;
-    let response = metrics.scope(next.call(req)).await?;
-    let status = response.status().as_u16();
-    // The SPA's files; a path nothing serves is one series however many there are.
-    let route = route.unwrap_or(Text::Static(if status == 404 {
-        "unmatched"
-    } else {
-        "frontend"
-    }));
-    metrics.http_request(kind, route, method, status, started.elapsed());
-    Ok(response)
+/// One public-listener request being measured (only with an admin listener): started when
+/// it came in, counted and timed with its final status by the edge middleware
+/// (`telemetry::front`), which also scopes it for [`record_security_event`].
+pub struct RequestMeasure {
+    started: Instant,
+    method: &'static str,
+    kind: &'static str,
+    route: Option<Text>,
+}
+
+impl RequestMeasure {
+    pub fn begin(method: &Method, path: &str, state: &crate::routes::AppState) -> Self {
+        let (kind, route) = classify(path, state);
+        Self {
+            started: Instant::now(),
+            method: method_label(method),
+            kind,
+            route,
+        }
+    }
+
+    pub fn finish(self, metrics: &Metrics, status: u16) {
+        // The SPA's files; a path nothing serves is one series however many there are.
+        let route = self.route.unwrap_or(Text::Static(if status == 404 {
+            "unmatched"
+        } else {
+            "frontend"
+        }));
+        metrics.http_request(
+            self.kind,
+            route,
+            self.method,
+            status,
+            self.started.elapsed(),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -238,10 +238,6 @@ impl Application {
                     ApiError::new(Problem::InvalidRequest).cause(err).into()
                 }))
                 .wrap(middleware::from_fn(telemetry::front))
-                .wrap(middleware::Condition::new(
-                    measured,
-                    middleware::from_fn(metrics::record_request),
-                ))
                 .service(
                     web::scope("/auth")
                         .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-store")))

@@ -17,6 +17,7 @@ use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
 use crate::edge;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::proxy::path::check_request_path;
 use crate::ratelimit::RateLimitHeaders;
 use crate::routes::AppState;
@@ -120,6 +121,14 @@ pub async fn front(
     let trace_id = trace.trace_id.clone();
     let client = edge::identify_client(&req);
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // Only with an admin listener: otherwise no one reads the numbers.
+    let measure = state
+        .as_ref()
+        .filter(|state| state.settings.admin.bind.is_some())
+        .map(|state| {
+            let measure = metrics::RequestMeasure::begin(req.method(), req.path(), state);
+            (measure, state.metrics.clone())
+        });
     {
         let mut extensions = req.extensions_mut();
         extensions.insert(RequestId(request_id.clone()));
@@ -134,7 +143,7 @@ pub async fn front(
         path = %req.path(),
         client_ip = %OptionalIp(client),
     );
-    async move {
+    let handled = async move {
         let refusal = edge::check_head_size(&req)
             .and_then(|()| check_request_path(req.path()).map_err(ApiError::from));
         let response = match refusal {
@@ -176,8 +185,15 @@ pub async fn front(
         }
         Ok(edge::release_when_sent(response, ticket))
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    match measure {
+        None => handled.await,
+        Some((measure, metrics)) => {
+            let response = metrics.scope(handled).await?;
+            measure.finish(&metrics, response.status().as_u16());
+            Ok(response)
+        }
+    }
 }
 
 /// A client IP for the span, formatted once with the span's other fields.

@@ -72,67 +72,18 @@ pub async fn forward(
         Err(e) => return Err(e.into()),
     };
     if websocket {
-        let key = websocket::browser_key(req).map_err(|e| {
-            ApiError::new(Problem::InvalidRequest)
-                .detail("A WebSocket handshake needs one valid Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
-                .cause(e)
-        })?;
-        let client = state
-            .proxy
-            .websocket_client_for(route)
-            .ok_or_else(|| ApiError::new(Problem::Internal))?;
-        let url = upstream_url(&route.upstream, rest, req.query_string());
-        let mut request = client
-            .get(url)
-            .version(reqwest::Version::HTTP_11)
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .build()
-            .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
-        upstream_headers(
+        // Boxed: a plain call's future then carries a pointer, not the relay's state.
+        let cookie = caller.as_ref().map(|(_, cookie)| cookie.as_str());
+        return Box::pin(open_websocket(
             req,
-            request.headers_mut(),
+            payload,
             state,
             route,
-            session,
+            rest,
+            (session, cookie),
             token.as_ref(),
-        );
-        // Frames are parsed on the way through; an extension (permessage-deflate) would
-        // change what they mean, so none is offered.
-        request.headers_mut().remove("sec-websocket-extensions");
-        let response = send(
-            client.execute(request),
-            describe_reqwest,
-            state,
-            route,
-            None,
-        )
-        .await?;
-        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(stream_response(
-                response,
-                route.pass_set_cookie,
-                route.max_duration,
-            ));
-        }
-        let settings = route.websocket.expect("a WebSocket route");
-        let limits = websocket::TunnelLimits {
-            idle: settings.idle,
-            max_duration: route.max_duration,
-            max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
-        };
-        let check = caller.map(|(_, cookie)| session_check(state.clone(), cookie));
-        let counted = websocket::SocketMetrics {
-            metrics: state.metrics.clone(),
-            route: route.prefix.clone(),
-        };
-        return websocket::tunnel(response, payload, key, check, limits, counted)
-            .await
-            .map_err(|e| {
-                ApiError::new(Problem::UpstreamUnreachable)
-                    .detail("The upstream did not accept the WebSocket.")
-                    .cause(e)
-            });
+        ))
+        .await;
     }
 
     let declared_length = declared_length(req);
@@ -174,6 +125,72 @@ pub async fn forward(
         route.pass_set_cookie,
         route.max_duration,
     ))
+}
+
+/// The WebSocket handshake on a WebSocket route, then the relay (see `websocket::tunnel`).
+async fn open_websocket(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    route: &RouteSettings,
+    rest: &str,
+    (session, cookie): (Option<&LoadedSession>, Option<&str>),
+    token: Option<&UpstreamToken<'_>>,
+) -> Result<HttpResponse, ApiError> {
+    let key = websocket::browser_key(req).map_err(|e| {
+        ApiError::new(Problem::InvalidRequest)
+            .detail("A WebSocket handshake needs one valid Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
+            .cause(e)
+    })?;
+    let client = state
+        .proxy
+        .websocket_client_for(route)
+        .ok_or_else(|| ApiError::new(Problem::Internal))?;
+    let url = upstream_url(&route.upstream, rest, req.query_string());
+    let mut request = client
+        .get(url)
+        .version(reqwest::Version::HTTP_11)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .build()
+        .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
+    upstream_headers(req, request.headers_mut(), state, route, session, token);
+    // Frames are parsed on the way through; an extension (permessage-deflate) would
+    // change what they mean, so none is offered.
+    request.headers_mut().remove("sec-websocket-extensions");
+    let response = send(
+        client.execute(request),
+        describe_reqwest,
+        state,
+        route,
+        None,
+    )
+    .await?;
+    if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(stream_response(
+            response,
+            route.pass_set_cookie,
+            route.max_duration,
+        ));
+    }
+    let settings = route.websocket.expect("a WebSocket route");
+    let limits = websocket::TunnelLimits {
+        idle: settings.idle,
+        max_duration: route.max_duration,
+        max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
+    };
+    let check = cookie.map(|cookie| session_check(state.clone(), cookie.to_owned()));
+    let counted = websocket::SocketMetrics {
+        metrics: state.metrics.clone(),
+        route: route.prefix.clone(),
+    };
+    websocket::tunnel(response, payload, key, check, limits, counted)
+        .await
+        .map_err(|e| {
+            ApiError::new(Problem::UpstreamUnreachable)
+                .detail("The upstream did not accept the WebSocket.")
+                .cause(e)
+        })
 }
 
 /// The session the route needs (refreshed when due) with its cookie, after the rate limit.
