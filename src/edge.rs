@@ -16,12 +16,11 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, HttpMessage, HttpRequest};
+use actix_web::{HttpMessage, HttpRequest};
 use bytes::Bytes;
 use ipnet::IpNet;
 
 use crate::error::{ApiError, Problem};
-use crate::routes::AppState;
 
 /// The client's address: the peer, or — behind a trusted proxy — the address that proxy
 /// reports in `X-Forwarded-For`.
@@ -90,9 +89,8 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
 }
 
 /// The client's address, decided once and kept in the request's extensions for every
-/// handler (`ClientIp::of`). `None` only without the application's state (a test harness).
-pub fn identify_client(req: &ServiceRequest) -> Option<IpAddr> {
-    let state = req.app_data::<web::Data<AppState>>()?;
+/// handler (`ClientIp::of`).
+pub fn identify_client(req: &ServiceRequest, trusted_proxies: &[IpNet]) -> IpAddr {
     let peer = req
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -100,18 +98,14 @@ pub fn identify_client(req: &ServiceRequest) -> Option<IpAddr> {
         .headers()
         .get_all(X_FORWARDED_FOR)
         .filter_map(|v| v.to_str().ok());
-    let client = client_ip(peer, forwarded, &state.settings.server.trusted_proxies);
+    let client = client_ip(peer, forwarded, trusted_proxies);
     req.extensions_mut().insert(ClientIp(client));
-    Some(client)
+    client
 }
 
-/// 431 for a request head over `max_header_bytes`.
-pub fn check_head_size(req: &ServiceRequest) -> Result<(), ApiError> {
-    let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Ok(());
-    };
-    let limit = state.settings.server.max_header_bytes;
-    if head_bytes(req.headers()) > limit {
+/// 431 for a request head over `limit` bytes (`max_header_bytes`).
+pub fn check_head_size(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    if head_bytes(headers) > limit {
         return Err(ApiError::new(Problem::HeaderTooLarge).detail(format!(
             "The request's header lines may be {limit} bytes together."
         )));

@@ -119,8 +119,10 @@ pub async fn front(
         |buf| rand::Rng::fill(&mut rand::thread_rng(), buf),
     );
     let trace_id = trace.trace_id.clone();
-    let client = edge::identify_client(&req);
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let server = state.as_ref().map(|state| &state.settings.server);
+    let client = server.map(|server| edge::identify_client(&req, &server.trusted_proxies));
+    let head_limit = server.map(|server| server.max_header_bytes);
     // Only with an admin listener: otherwise no one reads the numbers.
     let measure = state
         .as_ref()
@@ -144,7 +146,8 @@ pub async fn front(
         client_ip = %OptionalIp(client),
     );
     let handled = async move {
-        let refusal = edge::check_head_size(&req)
+        let refusal = head_limit
+            .map_or(Ok(()), |limit| edge::check_head_size(req.headers(), limit))
             .and_then(|()| check_request_path(req.path()).map_err(ApiError::from));
         let response = match refusal {
             Err(problem) => req.error_response(problem),

@@ -186,7 +186,8 @@ fn validate_injected_headers(
     headers
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The default: the web roots, no client certificate, the URL's own host name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTlsSettings {
     /// Trust only this CA (PEM, one or more certificates) for the upstream, not the web roots.
     pub ca_file: Option<PathBuf>,

@@ -13,8 +13,9 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::headers::{connection_tokens, forward_request_header, forward_response_header};
-use super::upstream::{body_chunks, BoxError, UpstreamResponse};
+use super::upstream::{body_chunks, BoxError, SendFailure, UpstreamResponse};
 use crate::config::RouteSettings;
+use crate::tls::tls_failure;
 
 /// Chunks in flight between the browser's upload and the upstream: the backpressure window.
 const UPLOAD_WINDOW: usize = 8;
@@ -279,9 +280,16 @@ pub async fn byte_tunnel(
     Some(answer.body(BodyStream::new(read_chunks(from_upstream))))
 }
 
-/// A transport error's kind, never its text (which carries the upstream URL).
-pub fn describe(error: &reqwest::Error) -> &'static str {
-    if error.is_connect() {
+/// Why a reqwest request (a WebSocket handshake) got no response head: its kind, never its
+/// text (which carries the upstream URL). The API proxy's own client has `upstream::classify`.
+pub fn reqwest_failure(error: &reqwest::Error) -> SendFailure {
+    if error.is_timeout() {
+        return SendFailure::Timeout;
+    }
+    if let Some(tls) = tls_failure(error) {
+        return SendFailure::Tls(tls.to_string());
+    }
+    SendFailure::Unreachable(if error.is_connect() {
         "connection failed"
     } else if error.is_body() {
         "body transfer failed"
@@ -289,5 +297,5 @@ pub fn describe(error: &reqwest::Error) -> &'static str {
         "request failed"
     } else {
         "upstream failed"
-    }
+    })
 }

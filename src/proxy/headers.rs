@@ -58,13 +58,13 @@ fn normalised(byte: u8) -> u8 {
     }
 }
 
-/// Whether two names are the same once both are normalised (compared without allocating).
 /// Whether two header names are the same, ignoring case and `_` versus `-` (a proxy or
 /// server in front may treat them alike).
 pub fn same_header(a: &str, b: &str) -> bool {
     same_normalised(a.as_bytes(), b.as_bytes())
 }
 
+/// Whether two names are the same once both are normalised (compared without allocating).
 fn same_normalised(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len()
         && a.iter()

@@ -115,12 +115,8 @@ impl Proxy {
         public_url: &Url,
     ) -> Result<Self, ProxyBuildError> {
         // No route TLS: the web roots, and h2 when the upstream offers it.
-        let mut default_tls = upstream_client_config(&RouteTlsSettings {
-            ca_file: None,
-            client_identity: None,
-            server_name: None,
-        })
-        .map_err(ProxyBuildError::DefaultTls)?;
+        let mut default_tls = upstream_client_config(&RouteTlsSettings::default())
+            .map_err(ProxyBuildError::DefaultTls)?;
         default_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let http = UpstreamClient::new(default_tls);
         let mut route_http = HashMap::new();

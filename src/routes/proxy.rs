@@ -15,7 +15,7 @@ use crate::error::{ApiError, Problem};
 use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
-    append_request_headers, declared_length, describe, has_body, is_websocket_upgrade,
+    append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
     stream_response, stream_upstream_response, upload_chunks,
 };
 use crate::proxy::routes::{upstream_uri, upstream_url};
@@ -24,7 +24,6 @@ use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
-use crate::tls::tls_failure;
 use crate::trace_context::TraceContext;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -100,8 +99,9 @@ pub async fn forward(
             .detail("The request path or query cannot be sent on.")
             .cause(e)
     })?;
+    let has_body = has_body(req);
     let too_large = Arc::new(AtomicBool::new(false));
-    let body = if has_body(req) {
+    let body = if has_body {
         streamed_body(upload_chunks(
             payload,
             route.max_body_bytes,
@@ -115,7 +115,7 @@ pub async fn forward(
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
     upstream_headers(req, headers, state, route, session, token.as_ref());
-    if let Some(len) = declared_length.filter(|_| has_body(req)) {
+    if let Some(len) = declared_length.filter(|_| has_body) {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     let sent = state.proxy.client_for(route).send(request);
@@ -158,14 +158,7 @@ async fn open_websocket(
     // Frames are parsed on the way through; an extension (permessage-deflate) would
     // change what they mean, so none is offered.
     request.headers_mut().remove("sec-websocket-extensions");
-    let response = send(
-        client.execute(request),
-        describe_reqwest,
-        state,
-        route,
-        None,
-    )
-    .await?;
+    let response = send(client.execute(request), reqwest_failure, state, route, None).await?;
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
@@ -340,16 +333,6 @@ async fn send<R, E>(
         }
     }
     .into())
-}
-
-fn describe_reqwest(error: &reqwest::Error) -> SendFailure {
-    if error.is_timeout() {
-        return SendFailure::Timeout;
-    }
-    match tls_failure(error) {
-        Some(tls) => SendFailure::Tls(tls.to_string()),
-        None => SendFailure::Unreachable(describe(error)),
-    }
 }
 
 /// A WebSocket's handshake must come from a page of the public origin, exactly.
