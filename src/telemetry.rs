@@ -126,7 +126,7 @@ pub async fn front(
     // Only with an admin listener: otherwise no one reads the numbers.
     let measure = state
         .as_ref()
-        .filter(|state| state.settings.admin.bind.is_some())
+        .filter(|state| state.measured())
         .map(|state| {
             let measure = metrics::RequestMeasure::begin(req.method(), req.path(), state);
             (measure, state.metrics.clone())

@@ -45,6 +45,12 @@ impl AppState {
         self.clock.now_millis()
     }
 
+    /// Whether anyone can read the metrics: only with an admin listener. Without one the
+    /// hot path neither times nor counts.
+    pub fn measured(&self) -> bool {
+        self.settings.admin.bind.is_some()
+    }
+
     /// Counts the request against `limit` (when set): 429 with `Retry-After` over it; under
     /// it, the rate-limit headers go on the response whatever it turns out to be.
     pub async fn enforce_rate_limit(

@@ -298,11 +298,13 @@ async fn send<R, E>(
     route: &RouteSettings,
     upload_too_large: Option<&AtomicBool>,
 ) -> Result<R, ApiError> {
-    let started = Instant::now();
+    let started = state.measured().then(Instant::now);
     let upstream = |outcome| {
-        state
-            .metrics
-            .upstream_request(&route.prefix, outcome, started.elapsed())
+        if let Some(started) = started {
+            state
+                .metrics
+                .upstream_request(&route.prefix, outcome, started.elapsed());
+        }
     };
     let error = match tokio::time::timeout(route.timeout, request).await {
         Ok(Ok(response)) => {
