@@ -59,6 +59,70 @@ impl UpstreamClient {
     ) -> hyper_util::client::legacy::ResponseFuture {
         self.inner.request(request)
     }
+
+    /// Sends a request that has no body (`build` makes it afresh for each attempt), and
+    /// when it is idempotent sends it again, at most [`STALE_RETRIES`] times, while the
+    /// answer shows a pooled connection the upstream had already given up on.
+    ///
+    /// Servers close idle keep-alive connections on their own clock (Node and actix after
+    /// 5 s, answering 408 to a connection that never sent a request), and a request can
+    /// cross that close on the wire. hyper resends only a request it had not yet written;
+    /// one that was written gets the 408, or no answer at all. Either way the application
+    /// never saw it, so an idempotent request is safe to send again (RFC 9110 §9.2.2, and
+    /// what browsers, Go and .NET clients do).
+    pub async fn send_replayable(
+        &self,
+        build: impl Fn() -> http::Request<UpstreamBody>,
+        idempotent: bool,
+    ) -> Result<UpstreamResponse, hyper_util::client::legacy::Error> {
+        let mut retries_left = if idempotent { STALE_RETRIES } else { 0 };
+        loop {
+            let result = self.inner.request(build()).await;
+            if retries_left == 0 || !gave_up_connection(&result) {
+                return result;
+            }
+            retries_left -= 1;
+        }
+    }
+}
+
+/// Resends after a stale pooled connection: each pooled connection can be stale, and a
+/// fresh one is opened once the pool has none left.
+const STALE_RETRIES: u8 = 2;
+
+/// Whether the upstream closed the connection instead of handling the request: it answered
+/// 408, or closed (or reset) it before a response began. Not a failure to connect, which
+/// a retry would only repeat.
+fn gave_up_connection(
+    result: &Result<UpstreamResponse, hyper_util::client::legacy::Error>,
+) -> bool {
+    let error = match result {
+        Ok(response) => return response.status() == http::StatusCode::REQUEST_TIMEOUT,
+        Err(error) if error.is_connect() => return false,
+        Err(error) => error,
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if current
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+        {
+            return true;
+        }
+        if current.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        }) {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 pub fn empty_body() -> UpstreamBody {

@@ -99,27 +99,43 @@ pub async fn forward(
             .detail("The request path or query cannot be sent on.")
             .cause(e)
     })?;
-    let has_body = has_body(req);
-    let too_large = Arc::new(AtomicBool::new(false));
-    let body = if has_body {
-        streamed_body(upload_chunks(
-            payload,
-            route.max_body_bytes,
-            too_large.clone(),
-        ))
-    } else {
-        empty_body()
+    let client = state.proxy.client_for(route);
+    let request = |body| {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        upstream_headers(
+            req,
+            request.headers_mut(),
+            state,
+            route,
+            session,
+            token.as_ref(),
+        );
+        request
     };
-    let mut request = http::Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    upstream_headers(req, headers, state, route, session, token.as_ref());
-    if let Some(len) = declared_length.filter(|_| has_body) {
-        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    let sent = state.proxy.client_for(route).send(request);
-    let response = send(sent, classify, state, route, Some(&too_large)).await?;
+    let response = if has_body(req) {
+        let too_large = Arc::new(AtomicBool::new(false));
+        let body = upload_chunks(payload, route.max_body_bytes, too_large.clone());
+        let mut request = request(streamed_body(body));
+        if let Some(len) = declared_length {
+            let headers = request.headers_mut();
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        send(
+            client.send(request),
+            classify,
+            state,
+            route,
+            Some(&too_large),
+        )
+        .await?
+    } else {
+        // Nothing to stream, so it can be sent again should a pooled connection turn out
+        // to be one the upstream had closed.
+        let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
+        send(sent, classify, state, route, None).await?
+    };
     Ok(stream_upstream_response(
         response,
         route.pass_set_cookie,

@@ -671,3 +671,116 @@ async fn max_duration_ends_a_long_stream() {
         "ended after about a second, not four: {lasted:?}"
     );
 }
+
+/// An upstream that answers the first request on each connection, and meets the next one on
+/// it as a server whose keep-alive timer fires at that moment does: it closes without an
+/// answer, or (as actix does to a connection that sent nothing in time) answers 408 and
+/// closes. Counts connections, answers and stale meetings.
+struct StaleUpstream {
+    base: String,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stale: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn spawn_stale_upstream(answer_408: bool) -> StaleUpstream {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let stale = Arc::new(AtomicUsize::new(0));
+    let (counted, staled) = (connections.clone(), stale.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let staled = staled.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buffer.drain(..end);
+                    if served == 0 {
+                        served += 1;
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfresh";
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    staled.fetch_add(1, Ordering::SeqCst);
+                    if answer_408 {
+                        let answer = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                    let _ = socket.shutdown().await;
+                    return;
+                }
+            });
+        }
+    });
+    StaleUpstream {
+        base,
+        connections,
+        stale,
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_already_closed_costs_an_idempotent_call_nothing() {
+    use std::sync::atomic::Ordering;
+
+    for answer_408 in [false, true] {
+        let upstream = spawn_stale_upstream(answer_408).await;
+        let app = app_with_routes(&route("/api", &upstream.base, "token = \"none\"")).await;
+        let mut browser = app.browser();
+        let case = if answer_408 { "408 and close" } else { "close" };
+
+        let first = browser.api_get("/api/one").await;
+        assert_eq!(
+            (first.status, first.body.as_str()),
+            (200, "fresh"),
+            "{case}"
+        );
+        // Time for the connection to go back to the pool, so the next call meets it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let second = browser.api_get("/api/two").await;
+        assert_eq!(
+            (second.status, second.body.as_str()),
+            (200, "fresh"),
+            "{case}: the GET is sent again on a fresh connection"
+        );
+        assert_eq!(
+            upstream.stale.load(Ordering::SeqCst),
+            1,
+            "{case}: the pooled connection was met"
+        );
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 2, "{case}");
+
+        // A POST may have done its work before the connection went: never sent twice.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let post = browser.api_post("/api/three", b"order".to_vec()).await;
+        if answer_408 {
+            assert_eq!(post.status, 408, "{case}: the upstream's answer, passed on");
+        } else {
+            post.assert_problem(502, "upstream-unreachable");
+        }
+        assert_eq!(upstream.stale.load(Ordering::SeqCst), 2, "{case}");
+        assert_eq!(
+            upstream.connections.load(Ordering::SeqCst),
+            2,
+            "{case}: no second attempt for the POST"
+        );
+    }
+}
