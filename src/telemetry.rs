@@ -43,10 +43,19 @@ pub fn init(settings: &LogSettings) -> std::io::Result<Option<AuditLog>> {
         .as_deref()
         .map(AuditLog::open)
         .transpose()?;
-    let _ = tracing_subscriber::registry()
-        .with(stderr_layer(settings.format, std::io::stderr).with_filter(filter))
-        .with(audit.as_ref().map(AuditLog::layer))
-        .try_init();
+    let _ = match &audit {
+        Some(audit) => tracing_subscriber::registry()
+            .with(stderr_layer(settings.format, std::io::stderr).with_filter(filter))
+            .with(audit.layer())
+            .try_init(),
+        // No audit file: the filter can be global. A per-layer filter looks up the span's
+        // filter state on every enter and exit of the request span (each poll of a
+        // request's future); a global one decides once, when the span is made.
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(stderr_layer(settings.format, std::io::stderr))
+            .try_init(),
+    };
     Ok(audit)
 }
 
