@@ -101,28 +101,33 @@ fn gave_up_connection(
         Err(error) if error.is_connect() => return false,
         Err(error) => error,
     };
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = next {
-        if current
+    causes(error).any(|cause| {
+        cause
             .downcast_ref::<hyper::Error>()
             .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
-        {
-            return true;
-        }
-        if current.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        }) {
-            return true;
-        }
-        next = current.source();
-    }
-    false
+            || io_kind(cause).is_some_and(|kind| {
+                matches!(
+                    kind,
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
+}
+
+/// An error and its sources, outermost first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |cause| cause.source())
+}
+
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    error
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
 }
 
 pub fn empty_body() -> UpstreamBody {
@@ -151,15 +156,8 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> SendFailure {
     if let Some(tls) = tls_failure(error) {
         return SendFailure::Tls(tls.to_string());
     }
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = next {
-        if current
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return SendFailure::Timeout;
-        }
-        next = current.source();
+    if causes(error).any(|cause| io_kind(cause) == Some(std::io::ErrorKind::TimedOut)) {
+        return SendFailure::Timeout;
     }
     SendFailure::Unreachable(if error.is_connect() {
         "connection failed"
