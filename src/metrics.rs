@@ -670,7 +670,7 @@ fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Optio
         "/readyz" => return (KIND_HEALTH, Some(Text::Static("readyz"))),
         _ => {}
     }
-    if let Some((route, _)) = state.proxy.table.find(path) {
+    if let Ok(Some((route, _))) = state.proxy.table.find(path) {
         return (KIND_PROXY, Some(state.metrics.name(&route.prefix)));
     }
     (KIND_FRONTEND, None)

@@ -18,7 +18,7 @@ use crate::config::{LogFormat, LogSettings};
 use crate::edge;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::proxy::path::check_request_path;
+use crate::proxy::path::{normalise_request_path, NormalPath};
 use crate::ratelimit::RateLimitHeaders;
 use crate::routes::AppState;
 use crate::session::crypto::b64;
@@ -132,19 +132,28 @@ pub async fn front(
     let server = state.as_ref().map(|state| &state.settings.server);
     let client = server.map(|server| edge::identify_client(&req, &server.trusted_proxies));
     let head_limit = server.map(|server| server.max_header_bytes);
+    // Decided once: everything after this reads the normal form, never the raw path.
+    let normal_path = normalise_request_path(req.path());
     // Only with an admin listener: otherwise no one reads the numbers.
     let measure = state
         .as_ref()
         .filter(|state| state.measured())
         .map(|state| {
-            let measure = metrics::RequestMeasure::begin(req.method(), req.path(), state);
+            let path = match &normal_path {
+                Ok(Some(normal)) => normal.as_str(),
+                _ => req.path(),
+            };
+            let measure = metrics::RequestMeasure::begin(req.method(), path, state);
             (measure, state.metrics.clone())
         });
-    {
+    let normal_path = {
         let mut extensions = req.extensions_mut();
         extensions.insert(RequestId(request_id.clone()));
         extensions.insert(trace);
-    }
+        normal_path.map(|normal| {
+            extensions.insert(NormalPath(normal));
+        })
+    };
     // The path only: a query can carry an authorization code.
     let span = tracing::info_span!(
         "request",
@@ -157,7 +166,7 @@ pub async fn front(
     let handled = async move {
         let refusal = head_limit
             .map_or(Ok(()), |limit| edge::check_head_size(req.headers(), limit))
-            .and_then(|()| check_request_path(req.path()).map_err(ApiError::from));
+            .and_then(|()| normal_path.map_err(ApiError::from));
         let response = match refusal {
             Err(problem) => req.error_response(problem),
             Ok(()) => next.call(req).await?.map_into_boxed_body(),

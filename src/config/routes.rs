@@ -27,6 +27,8 @@ pub(super) struct RawRoute {
     /// WebSocket upgrades are tunnelled (frames, not bytes) with the token attached.
     pub(super) websocket: Option<bool>,
     pub(super) websocket_idle_secs: Option<u64>,
+    /// `false` for an upstream that ignores case (IIS, many Java and Windows stacks).
+    pub(super) match_case: Option<bool>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -106,6 +108,9 @@ pub struct RouteSettings {
     pub inject_headers: Vec<InjectedHeader>,
     /// `None`: an upgrade is not tunnelled (the request goes on as a plain one).
     pub websocket: Option<WebSocketSettings>,
+    /// `false`: the prefix matches in any case (and the Unicode characters that fold to
+    /// its letters), for an upstream that reads paths that way.
+    pub match_case: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +229,7 @@ pub(super) fn validate_routes(
                     && prefix[1..].split('/').all(|s| {
                         !s.is_empty()
                             && s != "."
-                            && s != ".."
+                            && !s.ends_with('.')
                             && s.bytes()
                                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
                     });
@@ -412,6 +417,7 @@ pub(super) fn validate_routes(
             tls,
             inject_headers,
             websocket,
+            match_case: route.match_case.unwrap_or(true),
         });
     }
     routes

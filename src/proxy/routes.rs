@@ -1,7 +1,11 @@
-//! The route table: longest prefix wins, matched on whole path segments.
+//! The route table: longest prefix wins, matched on whole path segments of the normalised
+//! path (`path::normalise_request_path`), which is also what the upstream receives.
 
 use std::borrow::Cow;
 
+use percent_encoding::percent_decode_str;
+
+use super::path::UnsafePath;
 use crate::config::RouteSettings;
 
 pub struct RouteTable {
@@ -15,12 +19,23 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The route for a path and the rest of the path after its prefix (`""` or `/…`).
-    pub fn find<'a, 'p>(&'a self, path: &'p str) -> Option<(&'a RouteSettings, &'p str)> {
-        self.routes.iter().find_map(|route| {
-            let rest = path.strip_prefix(route.prefix.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((route, rest))
-        })
+    /// The route for a normalised path and the rest of the path after its prefix (`""` or
+    /// `/…`). A prefix segment carrying `;` parameters (`/api/admin;x/…`, which Tomcat,
+    /// Jetty and Spring read as `/api/admin/…`) is refused rather than matched either way:
+    /// the route it names is checked, and nothing broader can be reached through it.
+    pub fn find<'a, 'p>(
+        &'a self,
+        path: &'p str,
+    ) -> Result<Option<(&'a RouteSettings, &'p str)>, UnsafePath> {
+        for route in &self.routes {
+            if let Some((rest, parameters)) = match_prefix(&route.prefix, path, route.match_case) {
+                if parameters {
+                    return Err(UnsafePath("`;` parameters in a route's prefix"));
+                }
+                return Ok(Some((route, rest)));
+            }
+        }
+        Ok(None)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -29,6 +44,58 @@ impl RouteTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &RouteSettings> {
         self.routes.iter()
+    }
+}
+
+/// Whether `path` starts with the segments of `prefix` (each compared without its `;`
+/// parameters): the rest of the path, and whether any of those segments had parameters.
+fn match_prefix<'p>(prefix: &str, path: &'p str, match_case: bool) -> Option<(&'p str, bool)> {
+    let mut rest = path;
+    let mut parameters = false;
+    for wanted in prefix[1..].split('/') {
+        let after_slash = rest.strip_prefix('/')?;
+        let end = after_slash.find('/').unwrap_or(after_slash.len());
+        let (segment, after) = after_slash.split_at(end);
+        let name = match segment.split_once(';') {
+            Some((name, _)) => {
+                parameters = true;
+                name
+            }
+            None => segment,
+        };
+        let same = if match_case {
+            name == wanted
+        } else {
+            same_ignoring_case(name, wanted)
+        };
+        if !same {
+            return None;
+        }
+        rest = after;
+    }
+    Some((rest, parameters))
+}
+
+/// Compared as Java's `equalsIgnoreCase` and .NET's ordinal ignore-case do, character by
+/// character after decoding: `ı` (dotless i), `ſ` (long s) and the Kelvin sign then count as
+/// `i`, `s` and `k`, as they do for the upstream such a route protects.
+fn same_ignoring_case(segment: &str, wanted: &str) -> bool {
+    let decoded = percent_decode_str(segment).decode_utf8_lossy();
+    let mut got = decoded.chars();
+    let mut want = wanted.chars();
+    loop {
+        match (got.next(), want.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) => {
+                let same = a == b
+                    || a.to_uppercase().eq(b.to_uppercase())
+                    || a.to_lowercase().eq(b.to_lowercase());
+                if !same {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -46,7 +113,7 @@ pub fn upstream_path<'a>(base: &'a url::Url, rest: &'a str) -> Cow<'a, str> {
 
 /// The URL a call goes to: the route's base (scheme, host and port validated once, at config
 /// time, and not parsed again) with the path and the request's query. `rest` and `query`
-/// come from a request path that `check_request_path` has let through.
+/// come from a normalised request path (`path::normalise_request_path`).
 ///
 /// The WebSocket handshake (reqwest takes a `Url`) and [`upstream_uri`]'s rare slow path use
 /// it. The clone of the base keeps its host as it was parsed (no IDNA) and only the path and
@@ -132,7 +199,53 @@ mod tests {
             tls: None,
             inject_headers: vec![],
             websocket: None,
+            match_case: true,
         }
+    }
+
+    #[test]
+    fn parameters_in_a_prefix_segment_are_refused_whichever_route_they_would_reach() {
+        let table = RouteTable::new(vec![
+            route("/api", "http://a/"),
+            route("/api/admin", "http://a/admin"),
+        ]);
+        for path in [
+            "/api/admin;x/secret",
+            "/api/admin;/secret",
+            "/api;x/admin/secret",
+            "/api;x/other",
+            "/api/admin;x",
+        ] {
+            assert!(table.find(path).is_err(), "{path}");
+        }
+        let (r, rest) = table.find("/api/other;x/y").expect("ok").expect("match");
+        assert_eq!((r.prefix.as_str(), rest), ("/api", "/other;x/y"));
+    }
+
+    #[test]
+    fn a_case_insensitive_route_matches_every_case_and_its_unicode_folds() {
+        let mut admin = route("/api/admin", "http://a/admin");
+        admin.match_case = false;
+        let table = RouteTable::new(vec![route("/api", "http://a/"), admin]);
+        for path in [
+            "/api/admin/x",
+            "/api/ADMIN/x",
+            "/api/aDmIn/x",
+            "/API/Admin/x",
+            "/api/adm%C4%B1n/x",
+            "/api/ADM%C4%B1N/x",
+        ] {
+            let (r, rest) = table.find(path).expect("ok").expect("match");
+            assert_eq!((r.prefix.as_str(), rest), ("/api/admin", "/x"), "{path}");
+        }
+        // A case-sensitive route is matched exactly: /api/ADMIN is another resource there.
+        let table = RouteTable::new(vec![
+            route("/api", "http://a/"),
+            route("/api/admin", "http://a/admin"),
+        ]);
+        let (r, _) = table.find("/api/ADMIN/x").expect("ok").expect("match");
+        assert_eq!(r.prefix, "/api");
+        assert!(table.find("/API/x").expect("ok").is_none());
     }
 
     #[test]
@@ -141,14 +254,18 @@ mod tests {
             route("/api", "http://a/"),
             route("/api/orders", "http://b/v1/orders"),
         ]);
-        let (r, rest) = table.find("/api/orders/7").expect("match");
+        let found = |path| table.find(path).expect("no parameters in a prefix");
+        let (r, rest) = found("/api/orders/7").expect("match");
         assert_eq!((r.prefix.as_str(), rest), ("/api/orders", "/7"));
-        let (r, rest) = table.find("/api/orders").expect("match");
+        let (r, rest) = found("/api/orders").expect("match");
         assert_eq!((r.prefix.as_str(), rest), ("/api/orders", ""));
-        let (r, rest) = table.find("/api/ordersX").expect("falls back to /api");
+        let (r, rest) = found("/api/ordersX").expect("falls back to /api");
         assert_eq!((r.prefix.as_str(), rest), ("/api", "/ordersX"));
-        assert!(table.find("/apix").is_none());
-        assert!(table.find("/").is_none());
+        assert!(found("/apix").is_none());
+        assert!(found("/").is_none());
+        // Parameters after the prefix are the upstream's business.
+        let (orders, rest) = found("/api/orders/7;v=2").expect("match");
+        assert_eq!((orders.prefix.as_str(), rest), ("/api/orders", "/7;v=2"));
         assert_eq!(upstream_path(&r.upstream, "/ordersX"), "/ordersX");
         assert_eq!(
             upstream_path(&url::Url::parse("http://b/v1/orders").expect("url"), ""),

@@ -37,15 +37,17 @@ pub fn dev_server_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// `path` is the request's normal path (`NormalPath`).
 pub async fn serve(
     req: &HttpRequest,
+    path: &str,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     match &state.frontend {
-        Frontend::DevServer(origin) => pass_through(req, payload, state, origin).await,
+        Frontend::DevServer(origin) => pass_through(req, path, payload, state, origin).await,
         Frontend::Dir(root) if matches!(*req.method(), Method::GET | Method::HEAD) => {
-            serve_file(req, root.clone()).await
+            serve_file(req, path, root.clone()).await
         }
         Frontend::Dir(_) | Frontend::None => Err(ApiError::new(Problem::NotFound)),
     }
@@ -55,14 +57,18 @@ pub async fn serve(
 // Files
 // ---------------------------------------------------------------------------------------
 
-async fn serve_file(req: &HttpRequest, root: std::path::PathBuf) -> Result<HttpResponse, ApiError> {
+async fn serve_file(
+    req: &HttpRequest,
+    path: &str,
+    root: std::path::PathBuf,
+) -> Result<HttpResponse, ApiError> {
     let header_text = |name| {
         req.headers()
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::to_owned)
     };
-    let path = req.path().to_owned();
+    let path = path.to_owned();
     let accept = header_text(header::ACCEPT);
     let accept_encoding = header_text(header::ACCEPT_ENCODING);
     let if_none_match = header_text(header::IF_NONE_MATCH);
@@ -120,12 +126,13 @@ fn describe(response: &mut actix_web::HttpResponseBuilder, file: &StaticFile) {
 
 async fn pass_through(
     req: &HttpRequest,
+    path: &str,
     payload: web::Payload,
     state: &AppState,
     origin: &Url,
 ) -> Result<HttpResponse, ApiError> {
     let mut url = origin.clone();
-    url.set_path(req.path());
+    url.set_path(path);
     url.set_query(Some(req.query_string()).filter(|q| !q.is_empty()));
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::new(Problem::MethodNotAllowed))?;

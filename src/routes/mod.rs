@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::error::{ApiError, Problem};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
+use crate::proxy::path::NormalPath;
 use crate::proxy::Proxy;
 use crate::ratelimit::{
     self, LimitName, RateLimit, RateLimitHeaders, RateLimiter, Subject, Verdict,
@@ -146,9 +147,10 @@ pub async fn dispatch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    match state.proxy.table.find(req.path()) {
+    let path = NormalPath::of(&req)?;
+    match state.proxy.table.find(&path)? {
         Some((route, rest)) => proxy::forward(&req, payload, &state, route, rest).await,
-        None => frontend::serve(&req, payload, &state).await,
+        None => frontend::serve(&req, &path, payload, &state).await,
     }
 }
 

@@ -17,6 +17,7 @@ mod presets;
 mod providers;
 mod proxy;
 mod resilience;
+mod route_spellings;
 mod session_cache;
 mod store_contract;
 mod tls;
