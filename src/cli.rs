@@ -207,6 +207,7 @@ fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
                 .reopen_on_sighup()
                 .map_err(|e| format!("cannot watch for SIGHUP: {e}"))?;
         }
+        raise_descriptor_limit();
         let bind = settings.server.bind;
         let public_url = settings.server.public_url.clone();
         let app = Application::build(settings)
@@ -223,6 +224,44 @@ fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every connection is a descriptor, and the usual soft limit (1024) is far below what a
+/// server meets; the hard limit is what the operator allows. Raised as nginx's
+/// `worker_rlimit_nofile` does, and logged either way.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the descriptor limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(
+                soft,
+                hard = limit.rlim_max,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the descriptor limit"
+            );
+            return;
+        }
+    }
+    tracing::info!(
+        was = soft,
+        soft = limit.rlim_max,
+        hard = limit.rlim_max,
+        "open descriptor limit"
+    );
 }
 
 fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {

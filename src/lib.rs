@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
+pub mod request_body;
 pub mod routes;
 pub mod session;
 pub mod startup;

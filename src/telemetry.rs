@@ -4,6 +4,7 @@
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
 use tracing::{Instrument, Level, Subscriber};
@@ -20,6 +21,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::proxy::path::{normalise_request_path, NormalPath};
 use crate::ratelimit::RateLimitHeaders;
+use crate::request_body::{self, BodyLimits, CutFlag};
 use crate::routes::AppState;
 use crate::session::crypto::b64;
 use crate::trace_context::TraceContext;
@@ -109,7 +111,7 @@ fn new_request_id() -> String {
 /// handler's problem; the request id echoed and the rate-limit headers added; and the
 /// connection held busy until the response has gone out.
 pub async fn front(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ticket = edge::hold_connection(&req);
@@ -166,10 +168,21 @@ pub async fn front(
     let handled = async move {
         let refusal = head_limit
             .map_or(Ok(()), |limit| edge::check_head_size(req.headers(), limit))
-            .and_then(|()| normal_path.map_err(ApiError::from));
-        let response = match refusal {
-            Err(problem) => req.error_response(problem),
-            Ok(()) => next.call(req).await?.map_into_boxed_body(),
+            .and_then(|()| normal_path.map_err(ApiError::from))
+            .and_then(|()| guard_body(&mut req, state.as_ref().map(|state| state.get_ref())));
+        let (response, cut_off) = match refusal {
+            Err(problem) => (req.error_response(problem), None),
+            Ok(guarded) => {
+                let response = next.call(req).await?.map_into_boxed_body();
+                // A body cut off answers for itself, whatever the handler made of the error
+                // it read.
+                match guarded.and_then(|(cut, limits)| Some((cut.take()?, limits))) {
+                    Some(((cut, rest), limits)) => {
+                        (response.error_response(cut.problem(limits)), Some(rest))
+                    }
+                    None => (response, None),
+                }
+            }
         };
         let status = response.status();
         let mut response = match response.response().error().and_then(|e| e.as_error::<ApiError>()) {
@@ -187,6 +200,16 @@ pub async fn front(
                 response
             }
         };
+        if let Some(rest) = cut_off {
+            // The rest of that body is never read: the connection closes once this is sent.
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            response = response
+                .map_body(|_, body| rest.keep_until_sent(body))
+                .map_into_boxed_body();
+        }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
@@ -215,6 +238,28 @@ pub async fn front(
             Ok(response)
         }
     }
+}
+
+/// The deadline and cap on a request's body (`request_body`), for a request that may have
+/// one; the cut flag to check once the handler has answered.
+fn guard_body(
+    req: &mut ServiceRequest,
+    state: Option<&AppState>,
+) -> Result<Option<(CutFlag, BodyLimits)>, ApiError> {
+    let Some(state) = state else { return Ok(None) };
+    if !request_body::may_have_body(req) {
+        return Ok(None);
+    }
+    let server = &state.settings.server;
+    let limits = BodyLimits {
+        timeout: server.body_timeout,
+        min_bytes_per_sec: server.body_min_bytes_per_sec,
+    };
+    let path = NormalPath::of(req.request())?.into_owned();
+    let streamed = matches!(state.proxy.table.find(&path), Ok(Some(_)))
+        || matches!(state.frontend, crate::frontend::Frontend::DevServer(_));
+    let policy = request_body::policy_for(&path, streamed);
+    request_body::guard(req, policy, limits).map(|cut| Some((cut, limits)))
 }
 
 /// A client IP for the span, formatted once with the span's other fields.

@@ -13,6 +13,8 @@ pub(super) struct RawServer {
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) max_header_bytes: Option<i64>,
     pub(super) header_timeout_ms: Option<i64>,
+    pub(super) body_timeout_ms: Option<i64>,
+    pub(super) body_min_bytes_per_sec: Option<i64>,
     pub(super) tls: Option<RawServerTls>,
     pub(super) http_redirect_bind: Option<String>,
 }
@@ -46,6 +48,10 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// A client that has not sent its whole request head by then is disconnected.
     pub header_timeout: Duration,
+    /// A body gatehouse reads itself must have arrived whole by then; a streamed one must
+    /// have started, and then keep `body_min_bytes_per_sec` (src/request_body.rs).
+    pub body_timeout: Duration,
+    pub body_min_bytes_per_sec: u64,
     /// Serve HTTPS with this certificate and key (reloaded on SIGHUP and when they change).
     pub tls: Option<CertKeyFiles>,
     /// A plain-http listener that answers everything with 308 to the https public URL.
@@ -212,6 +218,24 @@ pub(super) fn validate_server(
             Duration::ZERO
         }
     };
+    let body_timeout = match raw.body_timeout_ms.unwrap_or(10_000) {
+        n if n > 0 => Duration::from_millis(n as u64),
+        n => {
+            problems.push(format!(
+                "server.body_timeout_ms must be greater than zero (got {n})"
+            ));
+            Duration::ZERO
+        }
+    };
+    let body_min_bytes_per_sec = match raw.body_min_bytes_per_sec.unwrap_or(500) {
+        n if n > 0 => n as u64,
+        n => {
+            problems.push(format!(
+                "server.body_min_bytes_per_sec must be greater than zero (got {n})"
+            ));
+            0
+        }
+    };
     if problems.len() > start {
         return (None, public_url);
     }
@@ -227,6 +251,8 @@ pub(super) fn validate_server(
         trusted_proxies,
         max_header_bytes,
         header_timeout,
+        body_timeout,
+        body_min_bytes_per_sec,
         tls: server_tls,
         http_redirect_bind,
     };

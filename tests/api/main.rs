@@ -19,6 +19,7 @@ mod proxy;
 mod resilience;
 mod route_spellings;
 mod session_cache;
+mod slow_bodies;
 mod store_contract;
 mod tls;
 mod topologies;
