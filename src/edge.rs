@@ -126,12 +126,7 @@ pub fn release_when_sent(
 ) -> ServiceResponse<BoxBody> {
     match ticket {
         Some(ticket) => response
-            .map_body(|_, body| {
-                BoxBody::new(TicketBody {
-                    body,
-                    _ticket: ticket,
-                })
-            })
+            .map_body(|_, body| HoldingBody::boxed(body, ticket))
             .map_into_boxed_body(),
         None => response,
     }
@@ -195,13 +190,23 @@ impl Drop for RequestTicket {
     }
 }
 
-/// A response body that holds its request's ticket until it is sent whole (or abandoned).
-struct TicketBody {
+/// A response body that holds something (its request's ticket, the unread rest of a
+/// request body) until it is sent whole (or abandoned).
+pub struct HoldingBody<T> {
     body: BoxBody,
-    _ticket: RequestTicket,
+    _held: T,
 }
 
-impl MessageBody for TicketBody {
+impl<T: Unpin> HoldingBody<T> {
+    pub fn boxed(body: BoxBody, held: T) -> BoxBody
+    where
+        T: 'static,
+    {
+        BoxBody::new(Self { body, _held: held })
+    }
+}
+
+impl<T: Unpin> MessageBody for HoldingBody<T> {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
@@ -105,27 +105,7 @@ impl HeldBody {
     /// `response`'s body, holding the rest of the request's until it has been sent: actix
     /// decides between draining and closing when the response body ends.
     pub fn keep_until_sent(self, body: BoxBody) -> BoxBody {
-        BoxBody::new(Holding { body, _rest: self })
-    }
-}
-
-struct Holding {
-    body: BoxBody,
-    _rest: HeldBody,
-}
-
-impl MessageBody for Holding {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_next(cx)
+        crate::edge::HoldingBody::boxed(body, self)
     }
 }
 

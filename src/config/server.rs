@@ -200,42 +200,22 @@ pub(super) fn validate_server(
             }
         })
         .collect();
-    let max_header_bytes = match raw.max_header_bytes.unwrap_or(16 * 1024) {
-        n if n > 0 => n as usize,
-        n => {
-            problems.push(format!(
-                "server.max_header_bytes must be greater than zero (got {n})"
-            ));
-            0
+    let mut positive = |value: Option<i64>, default: i64, key: &str| -> u64 {
+        match value.unwrap_or(default) {
+            n if n > 0 => n as u64,
+            n => {
+                problems.push(format!("server.{key} must be greater than zero (got {n})"));
+                0
+            }
         }
     };
-    let header_timeout = match raw.header_timeout_ms.unwrap_or(5000) {
-        n if n > 0 => Duration::from_millis(n as u64),
-        n => {
-            problems.push(format!(
-                "server.header_timeout_ms must be greater than zero (got {n})"
-            ));
-            Duration::ZERO
-        }
-    };
-    let body_timeout = match raw.body_timeout_ms.unwrap_or(10_000) {
-        n if n > 0 => Duration::from_millis(n as u64),
-        n => {
-            problems.push(format!(
-                "server.body_timeout_ms must be greater than zero (got {n})"
-            ));
-            Duration::ZERO
-        }
-    };
-    let body_min_bytes_per_sec = match raw.body_min_bytes_per_sec.unwrap_or(500) {
-        n if n > 0 => n as u64,
-        n => {
-            problems.push(format!(
-                "server.body_min_bytes_per_sec must be greater than zero (got {n})"
-            ));
-            0
-        }
-    };
+    let max_header_bytes = positive(raw.max_header_bytes, 16 * 1024, "max_header_bytes") as usize;
+    let header_timeout =
+        Duration::from_millis(positive(raw.header_timeout_ms, 5000, "header_timeout_ms"));
+    let body_timeout =
+        Duration::from_millis(positive(raw.body_timeout_ms, 10_000, "body_timeout_ms"));
+    let body_min_bytes_per_sec =
+        positive(raw.body_min_bytes_per_sec, 500, "body_min_bytes_per_sec");
     if problems.len() > start {
         return (None, public_url);
     }
