@@ -6,6 +6,7 @@ mod browser;
 mod callback;
 mod client_auth;
 mod config_cli;
+mod cookie_names;
 mod edge;
 mod frontend;
 mod helpers;
