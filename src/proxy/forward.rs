@@ -12,7 +12,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::headers::{connection_tokens, forward_request_header, forward_response_header};
+use super::headers::{
+    connection_tokens, forward_request_header, forward_response_header, same_header, Forwarding,
+    RequestHeaderPolicy,
+};
 use super::upstream::{body_chunks, BoxError, SendFailure, UpstreamResponse};
 use crate::config::RouteSettings;
 use crate::tls::tls_failure;
@@ -104,6 +107,7 @@ pub fn stream_upload(
 fn forwardable_request_headers<'r>(
     req: &'r HttpRequest,
     csrf_header: &'r str,
+    forwarding: Forwarding,
     route: Option<&'r RouteSettings>,
 ) -> impl Iterator<Item = (&'r str, &'r [u8])> + 'r {
     let connection_values: Vec<&str> = req
@@ -113,15 +117,22 @@ fn forwardable_request_headers<'r>(
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
     req.headers().iter().filter_map(move |(name, value)| {
-        // A header the route injects from a server-held secret never comes from the browser.
-        let injected = route.is_some_and(|route| {
-            route
-                .inject_headers
-                .iter()
-                .any(|h| crate::proxy::headers::same_header(name.as_str(), &h.name))
-        });
-        (!injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header))
-            .then(|| (name.as_str(), value.as_bytes()))
+        let policy = RequestHeaderPolicy {
+            forwarding,
+            route_headers: route.map_or(&[], |route| route.forward_headers.as_slice()),
+            csrf_header,
+            connection_tokens: &hop_tokens,
+        };
+        // A header the route injects from a server-held secret never comes from the browser
+        // (asked only of the few headers the allow-list lets through).
+        (forward_request_header(name.as_str(), &policy)
+            && !route.is_some_and(|route| {
+                route
+                    .inject_headers
+                    .iter()
+                    .any(|h| same_header(name.as_str(), &h.name))
+            }))
+        .then(|| (name.as_str(), value.as_bytes()))
     })
 }
 
@@ -130,9 +141,10 @@ pub fn copy_request_headers(
     req: &HttpRequest,
     mut request: reqwest::RequestBuilder,
     csrf_header: &str,
+    forwarding: Forwarding,
     route: Option<&RouteSettings>,
 ) -> reqwest::RequestBuilder {
-    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+    for (name, value) in forwardable_request_headers(req, csrf_header, forwarding, route) {
         request = request.header(name, value);
     }
     request
@@ -143,9 +155,10 @@ pub fn append_request_headers(
     req: &HttpRequest,
     headers: &mut http::HeaderMap,
     csrf_header: &str,
+    forwarding: Forwarding,
     route: Option<&RouteSettings>,
 ) {
-    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+    for (name, value) in forwardable_request_headers(req, csrf_header, forwarding, route) {
         // actix parsed both already; the same bytes are valid here too.
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),

@@ -132,6 +132,7 @@ mod tests {
             tls: None,
             inject_headers: vec![],
             websocket: None,
+            forward_headers: vec![],
         }
     }
 

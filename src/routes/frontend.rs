@@ -18,6 +18,7 @@ use crate::proxy::forward::{
     byte_tunnel, copy_request_headers, declared_length, has_body, is_websocket_upgrade,
     read_chunks, stream_response, stream_upload,
 };
+use crate::proxy::headers::Forwarding;
 
 /// Files up to this size are read whole in the lookup's blocking call.
 const SMALL_FILE: u64 = 256 * 1024;
@@ -136,9 +137,15 @@ async fn pass_through(
         .dev_server_http
         .request(method, url)
         .version(reqwest::Version::HTTP_11);
-    // The same policy as for APIs: no cookie, no anti-forgery header, no identity headers,
-    // no hop-by-hop headers. A dev server needs none of them.
-    request = copy_request_headers(req, request, &state.settings.csrf.header, None);
+    // The API allow-list plus what page loads and a hot-reload socket need: no cookie, no
+    // anti-forgery header, no identity headers, no hop-by-hop headers.
+    request = copy_request_headers(
+        req,
+        request,
+        &state.settings.csrf.header,
+        Forwarding::DevServer,
+        None,
+    );
     if websocket {
         request = request
             .header("connection", "Upgrade")

@@ -18,6 +18,7 @@ use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
     stream_response, stream_upstream_response, upload_chunks,
 };
+use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
@@ -108,6 +109,7 @@ pub async fn forward(
             req,
             request.headers_mut(),
             state,
+            Forwarding::Api,
             route,
             session,
             token.as_ref(),
@@ -170,7 +172,15 @@ async fn open_websocket(
         .header("upgrade", "websocket")
         .build()
         .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
-    upstream_headers(req, request.headers_mut(), state, route, session, token);
+    upstream_headers(
+        req,
+        request.headers_mut(),
+        state,
+        Forwarding::ApiWebSocket,
+        route,
+        session,
+        token,
+    );
     // Frames are parsed on the way through; an extension (permessage-deflate) would
     // change what they mean, so none is offered.
     request.headers_mut().remove("sec-websocket-extensions");
@@ -252,11 +262,13 @@ fn upstream_headers(
     req: &HttpRequest,
     headers: &mut HeaderMap,
     state: &AppState,
+    forwarding: Forwarding,
     route: &RouteSettings,
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
 ) {
-    append_request_headers(req, headers, &state.settings.csrf.header, Some(route));
+    let csrf_header = &state.settings.csrf.header;
+    append_request_headers(req, headers, csrf_header, forwarding, Some(route));
     for injected in &route.inject_headers {
         let mut value =
             HeaderValue::from_str(injected.value.expose_secret()).expect("validated at start-up");

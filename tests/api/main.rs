@@ -24,5 +24,6 @@ mod tls;
 mod topologies;
 mod topology_bed;
 mod trace_context;
+mod upstream_headers;
 mod websocket;
 mod your_sessions;
