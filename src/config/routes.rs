@@ -29,6 +29,8 @@ pub(super) struct RawRoute {
     pub(super) websocket_idle_secs: Option<u64>,
     /// The API's own request headers a browser may send it, beyond the default list.
     pub(super) forward_headers: Option<Vec<String>>,
+    /// `Cache-Control: private, no-store` on answers that carried a user's token.
+    pub(super) cache_private: Option<bool>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -112,6 +114,9 @@ pub struct RouteSettings {
     /// allow-list (lower case, compared as spelled: `_` is not `-`). Never one of the names
     /// in `reserved_headers`, the anti-forgery header or an injected one.
     pub forward_headers: Vec<String>,
+    /// A response to a call that carried the user's token gets `Cache-Control: private,
+    /// no-store` when the upstream sent no `Cache-Control` of its own.
+    pub cache_private: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -466,6 +471,7 @@ pub(super) fn validate_routes(
             inject_headers,
             websocket,
             forward_headers,
+            cache_private: route.cache_private.unwrap_or(true),
         });
     }
     routes

@@ -188,17 +188,29 @@ pub fn copy_response_headers(
     }
 }
 
+/// What gatehouse does to an upstream's response head on its way to the browser.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponsePolicy {
+    /// The upstream's `Set-Cookie` reaches the browser.
+    pub pass_set_cookie: bool,
+    /// The call carried a user's token: an answer without a `Cache-Control` of the
+    /// upstream's own gets `private, no-store`, so no shared cache stores user data.
+    pub private: bool,
+}
+
+const PRIVATE_NO_STORE: header::HeaderValue = header::HeaderValue::from_static("private, no-store");
+
 /// A reqwest response (the dev server's, or a refused WebSocket handshake's) to the browser.
 pub fn stream_response(
     response: reqwest::Response,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
     max_duration: Option<std::time::Duration>,
 ) -> HttpResponse {
     let (builder, length) = response_head(
         response.status(),
         response.headers(),
         response.content_length(),
-        pass_set_cookie,
+        policy,
     );
     with_body(builder, length, response.bytes_stream(), max_duration)
 }
@@ -206,12 +218,12 @@ pub fn stream_response(
 /// An API upstream's response to the browser, its body streamed as it arrives.
 pub fn stream_upstream_response(
     response: UpstreamResponse,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
     max_duration: Option<std::time::Duration>,
 ) -> HttpResponse {
     let (head, body) = response.into_parts();
     let size_hint = hyper::body::Body::size_hint(&body).exact();
-    let (builder, length) = response_head(head.status, &head.headers, size_hint, pass_set_cookie);
+    let (builder, length) = response_head(head.status, &head.headers, size_hint, policy);
     with_body(builder, length, body_chunks(body), max_duration)
 }
 
@@ -220,11 +232,14 @@ fn response_head(
     status: http::StatusCode,
     headers: &http::HeaderMap,
     size_hint: Option<u64>,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
 ) -> (actix_web::HttpResponseBuilder, Option<u64>) {
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    copy_response_headers(&mut builder, headers, pass_set_cookie);
+    copy_response_headers(&mut builder, headers, policy.pass_set_cookie);
+    if policy.private && !headers.contains_key(http::header::CACHE_CONTROL) {
+        builder.insert_header((header::CACHE_CONTROL, PRIVATE_NO_STORE));
+    }
     // A HEAD answer has no body but states the length of the one a GET would get; keep it.
     let declared_length: Option<u64> = headers
         .get(http::header::CONTENT_LENGTH)

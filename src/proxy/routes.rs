@@ -133,6 +133,7 @@ mod tests {
             inject_headers: vec![],
             websocket: None,
             forward_headers: vec![],
+            cache_private: true,
         }
     }
 

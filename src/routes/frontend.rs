@@ -16,7 +16,7 @@ use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend, StaticFile};
 use crate::proxy::forward::{
     byte_tunnel, copy_request_headers, declared_length, has_body, is_websocket_upgrade,
-    read_chunks, stream_response, stream_upload,
+    read_chunks, stream_response, stream_upload, ResponsePolicy,
 };
 use crate::proxy::headers::Forwarding;
 
@@ -183,7 +183,7 @@ async fn pass_through(
                 .ok_or_else(|| dev_server_down().cause("websocket upgrade failed"));
         }
     }
-    Ok(stream_response(response, false, None))
+    Ok(stream_response(response, ResponsePolicy::default(), None))
 }
 
 fn dev_server_down() -> ApiError {

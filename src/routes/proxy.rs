@@ -16,7 +16,7 @@ use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
-    stream_response, stream_upstream_response, upload_chunks,
+    stream_response, stream_upstream_response, upload_chunks, ResponsePolicy,
 };
 use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
@@ -140,7 +140,7 @@ pub async fn forward(
     };
     Ok(stream_upstream_response(
         response,
-        route.pass_set_cookie,
+        response_policy(route, token.as_ref()),
         route.max_duration,
     ))
 }
@@ -188,7 +188,7 @@ async fn open_websocket(
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
-            route.pass_set_cookie,
+            response_policy(route, token),
             route.max_duration,
         ));
     }
@@ -210,6 +210,15 @@ async fn open_websocket(
                 .detail("The upstream did not accept the WebSocket.")
                 .cause(e)
         })
+}
+
+/// What the upstream's answer gets on its way back: a call that carried the user's token is
+/// kept out of shared caches unless the upstream says otherwise (or the route turns it off).
+fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> ResponsePolicy {
+    ResponsePolicy {
+        pass_set_cookie: route.pass_set_cookie,
+        private: route.cache_private && matches!(token, Some(UpstreamToken::User(_))),
+    }
 }
 
 /// The session the route needs (refreshed when due) with its cookie, after the rate limit.

@@ -1,5 +1,6 @@
-//! Request headers cross the proxy on an allow-list (issue 23, part 4), sent over raw TCP
-//! in every spelling (a client library would tidy them).
+//! What crosses the proxy besides the body (issue 23, parts 4 and 5): request headers on an
+//! allow-list, sent over raw TCP in every spelling (a client library would tidy them), and
+//! `Cache-Control: private, no-store` on answers that carried a user's token.
 
 use serde_json::Value;
 
@@ -226,7 +227,7 @@ fn forward_headers_naming_what_gatehouse_owns_are_refused_at_start_up() {
             "[server]\npublic_url = \"https://app.example.com\"\n\
              [providers.main]\nissuer = \"https://id.example.com\"\nclient_id = \"spa\"\n\
              [[routes]]\nprefix = \"/api\"\nupstream = \"https://api.example.com\"\n\
-             forward_headers = [{forward_headers}]\n\
+             forward_headers = [{forward_headers}]\ncache_private = false\n\
              [routes.inject_headers]\n\"X-Api-Key\" = {{ env = \"K\" }}\n"
         );
         let env = vec![
@@ -270,4 +271,82 @@ fn forward_headers_naming_what_gatehouse_owns_are_refused_at_start_up() {
 
     let settings = load("\"X-Tenant\", \"x-tenant\", \"X_Legacy\"").expect("valid");
     assert_eq!(settings.routes[0].forward_headers, ["x-tenant", "x_legacy"]);
+    assert!(!settings.routes[0].cache_private);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cache-Control on authenticated answers
+// ---------------------------------------------------------------------------------------
+
+fn cache_control(resp: &crate::helpers::Resp) -> Option<&str> {
+    let mut values = resp.headers.get_all("cache-control").iter();
+    let first = values.next().map(|v| v.to_str().expect("ascii"));
+    assert!(
+        values.next().is_none(),
+        "one Cache-Control: {}",
+        resp.transcript()
+    );
+    first
+}
+
+#[tokio::test]
+async fn answers_that_carried_a_user_token_are_kept_out_of_shared_caches() {
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        extra_toml: [
+            route(&echo, "/api", "token = \"user\""),
+            route(&echo, "/public", "token = \"none\""),
+            route(&echo, "/optional", "token = \"optional\""),
+            route(&echo, "/mixed", "token = \"user-or-client\""),
+            route(&echo, "/cached", "token = \"user\"\ncache_private = false"),
+        ]
+        .concat(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut anonymous = app.browser();
+    let mut browser = app.browser();
+    browser.login("alice").await;
+
+    // A user-token route whose upstream sets no Cache-Control, also on a path that looks
+    // like a static file to a CDN (web cache deception).
+    for path in ["/api/orders/7", "/api/orders/7/x.css"] {
+        let resp = browser.api_get(path).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert_eq!(cache_control(&resp), Some("private, no-store"), "{path}");
+    }
+    // The upstream's own value wins, whatever it is.
+    for value in ["public, max-age=60", "no-cache", "private, max-age=5"] {
+        let path = format!(
+            "/api/cache-control?value={}",
+            crate::helpers::urlencode(value)
+        );
+        let resp = browser.api_get(&path).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert_eq!(cache_control(&resp), Some(value));
+    }
+    // A streamed answer (server-sent events) with the upstream's own `no-cache`.
+    let events = browser.api_get("/api/events?count=1&ms=1").await;
+    assert_eq!(cache_control(&events), Some("no-cache"));
+
+    // A public route is unchanged, for anybody.
+    for who in [&mut anonymous, &mut browser] {
+        let resp = who.api_get("/public/orders/7").await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert_eq!(cache_control(&resp), None);
+    }
+    // `optional` and `user-or-client`: private when the user's token went, not otherwise.
+    for prefix in ["/optional", "/mixed"] {
+        let resp = browser.api_get(&format!("{prefix}/orders/7")).await;
+        assert_eq!(resp.status, 200, "{prefix}: {}", resp.body);
+        assert_eq!(cache_control(&resp), Some("private, no-store"), "{prefix}");
+    }
+    let resp = anonymous.api_get("/optional/orders/7").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(cache_control(&resp), None);
+
+    // The route option turns the default off.
+    let resp = browser.api_get("/cached/orders/7").await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(cache_control(&resp), None);
 }
