@@ -27,6 +27,7 @@ mod frontend;
 pub mod presets;
 mod providers;
 mod rate_limits;
+pub mod reserved_headers;
 mod routes;
 mod server;
 mod session;
@@ -473,7 +474,14 @@ fn validate(
         None => raw.providers.keys().next().cloned().unwrap_or_default(),
     };
 
-    let routes = validate_routes(raw.routes, &default_provider, &raw.providers, env, problems);
+    let routes = validate_routes(
+        raw.routes,
+        &default_provider,
+        &raw.providers,
+        env,
+        &csrf.header,
+        problems,
+    );
     let frontend = validate_frontend(raw.frontend, problems);
 
     let mut providers = BTreeMap::new();

@@ -29,6 +29,10 @@ pub(super) struct RawRoute {
     pub(super) websocket_idle_secs: Option<u64>,
     /// `false` for an upstream that ignores case (IIS, many Java and Windows stacks).
     pub(super) match_case: Option<bool>,
+    /// The API's own request headers a browser may send it, beyond the default list.
+    pub(super) forward_headers: Option<Vec<String>>,
+    /// `Cache-Control: private, no-store` on answers that carried a user's token.
+    pub(super) cache_private: Option<bool>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -111,6 +115,13 @@ pub struct RouteSettings {
     /// `false`: the prefix matches in any case (and the Unicode characters that fold to
     /// its letters), for an upstream that reads paths that way.
     pub match_case: bool,
+    /// Request headers of this API's own that the browser may send it, beyond the default
+    /// allow-list (lower case, compared as spelled: `_` is not `-`). Never one of the names
+    /// in `reserved_headers`, the anti-forgery header or an injected one.
+    pub forward_headers: Vec<String>,
+    /// A response to a call that carried the user's token gets `Cache-Control: private,
+    /// no-store` when the upstream sent no `Cache-Control` of its own.
+    pub cache_private: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +202,45 @@ fn validate_injected_headers(
     headers
 }
 
+/// `forward_headers`: valid names, none that gatehouse reserves, sets or injects itself.
+fn validate_forward_headers(
+    at: &str,
+    raw: Vec<String>,
+    inject_headers: &[InjectedHeader],
+    csrf_header: &str,
+    problems: &mut Vec<String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in raw {
+        if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(format!("{at}: `{name}` is not a valid header name"));
+        } else if reserved_headers::never_from_browser(&name) {
+            problems.push(format!(
+                "{at}: `{name}` is a header gatehouse sets itself, a hop-by-hop header, or an \
+                 identity, client-address or method-override header an upstream may trust \
+                 (in any case, with `_` or `-`): a browser's copy is never forwarded"
+            ));
+        } else if reserved_headers::same_header(&name, csrf_header) {
+            problems.push(format!(
+                "{at}: `{name}` is the anti-forgery header (csrf.header), which stops at gatehouse"
+            ));
+        } else if inject_headers
+            .iter()
+            .any(|injected| reserved_headers::same_header(&name, &injected.name))
+        {
+            problems.push(format!(
+                "{at}: `{name}` is injected by this route (inject_headers): it never comes from the browser"
+            ));
+        } else {
+            let lower = name.to_ascii_lowercase();
+            if !names.contains(&lower) {
+                names.push(lower);
+            }
+        }
+    }
+    names
+}
+
 /// The default: the web roots, no client certificate, the URL's own host name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTlsSettings {
@@ -210,6 +260,7 @@ pub(super) fn validate_routes(
     default_provider: &str,
     providers: &BTreeMap<String, RawProvider>,
     env: &BTreeMap<String, String>,
+    csrf_header: &str,
     problems: &mut Vec<String>,
 ) -> Vec<RouteSettings> {
     let mut routes = Vec::new();
@@ -395,6 +446,13 @@ pub(super) fn validate_routes(
             }
             (_, None) => None,
         };
+        let forward_headers = validate_forward_headers(
+            &at("forward_headers"),
+            route.forward_headers.unwrap_or_default(),
+            &inject_headers,
+            csrf_header,
+            problems,
+        );
         if problems.len() > start {
             continue;
         }
@@ -418,6 +476,8 @@ pub(super) fn validate_routes(
             inject_headers,
             websocket,
             match_case: route.match_case.unwrap_or(true),
+            forward_headers,
+            cache_private: route.cache_private.unwrap_or(true),
         });
     }
     routes

@@ -12,7 +12,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::headers::{connection_tokens, forward_request_header, forward_response_header};
+use super::headers::{
+    connection_tokens, forward_request_header, forward_response_header, same_header, Forwarding,
+    RequestHeaderPolicy,
+};
 use super::upstream::{body_chunks, BoxError, SendFailure, UpstreamResponse};
 use crate::config::RouteSettings;
 use crate::tls::tls_failure;
@@ -104,6 +107,7 @@ pub fn stream_upload(
 fn forwardable_request_headers<'r>(
     req: &'r HttpRequest,
     csrf_header: &'r str,
+    forwarding: Forwarding,
     route: Option<&'r RouteSettings>,
 ) -> impl Iterator<Item = (&'r str, &'r [u8])> + 'r {
     let connection_values: Vec<&str> = req
@@ -113,15 +117,22 @@ fn forwardable_request_headers<'r>(
         .collect();
     let hop_tokens = connection_tokens(&connection_values);
     req.headers().iter().filter_map(move |(name, value)| {
-        // A header the route injects from a server-held secret never comes from the browser.
-        let injected = route.is_some_and(|route| {
-            route
-                .inject_headers
-                .iter()
-                .any(|h| crate::proxy::headers::same_header(name.as_str(), &h.name))
-        });
-        (!injected && forward_request_header(name.as_str(), &hop_tokens, csrf_header))
-            .then(|| (name.as_str(), value.as_bytes()))
+        let policy = RequestHeaderPolicy {
+            forwarding,
+            route_headers: route.map_or(&[], |route| route.forward_headers.as_slice()),
+            csrf_header,
+            connection_tokens: &hop_tokens,
+        };
+        // A header the route injects from a server-held secret never comes from the browser
+        // (asked only of the few headers the allow-list lets through).
+        (forward_request_header(name.as_str(), &policy)
+            && !route.is_some_and(|route| {
+                route
+                    .inject_headers
+                    .iter()
+                    .any(|h| same_header(name.as_str(), &h.name))
+            }))
+        .then(|| (name.as_str(), value.as_bytes()))
     })
 }
 
@@ -130,9 +141,10 @@ pub fn copy_request_headers(
     req: &HttpRequest,
     mut request: reqwest::RequestBuilder,
     csrf_header: &str,
+    forwarding: Forwarding,
     route: Option<&RouteSettings>,
 ) -> reqwest::RequestBuilder {
-    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+    for (name, value) in forwardable_request_headers(req, csrf_header, forwarding, route) {
         request = request.header(name, value);
     }
     request
@@ -143,9 +155,10 @@ pub fn append_request_headers(
     req: &HttpRequest,
     headers: &mut http::HeaderMap,
     csrf_header: &str,
+    forwarding: Forwarding,
     route: Option<&RouteSettings>,
 ) {
-    for (name, value) in forwardable_request_headers(req, csrf_header, route) {
+    for (name, value) in forwardable_request_headers(req, csrf_header, forwarding, route) {
         // actix parsed both already; the same bytes are valid here too.
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
@@ -175,17 +188,29 @@ pub fn copy_response_headers(
     }
 }
 
+/// What gatehouse does to an upstream's response head on its way to the browser.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponsePolicy {
+    /// The upstream's `Set-Cookie` reaches the browser.
+    pub pass_set_cookie: bool,
+    /// The call carried a user's token: an answer without a `Cache-Control` of the
+    /// upstream's own gets `private, no-store`, so no shared cache stores user data.
+    pub private: bool,
+}
+
+const PRIVATE_NO_STORE: header::HeaderValue = header::HeaderValue::from_static("private, no-store");
+
 /// A reqwest response (the dev server's, or a refused WebSocket handshake's) to the browser.
 pub fn stream_response(
     response: reqwest::Response,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
     max_duration: Option<std::time::Duration>,
 ) -> HttpResponse {
     let (builder, length) = response_head(
         response.status(),
         response.headers(),
         response.content_length(),
-        pass_set_cookie,
+        policy,
     );
     with_body(builder, length, response.bytes_stream(), max_duration)
 }
@@ -193,12 +218,12 @@ pub fn stream_response(
 /// An API upstream's response to the browser, its body streamed as it arrives.
 pub fn stream_upstream_response(
     response: UpstreamResponse,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
     max_duration: Option<std::time::Duration>,
 ) -> HttpResponse {
     let (head, body) = response.into_parts();
     let size_hint = hyper::body::Body::size_hint(&body).exact();
-    let (builder, length) = response_head(head.status, &head.headers, size_hint, pass_set_cookie);
+    let (builder, length) = response_head(head.status, &head.headers, size_hint, policy);
     with_body(builder, length, body_chunks(body), max_duration)
 }
 
@@ -207,11 +232,14 @@ fn response_head(
     status: http::StatusCode,
     headers: &http::HeaderMap,
     size_hint: Option<u64>,
-    pass_set_cookie: bool,
+    policy: ResponsePolicy,
 ) -> (actix_web::HttpResponseBuilder, Option<u64>) {
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    copy_response_headers(&mut builder, headers, pass_set_cookie);
+    copy_response_headers(&mut builder, headers, policy.pass_set_cookie);
+    if policy.private && !headers.contains_key(http::header::CACHE_CONTROL) {
+        builder.insert_header((header::CACHE_CONTROL, PRIVATE_NO_STORE));
+    }
     // A HEAD answer has no body but states the length of the one a GET would get; keep it.
     let declared_length: Option<u64> = headers
         .get(http::header::CONTENT_LENGTH)

@@ -200,6 +200,8 @@ mod tests {
             inject_headers: vec![],
             websocket: None,
             match_case: true,
+            forward_headers: vec![],
+            cache_private: true,
         }
     }
 

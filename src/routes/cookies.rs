@@ -57,27 +57,33 @@ pub fn expired_login_cookie<'c>(settings: &SessionSettings) -> Cookie<'c> {
 
 /// The value of a cookie the browser sent; `None` when absent or sent twice (ambiguous).
 ///
-/// Reads the `Cookie` headers as `HttpRequest::cookies` does (a header that is not UTF-8
-/// means no cookies, one that does not parse is skipped, names and values percent-decoded)
-/// but borrows from the header instead of copying every cookie into a list: only the value
+/// Names are compared byte for byte as the browser sent them, never percent-decoded: a
+/// browser applies the `__Host-` prefix's rules to the literal name, so `__%48ost-gatehouse`
+/// is a cookie any sibling subdomain (or a man in the middle on plain http) could have set,
+/// not the session cookie. Such look-alikes are ignored, so they neither stand in for the
+/// real cookie nor make it ambiguous. Values are not decoded either: gatehouse's own are
+/// base64url and dots. The header is read as bytes and split as RFC 6265 §5.2 does (pairs at
+/// `;`, name and value at the first `=`, whitespace around each trimmed); only the value
 /// asked for is copied.
 pub fn read(req: &HttpRequest, name: &str) -> Option<String> {
-    let mut found: Option<Cookie<'_>> = None;
+    let mut found: Option<&[u8]> = None;
     for header in req.headers().get_all(actix_web::http::header::COOKIE) {
-        let text = std::str::from_utf8(header.as_bytes()).ok()?;
-        for cookie_str in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let Ok(cookie) = Cookie::parse_encoded(cookie_str) else {
-                continue;
+        for pair in header.as_bytes().split(|byte| *byte == b';') {
+            let Some(at) = pair.iter().position(|byte| *byte == b'=') else {
+                continue; // no name at all
             };
-            if cookie.name() == name {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(cookie);
+            if pair[..at].trim_ascii() != name.as_bytes() {
+                continue;
             }
+            if found.is_some() {
+                return None;
+            }
+            found = Some(pair[at + 1..].trim_ascii());
         }
     }
-    found.map(|cookie| cookie.value().to_owned())
+    found
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -85,49 +91,86 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    /// The reader as it was: through actix's parsed and copied list of cookies.
-    fn former_read(req: &HttpRequest, name: &str) -> Option<String> {
-        let cookies = req.cookies().ok()?;
-        let mut matching = cookies.iter().filter(|c| c.name() == name);
-        let first = matching.next()?;
-        if matching.next().is_some() {
-            return None;
+    fn read_from(headers: &[&[u8]], name: &str) -> Option<String> {
+        let mut request = TestRequest::default();
+        for value in headers {
+            request = request.append_header((
+                "cookie",
+                actix_web::http::header::HeaderValue::from_bytes(value).expect("value"),
+            ));
         }
-        Some(first.value().to_owned())
+        read(&request.to_http_request(), name)
     }
 
     #[test]
-    fn reads_as_the_former_reader_did() {
-        let cases: &[&[&[u8]]] = &[
-            &[],
-            &[b"gh=abc.def"],
-            &[b"a=1; gh=abc.def; b=2"],
-            &[b"gh=one", b"gh=two"],
-            &[b"a=1; gh=one; gh=two"],
-            &[b"a=1", b"gh=x"],
-            &[b"gh=x", b"\xff=1"],
-            &[b"\xffbad", b"gh=x"],
-            &[b"g%68=enc%2Eoded"],
-            &[b"gh"],
-            &[b";;  ; gh=x ;"],
-            &[b"=v; gh=x"],
-            &[b"gh=\"quoted\""],
-            &[b"gh="],
-            &[b"GH=x"],
-            &[b"gh=a=b"],
-            &[b"gh=%zz"],
+    fn reads_one_cookie_by_its_exact_name() {
+        let cases: &[(&[&[u8]], Option<&str>)] = &[
+            (&[], None),
+            (&[b"gh=abc.def"], Some("abc.def")),
+            (&[b"a=1; gh=abc.def; b=2"], Some("abc.def")),
+            (&[b"a=1", b"gh=x"], Some("x")),
+            (&[b";;  ; gh=x ;"], Some("x")),
+            (&[b"=v; gh=x"], Some("x")),
+            (&[b"gh="], Some("")),
+            (&[b"gh=a=b"], Some("a=b")),
+            (&[b"gh"], None),
+            (&[b"GH=x"], None),
+            (&[b"gh2=x; xgh=y"], None),
+            // Sent twice: ambiguous, whichever header or pair holds the second one.
+            (&[b"gh=one", b"gh=two"], None),
+            (&[b"a=1; gh=one; gh=two"], None),
+            // Bytes that are not UTF-8 elsewhere in the header do not hide the cookie.
+            (&[b"gh=x", b"\xff=1"], Some("x")),
+            (&[b"\xffbad", b"gh=x"], Some("x")),
+            (&[b"gh=\xff"], None),
+            // Values are taken as sent.
+            (&[b"gh=enc%2Eoded"], Some("enc%2Eoded")),
+            (&[b"gh=%zz"], Some("%zz")),
         ];
-        for headers in cases {
-            let mut request = TestRequest::default();
-            for value in *headers {
-                request = request.append_header((
-                    "cookie",
-                    actix_web::http::header::HeaderValue::from_bytes(value).expect("value"),
-                ));
+        for (headers, expected) in cases {
+            assert_eq!(
+                read_from(headers, "gh").as_deref(),
+                *expected,
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn look_alike_names_are_ignored_not_decoded() {
+        let name = "__Host-gatehouse";
+        for look_alike in [
+            "__%48ost-gatehouse",
+            "%5F%5FHost-gatehouse",
+            "%5f%5fHost-gatehouse",
+            "__Host%2Dgatehouse",
+            "__Host%2dgatehouse",
+            "__host-gatehouse",
+            "__HOST-gatehouse",
+            "__Host-gatehous%65",
+            "%5F_Host-gatehouse",
+            "__Host-gatehouse%20",
+            "\"__Host-gatehouse\"",
+        ] {
+            let alone = format!("{look_alike}=attacker.session");
+            assert_eq!(read_from(&[alone.as_bytes()], name), None, "{look_alike}");
+            // Next to the real cookie, in either order or header: the real one counts.
+            let before = format!("{look_alike}=attacker.session; {name}=victim.session");
+            let after = format!("{name}=victim.session; {look_alike}=attacker.session");
+            for headers in [
+                vec![before.as_bytes()],
+                vec![after.as_bytes()],
+                vec![
+                    alone.as_bytes(),
+                    b"__Host-gatehouse=victim.session".as_slice(),
+                ],
+            ] {
+                assert_eq!(
+                    read_from(&headers, name).as_deref(),
+                    Some("victim.session"),
+                    "{look_alike}"
+                );
             }
-            let req = request.to_http_request();
-            let new = read(&req, "gh");
-            assert_eq!(new, former_read(&req, "gh"), "{headers:?}");
         }
     }
 }

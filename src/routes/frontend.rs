@@ -16,8 +16,9 @@ use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend, StaticFile};
 use crate::proxy::forward::{
     byte_tunnel, copy_request_headers, declared_length, has_body, is_websocket_upgrade,
-    read_chunks, stream_response, stream_upload,
+    read_chunks, stream_response, stream_upload, ResponsePolicy,
 };
+use crate::proxy::headers::Forwarding;
 
 /// Files up to this size are read whole in the lookup's blocking call.
 const SMALL_FILE: u64 = 256 * 1024;
@@ -143,9 +144,15 @@ async fn pass_through(
         .dev_server_http
         .request(method, url)
         .version(reqwest::Version::HTTP_11);
-    // The same policy as for APIs: no cookie, no anti-forgery header, no identity headers,
-    // no hop-by-hop headers. A dev server needs none of them.
-    request = copy_request_headers(req, request, &state.settings.csrf.header, None);
+    // The API allow-list plus what page loads and a hot-reload socket need: no cookie, no
+    // anti-forgery header, no identity headers, no hop-by-hop headers.
+    request = copy_request_headers(
+        req,
+        request,
+        &state.settings.csrf.header,
+        Forwarding::DevServer,
+        None,
+    );
     if websocket {
         request = request
             .header("connection", "Upgrade")
@@ -183,7 +190,7 @@ async fn pass_through(
                 .ok_or_else(|| dev_server_down().cause("websocket upgrade failed"));
         }
     }
-    Ok(stream_response(response, false, None))
+    Ok(stream_response(response, ResponsePolicy::default(), None))
 }
 
 fn dev_server_down() -> ApiError {

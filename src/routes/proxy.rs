@@ -16,8 +16,9 @@ use crate::metrics::UpstreamOutcome;
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
-    stream_response, stream_upstream_response, upload_chunks,
+    stream_response, stream_upstream_response, upload_chunks, ResponsePolicy,
 };
+use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
@@ -108,6 +109,7 @@ pub async fn forward(
             req,
             request.headers_mut(),
             state,
+            Forwarding::Api,
             route,
             session,
             token.as_ref(),
@@ -138,7 +140,7 @@ pub async fn forward(
     };
     Ok(stream_upstream_response(
         response,
-        route.pass_set_cookie,
+        response_policy(route, token.as_ref()),
         route.max_duration,
     ))
 }
@@ -170,7 +172,15 @@ async fn open_websocket(
         .header("upgrade", "websocket")
         .build()
         .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
-    upstream_headers(req, request.headers_mut(), state, route, session, token);
+    upstream_headers(
+        req,
+        request.headers_mut(),
+        state,
+        Forwarding::ApiWebSocket,
+        route,
+        session,
+        token,
+    );
     // Frames are parsed on the way through; an extension (permessage-deflate) would
     // change what they mean, so none is offered.
     request.headers_mut().remove("sec-websocket-extensions");
@@ -178,7 +188,7 @@ async fn open_websocket(
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
-            route.pass_set_cookie,
+            response_policy(route, token),
             route.max_duration,
         ));
     }
@@ -200,6 +210,15 @@ async fn open_websocket(
                 .detail("The upstream did not accept the WebSocket.")
                 .cause(e)
         })
+}
+
+/// What the upstream's answer gets on its way back: a call that carried the user's token is
+/// kept out of shared caches unless the upstream says otherwise (or the route turns it off).
+fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> ResponsePolicy {
+    ResponsePolicy {
+        pass_set_cookie: route.pass_set_cookie,
+        private: route.cache_private && matches!(token, Some(UpstreamToken::User(_))),
+    }
 }
 
 /// The session the route needs (refreshed when due) with its cookie, after the rate limit.
@@ -252,11 +271,13 @@ fn upstream_headers(
     req: &HttpRequest,
     headers: &mut HeaderMap,
     state: &AppState,
+    forwarding: Forwarding,
     route: &RouteSettings,
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
 ) {
-    append_request_headers(req, headers, &state.settings.csrf.header, Some(route));
+    let csrf_header = &state.settings.csrf.header;
+    append_request_headers(req, headers, csrf_header, forwarding, Some(route));
     for injected in &route.inject_headers {
         let mut value =
             HeaderValue::from_str(injected.value.expose_secret()).expect("validated at start-up");

@@ -584,7 +584,7 @@ async fn configured_policies_replace_the_defaults_and_https_adds_hsts() {
 }
 
 #[tokio::test]
-async fn a_dev_server_gets_everything_that_is_not_gatehouses_websockets_included() {
+async fn a_dev_server_gets_what_pages_and_hot_reload_need_websockets_included() {
     let dev = spawn_dev_server().await;
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
@@ -607,6 +607,8 @@ async fn a_dev_server_gets_everything_that_is_not_gatehouses_websockets_included
                 ("accept", "*/*"),
                 ("x-csrf", "1"),
                 ("x-forwarded-user", "mallory"),
+                ("x-http-method-override", "DELETE"),
+                ("x-unlisted", "stays at gatehouse"),
             ],
             None,
         )
@@ -621,12 +623,20 @@ async fn a_dev_server_gets_everything_that_is_not_gatehouses_websockets_included
         .iter()
         .filter_map(|h| h[0].as_str())
         .collect();
-    for name in ["cookie", "x-csrf", "x-forwarded-user", "authorization"] {
+    for name in [
+        "cookie",
+        "x-csrf",
+        "x-forwarded-user",
+        "authorization",
+        "x-http-method-override",
+        "x-unlisted",
+    ] {
         assert!(
             !names.contains(&name),
             "the dev server saw {name}: {names:?}"
         );
     }
+    assert!(names.contains(&"accept"), "{names:?}");
     assert!(
         module.set_cookies().is_empty(),
         "the dev server sets no cookie here"

@@ -5,6 +5,7 @@
 //! - `/redirect`: 302 to `/elsewhere`
 //! - `/download?bytes=N`: N bytes of a fixed pattern, streamed
 //! - `/set-cookie`: answers with a `Set-Cookie`
+//! - `/cache-control?value=V`: answers with `Cache-Control: V`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +99,12 @@ async fn handle(
             return HttpResponse::Found()
                 .insert_header(("Location", "/elsewhere"))
                 .finish()
+        }
+        "/cache-control" => {
+            let value = query.get("value").cloned().unwrap_or_default();
+            return HttpResponse::Ok()
+                .insert_header(("Cache-Control", value))
+                .body("cached as the upstream says");
         }
         "/set-cookie" => {
             return HttpResponse::Ok()
