@@ -21,110 +21,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use ipnet::Ipv6Net;
 
 use crate::clock::{SharedClock, UnixMillis};
 use crate::session::{SessionStore, StoreError};
 
-/// `requests` per `per`, in a burst or spread out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    /// Milliseconds between two requests at the steady rate (at least 1).
-    pub fn interval_ms(self) -> i64 {
-        (self.per.as_millis() as i64 / i64::from(self.requests.max(1))).max(1)
-    }
-
-    /// How many tokens one store decision takes for this instance to hand out locally.
-    pub fn lease_size(self) -> u32 {
-        (self.requests / 50).clamp(1, MAX_LEASE)
-    }
-
-    /// How long an instance may hand out tokens it leased: they were counted when taken, so
-    /// the hold bounds how far admissions drift from the count.
-    pub fn lease_hold_ms(self) -> i64 {
-        (self.per.as_millis() as i64 / 6).clamp(1, MAX_LEASE_HOLD_MS)
-    }
-}
-
-const MAX_LEASE: u32 = 64;
-const MAX_LEASE_HOLD_MS: i64 = 10_000;
-
-/// One decision and what the response headers report about the bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateDecision {
-    /// Tokens taken: 0 when refused, up to the lease asked for.
-    pub granted: u32,
-    /// Requests that would still pass right now, after the tokens taken.
-    pub remaining: u32,
-    /// When refused: how long until one more request would pass.
-    pub retry_after_ms: i64,
-    /// How long until the whole quota is available again.
-    pub reset_ms: i64,
-}
-
-impl RateDecision {
-    pub fn allowed(&self) -> bool {
-        self.granted > 0
-    }
-}
-
-/// The GCRA step on a stored TAT (absent for a new or expired bucket), taking up to `want`
-/// tokens. Returns the decision and, when tokens were taken, the TAT to store (it may be
-/// forgotten after `tat - now`). The Redis store's script is the same computation.
-pub fn gcra(
-    stored_tat: Option<i64>,
-    limit: RateLimit,
-    now: UnixMillis,
-    want: u32,
-) -> (RateDecision, Option<i64>) {
-    let interval = limit.interval_ms();
-    let period = interval * i64::from(limit.requests.max(1));
-    let tat = stored_tat.map_or(now, |tat| tat.max(now));
-    let available = (now + period - tat).div_euclid(interval);
-    if available < 1 {
-        let decision = RateDecision {
-            granted: 0,
-            remaining: 0,
-            retry_after_ms: tat + interval - period - now,
-            reset_ms: tat - now,
-        };
-        return (decision, None);
-    }
-    let granted = i64::from(want.max(1)).min(available);
-    let new_tat = tat + interval * granted;
-    let decision = RateDecision {
-        granted: granted as u32,
-        remaining: (available - granted) as u32,
-        retry_after_ms: 0,
-        reset_ms: new_tat - now,
-    };
-    (decision, Some(new_tat))
-}
-
-/// The Lua form of [`gcra`] for Redis: KEYS[1] the bucket, ARGV now, interval, requests,
-/// tokens wanted. Returns {granted, remaining, retry_after_ms, reset_ms}.
-pub const GCRA_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local period = interval * tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local available = math.floor((now + period - tat) / interval)
-if available < 1 then
-  return {0, 0, tat + interval - period - now, tat - now}
-end
-local granted = math.min(math.max(tonumber(ARGV[4]), 1), available)
-local new_tat = tat + interval * granted
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
-return {granted, available - granted, 0, new_tat - now}
-";
+mod gcra;
+pub use gcra::{gcra, RateDecision, RateLimit, Tat, GCRA_SCRIPT, MAX_WINDOW_SECS};
 
 /// Which limit a request counts against, and under what name its policy is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,63 +263,12 @@ fn ceil_secs(ms: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use std::time::Duration;
 
     const THREE_PER_SECOND: RateLimit = RateLimit {
         requests: 3,
         per: Duration::from_secs(3),
     };
-
-    #[test]
-    fn a_burst_of_the_limit_passes_then_one_per_interval() {
-        let now = 1_000_000;
-        let mut tat = None;
-        for expected_remaining in [2, 1, 0] {
-            let (decision, new_tat) = gcra(tat, THREE_PER_SECOND, now, 1);
-            assert!(decision.allowed());
-            assert_eq!(decision.remaining, expected_remaining);
-            tat = new_tat;
-        }
-        let (refused, unchanged) = gcra(tat, THREE_PER_SECOND, now, 1);
-        assert!(!refused.allowed());
-        assert_eq!(unchanged, None, "a refusal stores nothing");
-        assert_eq!(refused.retry_after_ms, 1000);
-        assert_eq!(retry_after_secs(&refused), 1);
-
-        let (later, _) = gcra(tat, THREE_PER_SECOND, now + 999, 1);
-        assert!(!later.allowed());
-        let (after_retry, _) = gcra(tat, THREE_PER_SECOND, now + 1000, 1);
-        assert!(after_retry.allowed(), "one more passes after Retry-After");
-        assert_eq!(after_retry.remaining, 0);
-    }
-
-    #[test]
-    fn an_idle_bucket_refills_to_the_whole_quota() {
-        let (_, tat) = gcra(None, THREE_PER_SECOND, 0, 1);
-        let (decision, _) = gcra(tat, THREE_PER_SECOND, 10_000, 1);
-        assert!(decision.allowed());
-        assert_eq!(decision.remaining, 2);
-    }
-
-    #[test]
-    fn a_lease_takes_what_is_there_and_no_more() {
-        let limit = RateLimit {
-            requests: 600,
-            per: Duration::from_secs(60),
-        };
-        assert_eq!(limit.lease_size(), 12);
-        let (first, tat) = gcra(None, limit, 0, 12);
-        assert_eq!((first.granted, first.remaining), (12, 588));
-        // 590 more one at a time leave 10 in the bucket; a lease then gets those 10.
-        let mut tat = tat;
-        for _ in 0..578 {
-            tat = gcra(tat, limit, 0, 1).1;
-        }
-        let (last, tat) = gcra(tat, limit, 0, 12);
-        assert_eq!((last.granted, last.remaining), (10, 0));
-        let (refused, _) = gcra(tat, limit, 0, 12);
-        assert_eq!(refused.granted, 0);
-        assert_eq!(refused.retry_after_ms, 100);
-    }
 
     #[tokio::test]
     async fn a_lease_serves_calls_without_the_store_and_is_counted_there() {
@@ -470,6 +323,46 @@ mod tests {
         let _ = limiter.check(LimitName::Api, subject, limit).await;
         let after = probe(clock.now_millis()).await.remaining;
         assert_eq!(after, before - 12 - 1, "a new lease of 12 was taken");
+    }
+
+    /// A clock that moves only when told to.
+    struct ManualClock(std::sync::atomic::AtomicI64);
+
+    impl Clock for ManualClock {
+        fn now_millis(&self) -> UnixMillis {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Passes for `subject` until the first refusal.
+    async fn passes(limiter: &RateLimiter, limit: RateLimit) -> u32 {
+        let mut passed = 0;
+        while let Verdict::Passed(_) = limiter
+            .check(LimitName::Api, Subject::Session("k"), limit)
+            .await
+        {
+            passed += 1;
+        }
+        passed
+    }
+
+    #[tokio::test]
+    async fn a_high_quota_passes_its_burst_then_its_steady_rate_through_leases() {
+        let clock = Arc::new(ManualClock(1_700_000_000_000.into()));
+        let store = Arc::new(crate::session::memory::MemoryStore::new());
+        let limiter = RateLimiter::new(store, clock.clone());
+        // 10 a millisecond (an interval of 100 µs), leased 64 at a time.
+        let limit = RateLimit {
+            requests: 60_000,
+            per: Duration::from_secs(6),
+        };
+        assert_eq!(passes(&limiter, limit).await, 60_000, "the burst, exactly");
+        for _ in 0..50 {
+            clock.0.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(passes(&limiter, limit).await, 10, "10 a millisecond");
+        }
+        clock.0.fetch_add(100, Ordering::SeqCst);
+        assert_eq!(passes(&limiter, limit).await, 1_000);
     }
 
     #[test]

@@ -92,9 +92,10 @@ pub(super) fn parse_limit(
                 ));
                 ok = false;
             }
-            if per_secs <= 0 {
+            if per_secs <= 0 || per_secs as u64 > crate::ratelimit::MAX_WINDOW_SECS {
                 problems.push(format!(
-                    "{what}.per_secs must be greater than zero (got {per_secs})"
+                    "{what}.per_secs must be greater than zero and at most {} (got {per_secs})",
+                    crate::ratelimit::MAX_WINDOW_SECS
                 ));
                 ok = false;
             }

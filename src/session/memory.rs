@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 
 use super::store::*;
 use crate::clock::UnixMillis;
-use crate::ratelimit::{gcra, RateDecision, RateLimit};
+use crate::ratelimit::{gcra, RateDecision, RateLimit, Tat};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -26,7 +26,7 @@ struct Inner {
     locks: HashMap<String, (String, UnixMillis)>,
     remembered: HashMap<String, UnixMillis>,
     /// Rate-limit buckets: their theoretical arrival time.
-    rate_buckets: HashMap<String, UnixMillis>,
+    rate_buckets: HashMap<String, Tat>,
     writes: u64,
 }
 
@@ -50,7 +50,7 @@ impl Inner {
         self.login_states.retain(|_, (_, exp)| *exp > now);
         self.locks.retain(|_, (_, exp)| *exp > now);
         self.remembered.retain(|_, exp| *exp > now);
-        self.rate_buckets.retain(|_, tat| *tat > now);
+        self.rate_buckets.retain(|_, tat| tat.after(now));
         let sessions = &self.sessions;
         self.indices.retain(|_, members| {
             members.retain(|key| sessions.contains_key(key));

@@ -701,8 +701,8 @@ impl SessionStore for RedisStore {
                 .eval(&self.gcra, &key, |invocation| {
                     invocation
                         .arg(now)
-                        .arg(limit.interval_ms())
-                        .arg(limit.requests)
+                        .arg(limit.per_ms())
+                        .arg(limit.requests.max(1))
                         .arg(want);
                 })
                 .await?;
