@@ -99,10 +99,27 @@ struct Lease {
 /// Leases beyond this many make the next new lease sweep out the expired ones.
 const LEASES_BEFORE_SWEEP: usize = 4096;
 
+/// How long calls wait for another call's lease (asking the store for their own token
+/// meanwhile) before they lease themselves: a lease call whose caller went away never ends.
+const REFILL_TIMEOUT_MS: i64 = 1_000;
+
 struct Leases {
     map: HashMap<String, Lease>,
+    /// Buckets for which a call of this instance is asking the store for a new lease, and
+    /// since when. Meanwhile the other calls ask for one token each: were they all to lease,
+    /// every lease but the last one stored would be counted in the store and never used.
+    refilling: HashMap<String, UnixMillis>,
     /// The size at which the next new lease sweeps the map.
     sweep_above: usize,
+}
+
+/// What this instance's leases hold for a call.
+enum FromLease {
+    Token(RateDecision),
+    /// Another call is fetching a new lease: ask the store for this call's token only.
+    Refilling,
+    /// Nothing: this call asks the store for a new lease.
+    Lease,
 }
 
 /// The decision maker shared by every worker.
@@ -121,6 +138,7 @@ impl RateLimiter {
             clock,
             leases: Mutex::new(Leases {
                 map: HashMap::new(),
+                refilling: HashMap::new(),
                 sweep_above: LEASES_BEFORE_SWEEP,
             }),
             store_failing: AtomicBool::new(false),
@@ -135,22 +153,27 @@ impl RateLimiter {
     ) -> Verdict {
         let bucket = bucket(name, subject);
         let now = self.clock.now_millis();
-        let want = limit.lease_size();
+        let mut want = limit.lease_size();
         if want > 1 {
-            if let Some(decision) = self.take_leased(&bucket, now) {
-                return Verdict::Passed(decision);
+            match self.take_leased(&bucket, now) {
+                FromLease::Token(decision) => return Verdict::Passed(decision),
+                FromLease::Refilling => want = 1,
+                FromLease::Lease => {}
             }
         }
-        match self.store.rate_limit(&bucket, limit, now, want).await {
+        let leasing = want > 1;
+        let result = self.store.rate_limit(&bucket, limit, now, want).await;
+        if leasing {
+            let granted = result.as_ref().ok().filter(|d| d.granted > 1);
+            self.lease_back(bucket, granted, now, limit.lease_hold_ms());
+        }
+        match result {
             Ok(decision) => {
                 if self.store_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limiting works again: the store answers");
                 }
                 if !decision.allowed() {
                     return Verdict::Limited(decision);
-                }
-                if decision.granted > 1 {
-                    self.keep_lease(bucket, &decision, now, limit.lease_hold_ms());
                 }
                 Verdict::Passed(RateDecision {
                     remaining: decision.remaining + decision.granted - 1,
@@ -170,42 +193,71 @@ impl RateLimiter {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One token of a live lease, if this instance holds one for the bucket.
-    fn take_leased(&self, bucket: &str, now: UnixMillis) -> Option<RateDecision> {
+    /// One token of a live lease, if this instance holds one for the bucket; else whether
+    /// another call is already fetching one.
+    fn take_leased(&self, bucket: &str, now: UnixMillis) -> FromLease {
         let mut leases = self.leases();
-        let lease = leases.map.get_mut(bucket)?;
-        if lease.left == 0 || lease.expires_at <= now {
+        if let Some(lease) = leases.map.get_mut(bucket) {
+            if lease.left > 0 && lease.expires_at > now {
+                lease.left -= 1;
+                return FromLease::Token(RateDecision {
+                    granted: 1,
+                    remaining: lease.remaining_beyond + lease.left,
+                    retry_after_ms: 0,
+                    reset_ms: lease.reset_at - now,
+                });
+            }
             leases.map.remove(bucket);
-            return None;
         }
-        lease.left -= 1;
-        Some(RateDecision {
-            granted: 1,
-            remaining: lease.remaining_beyond + lease.left,
-            retry_after_ms: 0,
-            reset_ms: lease.reset_at - now,
-        })
+        match leases.refilling.get_mut(bucket) {
+            Some(since) if now - *since < REFILL_TIMEOUT_MS => FromLease::Refilling,
+            Some(since) => {
+                *since = now;
+                FromLease::Lease
+            }
+            None => {
+                leases.refilling.insert(bucket.to_owned(), now);
+                FromLease::Lease
+            }
+        }
     }
 
-    /// Keeps the tokens of a decision beyond the one this request uses.
-    fn keep_lease(&self, bucket: String, decision: &RateDecision, now: UnixMillis, hold_ms: i64) {
+    /// Ends this call's refill of the bucket, keeping the tokens of its decision beyond the
+    /// one it uses (added to what a lease stored meanwhile still holds).
+    fn lease_back(
+        &self,
+        bucket: String,
+        decision: Option<&RateDecision>,
+        now: UnixMillis,
+        hold_ms: i64,
+    ) {
         let mut leases = self.leases();
+        leases.refilling.remove(&bucket);
+        let Some(decision) = decision else { return };
         if leases.map.len() >= leases.sweep_above {
             leases
                 .map
                 .retain(|_, lease| lease.expires_at > now && lease.left > 0);
+            leases
+                .refilling
+                .retain(|_, since| now - *since < REFILL_TIMEOUT_MS);
             // Amortised: the next sweep waits until the map has doubled again.
             leases.sweep_above = (leases.map.len() * 2).max(LEASES_BEFORE_SWEEP);
         }
-        leases.map.insert(
-            bucket,
-            Lease {
-                left: decision.granted - 1,
-                remaining_beyond: decision.remaining,
-                expires_at: now + hold_ms,
-                reset_at: now + decision.reset_ms,
-            },
-        );
+        let mut lease = Lease {
+            left: decision.granted - 1,
+            remaining_beyond: decision.remaining,
+            expires_at: now + hold_ms,
+            reset_at: now + decision.reset_ms,
+        };
+        if let Some(earlier) = leases.map.get(&bucket) {
+            if earlier.left > 0 && earlier.expires_at > now {
+                // Tokens are never held past the earlier lease's hold.
+                lease.left += earlier.left;
+                lease.expires_at = lease.expires_at.min(earlier.expires_at);
+            }
+        }
+        leases.map.insert(bucket, lease);
     }
 }
 
