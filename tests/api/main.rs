@@ -17,6 +17,7 @@ mod metrics;
 mod presets;
 mod providers;
 mod proxy;
+mod rate_limits;
 mod resilience;
 mod route_spellings;
 mod session_cache;
