@@ -1,6 +1,7 @@
 //! WebSocket routes: the upstream's handshake answer checked and passed back, then messages
 //! relayed both ways (parsed, not copied as bytes) so that gatehouse can end a socket with a
-//! close frame of its own: 1008 when the session behind it ends, 1001 when it idles.
+//! close frame of its own: 1008 when the session behind it ends, 1001 when it idles, 1009
+//! to the side that sent a message over the limit.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::forward::{copy_response_headers, read_chunks, CHUNK};
@@ -139,12 +140,21 @@ pub async fn tunnel(
     Ok(answer.body(BodyStream::new(read_chunks(from_relay))))
 }
 
+/// The two sides of a socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Browser,
+    Upstream,
+}
+
 /// Why gatehouse itself ends a socket.
 #[derive(Clone, Copy)]
 enum Ending {
     SessionEnded,
     Idle,
     MaxDuration,
+    /// A message (or frame) over `max_message_bytes` from this side.
+    TooBig(Side),
 }
 
 impl Ending {
@@ -153,14 +163,19 @@ impl Ending {
             Ending::SessionEnded => "session_ended",
             Ending::Idle => "idle",
             Ending::MaxDuration => "max_duration",
+            Ending::TooBig(_) => "message_too_big",
         }
     }
 
-    fn close_frame(self) -> CloseFrame<'static> {
+    /// The close frame for the side `to`: the sender of an oversized message gets 1009,
+    /// the other side 1001 (the relay goes away; it did nothing wrong).
+    fn close_frame(self, to: Side) -> CloseFrame<'static> {
         let (code, reason) = match self {
             Ending::SessionEnded => (CloseCode::Policy, "session ended"),
             Ending::Idle => (CloseCode::Away, "idle"),
             Ending::MaxDuration => (CloseCode::Away, "maximum duration reached"),
+            Ending::TooBig(sender) if sender == to => (CloseCode::Size, "message too big"),
+            Ending::TooBig(_) => (CloseCode::Away, "the peer sent a message too big"),
         };
         CloseFrame {
             code,
@@ -186,16 +201,23 @@ where
     let last_message = Rc::new(Cell::new(Instant::now()));
     let (stop, stopped) = tokio::sync::watch::channel(None::<Ending>);
     let upward = one_way(
-        from_browser,
-        to_upstream,
+        (from_browser, Side::Browser),
+        (to_upstream, Side::Upstream),
         last_message.clone(),
-        stopped.clone(),
+        (&stop, stopped.clone()),
     );
-    let downward = one_way(from_upstream, to_browser, last_message.clone(), stopped);
+    let downward = one_way(
+        (from_upstream, Side::Upstream),
+        (to_browser, Side::Browser),
+        last_message.clone(),
+        (&stop, stopped),
+    );
     let watch = watch_socket(session.as_ref(), &last_message, &limits);
     tokio::pin!(upward, downward, watch);
     // When one direction ends (its side closed or failed), the close it passed on should
     // end the other; a peer that never answers a close is let go after the grace period.
+    // A direction that met an oversized message has stopped the other one, which closes
+    // its sink (the sender) with 1009.
     tokio::select! {
         ending = &mut watch => {
             let _ = stop.send(Some(ending));
@@ -203,13 +225,13 @@ where
             let _ = tokio::time::timeout(CLOSE_GRACE, both).await;
             ending.label()
         }
-        _ = &mut upward => {
+        ending = &mut upward => {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut downward).await;
-            "peer"
+            ending.map_or("peer", Ending::label)
         }
-        _ = &mut downward => {
+        ending = &mut downward => {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut upward).await;
-            "peer"
+            ending.map_or("peer", Ending::label)
         }
     }
 }
@@ -248,58 +270,70 @@ async fn watch_socket(
 }
 
 /// Relays the messages of one direction until its source closes or fails, or gatehouse ends
-/// the socket (then `sink` gets gatehouse's close frame).
+/// the socket (then `sink` gets gatehouse's close frame). When the source sends a message
+/// too big to relay, the other direction is stopped first (so that whatever the sink
+/// answers cannot reach the source before its 1009), the sink gets 1001, and the ending is
+/// returned.
 async fn one_way<S, K>(
-    mut source: S,
-    mut sink: K,
+    (mut source, from): (S, Side),
+    (mut sink, to): (K, Side),
     last_message: Rc<Cell<Instant>>,
-    mut stopped: tokio::sync::watch::Receiver<Option<Ending>>,
-) where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    (stop, mut stopped): (
+        &tokio::sync::watch::Sender<Option<Ending>>,
+        tokio::sync::watch::Receiver<Option<Ending>>,
+    ),
+) -> Option<Ending>
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     K: futures_util::Sink<Message> + Unpin,
 {
     loop {
         let message = tokio::select! {
-            message = source.next() => message,
+            biased;
             _ = stopped.changed() => {
                 let ending = *stopped.borrow();
                 if let Some(ending) = ending {
-                    let _ = sink.send(Message::Close(Some(ending.close_frame()))).await;
+                    let _ = sink.send(Message::Close(Some(ending.close_frame(to)))).await;
                 }
                 let _ = sink.close().await;
-                return;
+                return None;
             }
+            message = source.next() => message,
         };
-        match message {
+        let (frame, ending) = match message {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                 last_message.set(Instant::now());
                 if sink.send(message).await.is_err() {
-                    return;
+                    return None;
                 }
+                continue;
             }
             // Each side answers its own pings (the library does); they are not relayed.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(frame))) => {
-                // The other side learns why (codes gatehouse may not send are replaced).
-                let frame = frame.map(|f| CloseFrame {
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            // The other side learns why (codes gatehouse may not send are replaced).
+            Some(Ok(Message::Close(frame))) => (
+                frame.map(|f| CloseFrame {
                     code: relayable(f.code),
                     reason: f.reason,
-                });
-                let _ = sink.send(Message::Close(frame)).await;
-                let _ = sink.close().await;
-                return;
+                }),
+                None,
+            ),
+            Some(Err(WsError::Capacity(_))) => {
+                let ending = Ending::TooBig(from);
+                let _ = stop.send(Some(ending));
+                (Some(ending.close_frame(to)), Some(ending))
             }
-            Some(Err(_)) | None => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: "peer went away".into(),
-                    })))
-                    .await;
-                let _ = sink.close().await;
-                return;
-            }
-        }
+            Some(Err(_)) | None => (
+                Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "peer went away".into(),
+                }),
+                None,
+            ),
+        };
+        let _ = sink.send(Message::Close(frame)).await;
+        let _ = sink.close().await;
+        return ending;
     }
 }
 

@@ -54,7 +54,8 @@ impl WebSocketEcho {
 }
 
 /// Listens on loopback; the path `/refuse` answers the handshake with 403, and `/flood`
-/// sends 64 KiB binary messages as fast as its socket takes them, reading nothing.
+/// sends 64 KiB binary messages as fast as its socket takes them, reading nothing. A text
+/// message `shout N` gets N bytes back in one binary message.
 pub async fn spawn_websocket_echo() -> WebSocketEcho {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -123,9 +124,19 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
             let code = frame.as_ref().map(|f| u16::from(f.code));
             seen.lock().expect("lock").closes.push(code);
         }
-        let echoed = matches!(message, Message::Text(_) | Message::Binary(_));
-        if echoed && socket.send(message).await.is_err() {
-            return;
+        // `shout N` is answered with N bytes in one binary message instead of its echo.
+        let answer = match &message {
+            Message::Text(text) => match text.strip_prefix("shout ").map(str::parse) {
+                Some(Ok(bytes)) => Some(Message::Binary(vec![b'!'; bytes])),
+                _ => Some(message),
+            },
+            Message::Binary(_) => Some(message),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            if socket.send(answer).await.is_err() {
+                return;
+            }
         }
     }
 }
