@@ -39,6 +39,7 @@ pub enum Problem {
     LogoutTokenInvalid,
     UpstreamTls,
     OriginRejected,
+    TooManyWebSockets,
 }
 
 impl Problem {
@@ -68,6 +69,7 @@ impl Problem {
             Problem::LogoutTokenInvalid => StatusCode::BAD_REQUEST,
             Problem::UpstreamTls => StatusCode::BAD_GATEWAY,
             Problem::OriginRejected => StatusCode::FORBIDDEN,
+            Problem::TooManyWebSockets => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -97,6 +99,7 @@ impl Problem {
             Problem::LogoutTokenInvalid => "logout-token-invalid",
             Problem::UpstreamTls => "upstream-tls",
             Problem::OriginRejected => "origin-rejected",
+            Problem::TooManyWebSockets => "too-many-websockets",
         }
     }
 
@@ -128,6 +131,7 @@ impl Problem {
             Problem::LogoutTokenInvalid => "Logout token rejected",
             Problem::UpstreamTls => "TLS handshake with the upstream API failed",
             Problem::OriginRejected => "Request origin not allowed",
+            Problem::TooManyWebSockets => "Too many WebSockets open for this session",
         }
     }
 }

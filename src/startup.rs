@@ -222,6 +222,9 @@ impl Application {
             frontend,
             dev_server_http,
             limiter,
+            websockets: crate::proxy::websocket::SocketSlots::new(
+                settings.session.websocket_max_per_session,
+            ),
             metrics,
             security_headers,
         });

@@ -19,6 +19,7 @@ pub(super) struct RawSession {
     #[serde(default, deserialize_with = "secret_from_scalar")]
     pub(super) revocation_key: Option<SecretString>,
     pub(super) revocation_key_file: Option<PathBuf>,
+    pub(super) websocket_max_per_session: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub struct SessionSettings {
     /// of their sessions has its refresh token revoked too; `None`: such a session is only
     /// deleted.
     pub revocation_key: Option<crate::session::RevocationKey>,
+    /// WebSockets one session may hold open at once on this instance; a handshake over it
+    /// is refused with 429.
+    pub websocket_max_per_session: usize,
 }
 
 pub(super) fn validate_session(
@@ -127,6 +131,11 @@ pub(super) fn validate_session(
         key
     });
 
+    let websocket_max_per_session = raw.websocket_max_per_session.unwrap_or(8);
+    if websocket_max_per_session == 0 {
+        problems.push("session.websocket_max_per_session must be at least 1".into());
+    }
+
     if problems.len() > start {
         return None;
     }
@@ -143,5 +152,6 @@ pub(super) fn validate_session(
         secure_cookies,
         cache_entries,
         revocation_key,
+        websocket_max_per_session: usize::try_from(websocket_max_per_session).unwrap_or(usize::MAX),
     })
 }

@@ -4,7 +4,9 @@
 //! to the side that sent a message over the limit.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::body::BodyStream;
@@ -54,6 +56,64 @@ pub struct TunnelLimits {
     pub max_message_bytes: usize,
 }
 
+/// The WebSockets each session holds open on this instance, up to a cap
+/// (`session.websocket_max_per_session`). Instances count apart: a session spread over
+/// several may hold the cap at each.
+pub struct SocketSlots {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open socket's place in its session's count, given back when dropped: when the relay
+/// ends, or when the handshake fails before there is one.
+pub struct SocketSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    session: String,
+}
+
+impl SocketSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place for one more socket of `session` (its store key), or `None` at the cap.
+    pub fn take(&self, session: &str) -> Option<SocketSlot> {
+        let mut open = lock(&self.open);
+        let count = open.entry(session.to_owned()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot {
+            open: self.open.clone(),
+            session: session.to_owned(),
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        if let Some(count) = open.get_mut(&self.session) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.session);
+            }
+        }
+    }
+}
+
+fn lock(open: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("the browser's handshake lacks a valid Sec-WebSocket-Key or version 13")]
@@ -84,7 +144,7 @@ pub fn browser_key(req: &HttpRequest) -> Result<&str, HandshakeError> {
 
 /// The upstream switched protocols: check its answer against the browser's key, answer the
 /// browser with it, and relay messages until one side closes, the session ends, the socket
-/// idles or `limits.max_duration` passes.
+/// idles or `limits.max_duration` passes. The socket holds `slot` until it ends.
 pub async fn tunnel(
     response: reqwest::Response,
     payload: web::Payload,
@@ -92,6 +152,7 @@ pub async fn tunnel(
     session: Option<SessionCheck>,
     limits: TunnelLimits,
     counted: SocketMetrics,
+    slot: Option<SocketSlot>,
 ) -> Result<HttpResponse, HandshakeError> {
     let headers = response.headers();
     let accepted = headers
@@ -135,6 +196,7 @@ pub async fn tunnel(
     counted.metrics.websocket_opened(&counted.route);
     actix_web::rt::spawn(async move {
         let reason = relay(browser, upstream, session, limits).await;
+        drop(slot);
         counted.metrics.websocket_closed(&counted.route, reason);
     });
     Ok(answer.body(BodyStream::new(read_chunks(from_relay))))

@@ -33,6 +33,8 @@ pub struct AppState {
     /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
     pub dev_server_http: reqwest::Client,
     pub limiter: RateLimiter,
+    /// The WebSockets each session holds open on this instance (capped).
+    pub websockets: crate::proxy::websocket::SocketSlots,
     pub metrics: crate::metrics::Metrics,
     /// Added to every response that has none of its own (`frontend::security_headers`).
     pub security_headers: Vec<(

@@ -160,6 +160,10 @@ async fn open_websocket(
             .detail("A WebSocket handshake needs one valid Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
             .cause(e)
     })?;
+    let slot = match session {
+        Some(session) => Some(socket_slot(state, session)?),
+        None => None,
+    };
     let client = state
         .proxy
         .websocket_client_for(route)
@@ -203,7 +207,7 @@ async fn open_websocket(
         metrics: state.metrics.clone(),
         route: route.prefix.clone(),
     };
-    websocket::tunnel(response, payload, key, check, limits, counted)
+    websocket::tunnel(response, payload, key, check, limits, counted, slot)
         .await
         .map_err(|e| {
             ApiError::new(Problem::UpstreamUnreachable)
@@ -219,6 +223,26 @@ fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> 
         pass_set_cookie: route.pass_set_cookie,
         private: route.cache_private && matches!(token, Some(UpstreamToken::User(_))),
     }
+}
+
+/// A place for one more socket of the session on this instance, or 429 at the cap
+/// (`session.websocket_max_per_session`). The upstream is not asked.
+fn socket_slot(
+    state: &AppState,
+    session: &LoadedSession,
+) -> Result<websocket::SocketSlot, ApiError> {
+    state.websockets.take(&session.store_key).ok_or_else(|| {
+        security_event(
+            SecurityEvent::RateLimited,
+            None,
+            Some(&session.store_key),
+            Some("websocket_max_per_session"),
+        );
+        ApiError::new(Problem::TooManyWebSockets).detail(format!(
+            "A session may hold {} WebSockets open at once here; close one first.",
+            state.websockets.max()
+        ))
+    })
 }
 
 /// The session the route needs (refreshed when due) with its cookie, after the rate limit.

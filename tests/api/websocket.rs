@@ -2,6 +2,8 @@
 //! session, the upstream gets the token, messages cross both ways, and gatehouse closes the
 //! socket itself when the session ends (1008) or the socket idles (1001).
 
+mod limits;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
