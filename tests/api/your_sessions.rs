@@ -340,14 +340,15 @@ async fn alice_sees_her_sessions_everywhere_ends_one_then_all_others_and_never_b
     let percent_encoded: String = desktop_id.bytes().map(|b| format!("%{b:02X}")).collect();
     let cases = [
         (percent_encoded, 404),
-        // Not a valid escape: past the path guard, refused here.
-        (format!("%zz{}", &desktop_id[3..]), 404),
+        // Not a valid escape: refused by the path guard.
+        (format!("%zz{}", &desktop_id[3..]), 400),
         ("A".repeat(4000), 404),
         (format!("{desktop_id}{}", "A".repeat(3000)), 404),
         (format!("{desktop_id};"), 404),
         (format!("{};x", &desktop_id[..42]), 404),
         (";".to_owned(), 404),
-        (format!("{}..", &desktop_id[..41]), 404),
+        // A trailing dot, which some upstreams trim: refused by the path guard.
+        (format!("{}..", &desktop_id[..41]), 400),
         ("..".to_owned(), 400),
         (format!("../{desktop_id}"), 400),
         (format!("{desktop_id}/.."), 400),
