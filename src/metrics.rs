@@ -660,6 +660,7 @@ fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Optio
             "user" => "user",
             "providers" => "providers",
             "logout" => "logout",
+            "logout/continue" => "logout_continue",
             "backchannel-logout" => "backchannel_logout",
             _ => "unmatched",
         };

@@ -356,7 +356,7 @@ impl SecurityEvent {
             SecurityEvent::LoginStarted => &[],
             SecurityEvent::LoginSucceeded => &[SUB, REASON],
             SecurityEvent::LoginFailed => &[REASON],
-            SecurityEvent::LogoutCompleted => &[SUB, SESSION],
+            SecurityEvent::LogoutCompleted => &[SUB, SESSION, REASON],
             SecurityEvent::CsrfRejected => &[SUB, SESSION, REASON],
             SecurityEvent::SessionRejected => &[SUB, SESSION, REASON],
             SecurityEvent::BackchannelLogout => &[SUB, REASON],

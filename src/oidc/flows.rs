@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::return_to::{validate_return_to, InvalidReturnTo};
 use super::{OidcError, Provider, Providers};
@@ -10,8 +10,8 @@ use crate::clock::UnixMillis;
 use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
-    absolute_expiry, Claims, LoadedSession, LoginBinding, LoginStateError, SessionData,
-    SessionError, SessionListing, SessionManager,
+    absolute_expiry, Claims, LoadedSession, LoginBinding, LoginBindings, LoginStateError,
+    LogoutContinuation, SessionData, SessionError, SessionListing, SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,12 @@ pub enum FlowError {
     /// The provider redirected back with `error=…` (after the state checked out): the
     /// browser goes back to the app's `return_to`, which is told the code.
     #[error("the identity provider returned `{code}`")]
-    ProviderDenied { code: String, return_to: String },
+    ProviderDenied {
+        code: String,
+        return_to: String,
+        /// The browser's other logins in flight (its login cookie's new value).
+        bindings: LoginBindings,
+    },
     #[error(transparent)]
     Oidc(#[from] OidcError),
     #[error(transparent)]
@@ -40,7 +45,8 @@ pub enum FlowError {
 
 pub struct LoginStart {
     pub authorization_url: url::Url,
-    pub binding_cookie: SecretString,
+    /// The login cookie's new value: this login's binding after the others in flight.
+    pub bindings_cookie: SecretString,
 }
 
 pub struct CallbackParams<'a> {
@@ -55,6 +61,10 @@ pub struct LoginDone {
     pub return_to: String,
     pub sub: String,
     pub provider: String,
+    /// The browser's other logins still in flight.
+    pub bindings: LoginBindings,
+    /// The session this login replaced, ended (its refresh token revoked).
+    pub replaced: Option<(String, String)>,
 }
 
 /// A session the user ended from their list.
@@ -65,15 +75,32 @@ pub struct EndedByUser {
     pub current: bool,
     /// Whether its refresh token went to the provider's revocation endpoint.
     pub revoked: bool,
+    /// For the caller's own session: where the browser goes next, as after a logout.
+    pub redirect: Option<url::Url>,
 }
 
 pub struct LogoutDone {
+    /// Where the browser goes next: the provider's end-session endpoint, a continuation on
+    /// gatehouse that carries the ID token there, or `post_logout_redirect`.
     pub redirect: url::Url,
     /// Whether a session existed and was ended.
     pub ended: Option<(String, String)>,
 }
 
 const PROMPTS: &[&str] = &["none", "login", "consent", "select_account", "create"];
+
+/// How long a logout continuation can be followed.
+pub const LOGOUT_CONTINUATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How the ID token reaches the provider's end-session endpoint as `id_token_hint`.
+pub enum HintDelivery<'a> {
+    /// In the redirect itself: the answer is a 302 the browser follows, never read by
+    /// JavaScript.
+    Redirect,
+    /// Through a one-time continuation on gatehouse (`base` is the public URL): the answer
+    /// is JSON that the SPA reads, which must not hold the ID token.
+    Continuation { base: &'a url::Url },
+}
 
 pub struct AuthFlows {
     pub providers: Arc<Providers>,
@@ -82,11 +109,14 @@ pub struct AuthFlows {
 }
 
 impl AuthFlows {
+    /// `bindings`: the logins this browser already has in flight (its login cookie), which
+    /// stay valid beside the new one.
     pub async fn begin_login(
         &self,
         return_to: Option<&str>,
         prompt: Option<&str>,
         provider: Option<&str>,
+        mut bindings: LoginBindings,
         now: UnixMillis,
     ) -> Result<LoginStart, FlowError> {
         let return_to = validate_return_to(return_to.unwrap_or("/"))?;
@@ -111,9 +141,12 @@ impl AuthFlows {
                 now,
             )
             .await?;
+        bindings.push(binding);
         Ok(LoginStart {
             authorization_url: request.url,
-            binding_cookie: binding.cookie_value(),
+            bindings_cookie: bindings
+                .cookie_value()
+                .unwrap_or_else(|| SecretString::from("")),
         })
     }
 
@@ -122,7 +155,7 @@ impl AuthFlows {
     pub async fn complete_login(
         &self,
         params: CallbackParams<'_>,
-        binding_cookie: Option<&str>,
+        mut bindings: LoginBindings,
         previous_session_cookie: Option<&str>,
         device: String,
         now: UnixMillis,
@@ -131,11 +164,11 @@ impl AuthFlows {
             .state
             .filter(|s| !s.is_empty())
             .ok_or(FlowError::MissingState)?;
-        let binding = binding_cookie.and_then(LoginBinding::parse);
-        let login = self
+        let (login, opened_by) = self
             .sessions
-            .take_login_state(state, binding.as_ref(), now)
+            .take_login_state(state, &bindings, now)
             .await?;
+        bindings.remove(opened_by);
         let provider = self
             .providers
             .get(Some(&login.provider))
@@ -145,6 +178,7 @@ impl AuthFlows {
             return Err(FlowError::ProviderDenied {
                 code: sanitize_error_code(error),
                 return_to: login.return_to,
+                bindings,
             });
         }
         let code = params
@@ -170,9 +204,26 @@ impl AuthFlows {
             device,
         };
         // A new login always gets a new session id (no fixation); the one it replaces ends.
+        // Its refresh token is revoked only when it came from another provider session:
+        // within one, providers issue every login's tokens under the same grant, and most
+        // (oidc-provider, Keycloak) revoke the whole grant with any of its refresh tokens,
+        // which would end the new session as well (docs/decisions.md).
+        let mut replaced = None;
         if let Some(previous) = previous_session_cookie {
             if let Ok(Some(old)) = self.sessions.load(previous, now).await {
-                let _ = self.sessions.delete(&old.store_key).await;
+                let old = &old;
+                let another_grant = old.data.provider != data.provider
+                    || old.data.sub != data.sub
+                    || matches!(
+                        (&old.data.provider_sid, &data.provider_sid),
+                        (Some(before), Some(now)) if before != now
+                    );
+                if let (true, Some(token)) = (another_grant, &old.data.tokens.refresh_token) {
+                    self.revoke_best_effort(&old.data.provider, token).await;
+                }
+                if self.sessions.delete(&old.store_key).await.unwrap_or(false) {
+                    replaced = Some((old.data.sub.clone(), old.store_key.clone()));
+                }
             }
         }
         let handle = self.sessions.create(&data, now).await?;
@@ -181,6 +232,8 @@ impl AuthFlows {
             return_to: login.return_to,
             sub: outcome.sub,
             provider: login.provider,
+            bindings,
+            replaced,
         })
     }
 
@@ -198,12 +251,11 @@ impl AuthFlows {
     /// Revokes the refresh token at the provider (best effort: a provider outage must not
     /// keep the user logged in here), deletes the session and its indices, and says where the
     /// browser goes next.
-    /// `hint_allowed`: whether the redirect may carry `id_token_hint`. Only a 302 to the
-    /// browser may; an answer that the SPA's JavaScript reads must not hold the ID token.
     pub async fn logout(
         &self,
         session: Option<LoadedSession>,
-        hint_allowed: bool,
+        hint: HintDelivery<'_>,
+        now: UnixMillis,
     ) -> Result<LogoutDone, FlowError> {
         let Some(session) = session else {
             let provider = self.providers.get(None).ok_or(FlowError::UnknownProvider)?;
@@ -217,15 +269,68 @@ impl AuthFlows {
             .get(Some(&session.data.provider))
             .ok_or(FlowError::UnknownProvider)?;
         if let Some(refresh_token) = &session.data.tokens.refresh_token {
-            if let Err(error) = provider.revoke_refresh_token(refresh_token).await {
-                tracing::warn!(provider = %provider.name(), %error, "refresh token revocation failed; session ends anyway");
-            }
+            self.revoke_best_effort(provider.name(), refresh_token)
+                .await;
         }
         self.sessions.delete(&session.store_key).await?;
-        Ok(LogoutDone {
-            redirect: provider
-                .logout_redirect(Some(&session.data.tokens.id_token).filter(|_| hint_allowed)),
-            ended: Some((session.data.sub.clone(), session.store_key.clone())),
+        let ended = Some((session.data.sub.clone(), session.store_key.clone()));
+        let redirect = self
+            .end_session_redirect(provider, session.data.tokens.id_token.clone(), hint, now)
+            .await?;
+        Ok(LogoutDone { redirect, ended })
+    }
+
+    /// Where a browser whose session ended goes: the provider's end-session endpoint with
+    /// `id_token_hint` — directly, on a 302, or through a one-time continuation on
+    /// gatehouse when the answer is one that JavaScript reads.
+    async fn end_session_redirect(
+        &self,
+        provider: &Provider,
+        id_token: SecretString,
+        hint: HintDelivery<'_>,
+        now: UnixMillis,
+    ) -> Result<url::Url, FlowError> {
+        if !provider.wants_id_token_hint() {
+            return Ok(provider.logout_redirect(None));
+        }
+        match hint {
+            HintDelivery::Redirect => Ok(provider.logout_redirect(Some(&id_token))),
+            HintDelivery::Continuation { base } => {
+                let continuation = LogoutContinuation {
+                    provider: provider.name().to_owned(),
+                    id_token,
+                };
+                let token = self
+                    .sessions
+                    .put_logout_continuation(continuation, LOGOUT_CONTINUATION_TTL, now)
+                    .await?;
+                let mut url = base.join("/auth/logout/continue").map_err(|_| {
+                    FlowError::Oidc(OidcError::Discovery(
+                        "the public URL cannot take a path".into(),
+                    ))
+                })?;
+                url.query_pairs_mut()
+                    .append_pair("t", token.expose_secret());
+                Ok(url)
+            }
+        }
+    }
+
+    /// `GET /auth/logout/continue?t=`: the provider's end-session URL with the ID token of
+    /// the continuation `token`, once; for anything else (unknown, used, expired, forged),
+    /// `post_logout_redirect` of the default provider, without a word to any provider.
+    pub async fn continue_logout(
+        &self,
+        token: &str,
+        now: UnixMillis,
+    ) -> Result<url::Url, FlowError> {
+        let default = self.providers.get(None).ok_or(FlowError::UnknownProvider)?;
+        let Some(continuation) = self.sessions.take_logout_continuation(token, now).await? else {
+            return Ok(default.settings.post_logout_redirect.clone());
+        };
+        Ok(match self.providers.get(Some(&continuation.provider)) {
+            Some(provider) => provider.logout_redirect(Some(&continuation.id_token)),
+            None => default.settings.post_logout_redirect.clone(),
         })
     }
 
@@ -253,6 +358,7 @@ impl AuthFlows {
         &self,
         current: &LoadedSession,
         public_id: &str,
+        continuation_base: &url::Url,
         now: UnixMillis,
     ) -> Result<Option<EndedByUser>, FlowError> {
         let data = &current.data;
@@ -269,11 +375,24 @@ impl AuthFlows {
                 Some(token) => self.revoke_best_effort(&data.provider, token).await,
                 None => false,
             };
-            let existed = self.sessions.delete(&key).await?;
-            return Ok(existed.then_some(EndedByUser {
+            if !self.sessions.delete(&key).await? {
+                return Ok(None);
+            }
+            let provider = self
+                .providers
+                .get(Some(&data.provider))
+                .ok_or(FlowError::UnknownProvider)?;
+            let hint = HintDelivery::Continuation {
+                base: continuation_base,
+            };
+            let redirect = self
+                .end_session_redirect(provider, data.tokens.id_token.clone(), hint, now)
+                .await?;
+            return Ok(Some(EndedByUser {
                 store_key: key,
                 current: true,
                 revoked,
+                redirect: Some(redirect),
             }));
         }
         self.end_other(key, now).await
@@ -322,6 +441,7 @@ impl AuthFlows {
             store_key: key,
             current: false,
             revoked,
+            redirect: None,
         }))
     }
 

@@ -142,6 +142,14 @@ impl Provider {
         &self.settings.name
     }
 
+    /// Whether a logout goes on to an end-session endpoint that takes `id_token_hint`.
+    pub fn wants_id_token_hint(&self) -> bool {
+        self.settings.end_session_id_token_hint
+            && self
+                .current()
+                .is_ok_and(|discovered| discovered.extra.end_session_endpoint.is_some())
+    }
+
     pub fn current(&self) -> Result<Arc<Discovered>, OidcError> {
         self.discovered
             .read()

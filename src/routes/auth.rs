@@ -8,9 +8,10 @@ use super::{cookies, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::LogoutKind;
-use crate::oidc::flows::{CallbackParams, FlowError};
+use crate::oidc::flows::{CallbackParams, FlowError, HintDelivery};
 use crate::oidc::return_to::with_login_error;
 use crate::ratelimit::{LimitName, Subject};
+use crate::session::{LoginBindings, LoginStateError};
 use crate::telemetry::{security_event, SecurityEvent};
 
 fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
@@ -38,13 +39,14 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             params.get("returnTo").map(String::as_str),
             params.get("prompt").map(String::as_str),
             params.get("provider").map(String::as_str),
+            login_bindings(&req, &state),
             state.now(),
         )
         .await?;
     security_event(SecurityEvent::LoginStarted, None, None, None);
     Ok(redirect(start.authorization_url.as_str())
         .cookie(cookies::login_cookie(
-            &start.binding_cookie,
+            &start.bindings_cookie,
             &state.settings.session,
         ))
         .finish())
@@ -58,7 +60,7 @@ pub async fn callback(
     limit_login(&req, &state).await?;
     let params = single_params(&req)?;
     let settings = &state.settings.session;
-    let binding = cookies::read(&req, &settings.login_cookie_name);
+    let bindings = login_bindings(&req, &state);
     let previous = cookies::read(&req, &settings.cookie_name);
     // Only the coarse label is kept, never the header itself.
     let device = crate::session::device::device_label(
@@ -75,7 +77,7 @@ pub async fn callback(
                 error: params.get("error").map(String::as_str),
                 iss: params.get("iss").map(String::as_str),
             },
-            binding.as_deref(),
+            bindings,
             previous.as_deref(),
             device,
             state.now(),
@@ -90,19 +92,44 @@ pub async fn callback(
                 None,
                 Some(&done.provider),
             );
+            if let Some((sub, key)) = &done.replaced {
+                security_event(
+                    SecurityEvent::LogoutCompleted,
+                    Some(sub),
+                    Some(key),
+                    Some("replaced by a new login in the same browser"),
+                );
+            }
             Ok(redirect(&done.return_to)
                 .cookie(cookies::session_cookie(&done.session_cookie, settings))
-                .cookie(cookies::expired_login_cookie(settings))
+                .cookie(remaining_logins_cookie(&done.bindings, settings))
                 .finish())
         }
         // A cancelled or silent login that needs interaction goes back to the app, which
         // reads `login_error`: the user lands in the app, not on a JSON page.
-        Err(FlowError::ProviderDenied { code, return_to }) => {
+        Err(FlowError::ProviderDenied {
+            code,
+            return_to,
+            bindings,
+        }) => {
             state.metrics.login(None, false);
             security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
             Ok(redirect(&with_login_error(&return_to, &code))
-                .cookie(cookies::expired_login_cookie(settings))
+                .cookie(remaining_logins_cookie(&bindings, settings))
                 .finish())
+        }
+        // A login this browser cannot open: another browser's, or one of its own whose
+        // binding gave way to newer logins. It is used up; the browser's other logins in
+        // flight (its cookie) stay as they are, and the tab lands in the app.
+        Err(FlowError::LoginState(LoginStateError::WrongBrowser { return_to })) => {
+            state.metrics.login(None, false);
+            security_event(
+                SecurityEvent::LoginFailed,
+                None,
+                None,
+                Some("login state not bound to this browser"),
+            );
+            Ok(redirect(&with_login_error(&return_to, "login_state_invalid")).finish())
         }
         Err(error) => {
             state.metrics.login(None, false);
@@ -115,6 +142,23 @@ pub async fn callback(
             );
             Err(error)
         }
+    }
+}
+
+/// The logins this browser has in flight: its login cookie, by its literal name.
+fn login_bindings(req: &HttpRequest, state: &AppState) -> LoginBindings {
+    let cookie = cookies::read(req, &state.settings.session.login_cookie_name);
+    LoginBindings::parse(cookie.as_deref())
+}
+
+/// The login cookie after one login completed: the others still in flight, or none.
+fn remaining_logins_cookie<'c>(
+    bindings: &LoginBindings,
+    settings: &crate::config::SessionSettings,
+) -> actix_web::cookie::Cookie<'c> {
+    match bindings.cookie_value() {
+        Some(value) => cookies::login_cookie(&value, settings),
+        None => cookies::expired_login_cookie(settings),
     }
 }
 
@@ -258,16 +302,19 @@ pub async fn end_session(
     }
     let done = state
         .flows
-        .end_session(&session, &id, now)
+        .end_session(&session, &id, &state.settings.server.public_url, now)
         .await?
         .ok_or_else(not_found)?;
-    let current = done.current;
+    let redirect = done.redirect.clone();
     report_ended(&state, &session.data.sub, &session.data.provider, &[done]);
-    let mut response = HttpResponse::NoContent();
-    if current {
-        response.cookie(cookies::expired_session_cookie(&state.settings.session));
-    }
-    Ok(response.finish())
+    // The caller's own session: a logout, whose answer names where the browser goes next
+    // (without the ID token, which only the continuation holds).
+    Ok(match redirect {
+        Some(redirect) => HttpResponse::Ok()
+            .cookie(cookies::expired_session_cookie(&state.settings.session))
+            .json(json!({ "redirect_to": redirect.as_str() })),
+        None => HttpResponse::NoContent().finish(),
+    })
 }
 
 /// `POST /auth/sessions/end-others`: ends every session of the caller's but this one;
@@ -296,7 +343,13 @@ pub async fn logout_post(
         .current_session(cookie.as_deref(), state.now())
         .await?;
     let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let done = state.flows.logout(session, false).await?;
+    let continuation = HintDelivery::Continuation {
+        base: &state.settings.server.public_url,
+    };
+    let done = state
+        .flows
+        .logout(session, continuation, state.now())
+        .await?;
     if let Some((sub, key)) = &done.ended {
         if let Some(provider) = &provider {
             state.metrics.logouts(provider, LogoutKind::User, 1);
@@ -336,7 +389,10 @@ pub async fn logout_get(
         }
     }
     let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let done = state.flows.logout(session, true).await?;
+    let done = state
+        .flows
+        .logout(session, HintDelivery::Redirect, state.now())
+        .await?;
     if let Some((sub, key)) = &done.ended {
         if let Some(provider) = &provider {
             state.metrics.logouts(provider, LogoutKind::User, 1);
@@ -346,6 +402,22 @@ pub async fn logout_get(
     Ok(redirect(done.redirect.as_str())
         .cookie(cookies::expired_session_cookie(&state.settings.session))
         .finish())
+}
+
+/// `GET /auth/logout/continue?t=…`: the browser, sent on by `POST /auth/logout`, goes to the
+/// provider's end-session endpoint with `id_token_hint` (once, within a minute). Anything
+/// else lands on `post_logout_redirect`: never an error page, never elsewhere.
+pub async fn logout_continue(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(key, _)| key == "t")
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| token.len() <= 100)
+        .unwrap_or_default();
+    let location = state.flows.continue_logout(&token, state.now()).await?;
+    Ok(redirect(location.as_str()).finish())
 }
 
 /// `POST /auth/backchannel-logout`: the provider, server to server, ends sessions.

@@ -129,6 +129,7 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{id}", web::delete().to(auth::end_session))
         .route("/logout", web::post().to(auth::logout_post))
         .route("/logout", web::get().to(auth::logout_get))
+        .route("/logout/continue", web::get().to(auth::logout_continue))
         .route(
             "/backchannel-logout",
             web::post().to(auth::backchannel_logout),

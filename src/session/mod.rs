@@ -4,6 +4,7 @@
 pub mod crypto;
 pub mod device;
 pub mod memory;
+mod one_time;
 pub mod redis;
 pub mod store;
 
@@ -15,12 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crypto::{b64, hash_id, open, random_bytes, seal, unb64_32, RandomBytes};
+pub use one_time::{
+    LoginBinding, LoginBindings, LoginState, LoginStateError, LogoutContinuation,
+    MAX_LOGINS_IN_FLIGHT,
+};
 pub use store::{
     FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary, StoreError,
 };
 
 const SESSION_PURPOSE: &str = "gatehouse/session/v1";
-const LOGIN_STATE_PURPOSE: &str = "gatehouse/login-state/v1";
 const REVOCATION_PURPOSE: &str = "gatehouse/session-revocation/v1";
 const PUBLIC_ID_DOMAIN: &str = "gatehouse/session/public-id";
 
@@ -276,56 +280,6 @@ impl OpenedSession {
             &secret.expose_secret()[..],
         ))
     }
-}
-
-/// Server-side state of a login in flight, sealed under the browser-binding secret that only
-/// the login cookie holds.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct LoginState {
-    pub provider: String,
-    #[serde(with = "secret_serde")]
-    pub pkce_verifier: SecretString,
-    #[serde(with = "secret_serde")]
-    pub nonce: SecretString,
-    pub return_to: String,
-    pub prompt: Option<String>,
-    pub created_at: UnixMillis,
-}
-
-impl fmt::Debug for LoginState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginState")
-            .field("provider", &self.provider)
-            .field("return_to", &self.return_to)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Binds a login state to one browser: the value of the short-lived login cookie.
-pub struct LoginBinding(SecretBox<RandomBytes>);
-
-impl LoginBinding {
-    pub fn generate() -> Self {
-        Self(SecretBox::new(Box::new(random_bytes())))
-    }
-
-    pub fn parse(cookie_value: &str) -> Option<Self> {
-        unb64_32(cookie_value).map(|bytes| Self(SecretBox::new(Box::new(bytes))))
-    }
-
-    pub fn cookie_value(&self) -> SecretString {
-        SecretString::from(b64(self.0.expose_secret()))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoginStateError {
-    #[error("unknown, expired or already used login state")]
-    NotFound,
-    #[error("login state belongs to another browser")]
-    WrongBrowser,
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -623,41 +577,6 @@ impl SessionManager {
             }
         }
         Ok(ended)
-    }
-
-    /// Stores a login state under a hash of `state`, sealed under the browser binding.
-    pub async fn put_login_state(
-        &self,
-        state: &str,
-        binding: &LoginBinding,
-        login: &LoginState,
-        ttl: std::time::Duration,
-        now: UnixMillis,
-    ) -> Result<(), SessionError> {
-        let key = hash_id("gatehouse/login-state", &[state.as_bytes()]);
-        let plaintext =
-            serde_json::to_vec(login).map_err(|e| SessionError::Encoding(e.to_string()))?;
-        let sealed = seal(&binding.0, LOGIN_STATE_PURPOSE, key.as_bytes(), &plaintext);
-        Ok(self.store.put_login_state(&key, &sealed, ttl, now).await?)
-    }
-
-    /// Consumes the login state: whatever the outcome, it cannot be used again.
-    pub async fn take_login_state(
-        &self,
-        state: &str,
-        binding: Option<&LoginBinding>,
-        now: UnixMillis,
-    ) -> Result<LoginState, LoginStateError> {
-        let key = hash_id("gatehouse/login-state", &[state.as_bytes()]);
-        let sealed = self
-            .store
-            .take_login_state(&key, now)
-            .await?
-            .ok_or(LoginStateError::NotFound)?;
-        let binding = binding.ok_or(LoginStateError::WrongBrowser)?;
-        let plaintext = open(&binding.0, LOGIN_STATE_PURPOSE, key.as_bytes(), &sealed)
-            .map_err(|_| LoginStateError::WrongBrowser)?;
-        serde_json::from_slice(&plaintext).map_err(|_| LoginStateError::NotFound)
     }
 }
 

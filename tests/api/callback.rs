@@ -61,14 +61,15 @@ async fn a_callback_from_another_browser_is_refused_and_burns_the_state() {
     let mut victim = app.browser();
     let callback = victim.callback_url_for("alice").await;
 
-    // The attacker's browser has no login cookie, or its own one from another login.
+    // The attacker's browser has no login cookie, or its own one from another login: no
+    // session, and back to the app with the error (a browser navigated here).
     let mut attacker = app.browser();
-    attacker
-        .get(&callback)
-        .await
-        .assert_problem(400, "login-state-invalid");
+    let answer = attacker.get(&callback).await;
+    assert_eq!(answer.status, 302, "{}", answer.transcript());
+    assert_eq!(answer.location(), Some("/?login_error=login_state_invalid"));
     let mut attacker_with_own = app.browser();
     attacker_with_own.start_login(None).await;
+    // The state went with the first try: a 400 now, nothing to go back to.
     attacker_with_own
         .get(&callback)
         .await

@@ -13,6 +13,7 @@ mod helpers;
 mod lifecycle;
 mod login;
 mod logout;
+mod logout_continuation;
 mod metrics;
 mod presets;
 mod providers;

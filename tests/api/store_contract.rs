@@ -10,8 +10,8 @@ use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
 use gatehouse::session::{
-    public_id, Claims, IdlePolicy, LoginBinding, LoginState, LoginStateError, RevocationKey,
-    SessionData, SessionManager, TokenSet,
+    public_id, Claims, IdlePolicy, LoginBinding, LoginBindings, LoginState, LoginStateError,
+    LogoutContinuation, RevocationKey, SessionData, SessionManager, TokenSet,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -285,21 +285,22 @@ async fn login_state_is_single_use_and_bound_to_one_browser(
         created_at: now,
     };
     let binding = LoginBinding::generate();
+    let value = binding.cookie_value().expose_secret().to_owned();
+    let browser = || LoginBindings::parse(Some(&value));
     let ttl = Duration::from_secs(600);
     sessions
         .put_login_state("state-1", &binding, &state, ttl, now)
         .await
         .expect("put");
-    let taken = sessions
-        .take_login_state("state-1", Some(&binding), now)
+    let (taken, opened_by) = sessions
+        .take_login_state("state-1", &browser(), now)
         .await
         .expect("take");
+    assert_eq!(opened_by, 0);
     assert_eq!(taken.return_to, "/back");
     assert_eq!(taken.pkce_verifier.expose_secret(), "verifier");
     assert!(matches!(
-        sessions
-            .take_login_state("state-1", Some(&binding), now)
-            .await,
+        sessions.take_login_state("state-1", &browser(), now).await,
         Err(LoginStateError::NotFound)
     ));
 
@@ -307,18 +308,15 @@ async fn login_state_is_single_use_and_bound_to_one_browser(
         .put_login_state("state-2", &binding, &state, ttl, now)
         .await
         .expect("put");
-    let other = LoginBinding::generate();
-    assert!(matches!(
-        sessions
-            .take_login_state("state-2", Some(&other), now)
-            .await,
-        Err(LoginStateError::WrongBrowser)
-    ));
+    let mut other = LoginBindings::default();
+    other.push(LoginBinding::generate());
+    match sessions.take_login_state("state-2", &other, now).await {
+        Err(LoginStateError::WrongBrowser { return_to }) => assert_eq!(return_to, "/back"),
+        other => panic!("{other:?}"),
+    }
     assert!(
         matches!(
-            sessions
-                .take_login_state("state-2", Some(&binding), now)
-                .await,
+            sessions.take_login_state("state-2", &browser(), now).await,
             Err(LoginStateError::NotFound)
         ),
         "burnt"
@@ -329,9 +327,95 @@ async fn login_state_is_single_use_and_bound_to_one_browser(
         .await
         .expect("put");
     assert!(matches!(
-        sessions.take_login_state("state-3", None, now).await,
-        Err(LoginStateError::WrongBrowser)
+        sessions
+            .take_login_state("state-3", &LoginBindings::default(), now)
+            .await,
+        Err(LoginStateError::WrongBrowser { .. })
     ));
+
+    // Several logins in flight: each opens with its own binding, in any order.
+    let mut bindings = LoginBindings::default();
+    for (index, name) in ["tab-a", "tab-b", "tab-c"].into_iter().enumerate() {
+        let binding = LoginBinding::generate();
+        let mut own = state.clone();
+        own.return_to = format!("/{name}");
+        sessions
+            .put_login_state(name, &binding, &own, ttl, now)
+            .await
+            .expect("put");
+        bindings.push(binding);
+        assert_eq!(bindings.len(), index + 1);
+    }
+    for (name, position) in [("tab-b", 1), ("tab-c", 2), ("tab-a", 0)] {
+        let (taken, opened_by) = sessions
+            .take_login_state(name, &bindings, now)
+            .await
+            .expect("take");
+        assert_eq!(
+            (taken.return_to.as_str(), opened_by),
+            (&*format!("/{name}"), position)
+        );
+    }
+}
+
+async fn a_logout_continuation_is_single_use_and_lives_a_minute(
+    sessions: SessionManager,
+    clock: OffsetClock,
+) {
+    let continuation = |id_token: &str| LogoutContinuation {
+        provider: "main".into(),
+        id_token: SecretString::from(id_token.to_owned()),
+    };
+    let ttl = Duration::from_secs(60);
+    let token = sessions
+        .put_logout_continuation(continuation("id-token-1"), ttl, clock.now_millis())
+        .await
+        .expect("put");
+    let token = token.expose_secret().to_owned();
+    let taken = sessions
+        .take_logout_continuation(&token, clock.now_millis())
+        .await
+        .expect("take")
+        .expect("there");
+    assert_eq!(
+        (taken.provider.as_str(), taken.id_token.expose_secret()),
+        ("main", "id-token-1")
+    );
+    assert!(sessions
+        .take_logout_continuation(&token, clock.now_millis())
+        .await
+        .expect("take")
+        .is_none());
+
+    // Past its minute (gatehouse's clock), it leads nowhere.
+    let token = sessions
+        .put_logout_continuation(continuation("id-token-2"), ttl, clock.now_millis())
+        .await
+        .expect("put");
+    clock.advance(Duration::from_secs(61));
+    assert!(sessions
+        .take_logout_continuation(token.expose_secret(), clock.now_millis())
+        .await
+        .expect("take")
+        .is_none());
+
+    // The right id with another secret opens nothing (and uses the record up).
+    let token = sessions
+        .put_logout_continuation(continuation("id-token-3"), ttl, clock.now_millis())
+        .await
+        .expect("put");
+    let (id, _) = token.expose_secret().split_once('.').expect("id.secret");
+    let forged = format!(
+        "{id}.{}",
+        LoginBinding::generate().cookie_value().expose_secret()
+    );
+    for token in [forged.as_str(), id, "", ".", "x.y", &"A".repeat(87)] {
+        assert!(sessions
+            .take_logout_continuation(token, clock.now_millis())
+            .await
+            .expect("take")
+            .is_none());
+    }
 }
 
 async fn replacing_tokens_keeps_the_session(sessions: SessionManager, clock: OffsetClock) {
@@ -639,6 +723,14 @@ macro_rules! contract {
             #[tokio::test]
             async fn login_state_is_single_use_and_bound_to_one_browser() {
                 super::login_state_is_single_use_and_bound_to_one_browser(
+                    $make,
+                    OffsetClock::new(),
+                )
+                .await;
+            }
+            #[tokio::test]
+            async fn a_logout_continuation_is_single_use_and_lives_a_minute() {
+                super::a_logout_continuation_is_single_use_and_lives_a_minute(
                     $make,
                     OffsetClock::new(),
                 )

@@ -462,7 +462,14 @@ async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_o
     // token is revoked (the caller's own tokens are at hand).
     let own_id = id_of(&list(&app, &laptop.cookie).await, "Chrome on Linux");
     let own = end_session(&app, &laptop.cookie, &own_id, true).await;
-    assert_eq!(own.status, 204, "{}", own.body);
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(
+        own.json()["redirect_to"]
+            .as_str()
+            .is_some_and(|next| next.starts_with(&format!("{}/auth/logout/continue?t=", app.base))),
+        "{}",
+        own.body
+    );
     let expired = own
         .set_cookies()
         .into_iter()
