@@ -4,21 +4,15 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{cookies, single_params, AppState};
+use super::{cookies, redirect, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::LogoutKind;
-use crate::oidc::flows::{CallbackParams, FlowError, HintDelivery};
+use crate::oidc::flows::{CallbackParams, FlowError};
 use crate::oidc::return_to::with_login_error;
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::{LoginBindings, LoginStateError};
 use crate::telemetry::{security_event, SecurityEvent};
-
-fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
-    let mut response = HttpResponse::Found();
-    response.insert_header((header::LOCATION, location.to_owned()));
-    response
-}
 
 /// Login starts and callbacks count against one limit per client IP.
 async fn limit_login(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
@@ -327,165 +321,4 @@ pub async fn end_other_sessions(
     let ended = state.flows.end_other_sessions(&session, now).await?;
     report_ended(&state, &session.data.sub, &session.data.provider, &ended);
     Ok(HttpResponse::Ok().json(json!({ "ended": ended.len() })))
-}
-
-/// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
-/// the answer names where to send the browser next — without `id_token_hint`, since
-/// JavaScript reads this answer.
-pub async fn logout_post(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
-        .current_session(cookie.as_deref(), state.now())
-        .await?;
-    let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let continuation = HintDelivery::Continuation {
-        base: &state.settings.server.public_url,
-    };
-    let done = state
-        .flows
-        .logout(session, continuation, state.now())
-        .await?;
-    if let Some((sub, key)) = &done.ended {
-        if let Some(provider) = &provider {
-            state.metrics.logouts(provider, LogoutKind::User, 1);
-        }
-        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
-    }
-    Ok(HttpResponse::Ok()
-        .cookie(cookies::expired_session_cookie(&state.settings.session))
-        .json(json!({ "redirect_to": done.redirect.as_str() })))
-}
-
-/// `GET /auth/logout?sid=…`: a top-level navigation. The `sid` (from `/auth/user`) must match
-/// the session, so a cross-site link cannot log the user out.
-pub async fn logout_get(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let params = single_params(&req)?;
-    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
-        .current_session(cookie.as_deref(), state.now())
-        .await?;
-    if let Some(session) = &session {
-        let given = params.get("sid").map(String::as_bytes).unwrap_or_default();
-        let expected = session.data.logout_sid.as_bytes();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(given, expected)) {
-            security_event(
-                SecurityEvent::CsrfRejected,
-                Some(&session.data.sub),
-                Some(&session.store_key),
-                Some("logout sid"),
-            );
-            return Err(ApiError::new(Problem::InvalidRequest).detail(
-                "The sid parameter does not match this session; take logout_url from /auth/user.",
-            ));
-        }
-    }
-    let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let done = state
-        .flows
-        .logout(session, HintDelivery::Redirect, state.now())
-        .await?;
-    if let Some((sub, key)) = &done.ended {
-        if let Some(provider) = &provider {
-            state.metrics.logouts(provider, LogoutKind::User, 1);
-        }
-        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
-    }
-    Ok(redirect(done.redirect.as_str())
-        .cookie(cookies::expired_session_cookie(&state.settings.session))
-        .finish())
-}
-
-/// `GET /auth/logout/continue?t=…`: the browser, sent on by `POST /auth/logout`, goes to the
-/// provider's end-session endpoint with `id_token_hint` (once, within a minute). Anything
-/// else lands on `post_logout_redirect`: never an error page, never elsewhere.
-pub async fn logout_continue(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let token = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(key, _)| key == "t")
-        .map(|(_, value)| value.into_owned())
-        .filter(|token| token.len() <= 100)
-        .unwrap_or_default();
-    let location = state.flows.continue_logout(&token, state.now()).await?;
-    Ok(redirect(location.as_str()).finish())
-}
-
-/// `POST /auth/backchannel-logout`: the provider, server to server, ends sessions.
-pub async fn backchannel_logout(
-    body: web::Bytes,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let invalid = |reason: &str| {
-        security_event(SecurityEvent::BackchannelLogout, None, None, Some(reason));
-        ApiError::new(Problem::LogoutTokenInvalid)
-            .extension("error", "invalid_request")
-            .cause(reason.to_owned())
-    };
-    let token = url::form_urlencoded::parse(&body)
-        .find(|(key, _)| key == "logout_token")
-        .map(|(_, value)| value.into_owned())
-        .ok_or_else(|| invalid("no logout_token"))?;
-    let now = state.now();
-    let request = state
-        .flows
-        .providers
-        .verify_logout_token(&token, now)
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    let replay_key = crate::session::crypto::hash_id(
-        "gatehouse/logout-jti",
-        &[
-            request.provider.settings.issuer.as_bytes(),
-            request.jti.as_bytes(),
-        ],
-    );
-    let replay_window =
-        crate::oidc::backchannel::MAX_AGE + request.provider.settings.clock_skew * 2;
-    if !state
-        .flows
-        .sessions
-        .store()
-        .remember_once(&replay_key, replay_window, now)
-        .await?
-    {
-        return Err(invalid("logout token replayed"));
-    }
-    let provider = request.provider.name();
-    let ended = match (&request.sid, &request.sub) {
-        (Some(sid), _) => {
-            state
-                .flows
-                .sessions
-                .delete_by_provider_sid(provider, sid, now)
-                .await?
-        }
-        (None, Some(sub)) => {
-            state
-                .flows
-                .sessions
-                .delete_by_sub(provider, sub, now)
-                .await?
-        }
-        (None, None) => 0,
-    };
-    state
-        .metrics
-        .logouts(provider, LogoutKind::Backchannel, ended as u64);
-    security_event(
-        SecurityEvent::BackchannelLogout,
-        request.sub.as_deref(),
-        None,
-        Some(&format!("ended {ended} session(s)")),
-    );
-    Ok(HttpResponse::Ok().finish())
 }

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cookies;
 pub mod frontend;
 pub mod health;
+pub mod logout;
 pub mod proxy;
 
 use std::sync::Arc;
@@ -127,12 +128,12 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
             web::post().to(auth::end_other_sessions),
         )
         .route("/sessions/{id}", web::delete().to(auth::end_session))
-        .route("/logout", web::post().to(auth::logout_post))
-        .route("/logout", web::get().to(auth::logout_get))
-        .route("/logout/continue", web::get().to(auth::logout_continue))
+        .route("/logout", web::post().to(logout::logout_post))
+        .route("/logout", web::get().to(logout::logout_get))
+        .route("/logout/continue", web::get().to(logout::logout_continue))
         .route(
             "/backchannel-logout",
-            web::post().to(auth::backchannel_logout),
+            web::post().to(logout::backchannel_logout),
         )
         .default_service(web::to(not_found));
 }
@@ -155,6 +156,13 @@ pub async fn dispatch(
         Some((route, rest)) => proxy::forward(&req, payload, &state, route, rest).await,
         None => frontend::serve(&req, &path, payload, &state).await,
     }
+}
+
+/// A 302 to `location`.
+pub(crate) fn redirect(location: &str) -> actix_web::HttpResponseBuilder {
+    let mut response = actix_web::HttpResponse::Found();
+    response.insert_header((actix_web::http::header::LOCATION, location.to_owned()));
+    response
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
