@@ -59,9 +59,14 @@ impl DotProvider {
             "the DOT test provider's Python packages are missing: run the README's test \
              command (scripts/test) or scripts/ensure-deps"
         );
-        // Private, outside the repository: the signing key and the database live here.
-        let state_dir = std::env::temp_dir().join(random_name("gatehouse-dot-"));
-        std::fs::create_dir_all(&state_dir).expect("DOT state dir");
+        // The signing key and the database: in the test run's temp directory (under
+        // target/, never committed), private to this instance.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        remove_stale_state(&tmp);
+        let state_dir = tmp.join(random_name("dot-"));
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&state_dir)
+            .expect("DOT state dir");
         let password = random_name("pw");
         record_secret(&password);
         std::fs::write(state_dir.join("user-password"), &password).expect("password file");
@@ -209,6 +214,25 @@ impl DotProvider {
             status,
             body["error"].as_str().unwrap_or_default().to_owned(),
         )
+    }
+}
+
+/// State directories of earlier runs (their providers died with them): removed once they
+/// are a day old, so a concurrent run's live ones stay.
+fn remove_stale_state(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(86400));
+        if stale && entry.file_name().to_string_lossy().starts_with("dot-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -73,6 +73,7 @@ def main():
 
     state = Path(args.state_dir)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state.chmod(0o700)
     key_file = state / "oidc-signing-key.pem"
     if not key_file.exists():
         write_private(key_file, signing_key_pem())
