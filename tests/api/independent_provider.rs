@@ -200,7 +200,11 @@ async fn login_proxied_call_and_refresh_at_dot() {
     let (status, bearer) = api_call(&mut browser).await;
     assert_eq!(status, 200);
     let bearer = bearer.expect("the upstream got a bearer token");
-    assert_eq!(bearer, first.access_token.expose_secret());
+    // Compared, never printed: a failing assert_eq! would show the tokens.
+    assert!(
+        bearer == first.access_token.expose_secret(),
+        "the session's access token"
+    );
     assert_eq!(dot.introspect(client, &bearer).await["active"], true);
 
     // The access token is due: the next call refreshes first, and DOT rotates.
@@ -208,20 +212,24 @@ async fn login_proxied_call_and_refresh_at_dot() {
     let (status, refreshed) = api_call(&mut browser).await;
     assert_eq!(status, 200, "the call after the refresh");
     let refreshed = refreshed.expect("bearer");
-    assert_ne!(refreshed, bearer, "a new access token from DOT");
+    assert!(refreshed != bearer, "a new access token from DOT");
     assert_eq!(dot.introspect(client, &refreshed).await["active"], true);
     let second = browser.tokens().await;
-    assert_eq!(second.access_token.expose_secret(), refreshed);
+    assert!(
+        second.access_token.expose_secret() == refreshed,
+        "the new one is kept"
+    );
     let old_refresh = first.refresh_token.as_ref().expect("refresh token");
     let new_refresh = second.refresh_token.as_ref().expect("refresh token");
-    assert_ne!(
-        old_refresh.expose_secret(),
-        new_refresh.expose_secret(),
+    assert!(
+        old_refresh.expose_secret() != new_refresh.expose_secret(),
         "DOT rotated the refresh token and gatehouse kept the new one"
     );
     assert_eq!(browser.api_get("/auth/user").await.status, 200);
     // One more call on the fresh token: no second refresh, the same bearer.
-    assert_eq!(api_call(&mut browser).await, (200, Some(refreshed)));
+    let (status, again) = api_call(&mut browser).await;
+    assert_eq!(status, 200);
+    assert!(again == Some(refreshed), "no second refresh");
 }
 
 /// `prompt=none` without a session at DOT comes back to the app with `login_required`;
@@ -349,7 +357,7 @@ async fn logout_ends_the_session_at_dot_through_the_continuation() {
     let hint = hint_at_end_session
         .expect("the browser reached DOT's end-session endpoint")
         .expect("with an id_token_hint");
-    assert_eq!(hint, id_token, "the session's own ID token");
+    assert!(hint == id_token, "the hint is the session's own ID token");
     assert_eq!(
         here.join(&next).expect("URL").as_str(),
         format!("{}/", app.base),
