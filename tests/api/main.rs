@@ -10,6 +10,7 @@ mod cookie_names;
 mod edge;
 mod frontend;
 mod helpers;
+mod independent_provider;
 mod lifecycle;
 mod login;
 mod logout;

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dev_server;
+pub mod dot_provider;
 pub mod echo;
 pub mod processes;
 pub mod topologies;
@@ -762,8 +763,9 @@ impl<'a> Browser<'a> {
         self.get(&path).await
     }
 
-    /// Walks the provider's login and consent pages as `user` and returns the URL the
-    /// provider finally redirects the browser to (gatehouse's callback).
+    /// Walks the provider's login and consent pages as `user` (oidc-provider's, or a DOT
+    /// instance's login form: `dot_provider::login_form`) and returns the URL the provider
+    /// finally redirects the browser to (gatehouse's callback).
     pub async fn authenticate_at_provider(&mut self, authorize_url: &str, user: &str) -> String {
         // Relative to the page that answered: with several providers, not always the app's.
         let absolute = |base: &str, location: &str| {
@@ -792,14 +794,22 @@ impl<'a> Browser<'a> {
             }
             assert_eq!(response.status(), 200, "provider page {url}");
             let page = response.text().await.expect("page");
-            let form = if page.contains("name=\"login\"") {
-                vec![
+            let owned = |pairs: &[(&str, &str)]| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
+            };
+            let form = if let Some(form) = dot_provider::login_form(&url, &page, user) {
+                form
+            } else if page.contains("name=\"login\"") {
+                owned(&[
                     ("prompt", "login"),
                     ("login", user),
                     ("password", "irrelevant"),
-                ]
+                ])
             } else if page.contains("value=\"consent\"") {
-                vec![("prompt", "consent")]
+                owned(&[("prompt", "consent")])
             } else {
                 panic!("unexpected provider page at {url}: {page}");
             };
