@@ -154,6 +154,8 @@ async fn each_session_refreshes_revokes_and_ends_at_its_own_provider() {
         .as_str()
         .expect("redirect_to")
         .to_owned();
+    let next = at_main.get(&next).await; // the continuation on gatehouse
+    let next = next.location().expect("to the provider");
     assert!(next.starts_with(&app.issuer), "{next}");
     assert!(count(&bed.main_counts().await, "revoked") >= 1);
     assert_eq!(count(&bed.second_counts().await, "revoked"), 0);
@@ -164,6 +166,8 @@ async fn each_session_refreshes_revokes_and_ends_at_its_own_provider() {
         .as_str()
         .expect("redirect_to")
         .to_owned();
+    let next = at_second.get(&next).await;
+    let next = next.location().expect("to the provider");
     assert!(next.starts_with(&bed.second.issuer), "{next}");
     assert!(count(&bed.second_counts().await, "revoked") >= 1);
 }
