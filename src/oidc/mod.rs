@@ -3,6 +3,7 @@
 
 pub mod backchannel;
 pub mod flows;
+pub mod metadata;
 pub mod online_check;
 mod par;
 pub mod provider;
