@@ -110,6 +110,8 @@ pub enum SecurityEvent {
     AuthorizationDenied,
     RateLimited,
     SessionEndedByUser,
+    TokenRevoked,
+    TokenRevocationFailed,
 }
 
 /// The event's own fields, beside `event` (the request span adds request id, trace id,
@@ -117,10 +119,11 @@ pub enum SecurityEvent {
 pub const SUB: &str = "sub";
 pub const SESSION: &str = "session";
 pub const REASON: &str = "reason";
+pub const PROVIDER: &str = "provider";
 
 impl SecurityEvent {
     /// Every event, in the order docs/events.md lists them.
-    pub const ALL: [SecurityEvent; 12] = [
+    pub const ALL: [SecurityEvent; 14] = [
         SecurityEvent::LoginStarted,
         SecurityEvent::LoginSucceeded,
         SecurityEvent::LoginFailed,
@@ -133,6 +136,8 @@ impl SecurityEvent {
         SecurityEvent::AuthorizationDenied,
         SecurityEvent::RateLimited,
         SecurityEvent::SessionEndedByUser,
+        SecurityEvent::TokenRevoked,
+        SecurityEvent::TokenRevocationFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -149,6 +154,8 @@ impl SecurityEvent {
             SecurityEvent::AuthorizationDenied => "authz.denied",
             SecurityEvent::RateLimited => "rate_limit.hit",
             SecurityEvent::SessionEndedByUser => "session.ended_by_user",
+            SecurityEvent::TokenRevoked => "token.revoked",
+            SecurityEvent::TokenRevocationFailed => "token.revocation_failed",
         }
     }
 
@@ -160,13 +167,15 @@ impl SecurityEvent {
             | SecurityEvent::LogoutCompleted
             | SecurityEvent::BackchannelLogout
             | SecurityEvent::RefreshSucceeded
-            | SecurityEvent::SessionEndedByUser => Level::INFO,
+            | SecurityEvent::SessionEndedByUser
+            | SecurityEvent::TokenRevoked => Level::INFO,
             SecurityEvent::LoginFailed
             | SecurityEvent::CsrfRejected
             | SecurityEvent::SessionRejected
             | SecurityEvent::RefreshFailed
             | SecurityEvent::AuthorizationDenied
-            | SecurityEvent::RateLimited => Level::WARN,
+            | SecurityEvent::RateLimited
+            | SecurityEvent::TokenRevocationFailed => Level::WARN,
         }
     }
 
@@ -185,6 +194,9 @@ impl SecurityEvent {
             SecurityEvent::AuthorizationDenied => &[SUB, SESSION, REASON],
             SecurityEvent::RateLimited => &[SESSION, REASON],
             SecurityEvent::SessionEndedByUser => &[SUB, SESSION, REASON],
+            SecurityEvent::TokenRevoked | SecurityEvent::TokenRevocationFailed => {
+                &[PROVIDER, REASON]
+            }
         }
     }
 }
@@ -198,17 +210,34 @@ pub fn security_event(
     session: Option<&str>,
     reason: Option<&str>,
 ) {
+    provider_security_event(event, None, sub, session, reason);
+}
+
+/// [`security_event`] for an event about one provider (its name under `[providers]`).
+pub fn provider_security_event(
+    event: SecurityEvent,
+    provider: Option<&str>,
+    sub: Option<&str>,
+    session: Option<&str>,
+    reason: Option<&str>,
+) {
     crate::metrics::record_security_event(event);
     debug_assert!(
-        [(SUB, sub), (SESSION, session), (REASON, reason)]
-            .iter()
-            .all(|(field, value)| value.is_none() || event.fields().contains(field)),
+        [
+            (SUB, sub),
+            (SESSION, session),
+            (REASON, reason),
+            (PROVIDER, provider)
+        ]
+        .iter()
+        .all(|(field, value)| value.is_none() || event.fields().contains(field)),
         "security event {} carries a field docs/events.md does not list",
         event.name()
     );
     let sub = sub.unwrap_or("");
     let session = session.map(|s| &s[..s.len().min(12)]).unwrap_or("");
     let reason = reason.unwrap_or("");
+    let provider = provider.unwrap_or("");
     // One call site per level: a tracing level is fixed at the call site.
     if event.level() == Level::WARN {
         tracing::warn!(
@@ -217,6 +246,7 @@ pub fn security_event(
             sub,
             session,
             reason,
+            provider,
             "security event"
         );
     } else {
@@ -226,6 +256,7 @@ pub fn security_event(
             sub,
             session,
             reason,
+            provider,
             "security event"
         );
     }
@@ -322,7 +353,9 @@ mod tests {
                 | SecurityEvent::RefreshFailed
                 | SecurityEvent::AuthorizationDenied
                 | SecurityEvent::RateLimited
-                | SecurityEvent::SessionEndedByUser => {}
+                | SecurityEvent::SessionEndedByUser
+                | SecurityEvent::TokenRevoked
+                | SecurityEvent::TokenRevocationFailed => {}
             }
         }
         let mut names: Vec<&str> = SecurityEvent::ALL.iter().map(|e| e.name()).collect();

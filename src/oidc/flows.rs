@@ -329,6 +329,13 @@ impl AuthFlows {
     async fn revoke_best_effort(&self, provider: &str, refresh_token: &SecretString) -> bool {
         let Some(provider) = self.providers.get(Some(provider)) else {
             tracing::warn!(%provider, "refresh token not revoked: the provider is no longer configured");
+            crate::telemetry::provider_security_event(
+                crate::telemetry::SecurityEvent::TokenRevocationFailed,
+                Some(provider),
+                None,
+                None,
+                Some("provider no longer configured"),
+            );
             return false;
         };
         match provider.revoke_refresh_token(refresh_token).await {
