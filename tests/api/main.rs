@@ -7,6 +7,7 @@ mod callback;
 mod client_auth;
 mod config_cli;
 mod cookie_names;
+mod discovery;
 mod edge;
 mod frontend;
 mod helpers;
