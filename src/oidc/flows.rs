@@ -353,7 +353,7 @@ impl AuthFlows {
 }
 
 /// Provider error codes are ASCII words; anything else is not echoed.
-fn sanitize_error_code(raw: &str) -> String {
+pub fn sanitize_error_code(raw: &str) -> String {
     if !raw.is_empty()
         && raw.len() <= 64
         && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

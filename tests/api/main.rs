@@ -13,6 +13,7 @@ mod frontend;
 mod helpers;
 mod lifecycle;
 mod login;
+mod login_start;
 mod logout;
 mod metrics;
 mod presets;
