@@ -55,19 +55,19 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         .finish())
 }
 
-/// A login that fails before the browser leaves for the provider (the provider not ready or
-/// unreachable, the pushed authorization request refused, the store down) goes back to
-/// `returnTo` with `login_error=<code>`, as a provider's error at the callback does: a
-/// browser navigated here. A request that is wrong in itself (a `returnTo` that is not
-/// local, an unknown provider, a bad `prompt`) stays a 400: there is nothing safe to go
-/// back to, or the link needs fixing.
+/// A login that fails at the provider before the browser leaves for it (the provider not
+/// ready or unreachable, the pushed authorization request refused) goes back to `returnTo`
+/// with `login_error=<code>`, as a provider's error at the callback does: a browser
+/// navigated here. A request that is wrong in itself (a `returnTo` that is not local, an
+/// unknown provider, a bad `prompt`) stays a 400: there is nothing safe to go back to, or
+/// the link needs fixing. A store outage stays a 503 with `Retry-After`, as everywhere.
 fn login_start_failed(error: FlowError, return_to: Option<&str>) -> Result<HttpResponse, ApiError> {
     use crate::oidc::OidcError;
     let code = match &error {
         FlowError::Oidc(OidcError::Rejected { error, .. }) => sanitize_error_code(error),
-        FlowError::Oidc(OidcError::NotReady(_) | OidcError::Transport(_))
-        | FlowError::Oidc(OidcError::Discovery(_))
-        | FlowError::Session(_) => "temporarily_unavailable".to_owned(),
+        FlowError::Oidc(
+            OidcError::NotReady(_) | OidcError::Transport(_) | OidcError::Discovery(_),
+        ) => "temporarily_unavailable".to_owned(),
         FlowError::Oidc(_) => "server_error".to_owned(),
         _ => return Err(error.into()),
     };
