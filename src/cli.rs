@@ -161,7 +161,11 @@ fn check_online(settings: &Settings) -> ExitCode {
             let check = match crate::oidc::Provider::new(provider_settings.clone()) {
                 Ok(provider) => {
                     provider
-                        .check_online(&settings.server.public_url, &settings.routes)
+                        .check_online(&crate::oidc::online_check::Expectations {
+                            public_url: &settings.server.public_url,
+                            routes: &settings.routes,
+                            revocation_key: settings.session.revocation_key.is_some(),
+                        })
                         .await
                 }
                 Err(error) => crate::oidc::online_check::ProviderCheck {
@@ -187,6 +191,9 @@ fn check_online(settings: &Settings) -> ExitCode {
         println!("  register at the provider:");
         for (what, value) in &check.register {
             println!("    {what:<26}{value}");
+        }
+        for warning in &check.warnings {
+            eprintln!("provider `{name}`: warning: {warning}");
         }
         for problem in &check.problems {
             eprintln!("provider `{name}`: {problem}");

@@ -23,6 +23,10 @@ pub(super) struct RawProvider {
     pub(super) pushed_authorization: Option<String>,
     pub(super) preset: Option<String>,
     pub(super) allowed_tenants: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) revocation_endpoint: Option<String>,
+    #[serde(default, deserialize_with = "string_from_scalar")]
+    pub(super) end_session_endpoint: Option<String>,
 }
 
 /// Pushed authorization requests (RFC 9126): the authorization parameters go to the
@@ -72,6 +76,38 @@ pub struct ProviderSettings {
     pub issuer_template: Option<String>,
     /// With `issuer_template`: the tenants whose users may log in (empty: any).
     pub allowed_tenants: Vec<String>,
+    /// RFC 7009 revocation endpoint, set by the operator: wins over what the provider
+    /// advertises (for a provider that advertises none, or the wrong one).
+    pub revocation_endpoint: Option<Url>,
+    /// RP-initiated logout endpoint, set by the operator: wins over discovery.
+    pub end_session_endpoint: Option<Url>,
+}
+
+/// An endpoint URL set in the configuration: absolute, https (plain http only on loopback,
+/// as for the issuer), and without a fragment.
+fn endpoint_url(field: &str, raw: Option<&str>, problems: &mut Vec<String>) -> Option<Url> {
+    let text = raw?;
+    match Url::parse(text) {
+        Ok(url)
+            if (url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)))
+                && url.fragment().is_none()
+                && url.username().is_empty()
+                && url.password().is_none() =>
+        {
+            Some(url)
+        }
+        Ok(_) => {
+            problems.push(format!(
+                "{field} must be an https URL (plain http only on loopback), without user \
+                 info or fragment"
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{field}: `{text}` is not an absolute URL ({e})"));
+            None
+        }
+    }
 }
 
 pub(super) fn validate_provider(
@@ -348,6 +384,17 @@ pub(super) fn validate_provider(
         joined
     });
 
+    let revocation_endpoint = endpoint_url(
+        &at("revocation_endpoint"),
+        raw.revocation_endpoint.as_deref(),
+        problems,
+    );
+    let end_session_endpoint = endpoint_url(
+        &at("end_session_endpoint"),
+        raw.end_session_endpoint.as_deref(),
+        problems,
+    );
+
     if problems.len() > start {
         return None;
     }
@@ -369,5 +416,67 @@ pub(super) fn validate_provider(
         preset,
         issuer_template,
         allowed_tenants,
+        revocation_endpoint,
+        end_session_endpoint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+
+    fn with(extra: &str) -> Result<super::ProviderSettings, Vec<String>> {
+        let toml = format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[providers.main]\n\
+             issuer = \"https://id.example.com\"\nclient_id = \"spa\"\n{extra}\n"
+        );
+        let env = vec![(
+            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET".to_owned(),
+            "s".to_owned(),
+        )];
+        load(Some(&toml), env)
+            .map(|settings| settings.providers["main"].clone())
+            .map_err(|errors| errors.0)
+    }
+
+    #[test]
+    fn endpoints_set_in_the_config_are_checked_like_the_issuer_and_all_reported() {
+        let provider = with("").expect("valid");
+        assert!(provider.revocation_endpoint.is_none() && provider.end_session_endpoint.is_none());
+
+        let provider = with(
+            "revocation_endpoint = \"https://id.example.com/o/revoke_token/\"\n\
+             end_session_endpoint = \"http://127.0.0.1:9000/logout\"",
+        )
+        .expect("https, and http on loopback");
+        assert_eq!(
+            provider.revocation_endpoint.map(String::from).as_deref(),
+            Some("https://id.example.com/o/revoke_token/")
+        );
+        assert_eq!(
+            provider.end_session_endpoint.map(String::from).as_deref(),
+            Some("http://127.0.0.1:9000/logout")
+        );
+
+        let problems = with(
+            "revocation_endpoint = \"http://id.example.com/revoke\"\n\
+             end_session_endpoint = \"/logout\"",
+        )
+        .expect_err("plain http off loopback, and a relative URL");
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "providers.main.revocation_endpoint must be an https URL (plain http only on loopback)"
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "providers.main.end_session_endpoint: `/logout` is not an absolute URL"
+            )),
+            "{problems:?}"
+        );
+        let problems = with("revocation_endpoint = \"https://u:p@id.example.com/revoke#x\"")
+            .expect_err("user info and fragment");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
 }

@@ -449,6 +449,13 @@ impl AuthFlows {
     async fn revoke_best_effort(&self, provider: &str, refresh_token: &SecretString) -> bool {
         let Some(provider) = self.providers.get(Some(provider)) else {
             tracing::warn!(%provider, "refresh token not revoked: the provider is no longer configured");
+            crate::telemetry::provider_security_event(
+                crate::telemetry::SecurityEvent::TokenRevocationFailed,
+                Some(provider),
+                None,
+                None,
+                Some("provider no longer configured"),
+            );
             return false;
         };
         match provider.revoke_refresh_token(refresh_token).await {
@@ -466,7 +473,7 @@ impl AuthFlows {
 }
 
 /// Provider error codes are ASCII words; anything else is not echoed.
-fn sanitize_error_code(raw: &str) -> String {
+pub fn sanitize_error_code(raw: &str) -> String {
     if !raw.is_empty()
         && raw.len() <= 64
         && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -3,11 +3,13 @@
 
 pub mod backchannel;
 pub mod flows;
+pub mod metadata;
 pub mod online_check;
 mod par;
 pub mod provider;
 pub mod refresh;
 pub mod return_to;
+mod revocation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -441,61 +443,6 @@ impl Provider {
             ));
         }
         Ok(Some(userinfo))
-    }
-
-    /// RFC 7009 revocation of a refresh token (which also ends its access tokens at most
-    /// providers). Returns Ok(false) when the provider has no revocation endpoint.
-    pub async fn revoke_refresh_token(
-        &self,
-        refresh_token: &SecretString,
-    ) -> Result<bool, OidcError> {
-        let discovered = self.current()?;
-        let Some(endpoint) = &discovered.extra.revocation_endpoint else {
-            return Ok(false);
-        };
-        let mut form = vec![
-            ("token", refresh_token.expose_secret().to_owned()),
-            ("token_type_hint", "refresh_token".to_owned()),
-        ];
-        let mut request = self.http.post(endpoint.as_str());
-        request = match self.settings.client_auth_method {
-            crate::config::ClientAuthMethod::ClientSecretBasic => {
-                request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header())
-            }
-            crate::config::ClientAuthMethod::ClientSecretPost => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.push((
-                    "client_secret",
-                    self.settings.client_secret.expose_secret().to_owned(),
-                ));
-                request
-            }
-            crate::config::ClientAuthMethod::PrivateKeyJwt => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.extend(self.assertion_params(endpoint.as_str())?);
-                request
-            }
-        };
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let response = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| OidcError::Transport(format!("revocation: {}", without_url(&e))))?;
-        if response.status().is_success() {
-            Ok(true)
-        } else {
-            Err(OidcError::BadResponse(format!(
-                "revocation answered {}",
-                response.status()
-            )))
-        }
     }
 
     /// `client_secret_basic` per RFC 6749 §2.3.1: both parts form-urlencoded first.

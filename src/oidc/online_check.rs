@@ -6,7 +6,8 @@ use openidconnect::core::CoreJwsSigningAlgorithm;
 use serde_json::Value;
 use url::Url;
 
-use super::provider::{is_asymmetric, Provider};
+use super::metadata::{EndpointSources, OptionalEndpoint};
+use super::provider::{is_asymmetric, ExtraMetadata, Provider};
 use crate::config::{
     ClientAuthMethod, ProviderSettings, PushedAuthorization, RouteSettings, TokenPolicy,
 };
@@ -17,6 +18,8 @@ pub struct ProviderCheck {
     pub problems: Vec<String>,
     /// What it supports, one line each.
     pub supports: Vec<String>,
+    /// What works less well with it than the configuration expects; not a failure.
+    pub warnings: Vec<String>,
     /// What to register at the provider for this client, as (what, value).
     pub register: Vec<(&'static str, String)>,
 }
@@ -38,20 +41,42 @@ fn strings(document: &Value, member: &str) -> Option<Vec<String>> {
     })
 }
 
-fn yes_no(supported: bool) -> &'static str {
+/// A feature the provider may simply not mention: absent is "not advertised", not "no".
+fn advertised(supported: bool) -> &'static str {
     if supported {
         "yes"
     } else {
-        "no"
+        "not advertised"
     }
+}
+
+/// One optional endpoint: its URL and where it came from, or that nobody names it.
+fn endpoint_line(
+    label: &str,
+    url: Option<&Url>,
+    sources: &EndpointSources,
+    which: OptionalEndpoint,
+) -> String {
+    match (url, sources.get(which)) {
+        (Some(url), Some(source)) => format!("{label}: yes, from {} ({url})", source.describe()),
+        _ => format!("{label}: not advertised"),
+    }
+}
+
+/// What the configuration asks of gatehouse that needs this provider to do more.
+pub struct Expectations<'a> {
+    pub public_url: &'a Url,
+    pub routes: &'a [RouteSettings],
+    /// `session.revocation_key` is set: ending another session should revoke its token.
+    pub revocation_key: bool,
 }
 
 impl Provider {
     /// Fetches the discovery document and the keys and checks them against the settings.
-    pub async fn check_online(&self, public_url: &Url, routes: &[RouteSettings]) -> ProviderCheck {
+    pub async fn check_online(&self, expect: &Expectations<'_>) -> ProviderCheck {
         let settings = &self.settings;
         let mut check = ProviderCheck {
-            register: what_to_register(settings, public_url, routes),
+            register: what_to_register(settings, expect.public_url, expect.routes),
             ..ProviderCheck::default()
         };
         let url = format!(
@@ -191,23 +216,51 @@ impl Provider {
             ),
             _ => {}
         }
+        let named = document
+            .get("issuer")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut extra = match serde_json::from_value::<ExtraMetadata>(document.clone()) {
+            Ok(extra) => extra,
+            Err(error) => {
+                check
+                    .problems
+                    .push(format!("the discovery document: {error}"));
+                ExtraMetadata::default()
+            }
+        };
+        let sources = self.resolve_endpoints(&mut extra, &named).await;
         check.supports.extend([
-            format!(
-                "end-session (RP-initiated logout): {}",
-                yes_no(has("end_session_endpoint"))
+            endpoint_line(
+                "end-session (RP-initiated logout)",
+                extra.end_session_endpoint.as_ref(),
+                &sources,
+                OptionalEndpoint::EndSession,
             ),
-            format!("token revocation: {}", yes_no(has("revocation_endpoint"))),
+            endpoint_line(
+                "token revocation",
+                extra.revocation_endpoint.as_ref(),
+                &sources,
+                OptionalEndpoint::Revocation,
+            ),
+            endpoint_line(
+                "token introspection",
+                extra.introspection_endpoint.as_ref(),
+                &sources,
+                OptionalEndpoint::Introspection,
+            ),
             format!(
                 "back-channel logout: {}",
-                yes_no(flag("backchannel_logout_supported"))
+                advertised(flag("backchannel_logout_supported"))
             ),
             format!(
                 "issuer in authorization responses (RFC 9207): {}",
-                yes_no(flag("authorization_response_iss_parameter_supported"))
+                advertised(flag("authorization_response_iss_parameter_supported"))
             ),
             format!(
                 "pushed authorization requests: {}{}",
-                yes_no(has("pushed_authorization_request_endpoint")),
+                advertised(has("pushed_authorization_request_endpoint")),
                 if flag("require_pushed_authorization_requests") {
                     " (required)"
                 } else {
@@ -215,8 +268,76 @@ impl Provider {
                 }
             ),
         ]);
+        if let Some(reason) = &sources.rfc8414_unused {
+            check
+                .supports
+                .push(format!("RFC 8414 metadata: not used ({reason})"));
+        }
+        check.warnings = feature_warnings(settings, expect, &document, &extra);
         check
     }
+}
+
+/// What is configured, or on by default, that this provider cannot do.
+fn feature_warnings(
+    settings: &ProviderSettings,
+    expect: &Expectations<'_>,
+    document: &Value,
+    extra: &ExtraMetadata,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if extra.revocation_endpoint.is_none() {
+        warnings.push(
+            "no revocation endpoint (not in openid-configuration, not in RFC 8414 metadata, \
+             not configured): refresh tokens stay valid at the provider after logout; set \
+             revocation_endpoint if the provider has one"
+                .to_owned(),
+        );
+        if expect.revocation_key {
+            warnings.push(
+                "session.revocation_key is set, but without a revocation endpoint a session \
+                 ended from another one is only deleted"
+                    .to_owned(),
+            );
+        }
+    }
+    if extra.end_session_endpoint.is_none() {
+        warnings.push(format!(
+            "no end-session endpoint: logout ends the session here and goes to {}, but the \
+             provider's own session stays{}",
+            settings.post_logout_redirect,
+            if settings.end_session_id_token_hint {
+                " (end_session_id_token_hint has nothing to apply to)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let uses_client_credentials = expect.routes.iter().any(|route| {
+        route.provider == settings.name
+            && matches!(route.token, TokenPolicy::Client | TokenPolicy::UserOrClient)
+    });
+    if let Some(grants) = strings(document, "grant_types_supported") {
+        for (needed, wanted, why) in [
+            (
+                "refresh_token",
+                true,
+                "sessions refresh their access tokens with it",
+            ),
+            (
+                "client_credentials",
+                uses_client_credentials,
+                "routes with token = \"client\" or \"user-or-client\" need it",
+            ),
+        ] {
+            if wanted && !grants.iter().any(|g| g == needed) {
+                warnings.push(format!(
+                    "the provider does not advertise the {needed} grant: {why}"
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// The client registration this configuration needs at the provider.

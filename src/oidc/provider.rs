@@ -21,6 +21,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::metadata::EndpointSources;
 use super::OidcError;
 use crate::config::{ClientAuthMethod, ProviderSettings, PushedAuthorization};
 
@@ -83,7 +84,10 @@ pub struct ExtraMetadata {
 
 pub struct Discovered {
     pub metadata: CoreProviderMetadata,
+    /// The optional endpoints here are the ones in use: configured, discovered, or from
+    /// RFC 8414 metadata (`endpoint_sources` says which).
     pub extra: ExtraMetadata,
+    pub endpoint_sources: EndpointSources,
     pub client: OidcClient,
     /// Asymmetric algorithms the provider advertises for ID tokens; nothing else is accepted.
     pub signing_algs: Vec<CoreJwsSigningAlgorithm>,
@@ -205,7 +209,11 @@ impl Provider {
             issuer.trim_end_matches('/')
         );
         let (metadata, raw): (CoreProviderMetadata, _) = self.get_json(&url).await?;
-        let named = raw.get("issuer").and_then(serde_json::Value::as_str);
+        let named = raw
+            .get("issuer")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let named = named.as_deref();
         // A multi-tenant issuer (Entra ID) announces a `{tenantid}` template instead;
         // ID tokens are then checked against it with their `tid`.
         let template = self.settings.issuer_template.as_deref();
@@ -220,7 +228,7 @@ impl Provider {
                 }
             )));
         }
-        let extra: ExtraMetadata = serde_json::from_value(raw)
+        let mut extra: ExtraMetadata = serde_json::from_value(raw)
             .map_err(|e| OidcError::Discovery(format!("discovery document: {e}")))?;
         if let Some(methods) = &extra.code_challenge_methods_supported {
             if !methods.iter().any(|m| m == "S256") {
@@ -238,8 +246,11 @@ impl Provider {
                     .into(),
             ));
         }
+        let sources = self
+            .resolve_endpoints(&mut extra, named.unwrap_or_default())
+            .await;
         let jwks = self.fetch_jwks(&metadata).await?;
-        self.install(self.build(metadata.set_jwks(jwks), extra)?);
+        self.install(self.build(metadata.set_jwks(jwks), extra, sources)?);
         Ok(())
     }
 
@@ -255,6 +266,7 @@ impl Provider {
         &self,
         metadata: CoreProviderMetadata,
         extra: ExtraMetadata,
+        endpoint_sources: EndpointSources,
     ) -> Result<Discovered, OidcError> {
         let signing_algs: Vec<_> = metadata
             .id_token_signing_alg_values_supported()
@@ -292,6 +304,7 @@ impl Provider {
         Ok(Discovered {
             metadata,
             extra,
+            endpoint_sources,
             client,
             signing_algs,
         })
@@ -339,6 +352,7 @@ impl Provider {
             Ok(jwks) => match self.build(
                 current.metadata.clone().set_jwks(jwks),
                 current.extra.clone(),
+                current.endpoint_sources.clone(),
             ) {
                 Ok(discovered) => {
                     self.install(discovered);

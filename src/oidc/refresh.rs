@@ -68,13 +68,8 @@ impl TokenRefresher {
         }
     }
 
-    /// The skew decides when to refresh ahead of time; for a short-lived token it shrinks to
-    /// half the token's lifetime, or every call would refresh a token that was just issued.
     fn skew_for(&self, tokens: &TokenSet) -> i64 {
-        match tokens.access_token_lifetime_ms {
-            Some(lifetime) if lifetime > 0 => self.skew_ms.min(lifetime / 2),
-            _ => self.skew_ms,
-        }
+        applied_skew(self.skew_ms, tokens.access_token_lifetime_ms)
     }
 
     fn needs_refresh(&self, session: &LoadedSession, now: UnixMillis) -> bool {
@@ -214,6 +209,16 @@ impl TokenRefresher {
                 "the session's provider is no longer configured",
             ));
         };
+        let applied = self.skew_for(&current.data.tokens);
+        if applied < self.skew_ms {
+            // Someone who raised refresh_skew_secs to refresh sooner sees why it came later.
+            tracing::debug!(
+                configured_skew_secs = self.skew_ms as f64 / 1000.0,
+                applied_skew_secs = applied as f64 / 1000.0,
+                "refresh later than refresh_skew_secs: the skew is capped at half the access \
+                 token's lifetime"
+            );
+        }
 
         let refresh = provider.refresh(&refresh_token, &current.data.sub, now);
         let keep_lock = async {
@@ -303,6 +308,43 @@ impl TokenRefresher {
                 );
                 self.fall_back(current, now, error.to_string())
             }
+        }
+    }
+}
+
+/// How long before its expiry an access token is refreshed: the configured skew, capped at
+/// half the token's lifetime (its `expires_in`), or every call would refresh a token that
+/// was just issued (a 60 s skew and 60 s tokens: a refresh per call).
+pub fn applied_skew(configured_ms: i64, lifetime_ms: Option<i64>) -> i64 {
+    match lifetime_ms {
+        Some(lifetime) if lifetime > 0 => configured_ms.min(lifetime / 2),
+        _ => configured_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::applied_skew;
+
+    #[test]
+    fn the_skew_is_capped_at_half_the_access_tokens_lifetime() {
+        // (configured, lifetime, applied), milliseconds.
+        for (configured, lifetime, applied) in [
+            (60_000, Some(3_600_000), 60_000),
+            (60_000, Some(120_000), 60_000),
+            (60_000, Some(60_000), 30_000),
+            (600_000, Some(300_000), 150_000),
+            (60_000, Some(1_000), 500),
+            (60_000, None, 60_000),
+            (60_000, Some(0), 60_000),
+            (60_000, Some(-5), 60_000),
+            (0, Some(60_000), 0),
+        ] {
+            assert_eq!(
+                applied_skew(configured, lifetime),
+                applied,
+                "skew {configured} ms, lifetime {lifetime:?} ms"
+            );
         }
     }
 }

@@ -8,8 +8,8 @@ use super::{cookies, redirect, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::LogoutKind;
-use crate::oidc::flows::{CallbackParams, FlowError};
-use crate::oidc::return_to::with_login_error;
+use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError};
+use crate::oidc::return_to::{validate_return_to, with_login_error};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::{LoginBindings, LoginStateError};
 use crate::telemetry::{security_event, SecurityEvent};
@@ -27,16 +27,21 @@ async fn limit_login(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
 pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     limit_login(&req, &state).await?;
     let params = single_params(&req)?;
-    let start = state
+    let return_to = params.get("returnTo").map(String::as_str);
+    let start = match state
         .flows
         .begin_login(
-            params.get("returnTo").map(String::as_str),
+            return_to,
             params.get("prompt").map(String::as_str),
             params.get("provider").map(String::as_str),
             login_bindings(&req, &state),
             state.now(),
         )
-        .await?;
+        .await
+    {
+        Ok(start) => start,
+        Err(error) => return login_start_failed(error, return_to),
+    };
     security_event(SecurityEvent::LoginStarted, None, None, None);
     Ok(redirect(start.authorization_url.as_str())
         .cookie(cookies::login_cookie(
@@ -44,6 +49,30 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             &state.settings.session,
         ))
         .finish())
+}
+
+/// A login that fails at the provider before the browser leaves for it (the provider not
+/// ready or unreachable, the pushed authorization request refused) goes back to `returnTo`
+/// with `login_error=<code>`, as a provider's error at the callback does: a browser
+/// navigated here. A request that is wrong in itself (a `returnTo` that is not local, an
+/// unknown provider, a bad `prompt`) stays a 400: there is nothing safe to go back to, or
+/// the link needs fixing. A store outage stays a 503 with `Retry-After`, as everywhere.
+fn login_start_failed(error: FlowError, return_to: Option<&str>) -> Result<HttpResponse, ApiError> {
+    use crate::oidc::OidcError;
+    let code = match &error {
+        FlowError::Oidc(OidcError::Rejected { error, .. }) => sanitize_error_code(error),
+        FlowError::Oidc(
+            OidcError::NotReady(_) | OidcError::Transport(_) | OidcError::Discovery(_),
+        ) => "temporarily_unavailable".to_owned(),
+        FlowError::Oidc(_) => "server_error".to_owned(),
+        _ => return Err(error.into()),
+    };
+    let Ok(return_to) = validate_return_to(return_to.unwrap_or("/")) else {
+        return Err(error.into());
+    };
+    tracing::warn!(%error, login_error = %code, "login could not start; back to returnTo");
+    security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
+    Ok(redirect(&with_login_error(&return_to, &code)).finish())
 }
 
 /// `GET /auth/callback?code=…&state=…` (or `error=…`)

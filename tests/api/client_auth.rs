@@ -297,12 +297,12 @@ async fn the_wrong_key_is_refused_with_a_clear_problem_and_no_session() {
         0
     );
 
-    // With PAR the push itself is refused: the login start says so.
+    // With PAR the push itself is refused: the browser goes back to the app, told why.
     let bed = app_with_key(&used, &kid, registered, &[]).await;
     let mut browser = bed.app.browser();
     let start = browser.start_login(None).await;
-    start.assert_problem(400, "login-failed");
-    assert_eq!(start.json()["provider_error"], "invalid_client");
+    assert_eq!(start.status, 302, "{}", start.transcript());
+    assert_eq!(start.location(), Some("/?login_error=invalid_client"));
     assert!(browser.session_cookie().is_none());
 }
 

@@ -58,9 +58,13 @@ async fn gatehouse_waits_for_its_provider_and_is_not_ready_until_then() {
         200,
         "alive, just not ready"
     );
+    // A browser navigated to the login: it goes back to the app, which is told why.
     let login = browser.start_login(None).await;
-    login.assert_problem(503, "provider-unavailable");
-    assert_eq!(login.headers["retry-after"], "1");
+    assert_eq!(login.status, 302, "{}", login.transcript());
+    assert_eq!(
+        login.location(),
+        Some("/?login_error=temporarily_unavailable")
+    );
 
     let _provider = ProviderProcess::start(&ProviderOptions {
         port: Some(provider_port),

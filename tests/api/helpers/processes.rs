@@ -202,6 +202,11 @@ pub struct ProviderOptions {
     pub entra_tenant: Option<&'static str>,
     /// Whether authorization responses carry `iss` (RFC 9207).
     pub auth_response_iss: bool,
+    /// Members left out of `/.well-known/openid-configuration` (e.g. `revocation_endpoint`:
+    /// a provider that lists it only in its RFC 8414 metadata).
+    pub omit_from_openid_configuration: &'static [&'static str],
+    /// Members left out of `/.well-known/oauth-authorization-server`; `["all"]`: none there.
+    pub omit_from_rfc8414: &'static [&'static str],
 }
 
 impl Default for ProviderOptions {
@@ -218,6 +223,8 @@ impl Default for ProviderOptions {
             end_session: true,
             entra_tenant: None,
             auth_response_iss: true,
+            omit_from_openid_configuration: &[],
+            omit_from_rfc8414: &[],
         }
     }
 }
@@ -274,6 +281,11 @@ impl ProviderProcess {
                     "off"
                 },
             )
+            .env(
+                "PROVIDER_OMIT_OPENID_CONFIGURATION",
+                options.omit_from_openid_configuration.join(","),
+            )
+            .env("PROVIDER_OMIT_RFC8414", options.omit_from_rfc8414.join(","))
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")
             .stdin(Stdio::piped())

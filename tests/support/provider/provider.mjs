@@ -24,6 +24,10 @@
 //   PROVIDER_AUTH_RESPONSE_ISS  off: authorization responses carry no `iss` (RFC 9207)
 //                        and discovery does not announce it, so only the ID token says
 //                        who issued it (default on)
+//   PROVIDER_OMIT_OPENID_CONFIGURATION  comma-separated members left out of the discovery
+//                        document (e.g. revocation_endpoint: a provider listing it only in
+//                        RFC 8414 metadata); PROVIDER_OMIT_RFC8414 the same for
+//                        /.well-known/oauth-authorization-server, "all": 404 there
 //   PROVIDER_QUIET=1     no request / event logging on stderr
 //   PROVIDER_WATCH_STDIN 1 = exit when stdin closes, 0 = never. Default: watch
 //                        only if stdin is a pipe or socket (so `node provider.mjs
@@ -527,6 +531,20 @@ if (process.env.PROVIDER_AUTH_RESPONSE_ISS === 'off') {
     }
   });
 }
+
+// PROVIDER_OMIT_OPENID_CONFIGURATION / PROVIDER_OMIT_RFC8414: members left out of either
+// metadata document.
+const omitted = (name) => (process.env[name] || '').split(',').filter(Boolean);
+const OMIT_FROM = {
+  '/.well-known/openid-configuration': omitted('PROVIDER_OMIT_OPENID_CONFIGURATION'),
+  '/.well-known/oauth-authorization-server': omitted('PROVIDER_OMIT_RFC8414'),
+};
+provider.use(async (ctx, next) => {
+  const members = OMIT_FROM[ctx.path] ?? [];
+  if (members.includes('all')) return void Object.assign(ctx, { status: 404, body: {} });
+  await next();
+  if (ctx.body && typeof ctx.body === 'object') for (const m of members) delete ctx.body[m];
+});
 
 provider.on('grant.success', (ctx) => {
   const clientId = ctx.oidc?.client?.clientId;

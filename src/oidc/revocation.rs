@@ -1,0 +1,103 @@
+//! RFC 7009 revocation of a session's refresh token at the provider. Every attempt is a
+//! security event (`token.revoked` or `token.revocation_failed`, with the provider and the
+//! reason, never the token), so an operator can see whether logout reached the provider.
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::metadata::EndpointSource;
+use super::provider::without_url;
+use super::{OidcError, Provider};
+use crate::config::ClientAuthMethod;
+use crate::telemetry::{provider_security_event, SecurityEvent};
+
+/// `token.revocation_failed`'s reason when there is nowhere to send the token.
+pub const NO_REVOCATION_ENDPOINT: &str = "no revocation endpoint";
+
+impl Provider {
+    /// Revokes a refresh token (which also ends its access tokens at most providers).
+    /// Ok(false) when the provider has no revocation endpoint (discovered, from RFC 8414
+    /// metadata, or configured).
+    pub async fn revoke_refresh_token(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<bool, OidcError> {
+        let outcome = self.revoke_at_endpoint(refresh_token).await;
+        let (event, reason) = match &outcome {
+            Ok(Some(source)) => (SecurityEvent::TokenRevoked, source.describe().to_owned()),
+            Ok(None) => (
+                SecurityEvent::TokenRevocationFailed,
+                NO_REVOCATION_ENDPOINT.to_owned(),
+            ),
+            Err(error) => (SecurityEvent::TokenRevocationFailed, error.to_string()),
+        };
+        provider_security_event(event, Some(self.name()), None, None, Some(&reason));
+        outcome.map(|source| source.is_some())
+    }
+
+    /// Where the endpoint came from, when there is one and it took the token.
+    async fn revoke_at_endpoint(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<Option<EndpointSource>, OidcError> {
+        let discovered = self.current()?;
+        let (Some(endpoint), Some(source)) = (
+            &discovered.extra.revocation_endpoint,
+            discovered.endpoint_sources.revocation,
+        ) else {
+            return Ok(None);
+        };
+        self.post_revocation(endpoint, refresh_token).await?;
+        Ok(Some(source))
+    }
+
+    async fn post_revocation(
+        &self,
+        endpoint: &Url,
+        refresh_token: &SecretString,
+    ) -> Result<(), OidcError> {
+        let mut form = vec![
+            ("token", refresh_token.expose_secret().to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ];
+        let mut request = self.http.post(endpoint.as_str());
+        request = match self.settings.client_auth_method {
+            ClientAuthMethod::ClientSecretBasic => {
+                request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header())
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.push((
+                    "client_secret",
+                    self.settings.client_secret.expose_secret().to_owned(),
+                ));
+                request
+            }
+            ClientAuthMethod::PrivateKeyJwt => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.extend(self.assertion_params(endpoint.as_str())?);
+                request
+            }
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let response = request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OidcError::Transport(format!("revocation: {}", without_url(&e))))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(OidcError::BadResponse(format!(
+                "revocation answered {}",
+                response.status()
+            )))
+        }
+    }
+}
