@@ -107,6 +107,8 @@ pub enum LogoutKind {
     User,
     /// The provider ended it (back-channel logout), one count per session ended.
     Backchannel,
+    /// The provider's page ended it (front-channel logout), one count per session ended.
+    Frontchannel,
     /// Its tokens ran out: the provider refused the refresh token, or the access token expired
     /// with no refresh token to renew it.
     Expired,
@@ -117,6 +119,7 @@ impl LogoutKind {
         match self {
             LogoutKind::User => "user",
             LogoutKind::Backchannel => "backchannel",
+            LogoutKind::Frontchannel => "frontchannel",
             LogoutKind::Expired => "expired",
         }
     }
@@ -662,6 +665,7 @@ fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Optio
             "logout" => "logout",
             "logout/continue" => "logout_continue",
             "backchannel-logout" => "backchannel_logout",
+            "frontchannel-logout" => "frontchannel_logout",
             _ => "unmatched",
         };
         return (KIND_AUTH, Some(Text::Static(name)));

@@ -112,6 +112,7 @@ pub enum SecurityEvent {
     SessionEndedByUser,
     TokenRevoked,
     TokenRevocationFailed,
+    FrontchannelLogout,
 }
 
 /// The event's own fields, beside `event` (the request span adds request id, trace id,
@@ -123,7 +124,7 @@ pub const PROVIDER: &str = "provider";
 
 impl SecurityEvent {
     /// Every event, in the order docs/events.md lists them.
-    pub const ALL: [SecurityEvent; 14] = [
+    pub const ALL: [SecurityEvent; 15] = [
         SecurityEvent::LoginStarted,
         SecurityEvent::LoginSucceeded,
         SecurityEvent::LoginFailed,
@@ -138,6 +139,7 @@ impl SecurityEvent {
         SecurityEvent::SessionEndedByUser,
         SecurityEvent::TokenRevoked,
         SecurityEvent::TokenRevocationFailed,
+        SecurityEvent::FrontchannelLogout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -156,6 +158,7 @@ impl SecurityEvent {
             SecurityEvent::SessionEndedByUser => "session.ended_by_user",
             SecurityEvent::TokenRevoked => "token.revoked",
             SecurityEvent::TokenRevocationFailed => "token.revocation_failed",
+            SecurityEvent::FrontchannelLogout => "logout.frontchannel",
         }
     }
 
@@ -168,7 +171,8 @@ impl SecurityEvent {
             | SecurityEvent::BackchannelLogout
             | SecurityEvent::RefreshSucceeded
             | SecurityEvent::SessionEndedByUser
-            | SecurityEvent::TokenRevoked => Level::INFO,
+            | SecurityEvent::TokenRevoked
+            | SecurityEvent::FrontchannelLogout => Level::INFO,
             SecurityEvent::LoginFailed
             | SecurityEvent::CsrfRejected
             | SecurityEvent::SessionRejected
@@ -194,9 +198,9 @@ impl SecurityEvent {
             SecurityEvent::AuthorizationDenied => &[SUB, SESSION, REASON],
             SecurityEvent::RateLimited => &[SESSION, REASON],
             SecurityEvent::SessionEndedByUser => &[SUB, SESSION, REASON],
-            SecurityEvent::TokenRevoked | SecurityEvent::TokenRevocationFailed => {
-                &[PROVIDER, REASON]
-            }
+            SecurityEvent::TokenRevoked
+            | SecurityEvent::TokenRevocationFailed
+            | SecurityEvent::FrontchannelLogout => &[PROVIDER, REASON],
         }
     }
 }
@@ -355,7 +359,8 @@ mod tests {
                 | SecurityEvent::RateLimited
                 | SecurityEvent::SessionEndedByUser
                 | SecurityEvent::TokenRevoked
-                | SecurityEvent::TokenRevocationFailed => {}
+                | SecurityEvent::TokenRevocationFailed
+                | SecurityEvent::FrontchannelLogout => {}
             }
         }
         let mut names: Vec<&str> = SecurityEvent::ALL.iter().map(|e| e.name()).collect();
