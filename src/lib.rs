@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod events;
 pub mod frontend;
 pub mod metrics;
 pub mod oidc;

@@ -24,13 +24,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::clock::UnixMillis;
+use crate::events::SecurityEvent;
 use crate::oidc::Providers;
 use crate::ratelimit::{LimitName, RateDecision, RateLimit};
 use crate::session::store::{
     CacheStatistics, FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary,
     StoreResult,
 };
-use crate::telemetry::SecurityEvent;
 
 /// A label value: a fixed word, a configured name (shared, not copied per request) or a
 /// status code.
@@ -655,7 +655,11 @@ fn read_process() -> Option<ProcessStats> {
 
 /// What to call a public-listener request: its kind and a bounded route label (`None`: the
 /// frontend, named once the status is known).
-fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Option<Text>) {
+fn classify(
+    path: &str,
+    routes: &crate::proxy::routes::RouteTable,
+    metrics: &Metrics,
+) -> (&'static str, Option<Text>) {
     if let Some(endpoint) = path.strip_prefix("/auth/") {
         let name = match endpoint {
             "login" => "login",
@@ -675,8 +679,8 @@ fn classify(path: &str, state: &crate::routes::AppState) -> (&'static str, Optio
         "/readyz" => return (KIND_HEALTH, Some(Text::Static("readyz"))),
         _ => {}
     }
-    if let Ok(Some((route, _))) = state.proxy.table.find(path) {
-        return (KIND_PROXY, Some(state.metrics.name(&route.prefix)));
+    if let Ok(Some((route, _))) = routes.find(path) {
+        return (KIND_PROXY, Some(metrics.name(&route.prefix)));
     }
     (KIND_FRONTEND, None)
 }
@@ -692,8 +696,13 @@ pub struct RequestMeasure {
 }
 
 impl RequestMeasure {
-    pub fn begin(method: &Method, path: &str, state: &crate::routes::AppState) -> Self {
-        let (kind, route) = classify(path, state);
+    pub fn begin(
+        method: &Method,
+        path: &str,
+        routes: &crate::proxy::routes::RouteTable,
+        metrics: &Metrics,
+    ) -> Self {
+        let (kind, route) = classify(path, routes, metrics);
         Self {
             started: Instant::now(),
             method: method_label(method),

@@ -63,7 +63,12 @@ pub async fn front(
                 Ok(Some(normal)) => normal.as_str(),
                 _ => req.path(),
             };
-            let measure = metrics::RequestMeasure::begin(req.method(), path, state);
+            let measure = metrics::RequestMeasure::begin(
+                req.method(),
+                path,
+                &state.proxy.table,
+                &state.metrics,
+            );
             (measure, state.metrics.clone())
         });
     let normal_path = {
