@@ -23,4 +23,5 @@ pub mod session;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod tls_files;
 pub mod trace_context;

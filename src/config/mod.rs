@@ -367,7 +367,7 @@ fn validate_client_tls_files(
     problems: &mut Vec<String>,
 ) -> Option<CertKeyFiles> {
     if let Some(ca_file) = ca_file {
-        for problem in crate::tls::check_ca_file(ca_file, now) {
+        for problem in crate::tls_files::check_ca_file(ca_file, now) {
             problems.push(format!("{at}.ca_file: {problem}"));
         }
     }
@@ -377,7 +377,9 @@ fn validate_client_tls_files(
                 cert_file,
                 key_file,
             };
-            for problem in crate::tls::check_cert_and_key(&files, now) {
+            for problem in
+                crate::tls_files::check_cert_and_key(&files.cert_file, &files.key_file, now)
+            {
                 problems.push(format!("{at}: {problem}"));
             }
             Some(files)
