@@ -1,8 +1,6 @@
 //! Logging: the subscriber, the per-request span and request id, and the security events
 //! (their catalogue is `events`). Nothing here ever records a token, a cookie or a code.
 
-mod front;
-
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -15,7 +13,6 @@ use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
 pub use crate::events::{SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB};
 use crate::session::crypto::b64;
-pub use front::front;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
 /// overrides the configured filter, which applies to stderr only: the audit file, when
@@ -74,7 +71,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
-fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+pub(crate) fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     (!text.is_empty()
         && text.len() <= 64
@@ -86,7 +83,7 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
 
 /// Request ids need to be unique, not secret: the thread-local generator spares a system
 /// call per request.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let bytes: [u8; 12] = rand::Rng::gen(&mut rand::thread_rng());
     b64(&bytes)
 }
