@@ -771,7 +771,9 @@ async fn a_pooled_connection_the_upstream_already_closed_costs_an_idempotent_cal
             (200, "fresh"),
             "{case}"
         );
-        // Time for the connection to go back to the pool, so the next call meets it.
+        // Time for the connection to go back to the pool, so the next call meets it. A sleep,
+        // not a wait for a condition: hyper-util puts it back from a task of its own after the
+        // body ends, and nothing outside its pool (the wire, the upstream, gatehouse) shows it.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let second = browser.api_get("/api/two").await;
         assert_eq!(
@@ -786,7 +788,8 @@ async fn a_pooled_connection_the_upstream_already_closed_costs_an_idempotent_cal
         );
         assert_eq!(upstream.connections.load(Ordering::SeqCst), 2, "{case}");
 
-        // A POST may have done its work before the connection went: never sent twice.
+        // A POST may have done its work before the connection went: never sent twice. (The
+        // sleep as above.)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let post = browser.api_post("/api/three", b"order".to_vec()).await;
         if answer_408 {
