@@ -80,14 +80,24 @@ async fn the_audit_file_holds_only_security_events_as_json_lines_and_is_reopened
         .await
         .expect("answer");
     assert_eq!(user.status(), 401);
-    let _ = http.get(format!("{base}/auth/providers")).send().await;
+    let providers = http
+        .get(format!("{base}/auth/providers"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(providers.status(), 200, "an ordinary request");
     let logout = http
         .post(format!("{base}/auth/logout"))
         .send()
         .await
         .expect("answer");
     assert_eq!(logout.status(), 401);
-    let _ = http.get(format!("{base}/healthz")).send().await;
+    let health = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(health.status(), 200, "an ordinary request");
 
     let lines = audit_lines(&audit);
     assert_eq!(lines.len(), 2, "the two security events only: {lines:?}");

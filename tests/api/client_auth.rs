@@ -2,7 +2,7 @@
 //! keys jwks` prints is registered at the real provider, and every call that authenticates
 //! the client there — the pushed authorization request, code exchange, refresh, client
 //! credentials, revocation — carries a fresh assertion signed with the key. Keys are made
-//! at test time (EC with rcgen, RSA with openssl); none is committed.
+//! at test time (EC with rcgen, RSA with the rsa crate); none is committed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,20 +36,10 @@ fn new_key(kind: KeyKind) -> PathBuf {
             std::fs::write(&path, pem).expect("write key");
         }
         KeyKind::Rsa => {
-            let status = Command::new("openssl")
-                .args([
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                ])
-                .arg(&path)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("run openssl");
-            assert!(status.success(), "openssl genpkey failed");
+            use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+            let pem = key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 PEM");
+            std::fs::write(&path, pem.as_bytes()).expect("write key");
         }
     }
     path
@@ -186,15 +176,13 @@ async fn every_client_call_authenticates_with(kind: KeyKind) {
             assert_eq!(jwk["e"], "AQAB");
             assert!(jwk["n"].as_str().is_some_and(|n| n.len() > 300), "{jwk}");
             // The same key in PKCS#1 form ("BEGIN RSA PRIVATE KEY") is the same JWK.
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::pkcs8::{DecodePrivateKey, LineEnding};
+            let pkcs8 = std::fs::read_to_string(&key).expect("PKCS#8 key");
+            let parsed = rsa::RsaPrivateKey::from_pkcs8_pem(&pkcs8).expect("an RSA key");
             let pkcs1 = key.with_extension("pkcs1.pem");
-            let status = Command::new("openssl")
-                .args(["pkey", "-traditional", "-in"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&pkcs1)
-                .status()
-                .expect("run openssl");
-            assert!(status.success(), "openssl pkey -traditional failed");
+            let pem = parsed.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1 PEM");
+            std::fs::write(&pkcs1, pem.as_bytes()).expect("write key");
             let text = std::fs::read_to_string(&pkcs1).expect("PKCS#1 key");
             assert!(
                 text.starts_with("-----BEGIN RSA PRIVATE KEY-----"),

@@ -681,6 +681,19 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
     let sid = provider_sid(&app, &cookie).await;
     let now = unix_now();
     let claims = |jti: &str| logout_claims(&app, &sid, jti, now);
+    let jwks_fetches = || async {
+        let answer: Value = reqwest::Client::new()
+            .get(format!("{}/__test/requests?path=/jwks", provider.issuer))
+            .send()
+            .await
+            .expect("request count")
+            .json()
+            .await
+            .expect("json");
+        answer["count"].as_u64().expect("count")
+    };
+    let fetched_at_start = jwks_fetches().await;
+    assert!(fetched_at_start >= 1, "the key set was fetched at start-up");
 
     let rotated: Value = reqwest::Client::new()
         .post(format!("{}/__test/rotate-key", provider.issuer))
@@ -699,6 +712,11 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
         response.body
     );
     assert_eq!(api_call(&app, &cookie).await.0, 401);
+    assert_eq!(
+        jwks_fetches().await,
+        fetched_at_start + 1,
+        "the unknown key cost one fetch of the key set"
+    );
 
     // A key the provider never published is refused, and (refetches being rate-limited)
     // does not make gatehouse hammer the provider's JWKS endpoint.
@@ -711,4 +729,9 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
     let token = sign(&provider.issuer, json!({"kid": "unpublished"}), forged).await;
     assert_eq!(post_logout_token(&app, &token).await.status, 400);
     assert_eq!(api_call(&app, &bob_cookie).await.0, 200);
+    assert_eq!(
+        jwks_fetches().await,
+        fetched_at_start + 1,
+        "no further fetch for a key that is nowhere"
+    );
 }

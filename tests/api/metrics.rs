@@ -7,7 +7,8 @@ use futures_util::future::join_all;
 use prometheus_parse::{Scrape, Value};
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::processes::{free_port, listening_ports, spawn_in_nursery};
+use crate::helpers::{config_dir, shared_provider, spawn_app_with, AppOptions, TestApp};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -46,10 +47,10 @@ pub async fn scrape(app: &TestApp) -> Scrape {
     Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("prometheus text")
 }
 
-/// The value of the one sample of `metric` whose labels include `labels` (0 when none);
-/// a histogram's sample count.
-pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let matching: Vec<f64> = scrape
+/// The samples of `metric` whose labels include `labels`: each one's value, a histogram's
+/// sample count.
+fn matching(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    scrape
         .samples
         .iter()
         .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
@@ -61,8 +62,28 @@ pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
                 .map_or(0.0, |b| b.count),
             Value::Summary(_) => panic!("no summaries here"),
         })
-        .collect();
-    matching.iter().sum()
+        .collect()
+}
+
+/// The sum of the samples of `metric` whose labels include `labels`. Panics when no series
+/// matches, so a misnamed metric or label cannot pass for a zero.
+pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let values = matching(scrape, metric, labels);
+    assert!(
+        !values.is_empty(),
+        "no series {metric}{labels:?} in the scrape"
+    );
+    values.iter().sum()
+}
+
+/// Like [`value`], for a family whose series appear only once counted: 0 when none matches,
+/// but the family itself must be declared (its `# HELP` line), or the name is wrong.
+fn declared_total(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    assert!(
+        scrape.docs.contains_key(metric),
+        "no metric family {metric} in the scrape"
+    );
+    matching(scrape, metric, labels).iter().sum()
 }
 
 #[tokio::test]
@@ -151,7 +172,7 @@ async fn a_scripted_session_is_counted_exactly() {
         1.0
     );
     assert_eq!(
-        value(&scrape, "gatehouse_logins_total", &[("outcome", "failed")]),
+        declared_total(&scrape, "gatehouse_logins_total", &[("outcome", "failed")]),
         0.0
     );
     assert_eq!(
@@ -223,7 +244,10 @@ async fn a_scripted_session_is_counted_exactly() {
             &[("op", "fetch")]
         ) >= 1.0
     );
-    assert_eq!(value(&scrape, "gatehouse_store_errors_total", &[]), 0.0);
+    assert_eq!(
+        declared_total(&scrape, "gatehouse_store_errors_total", &[]),
+        0.0
+    );
     assert!(scrape
         .samples
         .iter()
@@ -356,4 +380,63 @@ async fn without_admin_bind_nothing_listens() {
     .await;
     assert!(app.admin_base.is_none());
     assert!(app.settings.admin.bind.is_none());
+
+    // The real binary's listening sockets: the admin listener adds one, and without its bind
+    // only the public port listens.
+    for admin in [true, false] {
+        let ports = listening_ports_of_binary(admin).await;
+        assert_eq!(
+            ports.len(),
+            if admin { 2 } else { 1 },
+            "admin {admin}: {ports:?}"
+        );
+    }
+}
+
+/// Starts the binary (memory store, the admin listener or not), waits until it answers, and
+/// returns the ports it listens on; the public one is checked to be among them.
+async fn listening_ports_of_binary(admin: bool) -> Vec<u16> {
+    let dir = config_dir("");
+    let port = free_port();
+    let admin_table = if admin {
+        "[admin]\nbind = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         workers = 1\nshutdown_timeout_secs = 1\n{admin_table}\
+         [providers.main]\nissuer = \"{}\"\nclient_id = \"listener-tests\"\n",
+        shared_provider().issuer
+    );
+    std::fs::write(dir.join("gatehouse.toml"), config).expect("config");
+    let stderr = dir.join("gatehouse.stderr");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command
+        .args(["serve", "--config", "gatehouse.toml"])
+        .current_dir(&dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "not-used")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    let mut child = spawn_in_nursery(command);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send();
+        if health.await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().expect("status").is_none(),
+            "gatehouse did not come up: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ports = listening_ports(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ports.contains(&port), "the public port {port}: {ports:?}");
+    ports
 }

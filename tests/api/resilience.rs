@@ -41,9 +41,20 @@ async fn gatehouse_waits_for_its_provider_and_is_not_ready_until_then() {
     })
     .await;
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Until discovery's first attempt fails, the reason is "discovery pending".
     let mut browser = app.browser();
-    let ready = browser.get("/readyz").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = browser.get("/readyz").await;
+        if ready.json()["providers"]["main"]["reason"] != "discovery pending" {
+            break ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no discovery attempt within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["providers"]["main"]["ready"], false);
     assert!(

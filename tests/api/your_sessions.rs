@@ -437,13 +437,17 @@ async fn without_a_revocation_key_ending_another_session_deletes_it_and_ending_o
     let laptop = log_in(&app, "alice", CHROME_LINUX).await;
     let phone = log_in(&app, "alice", SAFARI_IPHONE).await;
     let dump = app.session_data_dump().await;
-    for (key, values) in &dump {
-        if key.contains(":s:") {
-            assert!(
-                !values.iter().any(|v| v.as_slice() == b"v"),
-                "no revocation envelope without the key"
-            );
-        }
+    let session_hashes: Vec<_> = dump.iter().filter(|(k, _)| k.contains(":s:")).collect();
+    assert_eq!(session_hashes.len(), 2, "both sessions checked");
+    for (_, fields) in &session_hashes {
+        assert!(
+            fields.iter().any(|f| f.as_slice() == b"d"),
+            "a session hash"
+        );
+        assert!(
+            !fields.iter().any(|v| v.as_slice() == b"v"),
+            "no revocation envelope without the key"
+        );
     }
 
     let sessions = list(&app, &laptop.cookie).await;

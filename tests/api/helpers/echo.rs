@@ -6,6 +6,8 @@
 //! - `/download?bytes=N`: N bytes of a fixed pattern, streamed
 //! - `/set-cookie`: answers with a `Set-Cookie`
 //! - `/cache-control?value=V`: answers with `Cache-Control: V`
+//! - `/events?count=N&ms=M`: server-sent events; with `&lockstep=1` each after the first
+//!   waits for [`EchoUpstream::release_next_event`]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,12 +21,18 @@ use sha2::{Digest, Sha256};
 pub struct EchoUpstream {
     pub base: String,
     seen: Arc<Mutex<Vec<String>>>,
+    events_released: Arc<tokio::sync::Semaphore>,
 }
 
 impl EchoUpstream {
     /// Paths (with query) of every request that reached the upstream.
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().expect("seen").clone()
+    }
+
+    /// Lets a lock-step event stream send its next event.
+    pub fn release_next_event(&self) {
+        self.events_released.add_permits(1);
     }
 }
 
@@ -69,6 +77,7 @@ async fn handle(
     req: HttpRequest,
     mut body: web::Payload,
     seen: web::Data<Arc<Mutex<Vec<String>>>>,
+    events_released: web::Data<Arc<tokio::sync::Semaphore>>,
 ) -> HttpResponse {
     let path_and_query = match req.query_string() {
         "" => req.path().to_owned(),
@@ -112,24 +121,35 @@ async fn handle(
                 .body("cookie set");
         }
         // Server-sent events: `count` events, `ms` apart, each carrying when it was sent
-        // (Unix ms), so a client can tell how late it arrived.
+        // (Unix ms), so a client can tell how late it arrived. In lock-step, each event
+        // after the first also waits until the client lets it go.
         "/events" => {
             let count: u64 = query
                 .get("count")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10);
             let ms: u64 = query.get("ms").and_then(|v| v.parse().ok()).unwrap_or(200);
-            let events = futures_util::stream::unfold(0u64, move |i| async move {
-                if i == count {
-                    return None;
+            let released = query
+                .get("lockstep")
+                .is_some_and(|v| v == "1")
+                .then(|| events_released.get_ref().clone());
+            let events = futures_util::stream::unfold(0u64, move |i| {
+                let released = released.clone();
+                async move {
+                    if i == count {
+                        return None;
+                    }
+                    if let (Some(released), true) = (released, i > 0) {
+                        released.acquire().await.expect("open").forget();
+                    }
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let sent = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("time")
+                        .as_millis();
+                    let event = format!("id: {i}\ndata: {sent}\n\n");
+                    Some((Ok::<_, std::io::Error>(web::Bytes::from(event)), i + 1))
                 }
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                let sent = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .expect("time")
-                    .as_millis();
-                let event = format!("id: {i}\ndata: {sent}\n\n");
-                Some((Ok::<_, std::io::Error>(web::Bytes::from(event)), i + 1))
             });
             return HttpResponse::Ok()
                 .content_type("text/event-stream")
@@ -172,9 +192,12 @@ async fn handle(
 pub async fn spawn_echo() -> EchoUpstream {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let data = web::Data::new(seen.clone());
+    let events_released = Arc::new(tokio::sync::Semaphore::new(0));
+    let released = web::Data::new(events_released.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(released.clone())
             .default_service(web::to(handle))
     })
     .workers(1)
@@ -186,6 +209,7 @@ pub async fn spawn_echo() -> EchoUpstream {
     EchoUpstream {
         base: format!("http://127.0.0.1:{port}"),
         seen,
+        events_released,
     }
 }
 

@@ -359,3 +359,37 @@ impl SampleApi {
         }
     }
 }
+
+/// The TCP ports process `pid` listens on, sorted, each once: the listening sockets in its
+/// network namespace's `/proc/<pid>/net/tcp` and `tcp6` whose inodes are among its open
+/// files (so other processes', and other tests' in this one, do not count).
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's open files")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            Some(inode.to_owned())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        // No tcp6 table on a host without IPv6.
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st … inode: state 0A is LISTEN.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) != Some(&"0A") || !fields.get(9).is_some_and(|i| inodes.contains(*i)) {
+                continue;
+            }
+            let port = fields[1].rsplit(':').next().expect("address:port");
+            ports.push(u16::from_str_radix(port, 16).expect("hex port"));
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}

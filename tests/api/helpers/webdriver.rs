@@ -20,8 +20,30 @@ use serde_json::{json, Value};
 use super::processes::{artifacts_dir, free_port, spawn_in_nursery};
 use super::random_name;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The browsers that can drive the tests, by the names their packages install, first found
+/// first used; and their driver.
+const BROWSERS: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
+const DRIVERS: &[&str] = &["chromedriver"];
+
+/// The first of `names` found as an executable file on `PATH`.
+fn on_path(what: &str, names: &[&str]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    names
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {what} on PATH (looked for {}): run the README's test command \
+                 (scripts/test installs chromium and chromium-driver)",
+                names.join(", ")
+            )
+        })
+}
 
 /// Runs before any script of every document: wraps `fetch` and `XMLHttpRequest`.
 const RECORDER: &str = r#"
@@ -64,15 +86,11 @@ pub struct Chrome {
 
 impl Chrome {
     pub async fn start() -> Chrome {
-        for binary in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(binary).exists(),
-                "{binary} is missing: run the README's test command (scripts/test installs chromium and chromium-driver)"
-            );
-        }
+        let browser = on_path("browser", BROWSERS);
+        let driver_binary = on_path("WebDriver driver", DRIVERS);
         let port = free_port();
         let driver_url = format!("http://127.0.0.1:{port}");
-        let mut command = Command::new(CHROMEDRIVER);
+        let mut command = Command::new(driver_binary);
         command
             .arg(format!("--port={port}"))
             .arg(format!(
@@ -104,7 +122,7 @@ impl Chrome {
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": CHROMIUM,
+                "binary": browser,
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",

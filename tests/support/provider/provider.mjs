@@ -75,12 +75,12 @@
 import * as crypto from 'node:crypto';
 import { fstatSync } from 'node:fs';
 import * as http from 'node:http';
+import { countRequest, requestCount } from './request_counts.mjs';
 import { sendFramePage } from './test_pages.mjs';
 
 // oidc-provider prints NOTICEs with console.info (stdout). Stdout is reserved
 // for the ready line, so route console.log/info to stderr.
-console.log = console.error;
-console.info = console.error;
+console.log = console.info = console.error;
 
 const { default: Provider, errors } = await import('oidc-provider');
 const { default: MemoryAdapter } = await import('./memory_adapter.mjs');
@@ -131,8 +131,7 @@ function shutdown(reason) {
   log(`shutting down (${reason})`);
   process.exit(0);
 }
-process.on('SIGTERM', () => shutdown('SIGTERM'));
-process.on('SIGINT', () => shutdown('SIGINT'));
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => shutdown(signal));
 
 function shouldWatchStdin() {
   const flag = process.env.PROVIDER_WATCH_STDIN;
@@ -293,6 +292,7 @@ async function handleTest(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
   if (route === 'GET /__test/frame') return sendFramePage(res, q.get('src')); // test_pages.mjs
+  if (route === 'GET /__test/requests') return sendJson(res, 200, requestCount(q.get('path'))); // request_counts.mjs
   if (route === 'POST /__test/rotate-key') {
     const kid = `rotated-${crypto.randomBytes(4).toString('hex')}`;
     EXTRA_KEYS.set(kid, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
@@ -348,6 +348,7 @@ const server = http.createServer((req, res) => {
   } catch {
     return sendJson(res, 400, { error: 'invalid_request' });
   }
+  countRequest(req, url);
 
   if (!providerCallback) {
     req.resume();
