@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::helpers::check_online::check_online;
+
 const BROKEN: &str = r#"
 colour = "blue"
 [server]
@@ -168,27 +170,6 @@ fn a_dot_env_file_fills_in_unset_variables_but_never_overrides_set_ones() {
     let output = run(&[("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "999999")]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("idle_timeout_secs must not exceed"));
-}
-
-/// `check-config --online` against real providers: it reads their discovery documents and
-/// keys (and redeems nothing), checks what the configuration needs, and says what to
-/// register there.
-pub(crate) fn check_online(issuer: &str, extra: &str) -> std::process::Output {
-    let config = format!(
-        "[server]\npublic_url = \"https://app.example.com\"\n\
-         [providers.main]\nissuer = \"{issuer}\"\nclient_id = \"spa\"\n{extra}\n"
-    );
-    let dir = crate::helpers::config_dir(&config);
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check-config", "--online", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .env(
-            "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
-            "not-sent-anywhere",
-        )
-        .output()
-        .expect("run")
 }
 
 #[test]

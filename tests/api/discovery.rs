@@ -5,7 +5,7 @@
 
 use secrecy::ExposeSecret;
 
-use crate::config_cli::check_online;
+use crate::helpers::check_online::check_online;
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::{captured_logs, random_name, spawn_app_with, AppOptions, TestApp};
 

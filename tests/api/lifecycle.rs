@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix_now};
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::{
     gatehouse_cli, proxied_call as api_call, spawn_app_with, AppOptions, Browser, TestApp,
@@ -398,19 +399,6 @@ async fn back_channel_logout_from_the_provider_ends_the_session_everywhere() {
     );
 }
 
-pub(crate) async fn sign(issuer: &str, header: Value, payload: Value) -> String {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{issuer}/__test/sign"))
-        .json(&json!({"header": header, "payload": payload}))
-        .send()
-        .await
-        .expect("sign")
-        .json()
-        .await
-        .expect("json");
-    answer["jwt"].as_str().expect("jwt").to_owned()
-}
-
 async fn provider_sid(app: &TestApp, cookie: &str) -> String {
     app.session_for(cookie)
         .await
@@ -419,39 +407,6 @@ async fn provider_sid(app: &TestApp, cookie: &str) -> String {
         .provider_sid
         .clone()
         .expect("provider sid")
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
-
-/// A well-formed logout token's claims for one provider session.
-pub(crate) fn logout_claims(app: &TestApp, sid: &str, jti: &str, iat: u64) -> Value {
-    json!({
-        "iss": app.issuer, "aud": app.client_id, "iat": iat, "jti": jti, "sid": sid,
-        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
-    })
-}
-
-pub(crate) async fn post_logout_token(app: &TestApp, token: &str) -> crate::helpers::Resp {
-    let response = app
-        .http
-        .post(format!("{}/auth/backchannel-logout", app.base))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .expect("post");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.text().await.expect("body");
-    crate::helpers::Resp {
-        status,
-        headers,
-        body,
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 use secrecy::ExposeSecret;
 
-use crate::config_cli::check_online;
+use crate::helpers::check_online::check_online;
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::{spawn_app, spawn_app_with, urlencode, AppOptions};
 

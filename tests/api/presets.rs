@@ -250,8 +250,10 @@ async fn without_the_entra_preset_a_tenant_template_is_an_issuer_mismatch() {
         entra_tenant: Some("tenant-a"),
         ..ProviderOptions::default()
     });
-    let output =
-        crate::config_cli::check_online(&format!("{}/organizations/v2.0", provider.issuer), "");
+    let output = crate::helpers::check_online::check_online(
+        &format!("{}/organizations/v2.0", provider.issuer),
+        "",
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
@@ -260,7 +262,7 @@ async fn without_the_entra_preset_a_tenant_template_is_an_issuer_mismatch() {
         "{stdout}{stderr}"
     );
 
-    let output = crate::config_cli::check_online(
+    let output = crate::helpers::check_online::check_online(
         &format!("{}/organizations/v2.0", provider.issuer),
         "preset = \"entra\"\n",
     );

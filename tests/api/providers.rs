@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::echo::spawn_echo;
+use crate::helpers::logout_tokens::{post_logout_token, sign, unix_now};
 use crate::helpers::processes::{shared_provider, ProviderOptions, ProviderProcess};
 use crate::helpers::{
     grants_at, register_client, spawn_app_with, AppOptions, Browser, Preset, RegisteredClient,
     TestApp,
 };
-use crate::lifecycle::{post_logout_token, sign, unix_now};
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -8,12 +8,12 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix_now};
 use crate::helpers::processes::RedisServer;
 use crate::helpers::{
     gatehouse_cli, proxied_call, spawn_app_with, wait_until_cache_serves, AppOptions, Browser,
     TestApp,
 };
-use crate::lifecycle::{logout_claims, post_logout_token, sign, unix_now};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";

@@ -15,11 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::echo::{echoed_header, spawn_echo, status_of};
 use crate::helpers::processes::RedisServer;
+use crate::helpers::scrape::{scrape, value};
 use crate::helpers::websocket_echo::{
     close_code, open, spawn_websocket_echo, Socket, WebSocketEcho,
 };
 use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
-use crate::metrics::{scrape, value};
 
 /// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
 async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {

@@ -3,10 +3,13 @@
 //! The test bed: real gatehouse (in process, port 0), real Redis, real OpenID Provider.
 
 pub mod certs;
+pub mod check_online;
 pub mod dev_server;
 pub mod dot_provider;
 pub mod echo;
+pub mod logout_tokens;
 pub mod processes;
+pub mod scrape;
 pub mod topologies;
 pub mod webdriver;
 pub mod websocket_echo;
