@@ -108,6 +108,7 @@ pub enum SecurityEvent {
     RefreshSucceeded,
     RefreshFailed,
     AuthorizationDenied,
+    StepUpRequired,
     RateLimited,
     SessionEndedByUser,
     TokenRevoked,
@@ -123,7 +124,7 @@ pub const PROVIDER: &str = "provider";
 
 impl SecurityEvent {
     /// Every event, in the order docs/events.md lists them.
-    pub const ALL: [SecurityEvent; 14] = [
+    pub const ALL: [SecurityEvent; 15] = [
         SecurityEvent::LoginStarted,
         SecurityEvent::LoginSucceeded,
         SecurityEvent::LoginFailed,
@@ -134,6 +135,7 @@ impl SecurityEvent {
         SecurityEvent::RefreshSucceeded,
         SecurityEvent::RefreshFailed,
         SecurityEvent::AuthorizationDenied,
+        SecurityEvent::StepUpRequired,
         SecurityEvent::RateLimited,
         SecurityEvent::SessionEndedByUser,
         SecurityEvent::TokenRevoked,
@@ -152,6 +154,7 @@ impl SecurityEvent {
             SecurityEvent::RefreshSucceeded => "refresh.succeeded",
             SecurityEvent::RefreshFailed => "refresh.failed",
             SecurityEvent::AuthorizationDenied => "authz.denied",
+            SecurityEvent::StepUpRequired => "authz.step_up_required",
             SecurityEvent::RateLimited => "rate_limit.hit",
             SecurityEvent::SessionEndedByUser => "session.ended_by_user",
             SecurityEvent::TokenRevoked => "token.revoked",
@@ -174,6 +177,7 @@ impl SecurityEvent {
             | SecurityEvent::SessionRejected
             | SecurityEvent::RefreshFailed
             | SecurityEvent::AuthorizationDenied
+            | SecurityEvent::StepUpRequired
             | SecurityEvent::RateLimited
             | SecurityEvent::TokenRevocationFailed => Level::WARN,
         }
@@ -191,7 +195,9 @@ impl SecurityEvent {
             SecurityEvent::BackchannelLogout => &[SUB, REASON],
             SecurityEvent::RefreshSucceeded => &[SUB, SESSION],
             SecurityEvent::RefreshFailed => &[SUB, SESSION, REASON],
-            SecurityEvent::AuthorizationDenied => &[SUB, SESSION, REASON],
+            SecurityEvent::AuthorizationDenied | SecurityEvent::StepUpRequired => {
+                &[SUB, SESSION, REASON]
+            }
             SecurityEvent::RateLimited => &[SESSION, REASON],
             SecurityEvent::SessionEndedByUser => &[SUB, SESSION, REASON],
             SecurityEvent::TokenRevoked | SecurityEvent::TokenRevocationFailed => {
@@ -352,6 +358,7 @@ mod tests {
                 | SecurityEvent::RefreshSucceeded
                 | SecurityEvent::RefreshFailed
                 | SecurityEvent::AuthorizationDenied
+                | SecurityEvent::StepUpRequired
                 | SecurityEvent::RateLimited
                 | SecurityEvent::SessionEndedByUser
                 | SecurityEvent::TokenRevoked

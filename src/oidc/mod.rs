@@ -11,6 +11,7 @@ pub mod refresh;
 mod refresh_grant;
 pub mod return_to;
 mod revocation;
+pub mod step_up;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,10 +30,11 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::clock::UnixMillis;
-use crate::session::{LoginState, TokenSet};
+use crate::session::{Authentication, LoginState, TokenSet};
 use provider::without_url;
 pub use provider::{Discovered, Provider};
 pub use refresh_grant::RefreshedTokens;
+use step_up::LoginRequirements;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -95,6 +97,7 @@ pub struct LoginOutcome {
     pub provider_sid: Option<String>,
     pub claims: Map<String, Value>,
     pub tokens: TokenSet,
+    pub authentication: Authentication,
 }
 
 /// Every configured provider, keyed by name, one of them the default.
@@ -158,6 +161,7 @@ impl Provider {
         &self,
         return_to: String,
         prompt: Option<String>,
+        step_up: LoginRequirements,
         now: UnixMillis,
     ) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current()?;
@@ -174,9 +178,12 @@ impl Provider {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         for (key, value) in &self.settings.extra_authorize_params {
-            if key != "prompt" || prompt.is_none() {
+            if (key != "prompt" || prompt.is_none()) && !step_up.sets(key) {
                 request = request.add_extra_param(key.clone(), value.clone());
             }
+        }
+        for (key, value) in step_up.authorize_params() {
+            request = request.add_extra_param(key, value);
         }
         if let Some(prompt) = &prompt {
             request = request.add_extra_param("prompt", prompt.clone());
@@ -192,6 +199,8 @@ impl Provider {
                 return_to,
                 prompt,
                 created_at: now,
+                acr_values: step_up.acr_values,
+                max_age: step_up.max_age,
             },
         })
     }
@@ -273,6 +282,7 @@ impl Provider {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
+        let authentication = Authentication::from_id_token(&id_claims);
         let mut claims: Map<String, Value> = id_claims
             .into_iter()
             .filter(|(k, _)| !PROTOCOL_CLAIMS.contains(&k.as_str()))
@@ -303,6 +313,7 @@ impl Provider {
                 id_token: SecretString::from(id_token.to_string()),
                 scope: granted_scope(&response),
             },
+            authentication,
         })
     }
 
