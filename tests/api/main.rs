@@ -26,6 +26,7 @@ mod resilience;
 mod route_spellings;
 mod session_cache;
 mod slow_bodies;
+mod step_up;
 mod store_contract;
 mod tls;
 mod topologies;

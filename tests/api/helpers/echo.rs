@@ -6,6 +6,7 @@
 //! - `/download?bytes=N`: N bytes of a fixed pattern, streamed
 //! - `/set-cookie`: answers with a `Set-Cookie`
 //! - `/cache-control?value=V`: answers with `Cache-Control: V`
+//! - `/challenge?www_authenticate=V`: 401 with `WWW-Authenticate: V`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,6 +106,12 @@ async fn handle(
             return HttpResponse::Ok()
                 .insert_header(("Cache-Control", value))
                 .body("cached as the upstream says");
+        }
+        "/challenge" => {
+            let value = query.get("www_authenticate").cloned().unwrap_or_default();
+            return HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", value))
+                .body("the upstream's own 401");
         }
         "/set-cookie" => {
             return HttpResponse::Ok()
