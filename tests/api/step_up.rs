@@ -321,3 +321,30 @@ async fn login_parameters_off_the_allow_list_are_refused_before_the_provider_is_
         );
     }
 }
+
+#[test]
+fn check_config_online_reports_the_acr_values_the_provider_supports() {
+    let issuer = &crate::helpers::shared_provider().issuer;
+    let output = crate::config_cli::check_online(
+        issuer,
+        &format!("allowed_acr_values = [\"{MFA_ACR}\", \"urn:elsewhere:gold\"]"),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("acr values (step-up): {PWD_ACR}, {MFA_ACR}")),
+        "{stdout}"
+    );
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains(
+            "allowed_acr_values not in the provider's acr_values_supported: urn:elsewhere:gold"
+        ),
+        "{all}"
+    );
+    assert!(
+        !all.contains(&format!("acr_values_supported: {MFA_ACR}")),
+        "{all}"
+    );
+}
