@@ -3,6 +3,7 @@
 mod alerts;
 mod audit;
 mod browser;
+mod browser_step_up;
 mod callback;
 mod client_auth;
 mod config_cli;
