@@ -45,7 +45,6 @@ pub enum FlowError {
     #[error("the login falls short of what it asked for: {shortfall}")]
     InsufficientAuthentication {
         shortfall: Shortfall,
-        sub: String,
         return_to: String,
         bindings: LoginBindings,
     },
@@ -223,7 +222,6 @@ impl AuthFlows {
         ) {
             return Err(FlowError::InsufficientAuthentication {
                 shortfall,
-                sub: outcome.sub,
                 return_to: login.return_to,
                 bindings,
             });

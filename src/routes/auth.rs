@@ -151,7 +151,6 @@ pub async fn callback(
             shortfall,
             return_to,
             bindings,
-            ..
         }) => {
             state.metrics.login(None, false);
             let reason = format!("insufficient_authentication: {shortfall}");
