@@ -19,7 +19,7 @@ use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::telemetry::SECURITY_TARGET;
+use crate::events::SECURITY_TARGET;
 
 /// The open audit file; clones share one handle, which `reopen` swaps.
 #[derive(Clone, Debug)]

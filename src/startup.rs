@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
+use crate::edge;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
 use crate::metrics::{self, MeteredStore, Metrics};
@@ -24,7 +25,6 @@ use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
 use crate::tls::{self, CertResolver, TlsError};
-use crate::{edge, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -240,7 +240,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     ApiError::new(Problem::InvalidRequest).cause(err).into()
                 }))
-                .wrap(middleware::from_fn(telemetry::front))
+                .wrap(middleware::from_fn(edge::front))
                 .service(
                     web::scope("/auth")
                         .wrap(middleware::DefaultHeaders::new().add(("Cache-Control", "no-store")))

@@ -1,7 +1,5 @@
-//! Logging: the subscriber, the per-request span and request id, and the catalogue of
-//! security events. Nothing here ever records a token, a cookie or a code.
-
-mod front;
+//! Logging: the subscriber, the per-request span and request id, and the security events
+//! (their catalogue is `events`). Nothing here ever records a token, a cookie or a code.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tracing::{Level, Subscriber};
@@ -13,12 +11,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
+pub use crate::events::{SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB};
 use crate::session::crypto::b64;
-pub use front::front;
-
-/// The target of every security event (and of nothing else): alerting and the audit file
-/// select on it.
-pub const SECURITY_TARGET: &str = "gatehouse::security";
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
 /// overrides the configured filter, which applies to stderr only: the audit file, when
@@ -77,7 +71,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 
-fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+pub(crate) fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     (!text.is_empty()
         && text.len() <= 64
@@ -89,122 +83,9 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
 
 /// Request ids need to be unique, not secret: the thread-local generator spares a system
 /// call per request.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let bytes: [u8; 12] = rand::Rng::gen(&mut rand::thread_rng());
     b64(&bytes)
-}
-
-/// The security event catalogue: stable names that alerting can key on. docs/events.md
-/// lists each one (when it fires, its level and fields); a test keeps the two in step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecurityEvent {
-    LoginStarted,
-    LoginSucceeded,
-    LoginFailed,
-    LogoutCompleted,
-    CsrfRejected,
-    SessionRejected,
-    BackchannelLogout,
-    RefreshSucceeded,
-    RefreshFailed,
-    AuthorizationDenied,
-    StepUpRequired,
-    RateLimited,
-    SessionEndedByUser,
-    TokenRevoked,
-    TokenRevocationFailed,
-}
-
-/// The event's own fields, beside `event` (the request span adds request id, trace id,
-/// method, path and client IP).
-pub const SUB: &str = "sub";
-pub const SESSION: &str = "session";
-pub const REASON: &str = "reason";
-pub const PROVIDER: &str = "provider";
-
-impl SecurityEvent {
-    /// Every event, in the order docs/events.md lists them.
-    pub const ALL: [SecurityEvent; 15] = [
-        SecurityEvent::LoginStarted,
-        SecurityEvent::LoginSucceeded,
-        SecurityEvent::LoginFailed,
-        SecurityEvent::LogoutCompleted,
-        SecurityEvent::CsrfRejected,
-        SecurityEvent::SessionRejected,
-        SecurityEvent::BackchannelLogout,
-        SecurityEvent::RefreshSucceeded,
-        SecurityEvent::RefreshFailed,
-        SecurityEvent::AuthorizationDenied,
-        SecurityEvent::StepUpRequired,
-        SecurityEvent::RateLimited,
-        SecurityEvent::SessionEndedByUser,
-        SecurityEvent::TokenRevoked,
-        SecurityEvent::TokenRevocationFailed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityEvent::LoginStarted => "login.started",
-            SecurityEvent::LoginSucceeded => "login.succeeded",
-            SecurityEvent::LoginFailed => "login.failed",
-            SecurityEvent::LogoutCompleted => "logout.completed",
-            SecurityEvent::CsrfRejected => "csrf.rejected",
-            SecurityEvent::SessionRejected => "session.rejected",
-            SecurityEvent::BackchannelLogout => "backchannel_logout.received",
-            SecurityEvent::RefreshSucceeded => "refresh.succeeded",
-            SecurityEvent::RefreshFailed => "refresh.failed",
-            SecurityEvent::AuthorizationDenied => "authz.denied",
-            SecurityEvent::StepUpRequired => "authz.step_up_required",
-            SecurityEvent::RateLimited => "rate_limit.hit",
-            SecurityEvent::SessionEndedByUser => "session.ended_by_user",
-            SecurityEvent::TokenRevoked => "token.revoked",
-            SecurityEvent::TokenRevocationFailed => "token.revocation_failed",
-        }
-    }
-
-    /// Info for what goes as planned, warn for a refusal or a failure.
-    pub fn level(self) -> Level {
-        match self {
-            SecurityEvent::LoginStarted
-            | SecurityEvent::LoginSucceeded
-            | SecurityEvent::LogoutCompleted
-            | SecurityEvent::BackchannelLogout
-            | SecurityEvent::RefreshSucceeded
-            | SecurityEvent::SessionEndedByUser
-            | SecurityEvent::TokenRevoked => Level::INFO,
-            SecurityEvent::LoginFailed
-            | SecurityEvent::CsrfRejected
-            | SecurityEvent::SessionRejected
-            | SecurityEvent::RefreshFailed
-            | SecurityEvent::AuthorizationDenied
-            | SecurityEvent::StepUpRequired
-            | SecurityEvent::RateLimited
-            | SecurityEvent::TokenRevocationFailed => Level::WARN,
-        }
-    }
-
-    /// The fields this event may carry a value in (the others are always empty).
-    pub fn fields(self) -> &'static [&'static str] {
-        match self {
-            SecurityEvent::LoginStarted => &[],
-            SecurityEvent::LoginSucceeded => &[SUB, REASON],
-            SecurityEvent::LoginFailed => &[REASON],
-            SecurityEvent::LogoutCompleted => &[SUB, SESSION, REASON],
-            SecurityEvent::CsrfRejected => &[SUB, SESSION, REASON],
-            SecurityEvent::SessionRejected => &[SUB, SESSION, REASON],
-            SecurityEvent::BackchannelLogout => &[SUB, REASON],
-            SecurityEvent::RefreshSucceeded => &[SUB, SESSION],
-            SecurityEvent::RefreshFailed => &[SUB, SESSION, REASON],
-            SecurityEvent::AuthorizationDenied | SecurityEvent::StepUpRequired => {
-                &[SUB, SESSION, REASON]
-            }
-            SecurityEvent::RateLimited => &[SESSION, REASON],
-            SecurityEvent::SessionEndedByUser => &[SUB, SESSION, REASON],
-            SecurityEvent::TokenRevoked | SecurityEvent::TokenRevocationFailed => {
-                &[PROVIDER, REASON]
-            }
-        }
-    }
 }
 
 /// Logs a security event inside the current request span (which carries request id, trace
@@ -274,103 +155,6 @@ mod tests {
 
     use super::*;
 
-    const EVENTS_MD: &str = include_str!("../docs/events.md");
-
-    /// docs/events.md's catalogue table: (name, level, fields) per row.
-    fn documented() -> Vec<(String, String, Vec<String>)> {
-        let table = EVENTS_MD
-            .split("<!-- catalogue:begin -->")
-            .nth(1)
-            .and_then(|rest| rest.split("<!-- catalogue:end -->").next())
-            .expect("docs/events.md has the catalogue markers");
-        table
-            .lines()
-            .filter(|line| line.starts_with("| `"))
-            .map(|line| {
-                let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-                assert_eq!(cells.len(), 3, "row {line}");
-                let name = cells[0].trim_matches('`').to_owned();
-                let fields = match cells[2] {
-                    "—" => Vec::new(),
-                    list => list
-                        .split(',')
-                        .map(|f| f.trim().trim_matches('`').to_owned())
-                        .collect(),
-                };
-                (name, cells[1].to_owned(), fields)
-            })
-            .collect()
-    }
-
-    fn in_code() -> Vec<(String, String, Vec<String>)> {
-        SecurityEvent::ALL
-            .iter()
-            .map(|event| {
-                (
-                    event.name().to_owned(),
-                    event.level().as_str().to_ascii_lowercase(),
-                    event.fields().iter().map(|f| (*f).to_owned()).collect(),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn docs_events_md_lists_exactly_the_catalogue() {
-        let documented = documented();
-        let code = in_code();
-        for event in &code {
-            assert!(
-                documented.iter().any(|d| d.0 == event.0),
-                "`{}` is in the code but not in docs/events.md",
-                event.0
-            );
-        }
-        for row in &documented {
-            assert!(
-                code.iter().any(|c| c.0 == row.0),
-                "`{}` is in docs/events.md but not in SecurityEvent::ALL",
-                row.0
-            );
-        }
-        assert_eq!(documented, code, "docs/events.md and the code disagree");
-        for (name, _, _) in &code {
-            assert!(
-                EVENTS_MD.contains(&format!("### `{name}`")),
-                "docs/events.md has no section on `{name}`"
-            );
-        }
-    }
-
-    #[test]
-    fn the_catalogue_is_complete_and_its_names_unique() {
-        // A match without a wildcard: a new variant fails to compile until it is placed here
-        // (and so, by the test above, in ALL and in docs/events.md).
-        for event in SecurityEvent::ALL {
-            match event {
-                SecurityEvent::LoginStarted
-                | SecurityEvent::LoginSucceeded
-                | SecurityEvent::LoginFailed
-                | SecurityEvent::LogoutCompleted
-                | SecurityEvent::CsrfRejected
-                | SecurityEvent::SessionRejected
-                | SecurityEvent::BackchannelLogout
-                | SecurityEvent::RefreshSucceeded
-                | SecurityEvent::RefreshFailed
-                | SecurityEvent::AuthorizationDenied
-                | SecurityEvent::StepUpRequired
-                | SecurityEvent::RateLimited
-                | SecurityEvent::SessionEndedByUser
-                | SecurityEvent::TokenRevoked
-                | SecurityEvent::TokenRevocationFailed => {}
-            }
-        }
-        let mut names: Vec<&str> = SecurityEvent::ALL.iter().map(|e| e.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), SecurityEvent::ALL.len(), "a name twice");
-    }
-
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
 
@@ -433,7 +217,7 @@ mod tests {
             tracing_subscriber::registry().with(stderr_layer(LogFormat::Json, capture.clone()));
         tracing::subscriber::with_default(subscriber, || {
             for event in SecurityEvent::ALL {
-                security_event(event, None, None, None);
+                security_event(*event, None, None, None);
             }
         });
         let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");

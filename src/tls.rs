@@ -4,202 +4,33 @@
 //!
 //! Key files are secret: errors name the file and what is wrong with it, never its contents.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::{CertKeyFiles, RouteTlsSettings};
+pub use crate::tls_files::{
+    check_ca_file, check_cert_and_key, load_certs, load_key, provider, rfc3339, validity, TlsError,
+};
+
+/// The chain and key of `files`, ready to serve (see `tls_files::load_certified_key`).
+pub fn load_certified_key(files: &CertKeyFiles) -> Result<CertifiedKey, TlsError> {
+    crate::tls_files::load_certified_key(&files.cert_file, &files.key_file)
+}
 
 /// How often the certificate files' modification times are compared.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: String },
-    #[error("{path}: certificate {index} cannot be parsed")]
-    BadCertificate { path: String, index: usize },
-    // No detail from the parser: it could quote the file, and this one is secret.
-    #[error("{path} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1)")]
-    BadKey { path: String },
-    #[error("{key} is not the private key of the certificate in {cert}")]
-    KeyMismatch { cert: String, key: String },
-    #[error("{path}: certificate {index} ({subject}) expired at {not_after}")]
-    Expired {
-        path: String,
-        index: usize,
-        subject: String,
-        not_after: String,
-    },
-    #[error("{path}: certificate {index} ({subject}) is not valid before {not_before}")]
-    NotYetValid {
-        path: String,
-        index: usize,
-        subject: String,
-        not_before: String,
-    },
-    #[error("TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
-    #[error("TLS verifier: {0}")]
-    Verifier(#[from] rustls::client::VerifierBuilderError),
-}
-
-/// rustls with ring, whatever else the dependency tree brings in.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// TLS 1.2 and 1.3 only: older versions are refused in the handshake.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Every certificate in a PEM file, in order (the leaf first for a chain).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let text = read(path)?;
-    let mut certs = Vec::new();
-    for (index, cert) in CertificateDer::pem_slice_iter(&text).enumerate() {
-        certs.push(cert.map_err(|_| TlsError::BadCertificate {
-            path: path.display().to_string(),
-            index,
-        })?);
-    }
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.display().to_string(),
-        });
-    }
-    Ok(certs)
-}
-
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let text = read(path)?;
-    PrivateKeyDer::from_pem_slice(&text).map_err(|_| TlsError::BadKey {
-        path: path.display().to_string(),
-    })
-}
-
-/// The chain and key, ready to serve, or why not: unreadable, unparsable, or a key that is
-/// not the leaf certificate's.
-pub fn load_certified_key(files: &CertKeyFiles) -> Result<CertifiedKey, TlsError> {
-    let certs = load_certs(&files.cert_file)?;
-    let key = load_key(&files.key_file)?;
-    let signing_key =
-        provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|_| TlsError::BadKey {
-                path: files.key_file.display().to_string(),
-            })?;
-    let certified = CertifiedKey::new(certs, signing_key);
-    match certified.keys_match() {
-        // A key type whose public half rustls cannot derive: the handshake will tell.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok(certified)
-        }
-        Err(_) => Err(TlsError::KeyMismatch {
-            cert: files.cert_file.display().to_string(),
-            key: files.key_file.display().to_string(),
-        }),
-    }
-}
-
-struct Validity {
-    subject: String,
-    not_before: SystemTime,
-    not_after: SystemTime,
-}
-
-fn validity(cert: &CertificateDer<'_>) -> Option<Validity> {
-    use x509_cert::der::Decode;
-    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
-    let tbs = parsed.tbs_certificate;
-    Some(Validity {
-        subject: tbs.subject.to_string(),
-        not_before: SystemTime::UNIX_EPOCH + tbs.validity.not_before.to_unix_duration(),
-        not_after: SystemTime::UNIX_EPOCH + tbs.validity.not_after.to_unix_duration(),
-    })
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Problems with the validity periods of a file's certificates at `now`.
-fn check_validity(path: &Path, certs: &[CertificateDer<'_>], now: SystemTime) -> Vec<TlsError> {
-    let mut problems = Vec::new();
-    for (index, cert) in certs.iter().enumerate() {
-        let Some(validity) = validity(cert) else {
-            problems.push(TlsError::BadCertificate {
-                path: path.display().to_string(),
-                index,
-            });
-            continue;
-        };
-        if validity.not_after < now {
-            problems.push(TlsError::Expired {
-                path: path.display().to_string(),
-                index,
-                subject: validity.subject,
-                not_after: rfc3339(validity.not_after),
-            });
-        } else if validity.not_before > now {
-            problems.push(TlsError::NotYetValid {
-                path: path.display().to_string(),
-                index,
-                subject: validity.subject,
-                not_before: rfc3339(validity.not_before),
-            });
-        }
-    }
-    problems
-}
-
-/// For `check-config`: every problem with a certificate chain and its key.
-pub fn check_cert_and_key(files: &CertKeyFiles, now: SystemTime) -> Vec<TlsError> {
-    let mut problems = Vec::new();
-    let certs = load_certs(&files.cert_file)
-        .map_err(|e| problems.push(e))
-        .ok();
-    let key = load_key(&files.key_file).map_err(|e| problems.push(e)).ok();
-    if let Some(certs) = &certs {
-        problems.extend(check_validity(&files.cert_file, certs, now));
-    }
-    if certs.is_some() && key.is_some() {
-        if let Err(e) = load_certified_key(files) {
-            problems.push(e);
-        }
-    }
-    problems
-}
-
-/// For `check-config`: a CA file holds certificates and none has expired.
-pub fn check_ca_file(path: &Path, now: SystemTime) -> Vec<TlsError> {
-    match load_certs(path) {
-        Ok(certs) => check_validity(path, &certs, now),
-        Err(e) => vec![e],
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Serving

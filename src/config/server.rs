@@ -96,7 +96,7 @@ pub(super) fn validate_server_tls(
         cert_file,
         key_file,
     };
-    for problem in crate::tls::check_cert_and_key(&files, now) {
+    for problem in crate::tls_files::check_cert_and_key(&files.cert_file, &files.key_file, now) {
         problems.push(format!("server.tls: {problem}"));
     }
     Some(files)

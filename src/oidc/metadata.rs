@@ -4,12 +4,26 @@
 //! metadata. Some providers list an endpoint only in the latter (django-oauth-toolkit has
 //! its revocation endpoint there alone).
 
+use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::provider::ExtraMetadata;
 use super::{OidcError, Provider};
 use crate::config::ProviderSettings;
+
+/// Discovery fields openidconnect's core metadata does not carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExtraMetadata {
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    pub backchannel_logout_supported: bool,
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+    pub pushed_authorization_request_endpoint: Option<Url>,
+}
 
 /// Where an endpoint gatehouse uses came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -255,6 +255,15 @@ impl Provider {
                 advertised(flag("backchannel_logout_supported"))
             ),
             format!(
+                "front-channel logout: {}{}",
+                advertised(flag("frontchannel_logout_supported")),
+                if flag("frontchannel_logout_session_supported") {
+                    " (with iss and sid)"
+                } else {
+                    ""
+                }
+            ),
+            format!(
                 "issuer in authorization responses (RFC 9207): {}",
                 advertised(flag("authorization_response_iss_parameter_supported"))
             ),
@@ -376,6 +385,10 @@ fn what_to_register(
         .join("auth/backchannel-logout")
         .map(String::from)
         .unwrap_or_default();
+    let frontchannel = public_url
+        .join("auth/frontchannel-logout")
+        .map(String::from)
+        .unwrap_or_default();
     let mut grants = vec!["authorization_code", "refresh_token"];
     let uses_client_credentials = routes.iter().any(|route| {
         route.provider == settings.name
@@ -391,6 +404,10 @@ fn what_to_register(
             settings.post_logout_redirect.to_string(),
         ),
         ("back-channel logout URI", backchannel),
+        (
+            "front-channel logout URI",
+            format!("{frontchannel} (with iss and sid; where offered, as at Entra ID)"),
+        ),
         ("grant types", grants.join(", ")),
         (
             "client authentication",

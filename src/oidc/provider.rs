@@ -19,9 +19,9 @@ use openidconnect::{
 };
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use super::metadata::EndpointSources;
+pub use super::metadata::ExtraMetadata;
 use super::OidcError;
 use crate::config::{ClientAuthMethod, ProviderSettings, PushedAuthorization};
 
@@ -67,20 +67,6 @@ pub type OidcClient = openidconnect::Client<
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
-
-/// Discovery fields openidconnect's core metadata does not carry.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ExtraMetadata {
-    pub end_session_endpoint: Option<Url>,
-    pub revocation_endpoint: Option<Url>,
-    pub introspection_endpoint: Option<Url>,
-    #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
-    #[serde(default)]
-    pub backchannel_logout_supported: bool,
-    pub code_challenge_methods_supported: Option<Vec<String>>,
-    pub pushed_authorization_request_endpoint: Option<Url>,
-}
 
 pub struct Discovered {
     pub metadata: CoreProviderMetadata,

@@ -307,7 +307,7 @@ mod tests {
         for byte in 0x20u8..0x7f {
             let c = char::from(byte);
             cases.push((format!("/a{c}b"), String::new()));
-            cases.push((format!("/a"), format!("q=a{c}b")));
+            cases.push(("/a".to_owned(), format!("q=a{c}b")));
         }
         for base in bases {
             let base = url::Url::parse(base).expect("url");

@@ -9,7 +9,7 @@ use super::{cookies, redirect, single_params, AppState};
 use crate::error::{ApiError, Problem};
 use crate::metrics::LogoutKind;
 use crate::oidc::flows::HintDelivery;
-use crate::telemetry::{security_event, SecurityEvent};
+use crate::telemetry::{provider_security_event, security_event, SecurityEvent};
 
 /// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
 /// the answer names where to send the browser next — without `id_token_hint`, since
@@ -170,4 +170,70 @@ pub async fn backchannel_logout(
         Some(&format!("ended {ended} session(s)")),
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+/// `GET /auth/frontchannel-logout?iss=…&sid=…`: OIDC Front-Channel Logout 1.0. The
+/// provider's page loads this in an iframe when the user logs out there; the SameSite
+/// session cookie does not come along (a third-party frame), so the sessions are found by
+/// the provider and its session id alone, at every instance. An empty page that only that
+/// provider's pages may frame.
+pub async fn frontchannel_logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = single_params(&req)?;
+    let providers = &state.flows.providers;
+    // The issuer as the provider's responses must name it (a multi-tenant Entra issuer:
+    // the tenant's, under its template).
+    let provider = params.get("iss").and_then(|iss| {
+        providers
+            .by_name
+            .values()
+            .find(|provider| provider.check_response_issuer(Some(iss)).is_ok())
+    });
+    let sid = params
+        .get("sid")
+        .filter(|sid| !sid.is_empty() && sid.len() <= 256);
+    let (Some(provider), Some(sid)) = (provider, sid) else {
+        let reason = if provider.is_none() {
+            "no configured provider has that iss"
+        } else {
+            "no sid"
+        };
+        provider_security_event(
+            SecurityEvent::FrontchannelLogout,
+            None,
+            None,
+            None,
+            Some(reason),
+        );
+        return Err(ApiError::new(Problem::InvalidRequest)
+            .detail("Front-channel logout needs the iss of a configured provider and a sid."));
+    };
+    let ended = state
+        .flows
+        .sessions
+        .delete_by_provider_sid(provider.name(), sid, state.now())
+        .await?;
+    state
+        .metrics
+        .logouts(provider.name(), LogoutKind::Frontchannel, ended as u64);
+    provider_security_event(
+        SecurityEvent::FrontchannelLogout,
+        Some(provider.name()),
+        None,
+        None,
+        Some(&format!("ended {ended} session(s)")),
+    );
+    let origin = url::Url::parse(&provider.settings.issuer)
+        .map(|issuer| issuer.origin().ascii_serialization())
+        .unwrap_or_else(|_| "'none'".to_owned());
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header((
+            "Content-Security-Policy",
+            format!("default-src 'none'; frame-ancestors {origin}"),
+        ))
+        .body(""))
 }

@@ -136,6 +136,10 @@ pub fn configure_auth(cfg: &mut web::ServiceConfig) {
             "/backchannel-logout",
             web::post().to(logout::backchannel_logout),
         )
+        .route(
+            "/frontchannel-logout",
+            web::get().to(logout::frontchannel_logout),
+        )
         .default_service(web::to(not_found));
 }
 

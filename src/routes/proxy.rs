@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use super::step_up::step_up_problem;
 use super::{cookies, AppState};
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
+use crate::edge::trace_context::TraceContext;
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::UpstreamOutcome;
@@ -27,7 +28,6 @@ use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
 use crate::telemetry::{security_event, RequestId, SecurityEvent};
-use crate::trace_context::TraceContext;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 

@@ -204,9 +204,11 @@ fn check_config_online_reports_what_the_provider_supports_and_what_to_register()
         "end-session (RP-initiated logout): yes",
         "token revocation: yes",
         "back-channel logout: yes",
+        "front-channel logout: not advertised",
         "issuer in authorization responses (RFC 9207): yes",
         "redirect URI              https://app.example.com/auth/callback",
         "back-channel logout URI   https://app.example.com/auth/backchannel-logout",
+        "front-channel logout URI  https://app.example.com/auth/frontchannel-logout (with iss",
         "grant types               authorization_code, refresh_token",
         "client authentication     client_secret_basic",
     ] {

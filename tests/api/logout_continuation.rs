@@ -143,6 +143,21 @@ async fn logout_carries_the_hint_to_the_provider_and_ends_its_session_and_refres
     let again = browser.get(&next).await;
     assert_eq!(again.status, 302);
     assert_eq!(again.location(), Some(post_logout_redirect(&app).as_str()));
+
+    // Of everything gatehouse answered this browser, only the continuation's redirect
+    // carried the ID token, and no body did.
+    let seen: Vec<&Resp> = browser.seen.iter().collect();
+    assert!(seen.len() >= 8, "{}", seen.len());
+    assert_no_id_token(&seen, &id_token);
+    let carrying: Vec<&&Resp> = seen
+        .iter()
+        .filter(|answer| answer.location().is_some_and(|l| l.contains(&id_token)))
+        .collect();
+    assert_eq!(
+        carrying.len(),
+        1,
+        "only the continuation's 302 names the ID token"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod config_cli;
 mod cookie_names;
 mod discovery;
 mod edge;
+mod frontchannel;
 mod frontend;
 mod helpers;
 mod independent_provider;

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::helpers::echo::{echoed_header as header, raw_request, spawn_echo, EchoUpstream};
 use crate::helpers::{captured_logs, spawn_app_with, AppOptions, TestApp};
-use gatehouse::trace_context::parse_traceparent;
+use gatehouse::edge::trace_context::parse_traceparent;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";

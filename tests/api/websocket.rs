@@ -9,19 +9,17 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::echo::{echoed_header, spawn_echo, status_of};
 use crate::helpers::processes::RedisServer;
-use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
+use crate::helpers::websocket_echo::{
+    close_code, open, spawn_websocket_echo, Socket, WebSocketEcho,
+};
 use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
 use crate::metrics::{scrape, value};
-
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
 async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {
@@ -66,53 +64,12 @@ async fn log_out(browser: &mut Browser<'_>) {
     assert_eq!(logout.status, 200, "{}", logout.body);
 }
 
-async fn open(
-    app: &TestApp,
-    path: &str,
-    cookie: Option<&str>,
-) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-    let mut request = format!("ws://127.0.0.1:{}{path}", app.port)
-        .into_client_request()
-        .expect("request");
-    let headers = request.headers_mut();
-    headers.insert("origin", app.base.parse().expect("origin"));
-    // Offered, and never passed on: the relay parses frames.
-    headers.insert(
-        "sec-websocket-extensions",
-        "permessage-deflate; client_max_window_bits"
-            .parse()
-            .expect("value"),
-    );
-    if let Some(cookie) = cookie {
-        let value = format!("{}={cookie}", app.cookie_name());
-        headers.insert("cookie", value.parse().expect("cookie"));
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(socket, _)| socket)
-}
-
 async fn next_message(socket: &mut Socket) -> Message {
     tokio::time::timeout(Duration::from_secs(10), socket.next())
         .await
         .expect("a message in time")
         .expect("the socket is open")
         .expect("a valid frame")
-}
-
-/// Waits for the close frame gatehouse sends, and says when it came.
-async fn close_code(socket: &mut Socket, within: Duration) -> (Option<CloseCode>, Duration) {
-    let started = Instant::now();
-    loop {
-        match tokio::time::timeout(within, socket.next()).await {
-            Err(_) => panic!("no close within {within:?}"),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return (frame.map(|f| f.code), started.elapsed())
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use lru::LruCache;
 
-use super::tracking::{Channel, Frame, STALE_AFTER};
+use super::tracking::{Channel, Frame, TrackingListener, STALE_AFTER};
 use crate::clock::UnixMillis;
 use crate::session::store::{CacheStatistics, Memo, SessionRecord};
 
@@ -134,25 +134,32 @@ impl SessionCache {
         entries.clear();
     }
 
-    pub(super) fn channel(&self) -> Arc<Channel> {
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl TrackingListener for SessionCache {
+    fn channel(&self) -> Arc<Channel> {
         self.channel.clone()
     }
 
     /// Tracking is on (since `since`): whatever was cached before may have missed an
     /// invalidation.
-    pub(super) fn go_live(&self, since: Instant) {
+    fn go_live(&self, since: Instant) {
         self.invalidate_all();
         self.vouch(since);
         self.tracking.store(true, Ordering::Release);
     }
 
-    pub(super) fn go_dark(&self) {
+    fn go_dark(&self) {
         self.tracking.store(false, Ordering::Release);
         self.invalidate_all();
     }
 
     /// An `invalidate` push's keys (or nil, after FLUSHALL/FLUSHDB: everything).
-    pub(super) fn apply_invalidation(&self, session_prefix: &str, keys: Option<&Frame>) {
+    fn apply_invalidation(&self, session_prefix: &str, keys: Option<&Frame>) {
         match keys {
             Some(Frame::Array(keys)) => {
                 for key in keys {
@@ -174,18 +181,13 @@ impl SessionCache {
     }
 
     /// Entries are served until `since + STALE_AFTER` unless the next heartbeat says more.
-    pub(super) fn vouch(&self, since: Instant) {
+    fn vouch(&self, since: Instant) {
         let since_ms = match since.checked_duration_since(self.epoch) {
             Some(after) => after.as_millis() as i64,
             None => -(self.epoch.duration_since(since).as_millis() as i64),
         };
         self.vouched_until
             .store(since_ms + STALE_AFTER.as_millis() as i64, Ordering::Release);
-    }
-
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.lock().len()
     }
 }
 

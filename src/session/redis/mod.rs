@@ -15,6 +15,7 @@
 //! edge), never a missing session: a failover costs retries, not logins.
 
 mod cache;
+mod client;
 mod connection;
 mod tracking;
 
@@ -28,66 +29,28 @@ use futures_util::FutureExt;
 use redis::{AsyncCommands, ErrorKind, RedisError, Script};
 
 use self::cache::{CachedSession, SessionCache};
+use self::client::ForgetOnDrop;
 use self::connection::{Connection, Connector};
 use super::store::*;
 use crate::clock::UnixMillis;
 use crate::config::RedisSettings;
 use crate::ratelimit::{RateDecision, RateLimit, GCRA_SCRIPT};
 
-const INSERT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[1], 'p', ARGV[2], 'u', ARGV[3], 't0', ARGV[5], 'ta', ARGV[6], 'ts', ARGV[5], 'd', ARGV[8])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[4]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'v', ARGV[9]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return 1
-";
+const INSERT: &str = include_str!("scripts/insert.lua");
 
 /// Slides a session's idle expiry (at most once per touch interval, so not on most reads);
 /// never recreates a session deleted meanwhile. ARGV: now, idle ms.
-const TOUCH: &str = r"
-local ta = redis.call('HGET', KEYS[1], 'ta')
-if not ta then return 0 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.min(tonumber(ARGV[2]), tonumber(ta) - tonumber(ARGV[1]))))
-return 1
-";
+const TOUCH: &str = include_str!("scripts/touch.lua");
 
 /// ARGV: sealed payload, absolute expiry, now, revocation envelope ('' removes it).
-const REPLACE_SEALED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'c', ARGV[1], 'ta', ARGV[2])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'v', ARGV[4]) else redis.call('HDEL', KEYS[1], 'v') end
-local left = tonumber(ARGV[2]) - tonumber(ARGV[3])
-if left <= 0 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 or left < ttl then redis.call('PEXPIRE', KEYS[1], left) end
-return 1
-";
+const REPLACE_SEALED: &str = include_str!("scripts/replace_sealed.lua");
 
-const RENEW_LOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
+const RENEW_LOCK: &str = include_str!("scripts/renew_lock.lua");
 
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-";
+const UNLOCK: &str = include_str!("scripts/unlock.lua");
 
 /// Adds a member to an index and makes the index live at least as long as the session.
-const INDEX_ADD: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-";
+const INDEX_ADD: &str = include_str!("scripts/index_add.lua");
 
 pub struct RedisStore {
     connector: Arc<Connector>,
@@ -108,329 +71,6 @@ pub struct RedisStore {
     renew_lock: Script,
     unlock: Script,
     gcra: Script,
-}
-
-impl RedisStore {
-    /// Connects lazily: gatehouse starts (not ready) while Redis is still coming up.
-    pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let connector = Connector::new(settings).map_err(|e| {
-            StoreError::Unavailable(format!("redis settings rejected: {}", describe(&e)))
-        })?;
-        Ok(Self {
-            connector: Arc::new(connector),
-            cache: None,
-            prefix: settings.key_prefix.clone(),
-            min_replicas_ack: settings.min_replicas_ack,
-            min_replicas_timeout: settings.min_replicas_timeout,
-            unreachable: AtomicBool::new(false),
-            target: connection::describe_target(&settings.topology),
-            insert: Script::new(INSERT),
-            touch: Script::new(TOUCH),
-            replace_sealed: Script::new(REPLACE_SEALED),
-            index_add: Script::new(INDEX_ADD),
-            renew_lock: Script::new(RENEW_LOCK),
-            unlock: Script::new(UNLOCK),
-            gcra: Script::new(GCRA_SCRIPT),
-        })
-    }
-
-    /// The store with a session cache of up to `entries` sessions, kept coherent by Redis
-    /// key tracking (see `cache`), on a thread of its own. On a cluster the cache stays off
-    /// (tracking is per node there).
-    pub fn with_cache(settings: &RedisSettings, entries: NonZeroUsize) -> Result<Self, StoreError> {
-        let mut store = Self::new(settings)?;
-        if !store.connector.supports_tracking() {
-            tracing::info!("session cache off: Redis Cluster tracks keys per node");
-            return Ok(store);
-        }
-        let cache = Arc::new(SessionCache::new(entries));
-        // A thread of its own, blocking: a reader can then see an invalidation waiting in
-        // its socket before this thread has run (see `tracking`).
-        let (weak, connector) = (Arc::downgrade(&cache), store.connector.clone());
-        let session_prefix = format!("{}:s:", store.prefix);
-        let (target, connect_timeout) = (store.target.clone(), settings.connect_timeout);
-        std::thread::Builder::new()
-            .name("session-cache".into())
-            .spawn(move || {
-                // Only for asking the sentinels where the master is.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::error!(error = %e, "session cache off: no runtime for its thread");
-                        return;
-                    }
-                };
-                let endpoint = || {
-                    runtime
-                        .block_on(connector.tracking_endpoint())
-                        .map_err(|e| describe(&e))
-                };
-                tracking::run(weak, endpoint, &session_prefix, connect_timeout, &target);
-            })
-            .map_err(|e| StoreError::Unavailable(format!("session cache thread: {e}")))?;
-        store.cache = Some(cache);
-        Ok(store)
-    }
-
-    fn forget_cached(&self, key: &str) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(key);
-        }
-    }
-
-    fn session_key(&self, key: &str) -> String {
-        format!("{}:s:{{{key}}}", self.prefix)
-    }
-
-    fn index_key(&self, index_id: &str) -> String {
-        format!("{}:x:{{{index_id}}}", self.prefix)
-    }
-
-    /// The refresh lock sits in the same hash slot as the session it guards.
-    fn lock_key(&self, name: &str) -> String {
-        format!("{}:k:{{{name}}}", self.prefix)
-    }
-
-    fn remembered_key(&self, name: &str) -> String {
-        format!("{}:j:{{{name}}}", self.prefix)
-    }
-
-    fn rate_key(&self, bucket: &str) -> String {
-        format!("{}:r:{{{bucket}}}", self.prefix)
-    }
-
-    fn login_key(&self, key: &str) -> String {
-        format!("{}:l:{{{key}}}", self.prefix)
-    }
-
-    /// Runs `op` on a connection; when it could not reach Redis it is tried once more, as
-    /// the connection manager (or the Sentinel lookup) has reconnected meanwhile.
-    async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
-    where
-        F: Fn(Connection) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RedisError>>,
-    {
-        let result = match self.attempt(&op).await {
-            Err(e) if is_transient(&e) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                self.attempt(&op).await
-            }
-            other => other,
-        };
-        self.settle(result)
-    }
-
-    /// For commands whose retry after a lost reply could do harm (see the callers).
-    async fn run_once<T, F, Fut>(&self, op: F) -> StoreResult<T>
-    where
-        F: FnOnce(Connection) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RedisError>>,
-    {
-        let result = self.attempt(op).await;
-        self.settle(result)
-    }
-
-    async fn attempt<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
-    where
-        F: FnOnce(Connection) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RedisError>>,
-    {
-        let connection = self.connector.get().await?;
-        let result = op(connection).await;
-        if let Err(error) = &result {
-            self.connector.failed(error);
-        }
-        result
-    }
-
-    /// Logs the start and the end of an outage once each, and maps the error.
-    fn settle<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
-        match result {
-            Ok(value) => {
-                if self.unreachable.load(Ordering::Relaxed)
-                    && self.unreachable.swap(false, Ordering::Relaxed)
-                {
-                    tracing::info!(redis = %self.target, "redis answers again");
-                }
-                Ok(value)
-            }
-            Err(error) => {
-                let reason = describe(&error);
-                if is_transient(&error) || is_unreachable(&error) {
-                    if !self.unreachable.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            redis = %self.target,
-                            %reason,
-                            "redis unreachable: answering 503 until it is back"
-                        );
-                    }
-                } else {
-                    tracing::warn!(%reason, "redis command failed");
-                }
-                Err(StoreError::Unavailable(reason))
-            }
-        }
-    }
-
-    /// `WAIT`s for `redis.min_replicas_ack` replicas to hold what this connection wrote to
-    /// the node that serves `key`; whether enough did.
-    async fn replicated(&self, key: &str) -> StoreResult<bool> {
-        if self.min_replicas_ack == 0 {
-            return Ok(true);
-        }
-        let acknowledged: i64 = self
-            .run_once(|mut conn| async move {
-                let mut wait = redis::cmd("WAIT");
-                wait.arg(self.min_replicas_ack)
-                    .arg(millis(self.min_replicas_timeout).max(1));
-                conn.query_at_key(wait, key).await
-            })
-            .await?;
-        Ok(acknowledged >= i64::from(self.min_replicas_ack))
-    }
-
-    /// The session hash's fields, decoded; `None` when the key does not exist.
-    async fn read_record(
-        &self,
-        session_key: &str,
-    ) -> StoreResult<Option<(SessionRecord, UnixMillis)>> {
-        let fields: Vec<Option<Vec<u8>>> = self
-            .run(|mut conn| async move {
-                redis::cmd("HMGET")
-                    .arg(session_key)
-                    .arg(&["c", "p", "u", "i", "t0", "ta", "ts", "d", "v"])
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        if fields.first().is_none_or(|c| c.is_none()) {
-            return Ok(None);
-        }
-        record_from_fields(&fields).map(Some)
-    }
-
-    /// `SET key value NX PX ttl`: whether the key was absent (and is now set).
-    async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool> {
-        let set: Option<String> = self
-            .run_once(|mut conn| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(ttl).max(1))
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(set.is_some())
-    }
-
-    /// Runs a single-key script (EVALSHA, loading it on first use), retried once on a
-    /// dropped connection.
-    async fn eval<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        key: &str,
-        add_args: impl Fn(&mut redis::ScriptInvocation<'_>),
-    ) -> StoreResult<T> {
-        self.run(|mut conn| {
-            let mut invocation = script.key(key);
-            add_args(&mut invocation);
-            async move { invocation.invoke_async(&mut conn).await }
-        })
-        .await
-    }
-
-    async fn index_members(&self, index_id: &str, now: UnixMillis) -> StoreResult<Vec<String>> {
-        let index_key = self.index_key(index_id);
-        let members: Vec<String> = self
-            .run(|mut conn| {
-                let index_key = index_key.clone();
-                async move { conn.smembers(index_key).await }
-            })
-            .await?;
-        let mut live = Vec::with_capacity(members.len());
-        for member in members {
-            let absolute: Option<i64> = self
-                .run(|mut conn| {
-                    let key = self.session_key(&member);
-                    async move { conn.hget(key, "ta").await }
-                })
-                .await?;
-            match absolute {
-                Some(ta) if ta > now => live.push(member),
-                _ => {
-                    // Dangling entry of a session that expired on its own.
-                    let _: StoreResult<()> = self
-                        .run_once(|mut conn| {
-                            let index_key = index_key.clone();
-                            async move { conn.srem(index_key, member).await }
-                        })
-                        .await;
-                }
-            }
-        }
-        live.sort();
-        Ok(live)
-    }
-}
-
-/// Drops a session's cache entry when a write to it ends, however it ends (an error, or the
-/// request going away mid-write): Redis's invalidation would come too, a moment later.
-struct ForgetOnDrop<'a>(&'a RedisStore, &'a str);
-
-impl Drop for ForgetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.forget_cached(self.1);
-    }
-}
-
-/// Why Redis failed, fit for the log and `/readyz`. A server's reply can quote a command's
-/// arguments (sealed payloads, keys), so only connection-level errors keep their text.
-fn describe(error: &RedisError) -> String {
-    match error.kind() {
-        ErrorKind::Io
-        | ErrorKind::AuthenticationFailed
-        | ErrorKind::InvalidClientConfig
-        | ErrorKind::ClusterConnectionNotFound
-        | ErrorKind::MasterNameNotFoundBySentinel
-        | ErrorKind::NoValidReplicasFoundBySentinel
-        | ErrorKind::EmptySentinelList => error.to_string(),
-        ErrorKind::Server(kind) => format!("redis answered {kind:?}"),
-        kind => format!("{kind:?}"),
-    }
-}
-
-/// Failures where the command may not have reached Redis, or Redis is between masters.
-fn is_transient(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_timeout()
-        || error.is_connection_refusal()
-        || matches!(
-            error.kind(),
-            ErrorKind::Server(
-                redis::ServerErrorKind::ReadOnly
-                    | redis::ServerErrorKind::MasterDown
-                    | redis::ServerErrorKind::TryAgain
-                    | redis::ServerErrorKind::ClusterDown
-                    | redis::ServerErrorKind::BusyLoading
-            )
-        )
-}
-
-fn is_unreachable(error: &RedisError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::ClusterConnectionNotFound
-            | ErrorKind::MasterNameNotFoundBySentinel
-            | ErrorKind::EmptySentinelList
-            | ErrorKind::AuthenticationFailed
-    )
 }
 
 fn field_string(value: &Option<Vec<u8>>, name: &str) -> StoreResult<String> {

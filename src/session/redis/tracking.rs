@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::cache::SessionCache;
-
 /// How often the connection is asked to prove itself (PING).
 const HEARTBEAT: Duration = Duration::from_millis(250);
 /// A PING unanswered for this long ends the connection.
@@ -98,10 +96,25 @@ impl Channel {
     }
 }
 
-/// Keeps a tracking connection up for as long as the cache lives; after any failure the
-/// cache is emptied and stays off until tracking is on again.
-pub(super) fn run(
-    cache: Weak<SessionCache>,
+/// What the tracking connection tells whoever listens (the session cache): it knows
+/// nothing of what is done with it.
+pub(super) trait TrackingListener {
+    /// The channel the tracking connection's state is shared on.
+    fn channel(&self) -> Arc<Channel>;
+    /// Tracking is on since `since`.
+    fn go_live(&self, since: Instant);
+    /// Tracking is off.
+    fn go_dark(&self);
+    /// An `invalidate` push's keys (nil after FLUSHALL/FLUSHDB: everything).
+    fn apply_invalidation(&self, session_prefix: &str, keys: Option<&Frame>);
+    /// Everything Redis sent before `since` has been applied.
+    fn vouch(&self, since: Instant);
+}
+
+/// Keeps a tracking connection up for as long as the listener lives; after any failure the
+/// listener hears `go_dark` and tracking stays off until it is on again.
+pub(super) fn run<L: TrackingListener>(
+    cache: Weak<L>,
     endpoint: impl Fn() -> Result<Endpoint, String>,
     session_prefix: &str,
     connect_timeout: Duration,
@@ -159,8 +172,8 @@ impl From<String> for Failure {
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
-fn tracked(
-    cache: &Weak<SessionCache>,
+fn tracked<L: TrackingListener>(
+    cache: &Weak<L>,
     channel: &Channel,
     endpoint: &Endpoint,
     session_prefix: &str,

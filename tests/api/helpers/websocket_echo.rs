@@ -1,13 +1,22 @@
 //! A WebSocket upstream for the API routes' tests: it echoes every text and binary message,
-//! and records each handshake's path and headers and each close frame it receives.
+//! and records each handshake's path and headers and each close frame it receives. And the
+//! browser's side: a socket opened through gatehouse, and the close frame it gets.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::TestApp;
+
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Debug, Clone)]
 pub struct Handshake {
@@ -137,6 +146,49 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>) {
             if socket.send(answer).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// A socket to `path` through gatehouse, from a page of its own origin, with the session
+/// cookie when given.
+pub async fn open(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("ws://127.0.0.1:{}{path}", app.port)
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert("origin", app.base.parse().expect("origin"));
+    // Offered, and never passed on: the relay parses frames.
+    headers.insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .expect("value"),
+    );
+    if let Some(cookie) = cookie {
+        let value = format!("{}={cookie}", app.cookie_name());
+        headers.insert("cookie", value.parse().expect("cookie"));
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+/// Waits for the close frame gatehouse sends, and says when it came.
+pub async fn close_code(socket: &mut Socket, within: Duration) -> (Option<CloseCode>, Duration) {
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(within, socket.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (frame.map(|f| f.code), started.elapsed())
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
         }
     }
 }

@@ -76,6 +76,7 @@
 import * as crypto from 'node:crypto';
 import { fstatSync } from 'node:fs';
 import * as http from 'node:http';
+import { sendFramePage } from './test_pages.mjs';
 
 // oidc-provider prints NOTICEs with console.info (stdout). Stdout is reserved
 // for the ready line, so route console.log/info to stderr.
@@ -289,6 +290,7 @@ async function revokeGrants(clientId, sub) {
 async function handleTest(req, res, url) {
   const route = `${req.method} ${url.pathname}`;
   const q = url.searchParams;
+  if (route === 'GET /__test/frame') return sendFramePage(res, q.get('src')); // test_pages.mjs
   if (route === 'POST /__test/rotate-key') {
     const kid = `rotated-${crypto.randomBytes(4).toString('hex')}`;
     EXTRA_KEYS.set(kid, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);

@@ -1,0 +1,474 @@
+//! Prometheus metrics: one [`Registry`] per application (no global registry), served on the
+//! admin listener's `/metrics`. Handlers and middleware record through [`Metrics`], a cheap
+//! clone of a shared handle. Names are a contract (docs/metrics.md); every label value comes
+//! from a fixed list or from the configuration (route prefixes, provider names), never from a
+//! request's path, a subject or an id, so the number of series is bounded.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::BoxFuture;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::clock::UnixMillis;
+use crate::events::SecurityEvent;
+use crate::oidc::Providers;
+use crate::ratelimit::{LimitName, RateDecision, RateLimit};
+mod collectors;
+mod exposition;
+mod http;
+mod store;
+
+use collectors::{ProcessCollector, StateCollector};
+pub use exposition::metrics;
+use exposition::openmetrics_to_prometheus;
+pub use http::RequestMeasure;
+pub use store::MeteredStore;
+
+use crate::session::store::{
+    CacheStatistics, FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary,
+    StoreResult,
+};
+
+/// A label value: a fixed word, a configured name (shared, not copied per request) or a
+/// status code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Code(u16),
+}
+
+impl EncodeLabelValue for Text {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Text::Static(text) => encoder.write_str(text),
+            Text::Shared(text) => encoder.write_str(text),
+            Text::Code(code) => write!(encoder, "{code}"),
+        }
+    }
+}
+
+type Labels<const N: usize> = [(&'static str, Text); N];
+
+/// What kind of request a public-listener request was, for `gatehouse_http_*`.
+pub const KIND_AUTH: &str = "auth";
+pub const KIND_PROXY: &str = "proxy";
+pub const KIND_FRONTEND: &str = "frontend";
+pub const KIND_HEALTH: &str = "health";
+
+/// The result of one upstream call, for `gatehouse_upstream_request_duration_seconds`.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamOutcome {
+    Ok,
+    Timeout,
+    Unreachable,
+    Tls,
+}
+
+impl UpstreamOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Unreachable => "unreachable",
+            UpstreamOutcome::Tls => "tls",
+        }
+    }
+}
+
+/// How a token refresh went, for `gatehouse_token_refreshes_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshOutcome {
+    Ok,
+    InvalidGrant,
+    Transient,
+    /// Another call (or instance) refreshed meanwhile; its result was used.
+    Waited,
+}
+
+impl RefreshOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RefreshOutcome::Ok => "ok",
+            RefreshOutcome::InvalidGrant => "invalid_grant",
+            RefreshOutcome::Transient => "transient",
+            RefreshOutcome::Waited => "waited",
+        }
+    }
+}
+
+/// Why a session ended, for `gatehouse_logouts_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum LogoutKind {
+    /// The user logged out (`/auth/logout`).
+    User,
+    /// The provider ended it (back-channel logout), one count per session ended.
+    Backchannel,
+    /// The provider's page ended it (front-channel logout), one count per session ended.
+    Frontchannel,
+    /// Its tokens ran out: the provider refused the refresh token, or the access token expired
+    /// with no refresh token to renew it.
+    Expired,
+}
+
+impl LogoutKind {
+    fn label(self) -> &'static str {
+        match self {
+            LogoutKind::User => "user",
+            LogoutKind::Backchannel => "backchannel",
+            LogoutKind::Frontchannel => "frontchannel",
+            LogoutKind::Expired => "expired",
+        }
+    }
+}
+
+/// Request latencies: 1 ms to ~16 s.
+fn request_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)
+}
+
+/// Store latencies: 0.1 ms to ~1.6 s.
+fn store_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)
+}
+
+/// Registers `metric` under `name` and hands it back (the registry keeps a clone; both
+/// share the same values).
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+struct Inner {
+    registry: Registry,
+    http_requests: Family<Labels<4>, Counter>,
+    http_duration: HistogramFamily<2>,
+    upstream_duration: HistogramFamily<2>,
+    logins: Family<Labels<2>, Counter>,
+    logouts: Family<Labels<2>, Counter>,
+    refreshes: Family<Labels<2>, Counter>,
+    security_events: Family<Labels<1>, Counter>,
+    rate_limited: Family<Labels<1>, Counter>,
+    store_duration: HistogramFamily<1>,
+    store_errors: Family<Labels<1>, Counter>,
+    websockets_open: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
+    websockets_closed: Family<Labels<2>, Counter>,
+    /// Configured names (route prefixes, provider names), shared by every series that uses
+    /// them. A name not in here is reported as `unknown`.
+    names: HashMap<String, Arc<str>>,
+}
+
+/// The application's metrics: a cloneable handle.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// The registry with every metric; `names` are the configured route prefixes and provider
+    /// names (the only non-fixed label values). The providers' readiness and the store's
+    /// cache are read at scrape time (`store`: the undecorated one).
+    pub fn new<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        providers: Arc<Providers>,
+        store: Arc<dyn SessionStore>,
+    ) -> Self {
+        let mut registry = Registry::default();
+        let http_requests = registered(
+            &mut registry,
+            "gatehouse_http_requests",
+            "Requests on the public listener, by kind, route, method and status",
+            Family::<Labels<4>, Counter>::default(),
+        );
+        let http_duration: HistogramFamily<2> = registered(
+            &mut registry,
+            "gatehouse_http_request_duration_seconds",
+            "Time to the response head on the public listener, by kind and route",
+            Family::new_with_constructor(|| Histogram::new(request_buckets())),
+        );
+        let upstream_duration: HistogramFamily<2> = registered(
+            &mut registry,
+            "gatehouse_upstream_request_duration_seconds",
+            "Time to an upstream's response head, by route and outcome",
+            Family::new_with_constructor(|| Histogram::new(request_buckets())),
+        );
+        let logins = registered(
+            &mut registry,
+            "gatehouse_logins",
+            "Completed login callbacks, by provider and outcome",
+            Family::<Labels<2>, Counter>::default(),
+        );
+        let logouts = registered(
+            &mut registry,
+            "gatehouse_logouts",
+            "Sessions this instance ended, by provider and kind (user, backchannel, expired)",
+            Family::<Labels<2>, Counter>::default(),
+        );
+        let refreshes = registered(
+            &mut registry,
+            "gatehouse_token_refreshes",
+            "Access token refreshes, by provider and outcome",
+            Family::<Labels<2>, Counter>::default(),
+        );
+        let security_events = Family::<Labels<1>, Counter>::default();
+        for event in SecurityEvent::ALL {
+            // Every event exists from the start, at 0.
+            let _ = security_events.get_or_create(&[("event", Text::Static(event.name()))]);
+        }
+        registry.register(
+            "gatehouse_security_events",
+            "Security events from the catalogue, by event name",
+            security_events.clone(),
+        );
+        let rate_limited = registered(
+            &mut registry,
+            "gatehouse_rate_limited",
+            "Requests refused by a rate limit, by limit",
+            Family::<Labels<1>, Counter>::default(),
+        );
+        let store_duration: HistogramFamily<1> = registered(
+            &mut registry,
+            "gatehouse_store_operation_duration_seconds",
+            "Session store operations, by operation",
+            Family::new_with_constructor(|| Histogram::new(store_buckets())),
+        );
+        let store_errors = registered(
+            &mut registry,
+            "gatehouse_store_errors",
+            "Session store operations that failed, by operation",
+            Family::<Labels<1>, Counter>::default(),
+        );
+        let websockets_open = registered(
+            &mut registry,
+            "gatehouse_websockets_open",
+            "WebSockets open through API routes, by route",
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
+        );
+        let websockets_closed = registered(
+            &mut registry,
+            "gatehouse_websockets_closed",
+            "WebSockets closed, by route and why (peer, session_ended, idle, max_duration)",
+            Family::<Labels<2>, Counter>::default(),
+        );
+        registry.register(
+            "gatehouse_build_info",
+            "The running version (always 1)",
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default().tap(
+                |family| {
+                    family
+                        .get_or_create(&[("version", Text::Static(env!("CARGO_PKG_VERSION")))])
+                        .set(1);
+                },
+            ),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(StateCollector { providers, store }));
+        let names = names
+            .into_iter()
+            .map(|name| (name.to_owned(), Arc::from(name)))
+            .collect();
+        Metrics(Arc::new(Inner {
+            registry,
+            http_requests,
+            http_duration,
+            upstream_duration,
+            logins,
+            logouts,
+            refreshes,
+            security_events,
+            rate_limited,
+            store_duration,
+            store_errors,
+            websockets_open,
+            websockets_closed,
+            names,
+        }))
+    }
+
+    /// A configured name as a label value; anything else is `unknown` (bounded).
+    fn name(&self, name: &str) -> Text {
+        match self.0.names.get(name) {
+            Some(shared) => Text::Shared(shared.clone()),
+            None => Text::Static("unknown"),
+        }
+    }
+
+    /// The exposition: OpenMetrics text when asked for, else Prometheus text 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut text, &self.0.registry).is_err() {
+            tracing::error!("cannot encode the metrics");
+        }
+        if openmetrics {
+            text
+        } else {
+            openmetrics_to_prometheus(&text)
+        }
+    }
+
+    pub fn http_request(
+        &self,
+        kind: &'static str,
+        route: Text,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        self.0
+            .http_requests
+            .get_or_create(&[
+                ("kind", Text::Static(kind)),
+                ("route", route.clone()),
+                ("method", Text::Static(method)),
+                ("status", Text::Code(status)),
+            ])
+            .inc();
+        self.0
+            .http_duration
+            .get_or_create(&[("kind", Text::Static(kind)), ("route", route)])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_request(&self, route: &str, outcome: UpstreamOutcome, elapsed: Duration) {
+        self.0
+            .upstream_duration
+            .get_or_create(&[
+                ("route", self.name(route)),
+                ("outcome", Text::Static(outcome.label())),
+            ])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn websocket_opened(&self, route: &str) {
+        self.0
+            .websockets_open
+            .get_or_create(&[("route", self.name(route))])
+            .inc();
+    }
+
+    pub fn websocket_closed(&self, route: &str, reason: &'static str) {
+        self.0
+            .websockets_open
+            .get_or_create(&[("route", self.name(route))])
+            .dec();
+        self.0
+            .websockets_closed
+            .get_or_create(&[
+                ("route", self.name(route)),
+                ("reason", Text::Static(reason)),
+            ])
+            .inc();
+    }
+
+    /// `provider`: `None` when the failure came before the login state said which.
+    pub fn login(&self, provider: Option<&str>, ok: bool) {
+        let provider = provider.map_or(Text::Static("unknown"), |p| self.name(p));
+        let outcome = Text::Static(if ok { "ok" } else { "failed" });
+        self.0
+            .logins
+            .get_or_create(&[("provider", provider), ("outcome", outcome)])
+            .inc();
+    }
+
+    pub fn logouts(&self, provider: &str, kind: LogoutKind, sessions: u64) {
+        if sessions == 0 {
+            return;
+        }
+        self.0
+            .logouts
+            .get_or_create(&[
+                ("provider", self.name(provider)),
+                ("kind", Text::Static(kind.label())),
+            ])
+            .inc_by(sessions);
+    }
+
+    pub fn refresh(&self, provider: &str, outcome: RefreshOutcome) {
+        self.0
+            .refreshes
+            .get_or_create(&[
+                ("provider", self.name(provider)),
+                ("outcome", Text::Static(outcome.label())),
+            ])
+            .inc();
+    }
+
+    pub fn security_event(&self, event: SecurityEvent) {
+        self.0
+            .security_events
+            .get_or_create(&[("event", Text::Static(event.name()))])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limit: LimitName<'_>) {
+        let limit = match limit {
+            LimitName::Login => Text::Static("login"),
+            LimitName::Api => Text::Static("api"),
+            LimitName::Route(prefix) => self.name(prefix),
+        };
+        self.0.rate_limited.get_or_create(&[("limit", limit)]).inc();
+    }
+
+    fn store_operation(&self, op: &'static str, elapsed: Duration, failed: bool) {
+        let labels = [("op", Text::Static(op))];
+        self.0
+            .store_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if failed {
+            self.0.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Runs `future` (a request) with this handle as the one [`record_security_event`]
+    /// counts into.
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self.clone(), future)
+    }
+}
+
+tokio::task_local! {
+    /// The metrics of the application serving the current request: security events are
+    /// logged from deep inside the flows, which hold no handle of their own.
+    static CURRENT: Metrics;
+}
+
+/// Counts a security event for the application serving the current request (nothing outside
+/// one).
+pub fn record_security_event(event: SecurityEvent) {
+    let _ = CURRENT.try_with(|metrics| metrics.security_event(event));
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+
+impl<T> Tap for T {}
