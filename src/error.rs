@@ -40,6 +40,7 @@ pub enum Problem {
     UpstreamTls,
     OriginRejected,
     TooManyWebSockets,
+    StepUpRequired,
 }
 
 impl Problem {
@@ -70,6 +71,7 @@ impl Problem {
             Problem::UpstreamTls => StatusCode::BAD_GATEWAY,
             Problem::OriginRejected => StatusCode::FORBIDDEN,
             Problem::TooManyWebSockets => StatusCode::TOO_MANY_REQUESTS,
+            Problem::StepUpRequired => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -100,6 +102,7 @@ impl Problem {
             Problem::UpstreamTls => "upstream-tls",
             Problem::OriginRejected => "origin-rejected",
             Problem::TooManyWebSockets => "too-many-websockets",
+            Problem::StepUpRequired => "step-up-required",
         }
     }
 
@@ -132,6 +135,7 @@ impl Problem {
             Problem::UpstreamTls => "TLS handshake with the upstream API failed",
             Problem::OriginRejected => "Request origin not allowed",
             Problem::TooManyWebSockets => "Too many WebSockets open for this session",
+            Problem::StepUpRequired => "A stronger or more recent sign-in is needed",
         }
     }
 }
@@ -142,7 +146,7 @@ pub struct ApiError {
     pub problem: Problem,
     pub detail: Option<String>,
     /// Extra stable members of the problem object, e.g. `provider_error`.
-    pub extensions: Vec<(&'static str, String)>,
+    pub extensions: Vec<(&'static str, serde_json::Value)>,
     /// Response headers the problem needs (`Allow` on 405).
     pub headers: Vec<(&'static str, String)>,
     pub cause: Option<String>,
@@ -164,7 +168,7 @@ impl ApiError {
         self
     }
 
-    pub fn extension(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn extension(mut self, name: &'static str, value: impl Into<serde_json::Value>) -> Self {
         self.extensions.push((name, value.into()));
         self
     }
@@ -300,6 +304,13 @@ impl From<FlowError> for ApiError {
                     .detail(detail)
                     .extension("provider_error", code)
             }
+            FlowError::LoginParameter(e) => {
+                ApiError::new(Problem::InvalidRequest).detail(e.to_string())
+            }
+            // Answered as a redirect by the callback; this is the fallback.
+            FlowError::InsufficientAuthentication { .. } => {
+                ApiError::new(Problem::LoginFailed).cause(error)
+            }
             FlowError::Oidc(e) => e.into(),
             FlowError::Session(e) => e.into(),
         }
@@ -327,6 +338,10 @@ impl From<ProxyError> for ApiError {
             ProxyError::UpstreamTimeout => ApiError::new(Problem::UpstreamTimeout),
             ProxyError::UpstreamTls(cause) => ApiError::new(Problem::UpstreamTls).cause(cause),
             ProxyError::Token(e) => ApiError::new(Problem::ProviderUnavailable).cause(e),
+            // The API handler adds the `login_url`; this is the fallback.
+            ProxyError::StepUpRequired(challenge) => ApiError::new(Problem::StepUpRequired)
+                .header("WWW-Authenticate", challenge.www_authenticate())
+                .cause(challenge.reason),
         }
     }
 }

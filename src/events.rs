@@ -65,6 +65,7 @@ catalogue! {
     RefreshSucceeded => "refresh.succeeded", INFO, [SUB, SESSION];
     RefreshFailed => "refresh.failed", WARN, [SUB, SESSION, REASON];
     AuthorizationDenied => "authz.denied", WARN, [SUB, SESSION, REASON];
+    StepUpRequired => "authz.step_up_required", WARN, [SUB, SESSION, REASON];
     RateLimited => "rate_limit.hit", WARN, [SESSION, REASON];
     SessionEndedByUser => "session.ended_by_user", INFO, [SUB, SESSION, REASON];
     TokenRevoked => "token.revoked", INFO, [PROVIDER, REASON];

@@ -13,7 +13,12 @@
 //     address bar.
 //  7. "Your sessions": GET /auth/sessions lists where the user is signed in;
 //     DELETE /auth/sessions/<id> signs one out, POST /auth/sessions/end-others all others.
-//  8. Live updates: new WebSocket('/api/live') on a route with websocket = true. The browser
+//  8. Step-up: an API route may need a stronger or more recent sign-in. It answers 401 with
+//     the problem type urn:gatehouse:problem:step-up-required and a login_url: navigate there
+//     (a button), and the browser comes back to the page named in the call's X-Return-To
+//     header. A step-up that falls short comes back with login_error=insufficient_authentication
+//     and the session as it was.
+//  9. Live updates: new WebSocket('/api/live') on a route with websocket = true. The browser
 //     sends the cookie and its Origin (which replaces X-CSRF here); a close with code 1008
 //     means the session ended: the same as a 401.
 // The page never sees a token: there is nothing to store, refresh or hide.
@@ -67,6 +72,7 @@ const LOGIN_ERRORS = {
   login_required: 'You are not signed in at the identity provider.',
   interaction_required: 'The identity provider needs you to sign in interactively.',
   consent_required: 'The identity provider needs your consent first.',
+  insufficient_authentication: 'The sign-in was not strong or recent enough for that call.',
 };
 
 const $ = (id) => document.getElementById(id);
@@ -238,6 +244,34 @@ async function callApi() {
   output.textContent = JSON.stringify(await response.json(), null, 2);
 }
 
+// A call to a route that needs the second factor. The X-Return-To header names this page:
+// a step-up login comes back here.
+async function callPayments() {
+  const output = $('payments-result');
+  output.hidden = false;
+  $('step-up').hidden = true;
+  output.textContent = 'Calling /api/payments…';
+  const response = await gatehouseFetch('/api/payments', {
+    headers: { 'X-Return-To': location.pathname + location.search },
+  });
+  if (response.status === 401) {
+    const problem = await response.json().catch(() => ({}));
+    if (problem.type === 'urn:gatehouse:problem:step-up-required') {
+      output.textContent = `Not yet: ${problem.title}.`;
+      $('step-up-login').href = problem.login_url;
+      $('step-up').hidden = false;
+      return;
+    }
+    sessionEnded();
+    return;
+  }
+  if (!response.ok) {
+    output.textContent = 'The API call failed: ' + (await problemText(response));
+    return;
+  }
+  output.textContent = JSON.stringify(await response.json(), null, 2);
+}
+
 // A WebSocket through gatehouse: same origin, so ws: or wss: to this very host.
 let live = null;
 function connectLive() {
@@ -275,6 +309,9 @@ function connectLive() {
 $('live-connect').addEventListener('click', connectLive);
 $('call-api').addEventListener('click', () => {
   callApi().catch((e) => showError('The API call failed: ' + e.message));
+});
+$('call-payments').addEventListener('click', () => {
+  callPayments().catch((e) => showError('The API call failed: ' + e.message));
 });
 $('end-others').addEventListener('click', () => {
   endOtherSessions().catch((e) => showSessionsResult('Sign-out failed: ' + e.message));

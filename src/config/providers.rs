@@ -23,6 +23,8 @@ pub(super) struct RawProvider {
     pub(super) pushed_authorization: Option<String>,
     pub(super) preset: Option<String>,
     pub(super) allowed_tenants: Option<Vec<String>>,
+    /// The `acr_values` a login may ask this provider for (step-up).
+    pub(super) allowed_acr_values: Option<Vec<String>>,
     #[serde(default, deserialize_with = "string_from_scalar")]
     pub(super) revocation_endpoint: Option<String>,
     #[serde(default, deserialize_with = "string_from_scalar")]
@@ -76,6 +78,8 @@ pub struct ProviderSettings {
     pub issuer_template: Option<String>,
     /// With `issuer_template`: the tenants whose users may log in (empty: any).
     pub allowed_tenants: Vec<String>,
+    /// The `acr_values` a login (`/auth/login?acr_values=`) may ask for; any other is 400.
+    pub allowed_acr_values: Vec<String>,
     /// RFC 7009 revocation endpoint, set by the operator: wins over what the provider
     /// advertises (for a provider that advertises none, or the wrong one).
     pub revocation_endpoint: Option<Url>,
@@ -365,6 +369,17 @@ pub(super) fn validate_provider(
         }
     }
 
+    let allowed_acr_values = raw.allowed_acr_values.unwrap_or_default();
+    if let Some(bad) = allowed_acr_values
+        .iter()
+        .find(|v| !super::routes::is_auth_value(v))
+    {
+        problems.push(format!(
+            "{}: `{bad}` is not an acr value gatehouse can send (visible ASCII, no spaces or quotes)",
+            at("allowed_acr_values")
+        ));
+    }
+
     let redirect_uri = public_url.and_then(|base| base.join("auth/callback").ok());
     let post_logout_redirect = public_url.and_then(|base| {
         let target = raw.post_logout_redirect.as_deref().unwrap_or("/");
@@ -416,6 +431,7 @@ pub(super) fn validate_provider(
         preset,
         issuer_template,
         allowed_tenants,
+        allowed_acr_values,
         revocation_endpoint,
         end_session_endpoint,
     })

@@ -3,6 +3,10 @@
 
 use super::*;
 
+mod step_up;
+use step_up::validate_step_up;
+pub use step_up::{is_auth_value, StepUpRequirement};
+
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct RawRoute {
     pub(super) prefix: Option<String>,
@@ -59,6 +63,14 @@ pub(super) struct RawRequire {
     /// claim name -> values the claim must contain (all of them).
     #[serde(default)]
     pub(super) claims: BTreeMap<String, StringOrList>,
+    /// Step-up: the login's `acr` must be one of these.
+    #[serde(default)]
+    pub(super) acr: Vec<String>,
+    /// Step-up: the login's `amr` must contain all of these.
+    #[serde(default)]
+    pub(super) amr: Vec<String>,
+    /// Step-up: the login's `auth_time` at most this long ago.
+    pub(super) max_auth_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -94,6 +106,8 @@ pub struct RouteSettings {
     pub methods: Vec<String>,
     pub required_scopes: Vec<String>,
     pub required_claims: BTreeMap<String, Vec<String>>,
+    /// Step-up requirements (`acr`, `amr`, `max_auth_age_secs`); 401 when not met.
+    pub step_up: StepUpRequirement,
     /// How long the upstream may take to answer with its response head (a streamed body,
     /// e.g. server-sent events, may then run on).
     pub timeout: Duration,
@@ -367,6 +381,16 @@ pub(super) fn validate_routes(
                 ));
             }
         }
+        let provider = route
+            .provider
+            .unwrap_or_else(|| default_provider.to_owned());
+        let step_up = validate_step_up(
+            &at("require"),
+            &route.require,
+            providers.get(&provider),
+            &provider,
+            problems,
+        );
         let required_claims: BTreeMap<String, Vec<String>> = route
             .require
             .claims
@@ -376,16 +400,14 @@ pub(super) fn validate_routes(
                 StringOrList::Many(values) => (claim, values),
             })
             .collect();
-        let has_requirements = !route.require.scopes.is_empty() || !required_claims.is_empty();
+        let has_requirements =
+            !route.require.scopes.is_empty() || !required_claims.is_empty() || !step_up.is_empty();
         if has_requirements && token != TokenPolicy::User {
             problems.push(format!(
-                "{}: scope and claim requirements need token = \"user\" (they are checked against the user's session)",
+                "{}: scope, claim and step-up requirements need token = \"user\" (they are checked against the user's session)",
                 at("require")
             ));
         }
-        let provider = route
-            .provider
-            .unwrap_or_else(|| default_provider.to_owned());
         if !providers.contains_key(&provider) && !provider.is_empty() {
             problems.push(format!(
                 "{}: `{provider}` is not a configured provider",
@@ -464,6 +486,7 @@ pub(super) fn validate_routes(
             methods,
             required_scopes: route.require.scopes,
             required_claims,
+            step_up,
             timeout,
             max_duration,
             max_body_bytes: route.max_body_bytes.unwrap_or(10 * 1024 * 1024),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::return_to::{validate_return_to, InvalidReturnTo};
+use super::step_up::{check_login, LoginParameterError, LoginRequirements, Shortfall};
 use super::{OidcError, Provider, Providers};
 use crate::clock::UnixMillis;
 use crate::config::SessionSettings;
@@ -38,9 +39,31 @@ pub enum FlowError {
         bindings: LoginBindings,
     },
     #[error(transparent)]
+    LoginParameter(#[from] LoginParameterError),
+    /// The login completed but proved less than it asked for (`acr`, `auth_time`): no
+    /// session is created, the browser's existing one stays, and it goes back to the app.
+    #[error("the login falls short of what it asked for: {shortfall}")]
+    InsufficientAuthentication {
+        shortfall: Shortfall,
+        return_to: String,
+        bindings: LoginBindings,
+    },
+    #[error(transparent)]
     Oidc(#[from] OidcError),
     #[error(transparent)]
     Session(#[from] SessionError),
+}
+
+/// What `/auth/login` was asked for.
+#[derive(Default)]
+pub struct LoginRequest<'a> {
+    pub return_to: Option<&'a str>,
+    pub prompt: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    /// Step-up: space-separated `acr` values, each on the provider's `allowed_acr_values`.
+    pub acr_values: Option<&'a str>,
+    /// Step-up: the most seconds since the user's authentication.
+    pub max_age: Option<&'a str>,
 }
 
 pub struct LoginStart {
@@ -113,13 +136,12 @@ impl AuthFlows {
     /// stay valid beside the new one.
     pub async fn begin_login(
         &self,
-        return_to: Option<&str>,
-        prompt: Option<&str>,
-        provider: Option<&str>,
+        asked: LoginRequest<'_>,
         mut bindings: LoginBindings,
         now: UnixMillis,
     ) -> Result<LoginStart, FlowError> {
-        let return_to = validate_return_to(return_to.unwrap_or("/"))?;
+        let return_to = validate_return_to(asked.return_to.unwrap_or("/"))?;
+        let prompt = asked.prompt;
         if let Some(prompt) = prompt {
             if prompt.is_empty() || !prompt.split(' ').all(|p| PROMPTS.contains(&p)) {
                 return Err(FlowError::InvalidPrompt);
@@ -127,9 +149,13 @@ impl AuthFlows {
         }
         let provider = self
             .providers
-            .get(provider)
+            .get(asked.provider)
             .ok_or(FlowError::UnknownProvider)?;
-        let mut request = provider.begin_login(return_to, prompt.map(str::to_owned), now)?;
+        // Refused here, before the provider is contacted.
+        let step_up =
+            LoginRequirements::parse(asked.acr_values, asked.max_age, &provider.settings)?;
+        let mut request =
+            provider.begin_login(return_to, prompt.map(str::to_owned), step_up, now)?;
         request.url = provider.push_authorization(request.url).await?;
         let binding = LoginBinding::generate();
         self.sessions
@@ -186,6 +212,20 @@ impl AuthFlows {
             .filter(|c| !c.is_empty())
             .ok_or(FlowError::MissingCode)?;
         let outcome = provider.complete_login(code, &login, now).await?;
+        // Before anything replaces the browser's session: a login that proved less than it
+        // asked for changes nothing.
+        if let Err(shortfall) = check_login(
+            &login,
+            &outcome.authentication,
+            now,
+            provider.settings.clock_skew,
+        ) {
+            return Err(FlowError::InsufficientAuthentication {
+                shortfall,
+                return_to: login.return_to,
+                bindings,
+            });
+        }
 
         let refresh_token_expires_at = outcome.tokens.refresh_token_expires_at;
         let data = SessionData {
@@ -193,6 +233,7 @@ impl AuthFlows {
             sub: outcome.sub.clone(),
             provider_sid: outcome.provider_sid,
             claims: Claims::from_map(&outcome.claims),
+            authentication: outcome.authentication,
             tokens: outcome.tokens,
             logout_sid: b64(&random_bytes()[..16]),
             created_at: now,

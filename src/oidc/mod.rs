@@ -8,8 +8,10 @@ pub mod online_check;
 mod par;
 pub mod provider;
 pub mod refresh;
+mod refresh_grant;
 pub mod return_to;
 mod revocation;
+pub mod step_up;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +30,11 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::clock::UnixMillis;
-use crate::session::{LoginState, TokenSet};
+use crate::session::{Authentication, LoginState, TokenSet};
 use provider::without_url;
 pub use provider::{Discovered, Provider};
+pub use refresh_grant::RefreshedTokens;
+use step_up::LoginRequirements;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -93,6 +97,7 @@ pub struct LoginOutcome {
     pub provider_sid: Option<String>,
     pub claims: Map<String, Value>,
     pub tokens: TokenSet,
+    pub authentication: Authentication,
 }
 
 /// Every configured provider, keyed by name, one of them the default.
@@ -156,6 +161,7 @@ impl Provider {
         &self,
         return_to: String,
         prompt: Option<String>,
+        step_up: LoginRequirements,
         now: UnixMillis,
     ) -> Result<AuthorizationRequest, OidcError> {
         let discovered = self.current()?;
@@ -172,9 +178,12 @@ impl Provider {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         for (key, value) in &self.settings.extra_authorize_params {
-            if key != "prompt" || prompt.is_none() {
+            if (key != "prompt" || prompt.is_none()) && !step_up.sets(key) {
                 request = request.add_extra_param(key.clone(), value.clone());
             }
+        }
+        for (key, value) in step_up.authorize_params() {
+            request = request.add_extra_param(key, value);
         }
         if let Some(prompt) = &prompt {
             request = request.add_extra_param("prompt", prompt.clone());
@@ -190,6 +199,8 @@ impl Provider {
                 return_to,
                 prompt,
                 created_at: now,
+                acr_values: step_up.acr_values,
+                max_age: step_up.max_age,
             },
         })
     }
@@ -271,6 +282,7 @@ impl Provider {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
+        let authentication = Authentication::from_id_token(&id_claims);
         let mut claims: Map<String, Value> = id_claims
             .into_iter()
             .filter(|(k, _)| !PROTOCOL_CLAIMS.contains(&k.as_str()))
@@ -301,6 +313,7 @@ impl Provider {
                 id_token: SecretString::from(id_token.to_string()),
                 scope: granted_scope(&response),
             },
+            authentication,
         })
     }
 
@@ -554,67 +567,6 @@ fn refresh_expiry(response: &provider::TokenResponse, now: UnixMillis) -> Option
         .or(extra.refresh_token_expires_in)
         .filter(|secs| *secs > 0)
         .map(|secs| now + secs as i64 * 1000)
-}
-
-/// What a refresh yields; absent members mean "keep what the session has".
-pub struct RefreshedTokens {
-    pub access_token: SecretString,
-    pub access_token_expires_at: Option<UnixMillis>,
-    pub access_token_lifetime_ms: Option<i64>,
-    pub refresh_token: Option<SecretString>,
-    pub refresh_token_expires_at: Option<UnixMillis>,
-    pub id_token: Option<SecretString>,
-    pub scope: Option<String>,
-}
-
-impl Provider {
-    /// The refresh-token grant. A new ID token, when the provider sends one, is validated
-    /// like the first (its nonce may be absent) and must name the same user.
-    pub async fn refresh(
-        &self,
-        refresh_token: &SecretString,
-        sub: &str,
-        now: UnixMillis,
-    ) -> Result<RefreshedTokens, OidcError> {
-        let discovered = self.current()?;
-        let token = openidconnect::RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let mut request = discovered
-            .client
-            .exchange_refresh_token(&token)
-            .map_err(|e| OidcError::Discovery(format!("no token endpoint: {e}")))?;
-        for (key, value) in self.assertion_params(token_endpoint(&discovered)?)? {
-            request = request.add_extra_param(key, value);
-        }
-        let response: provider::TokenResponse = request
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
-        let id_token = match response.id_token() {
-            Some(id_token) => {
-                let claims = self
-                    .verify_id_token(id_token, None, response.access_token(), now)
-                    .await?;
-                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-                    return Err(OidcError::InvalidIdToken(
-                        "refreshed ID token names another user".into(),
-                    ));
-                }
-                Some(SecretString::from(id_token.to_string()))
-            }
-            None => None,
-        };
-        Ok(RefreshedTokens {
-            access_token: SecretString::from(response.access_token().secret().clone()),
-            access_token_expires_at: response.expires_in().map(|d| now + d.as_millis() as i64),
-            access_token_lifetime_ms: response.expires_in().map(|d| d.as_millis() as i64),
-            refresh_token: response
-                .refresh_token()
-                .map(|t| SecretString::from(t.secret().clone())),
-            refresh_token_expires_at: refresh_expiry(&response, now),
-            id_token,
-            scope: granted_scope(&response),
-        })
-    }
 }
 
 /// An error with its causes, for the log (verification errors carry no secrets).

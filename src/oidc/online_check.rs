@@ -283,7 +283,33 @@ impl Provider {
                 .push(format!("RFC 8414 metadata: not used ({reason})"));
         }
         check.warnings = feature_warnings(settings, expect, &document, &extra);
+        acr_report(settings, &document, &mut check);
         check
+    }
+}
+
+/// Step-up: the `acr_values_supported` the provider advertises, and a warning for each
+/// `allowed_acr_values` entry it does not (a login asking for it may come back without it).
+fn acr_report(settings: &ProviderSettings, document: &Value, check: &mut ProviderCheck) {
+    let supported = strings(document, "acr_values_supported").unwrap_or_default();
+    check.supports.push(if supported.is_empty() {
+        "acr values (step-up): none advertised".to_owned()
+    } else {
+        format!("acr values (step-up): {}", supported.join(", "))
+    });
+    let unadvertised: Vec<&str> = settings
+        .allowed_acr_values
+        .iter()
+        .filter(|acr| !supported.contains(acr))
+        .map(String::as_str)
+        .collect();
+    if !unadvertised.is_empty() {
+        check.warnings.push(format!(
+            "allowed_acr_values not in the provider's acr_values_supported: {} (a step-up \
+             login asking for them may come back without them, and fail with \
+             login_error=insufficient_authentication)",
+            unadvertised.join(", ")
+        ));
     }
 }
 

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod headers;
 pub mod path;
 pub mod routes;
+pub mod step_up;
 pub mod upstream;
 pub mod websocket;
 
@@ -46,6 +47,9 @@ pub enum ProxyError {
     UpstreamTls(String),
     #[error("no token for the upstream: {0}")]
     Token(#[from] OidcError),
+    /// The session's authentication is not strong or recent enough for the route (401).
+    #[error("step-up required: {}", .0.reason)]
+    StepUpRequired(step_up::StepUpChallenge),
 }
 
 pub struct Proxy {
@@ -211,6 +215,8 @@ impl Proxy {
             TokenPolicy::User => {
                 let session = session.ok_or(ProxyError::Unauthenticated)?;
                 check_requirements(route, session)?;
+                step_up::check(&route.step_up, &session.data.authentication, now)
+                    .map_err(ProxyError::StepUpRequired)?;
                 Ok(user_token)
             }
             TokenPolicy::Client => Ok(Some(UpstreamToken::Client(

@@ -188,6 +188,7 @@ mod tests {
             methods: vec![],
             required_scopes: vec![],
             required_claims: Default::default(),
+            step_up: Default::default(),
             timeout: Duration::from_secs(1),
             max_duration: None,
             max_body_bytes: 1,

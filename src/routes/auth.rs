@@ -8,7 +8,7 @@ use super::{cookies, redirect, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::metrics::LogoutKind;
-use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError};
+use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError, LoginRequest};
 use crate::oidc::return_to::{validate_return_to, with_login_error};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::{LoginBindings, LoginStateError};
@@ -31,9 +31,13 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     let start = match state
         .flows
         .begin_login(
-            return_to,
-            params.get("prompt").map(String::as_str),
-            params.get("provider").map(String::as_str),
+            LoginRequest {
+                return_to,
+                prompt: params.get("prompt").map(String::as_str),
+                provider: params.get("provider").map(String::as_str),
+                acr_values: params.get("acr_values").map(String::as_str),
+                max_age: params.get("max_age").map(String::as_str),
+            },
             login_bindings(&req, &state),
             state.now(),
         )
@@ -140,6 +144,22 @@ pub async fn callback(
             Ok(redirect(&with_login_error(&return_to, &code))
                 .cookie(remaining_logins_cookie(&bindings, settings))
                 .finish())
+        }
+        // A step-up that came back weaker than it asked: back to the app, which reads
+        // `login_error`; no session was made, and the browser's own is untouched.
+        Err(FlowError::InsufficientAuthentication {
+            shortfall,
+            return_to,
+            bindings,
+        }) => {
+            state.metrics.login(None, false);
+            let reason = format!("insufficient_authentication: {shortfall}");
+            security_event(SecurityEvent::LoginFailed, None, None, Some(&reason));
+            Ok(
+                redirect(&with_login_error(&return_to, "insufficient_authentication"))
+                    .cookie(remaining_logins_cookie(&bindings, settings))
+                    .finish(),
+            )
         }
         // A login this browser cannot open: another browser's, or one of its own whose
         // binding gave way to newer logins. It is used up; the browser's other logins in

@@ -6,6 +6,7 @@ pub mod frontend;
 pub mod health;
 pub mod logout;
 pub mod proxy;
+pub mod step_up;
 
 use std::sync::Arc;
 

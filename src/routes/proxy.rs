@@ -8,6 +8,7 @@ use std::time::Instant;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 
+use super::step_up::step_up_problem;
 use super::{cookies, AppState};
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
 use crate::edge::trace_context::TraceContext;
@@ -21,6 +22,7 @@ use crate::proxy::forward::{
 };
 use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
+use crate::proxy::step_up::upstream_challenge;
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
@@ -68,6 +70,10 @@ pub async fn forward(
                 Some(&reason),
             );
             return Err(ProxyError::Forbidden(reason).into());
+        }
+        Err(ProxyError::StepUpRequired(challenge)) => {
+            let session = session.ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
+            return Err(step_up_problem(req, state, session, challenge));
         }
         Err(e) => return Err(e.into()),
     };
@@ -138,6 +144,14 @@ pub async fn forward(
         let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
         send(sent, classify, state, route, None).await?
     };
+    // The upstream's own RFC 9470 challenge to the user's token: the same step-up answer
+    // as a route requirement's. Any other 401 passes through as it is.
+    if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {
+        let challenges = response.headers().get_all(http::header::WWW_AUTHENTICATE);
+        if let Some(challenge) = upstream_challenge(challenges.iter().map(|v| v.as_bytes())) {
+            return Err(step_up_problem(req, state, session, challenge));
+        }
+    }
     Ok(stream_upstream_response(
         response,
         response_policy(route, token.as_ref()),

@@ -1,6 +1,7 @@
 //! Sessions: the model, the cookie handle, and the manager that seals sessions under the
 //! per-session secret before any store sees them. Free of HTTP framework types.
 
+pub mod authentication;
 pub mod crypto;
 pub mod device;
 pub mod memory;
@@ -16,6 +17,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
+pub use authentication::Authentication;
 use crypto::{b64, hash_id, open, random_bytes, seal, unb64_32, RandomBytes};
 pub use one_time::{
     LoginBinding, LoginBindings, LoginState, LoginStateError, LogoutContinuation,
@@ -134,6 +136,9 @@ pub struct SessionData {
     pub provider_sid: Option<String>,
     /// ID-token and userinfo claims, protocol-only ones left out.
     pub claims: Claims,
+    /// What the login proved (`acr`, `amr`, `auth_time`); a refresh leaves it as it is.
+    #[serde(default)]
+    pub authentication: Authentication,
     pub tokens: TokenSet,
     /// Public value the SPA passes to `GET /auth/logout?sid=` (a CSRF guard, not a secret).
     pub logout_sid: String,
@@ -154,6 +159,7 @@ impl fmt::Debug for SessionData {
                 &self.provider_sid.as_ref().map(|_| "<present>"),
             )
             .field("claims", &self.claims)
+            .field("authentication", &self.authentication)
             .field("tokens", &self.tokens)
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)

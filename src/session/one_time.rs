@@ -30,6 +30,12 @@ pub struct LoginState {
     pub return_to: String,
     pub prompt: Option<String>,
     pub created_at: UnixMillis,
+    /// Step-up: the `acr_values` this login asked for; the ID token's `acr` must be one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// Step-up: the `max_age` this login asked for; the ID token's `auth_time` must meet it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 impl fmt::Debug for LoginState {

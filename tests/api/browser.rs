@@ -154,7 +154,7 @@ async fn log_in_at_the_provider(chrome: &Chrome, app: &TestApp, user: &str) {
 }
 
 /// From the demo page, anonymous, through the provider's forms, back logged in.
-async fn log_in_on_the_demo_page(chrome: &Chrome, app: &TestApp, user: &str) {
+pub(crate) async fn log_in_on_the_demo_page(chrome: &Chrome, app: &TestApp, user: &str) {
     chrome.goto(&format!("{}/", app.base)).await;
     chrome.wait_for_visible("anonymous").await;
     chrome.click("#login").await;
@@ -394,7 +394,7 @@ async fn scenario(chrome: &Chrome, app: &TestApp) {
 
 /// Script errors, CSP violations and failed loads other than the expected 401s (the
 /// provider's own pages are their business).
-async fn console_problems(chrome: &Chrome, app: &TestApp) -> Vec<String> {
+pub(crate) async fn console_problems(chrome: &Chrome, app: &TestApp) -> Vec<String> {
     let console = chrome.console().await;
     console
         .iter()

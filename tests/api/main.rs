@@ -3,6 +3,7 @@
 mod alerts;
 mod audit;
 mod browser;
+mod browser_step_up;
 mod callback;
 mod client_auth;
 mod config_cli;
@@ -27,6 +28,7 @@ mod resilience;
 mod route_spellings;
 mod session_cache;
 mod slow_bodies;
+mod step_up;
 mod store_contract;
 mod tls;
 mod topologies;

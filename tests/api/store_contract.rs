@@ -62,6 +62,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         sub: sub.into(),
         provider_sid: Some(sid.into()),
         claims: Claims::from_map(&claims),
+        authentication: Default::default(),
         tokens: TokenSet {
             access_token_lifetime_ms: None,
             access_token: SecretString::from(format!("access-{sub}-{now}")),
@@ -283,6 +284,8 @@ async fn login_state_is_single_use_and_bound_to_one_browser(
         return_to: "/back".into(),
         prompt: None,
         created_at: now,
+        acr_values: vec![],
+        max_age: None,
     };
     let binding = LoginBinding::generate();
     let value = binding.cookie_value().expose_secret().to_owned();

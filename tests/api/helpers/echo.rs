@@ -8,6 +8,7 @@
 //! - `/cache-control?value=V`: answers with `Cache-Control: V`
 //! - `/events?count=N&ms=M`: server-sent events; with `&lockstep=1` each after the first
 //!   waits for [`EchoUpstream::release_next_event`]
+//! - `/challenge?www_authenticate=V`: 401 with `WWW-Authenticate: V`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,6 +115,12 @@ async fn handle(
             return HttpResponse::Ok()
                 .insert_header(("Cache-Control", value))
                 .body("cached as the upstream says");
+        }
+        "/challenge" => {
+            let value = query.get("www_authenticate").cloned().unwrap_or_default();
+            return HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", value))
+                .body("the upstream's own 401");
         }
         "/set-cookie" => {
             return HttpResponse::Ok()

@@ -70,6 +70,7 @@
 //        that is never published.
 //   Token responses that carry a refresh token also carry refresh_expires_in
 //   (REFRESH_TOKEN_TTL), as Keycloak does, so clients can bound sessions by it.
+//   POST /__test/acr-answer, POST /__test/clock: see second_factor.mjs (a second factor).
 //   Unknown /__test/ paths -> 404 {"error":"not_found"}.
 
 import * as crypto from 'node:crypto';
@@ -84,6 +85,7 @@ console.log = console.info = console.error;
 
 const { default: Provider, errors } = await import('oidc-provider');
 const { default: MemoryAdapter } = await import('./memory_adapter.mjs');
+const secondFactor = await import('./second_factor.mjs');
 
 function intEnv(name, fallback) {
   const raw = process.env[name];
@@ -272,11 +274,7 @@ async function revokeGrants(clientId, sub) {
       grantsByClientAccount.delete(key);
     }
   }
-  const tokenModels = [
-    provider.AccessToken,
-    provider.RefreshToken,
-    provider.AuthorizationCode,
-  ];
+  const tokenModels = [provider.AccessToken, provider.RefreshToken, provider.AuthorizationCode];
   let revoked = 0;
   for (const grantId of grantIds) {
     const exists = await provider.Grant.adapter.find(grantId);
@@ -304,6 +302,7 @@ async function handleTest(req, res, url) {
     return sendJson(res, 200, { jwt: signJwt(body.header ?? {}, body.payload ?? {}) });
   }
   req.resume();
+  if (secondFactor.handleTest(route, q, (status, body) => sendJson(res, status, body)) !== false) return undefined;
   switch (route) {
     case 'GET /__test/grants': {
       const clientId = q.get('client_id');
@@ -505,7 +504,8 @@ const configuration = {
   },
 };
 
-provider = new Provider(ISSUER, configuration);
+provider = new Provider(ISSUER, { ...configuration, ...secondFactor.configuration(configuration.claims) });
+provider.use(secondFactor.middleware(provider));
 
 // Like Keycloak, say how long the refresh token lives.
 provider.use(async (ctx, next) => {
