@@ -44,99 +44,138 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub fn status(self) -> StatusCode {
+    /// Each problem's status, slug and title, in one table.
+    fn table(self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Problem::CsrfRequired | Problem::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Problem::InvalidReturnTo
-            | Problem::InvalidRequest
-            | Problem::InvalidCallback
-            | Problem::LoginStateInvalid
-            | Problem::ProviderDenied
-            | Problem::LoginFailed => StatusCode::BAD_REQUEST,
-            Problem::NotFound => StatusCode::NOT_FOUND,
-            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Problem::SessionStoreUnavailable | Problem::ProviderUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
+            Problem::CsrfRequired => (
+                StatusCode::UNAUTHORIZED,
+                "csrf-header-required",
+                "Anti-forgery header missing",
+            ),
+            Problem::Unauthenticated => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated", "Not logged in")
             }
-            Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Problem::UnsafePath => StatusCode::BAD_REQUEST,
-            Problem::Forbidden => StatusCode::FORBIDDEN,
-            Problem::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Problem::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Problem::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Problem::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            Problem::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::LogoutTokenInvalid => StatusCode::BAD_REQUEST,
-            Problem::UpstreamTls => StatusCode::BAD_GATEWAY,
-            Problem::OriginRejected => StatusCode::FORBIDDEN,
-            Problem::TooManyWebSockets => StatusCode::TOO_MANY_REQUESTS,
-            Problem::StepUpRequired => StatusCode::UNAUTHORIZED,
+            Problem::InvalidReturnTo => (
+                StatusCode::BAD_REQUEST,
+                "invalid-return-to",
+                "returnTo must be a local path",
+            ),
+            Problem::InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+            ),
+            Problem::InvalidCallback => (
+                StatusCode::BAD_REQUEST,
+                "invalid-callback",
+                "Invalid login callback",
+            ),
+            Problem::LoginStateInvalid => (
+                StatusCode::BAD_REQUEST,
+                "login-state-invalid",
+                "Login state unknown, expired, used or from another browser",
+            ),
+            Problem::ProviderDenied => (
+                StatusCode::BAD_REQUEST,
+                "provider-denied",
+                "The identity provider did not log you in",
+            ),
+            Problem::LoginFailed => (StatusCode::BAD_REQUEST, "login-failed", "Login failed"),
+            Problem::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Problem::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Problem::SessionStoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session-store-unavailable",
+                "Session store unavailable, try again",
+            ),
+            Problem::ProviderUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider-unavailable",
+                "Identity provider unavailable, try again",
+            ),
+            Problem::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                "Internal error",
+            ),
+            Problem::UnsafePath => (
+                StatusCode::BAD_REQUEST,
+                "unsafe-path",
+                "Request path not acceptable",
+            ),
+            Problem::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            Problem::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests, slow down",
+            ),
+            Problem::HeaderTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request-header-too-large",
+                "Request header fields too large",
+            ),
+            Problem::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Problem::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-body-timeout",
+                "Request body too slow",
+            ),
+            Problem::UpstreamUnreachable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-unreachable",
+                "Upstream API unreachable",
+            ),
+            Problem::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream API did not answer in time",
+            ),
+            Problem::LogoutTokenInvalid => (
+                StatusCode::BAD_REQUEST,
+                "logout-token-invalid",
+                "Logout token rejected",
+            ),
+            Problem::UpstreamTls => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-tls",
+                "TLS handshake with the upstream API failed",
+            ),
+            Problem::OriginRejected => (
+                StatusCode::FORBIDDEN,
+                "origin-rejected",
+                "Request origin not allowed",
+            ),
+            Problem::TooManyWebSockets => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-websockets",
+                "Too many WebSockets open for this session",
+            ),
+            Problem::StepUpRequired => (
+                StatusCode::UNAUTHORIZED,
+                "step-up-required",
+                "A stronger or more recent sign-in is needed",
+            ),
         }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.table().0
     }
 
     pub fn slug(self) -> &'static str {
-        match self {
-            Problem::CsrfRequired => "csrf-header-required",
-            Problem::Unauthenticated => "unauthenticated",
-            Problem::InvalidReturnTo => "invalid-return-to",
-            Problem::InvalidRequest => "invalid-request",
-            Problem::InvalidCallback => "invalid-callback",
-            Problem::LoginStateInvalid => "login-state-invalid",
-            Problem::ProviderDenied => "provider-denied",
-            Problem::LoginFailed => "login-failed",
-            Problem::NotFound => "not-found",
-            Problem::MethodNotAllowed => "method-not-allowed",
-            Problem::SessionStoreUnavailable => "session-store-unavailable",
-            Problem::ProviderUnavailable => "provider-unavailable",
-            Problem::Internal => "internal-error",
-            Problem::UnsafePath => "unsafe-path",
-            Problem::Forbidden => "forbidden",
-            Problem::RateLimited => "rate-limited",
-            Problem::HeaderTooLarge => "request-header-too-large",
-            Problem::BodyTimeout => "request-body-timeout",
-            Problem::PayloadTooLarge => "payload-too-large",
-            Problem::UpstreamUnreachable => "upstream-unreachable",
-            Problem::UpstreamTimeout => "upstream-timeout",
-            Problem::LogoutTokenInvalid => "logout-token-invalid",
-            Problem::UpstreamTls => "upstream-tls",
-            Problem::OriginRejected => "origin-rejected",
-            Problem::TooManyWebSockets => "too-many-websockets",
-            Problem::StepUpRequired => "step-up-required",
-        }
+        self.table().1
     }
 
     pub fn title(self) -> &'static str {
-        match self {
-            Problem::CsrfRequired => "Anti-forgery header missing",
-            Problem::Unauthenticated => "Not logged in",
-            Problem::InvalidReturnTo => "returnTo must be a local path",
-            Problem::InvalidRequest => "Invalid request",
-            Problem::InvalidCallback => "Invalid login callback",
-            Problem::LoginStateInvalid => {
-                "Login state unknown, expired, used or from another browser"
-            }
-            Problem::ProviderDenied => "The identity provider did not log you in",
-            Problem::LoginFailed => "Login failed",
-            Problem::NotFound => "Not found",
-            Problem::MethodNotAllowed => "Method not allowed",
-            Problem::SessionStoreUnavailable => "Session store unavailable, try again",
-            Problem::ProviderUnavailable => "Identity provider unavailable, try again",
-            Problem::Internal => "Internal error",
-            Problem::UnsafePath => "Request path not acceptable",
-            Problem::Forbidden => "Not allowed",
-            Problem::RateLimited => "Too many requests, slow down",
-            Problem::HeaderTooLarge => "Request header fields too large",
-            Problem::BodyTimeout => "Request body too slow",
-            Problem::PayloadTooLarge => "Request body too large",
-            Problem::UpstreamUnreachable => "Upstream API unreachable",
-            Problem::UpstreamTimeout => "Upstream API did not answer in time",
-            Problem::LogoutTokenInvalid => "Logout token rejected",
-            Problem::UpstreamTls => "TLS handshake with the upstream API failed",
-            Problem::OriginRejected => "Request origin not allowed",
-            Problem::TooManyWebSockets => "Too many WebSockets open for this session",
-            Problem::StepUpRequired => "A stronger or more recent sign-in is needed",
-        }
+        self.table().2
     }
 }
 
