@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::AuditLog;
 use crate::config::{self, Settings};
+use crate::observability::audit::AuditLog;
+use crate::observability::telemetry;
 use crate::startup::Application;
-use crate::telemetry;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,22 +4,19 @@
 //! OpenID Connect login, keeps the tokens server-side (encrypted per session) and attaches
 //! them to API calls it proxies.
 
-pub mod audit;
 pub mod cli;
 pub mod client_key;
 pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod error;
-pub mod events;
 pub mod frontend;
-pub mod metrics;
+pub mod observability;
 pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
 pub mod session;
 pub mod startup;
-pub mod telemetry;
 pub mod tls;
 pub mod tls_files;

@@ -14,7 +14,7 @@ use crate::config::{Settings, StoreSettings};
 use crate::edge;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
-use crate::metrics::{self, MeteredStore, Metrics};
+use crate::observability::metrics::{self, MeteredStore, Metrics};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};

@@ -13,14 +13,14 @@ use super::body::{self as request_body, BodyLimits, CutFlag, HeldBody};
 use super::trace_context::TraceContext;
 use crate::edge;
 use crate::error::ApiError;
-use crate::metrics;
-use crate::proxy::path::{normalise_request_path, NormalPath, UnsafePath};
-use crate::ratelimit::RateLimitHeaders;
-use crate::routes::AppState;
-use crate::telemetry::{
+use crate::observability::metrics;
+use crate::observability::telemetry::{
     acceptable_request_id, new_request_id, RequestId, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
 };
+use crate::proxy::path::{normalise_request_path, NormalPath, UnsafePath};
+use crate::ratelimit::RateLimitHeaders;
+use crate::routes::AppState;
 
 /// Everything decided once per request before routing, in one middleware (one boxed call
 /// and one future per request, where a layer per step would cost one each), as named

@@ -490,8 +490,8 @@ impl AuthFlows {
     async fn revoke_best_effort(&self, provider: &str, refresh_token: &SecretString) -> bool {
         let Some(provider) = self.providers.get(Some(provider)) else {
             tracing::warn!(%provider, "refresh token not revoked: the provider is no longer configured");
-            crate::telemetry::provider_security_event(
-                crate::telemetry::SecurityEvent::TokenRevocationFailed,
+            crate::observability::telemetry::provider_security_event(
+                crate::observability::telemetry::SecurityEvent::TokenRevocationFailed,
                 Some(provider),
                 None,
                 None,

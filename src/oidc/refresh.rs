@@ -13,12 +13,12 @@ use subtle::ConstantTimeEq;
 use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionSettings;
-use crate::metrics::{LogoutKind, Metrics, RefreshOutcome};
+use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
+use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, LoadedSession, SessionData, SessionError, SessionManager, TokenSet,
 };
-use crate::telemetry::{security_event, SecurityEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {

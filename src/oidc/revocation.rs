@@ -9,7 +9,7 @@ use super::metadata::EndpointSource;
 use super::provider::without_url;
 use super::{OidcError, Provider};
 use crate::config::ClientAuthMethod;
-use crate::telemetry::{provider_security_event, SecurityEvent};
+use crate::observability::telemetry::{provider_security_event, SecurityEvent};
 
 /// `token.revocation_failed`'s reason when there is nowhere to send the token.
 pub const NO_REVOCATION_ENDPOINT: &str = "no revocation endpoint";

@@ -43,7 +43,7 @@ pub type SessionCheck = Box<dyn Fn() -> LocalBoxFuture<'static, SessionState>>;
 
 /// Counts the socket in the metrics: open now, and closed with a reason when it ends.
 pub struct SocketMetrics {
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::observability::metrics::Metrics,
     pub route: String,
 }
 

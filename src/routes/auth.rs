@@ -7,12 +7,12 @@ use serde_json::json;
 use super::{cookies, redirect, single_params, AppState};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::metrics::LogoutKind;
+use crate::observability::metrics::LogoutKind;
+use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError, LoginRequest};
 use crate::oidc::return_to::{validate_return_to, with_login_error};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::{LoginBindings, LoginStateError};
-use crate::telemetry::{security_event, SecurityEvent};
 
 /// Login starts and callbacks count against one limit per client IP.
 async fn limit_login(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::{cookies, redirect, single_params, AppState};
 use crate::error::{ApiError, Problem};
-use crate::metrics::LogoutKind;
+use crate::observability::metrics::LogoutKind;
+use crate::observability::telemetry::{provider_security_event, security_event, SecurityEvent};
 use crate::oidc::flows::HintDelivery;
-use crate::telemetry::{provider_security_event, security_event, SecurityEvent};
 
 /// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
 /// the answer names where to send the browser next — without `id_token_hint`, since

@@ -15,6 +15,7 @@ use actix_web::{web, HttpMessage, HttpRequest};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::{ApiError, Problem};
+use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::proxy::path::NormalPath;
@@ -22,7 +23,6 @@ use crate::proxy::Proxy;
 use crate::ratelimit::{
     self, LimitName, RateLimit, RateLimitHeaders, RateLimiter, Subject, Verdict,
 };
-use crate::telemetry::{security_event, SecurityEvent};
 
 /// Shared, read-only application state handed to every handler.
 pub struct AppState {
@@ -37,7 +37,7 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The WebSockets each session holds open on this instance (capped).
     pub websockets: crate::proxy::websocket::SocketSlots,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::observability::metrics::Metrics,
     /// Added to every response that has none of its own (`frontend::security_headers`).
     pub security_headers: Vec<(
         actix_web::http::header::HeaderName,

@@ -14,7 +14,8 @@ use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
 use crate::edge::trace_context::TraceContext;
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::metrics::UpstreamOutcome;
+use crate::observability::metrics::UpstreamOutcome;
+use crate::observability::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
@@ -27,7 +28,6 @@ use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
-use crate::telemetry::{security_event, RequestId, SecurityEvent};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 

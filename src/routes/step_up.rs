@@ -8,10 +8,10 @@ use actix_web::HttpRequest;
 
 use super::AppState;
 use crate::error::{ApiError, Problem};
+use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::oidc::return_to::validate_return_to;
 use crate::proxy::step_up::StepUpChallenge;
 use crate::session::LoadedSession;
-use crate::telemetry::{security_event, SecurityEvent};
 
 /// The request header in which the SPA names the page to come back to after a step-up
 /// login: a local path, validated as `/auth/login`'s `returnTo` is.

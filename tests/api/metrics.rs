@@ -167,7 +167,10 @@ async fn a_scripted_session_is_counted_exactly() {
         .iter()
         .filter(|s| s.metric == "gatehouse_security_events_total")
         .count();
-    assert_eq!(events, gatehouse::telemetry::SecurityEvent::ALL.len());
+    assert_eq!(
+        events,
+        gatehouse::observability::telemetry::SecurityEvent::ALL.len()
+    );
     assert_eq!(value(&scrape, "gatehouse_provider_up", &[provider]), 1.0);
     assert_eq!(value(&scrape, "gatehouse_build_info", &[]), 1.0);
     assert!(

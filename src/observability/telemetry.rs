@@ -9,9 +9,11 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::audit::AuditLog;
 use crate::config::{LogFormat, LogSettings};
-pub use crate::events::{SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB};
+use crate::observability::audit::AuditLog;
+pub use crate::observability::events::{
+    SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB,
+};
 use crate::session::crypto::b64;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
@@ -108,7 +110,7 @@ pub fn provider_security_event(
     session: Option<&str>,
     reason: Option<&str>,
 ) {
-    crate::metrics::record_security_event(event);
+    crate::observability::metrics::record_security_event(event);
     debug_assert!(
         [
             (SUB, sub),

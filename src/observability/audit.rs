@@ -19,7 +19,7 @@ use tracing_subscriber::layer::Filter;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::events::SECURITY_TARGET;
+use crate::observability::events::SECURITY_TARGET;
 
 /// The open audit file; clones share one handle, which `reopen` swaps.
 #[derive(Clone, Debug)]
@@ -139,7 +139,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::telemetry::{security_event, SecurityEvent};
+    use crate::observability::telemetry::{security_event, SecurityEvent};
     use tracing_subscriber::layer::SubscriberExt;
 
     fn scratch(name: &str) -> PathBuf {
@@ -172,7 +172,7 @@ mod tests {
             tracing::info!("an ordinary line");
             tracing::warn!(target: "gatehouse::security::not", "not the security target");
             let span = tracing::info_span!(
-                target: "gatehouse::telemetry",
+                target: "gatehouse::observability::telemetry",
                 "request",
                 request_id = "req-1",
                 trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",

@@ -77,7 +77,7 @@ catalogue! {
 mod tests {
     use super::*;
 
-    const EVENTS_MD: &str = include_str!("../docs/events.md");
+    const EVENTS_MD: &str = include_str!("../../docs/events.md");
 
     /// docs/events.md's catalogue table: (name, level, fields) per row.
     fn documented() -> Vec<(String, String, Vec<String>)> {

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::clock::UnixMillis;
-use crate::events::SecurityEvent;
+use crate::observability::events::SecurityEvent;
 use crate::oidc::Providers;
 use crate::ratelimit::{LimitName, RateDecision, RateLimit};
 mod collectors;

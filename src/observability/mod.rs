@@ -1,0 +1,8 @@
+//! What gatehouse tells its operators: the log and its security events (`telemetry`, with
+//! the catalogue in `events`), the audit file, and the Prometheus metrics. Nothing here
+//! imports the handlers: they call in, with what is to be counted.
+
+pub mod audit;
+pub mod events;
+pub mod metrics;
+pub mod telemetry;
