@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::processes::{free_port, spawn_in_nursery};
+use crate::helpers::processes::{free_port, serve_command, spawn_in_nursery};
 use crate::helpers::{config_dir, shared_provider};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -45,16 +45,7 @@ async fn the_audit_file_holds_only_security_events_as_json_lines_and_is_reopened
         shared_provider().issuer
     );
     std::fs::write(dir.join("gatehouse.toml"), config).expect("config");
-    let stderr = dir.join("gatehouse.stderr");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    command
-        .args(["serve", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .env_remove("GATEHOUSE_LOG")
-        .env("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "not-used")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    let (command, stderr) = serve_command(&dir, "not-used");
     let mut child = spawn_in_nursery(command);
     let logs = || std::fs::read_to_string(&stderr).unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");

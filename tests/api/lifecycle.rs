@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix_now};
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
+use crate::helpers::provider_logout::confirm_end_session;
 use crate::helpers::{
     gatehouse_cli, proxied_call as api_call, spawn_app_with, AppOptions, Browser, TestApp,
 };
@@ -326,37 +327,12 @@ async fn a_provider_outage_answers_503_and_keeps_the_session() {
 async fn log_out_at_provider(browser: &Browser<'_>) {
     let app = browser.app;
     let id_token = browser.tokens().await.id_token.expose_secret().to_owned();
-    let page = browser
-        .provider_http
-        .get(format!("{}/session/end", app.issuer))
-        .query(&[
-            ("id_token_hint", id_token.as_str()),
-            ("post_logout_redirect_uri", &format!("{}/", app.base)),
-        ])
-        .send()
-        .await
-        .expect("end session")
-        .text()
-        .await
-        .expect("page");
-    let xsrf = page
-        .split("name=\"xsrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no xsrf in {page}"))
-        .to_owned();
-    let confirm = browser
-        .provider_http
-        .post(format!("{}/session/end/confirm", app.issuer))
-        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
-        .send()
-        .await
-        .expect("confirm");
-    assert!(
-        confirm.status().is_redirection(),
-        "logout confirm: {}",
-        confirm.status()
-    );
+    let mut end_session = url::Url::parse(&format!("{}/session/end", app.issuer)).expect("url");
+    end_session
+        .query_pairs_mut()
+        .append_pair("id_token_hint", &id_token)
+        .append_pair("post_logout_redirect_uri", &format!("{}/", app.base));
+    confirm_end_session(&browser.provider_http, &app.issuer, end_session.as_str()).await;
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::helpers::echo::{raw_request, status_of};
+use crate::helpers::provider_logout::confirm_end_session;
 use crate::helpers::{captured_logs, spawn_app, urlencode, Browser, Resp, TestApp};
 
 fn query_param(url: &str, name: &str) -> Option<String> {
@@ -33,38 +34,6 @@ fn assert_no_id_token(answers: &[&Resp], id_token: &str) {
             answer.transcript()
         );
     }
-}
-
-/// Follows the provider's end-session page as the user does (oidc-provider asks to
-/// confirm) and returns where the provider sends the browser afterwards.
-async fn end_session_at_provider(browser: &Browser<'_>, end_session_url: &str) -> String {
-    let page = browser
-        .provider_http
-        .get(end_session_url)
-        .send()
-        .await
-        .expect("end session")
-        .text()
-        .await
-        .expect("page");
-    let xsrf = page
-        .split("name=\"xsrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no confirmation form in {page}"))
-        .to_owned();
-    let confirm = browser
-        .provider_http
-        .post(format!("{}/session/end/confirm", browser.app.issuer))
-        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
-        .send()
-        .await
-        .expect("confirm");
-    assert!(confirm.status().is_redirection(), "{}", confirm.status());
-    confirm.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned()
 }
 
 /// A silent login (`prompt=none`): where the app is sent back to.
@@ -125,7 +94,7 @@ async fn logout_carries_the_hint_to_the_provider_and_ends_its_session_and_refres
         query_param(&end_session, "post_logout_redirect_uri"),
         Some(post_logout_redirect(&app))
     );
-    let landed = end_session_at_provider(&browser, &end_session).await;
+    let landed = confirm_end_session(&browser.provider_http, &app.issuer, &end_session).await;
     assert_eq!(
         landed,
         post_logout_redirect(&app),

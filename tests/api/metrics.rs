@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use prometheus_parse::Scrape;
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
-use crate::helpers::processes::{free_port, listening_ports, spawn_in_nursery};
+use crate::helpers::processes::{free_port, listening_ports, serve_command, spawn_in_nursery};
 use crate::helpers::scrape::{admin, declared_total, scrape, value};
 use crate::helpers::{config_dir, shared_provider, spawn_app_with, AppOptions, TestApp};
 
@@ -353,15 +353,7 @@ async fn listening_ports_of_binary(admin: bool) -> Vec<u16> {
         shared_provider().issuer
     );
     std::fs::write(dir.join("gatehouse.toml"), config).expect("config");
-    let stderr = dir.join("gatehouse.stderr");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    command
-        .args(["serve", "--config", "gatehouse.toml"])
-        .current_dir(&dir)
-        .env_remove("GATEHOUSE_CONFIG")
-        .env("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "not-used")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    let (command, stderr) = serve_command(&dir, "not-used");
     let mut child = spawn_in_nursery(command);
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::echo::{spawn_echo, status_of};
-use crate::helpers::processes::{free_port, spawn_in_nursery};
+use crate::helpers::processes::{free_port, serve_command, spawn_in_nursery};
 use crate::helpers::{config_dir, spawn_app_with, AppOptions, TestApp};
 
 /// What a client trickling its body saw: when the first bytes of an answer came, when
@@ -155,19 +155,7 @@ impl LimitedGatehouse {
             1,
         );
         let dir = config_dir(&config);
-        let stderr = dir.join("gatehouse.stderr");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-        command
-            .args(["serve", "--config", "gatehouse.toml"])
-            .current_dir(&dir)
-            .env_remove("GATEHOUSE_CONFIG")
-            .env_remove("GATEHOUSE_LOG")
-            .env(
-                "GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET",
-                &app.client_secret,
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let (mut command, stderr) = serve_command(&dir, &app.client_secret);
         unsafe {
             use std::os::unix::process::CommandExt;
             command.pre_exec(move || {

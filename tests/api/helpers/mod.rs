@@ -9,6 +9,7 @@ pub mod dot_provider;
 pub mod echo;
 pub mod logout_tokens;
 pub mod processes;
+pub mod provider_logout;
 pub mod scrape;
 pub mod topologies;
 pub mod webdriver;

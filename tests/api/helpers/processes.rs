@@ -393,3 +393,20 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
     ports.dedup();
     ports
 }
+
+/// `gatehouse serve` from the binary, on the `gatehouse.toml` in `dir`, as an operator runs
+/// it (the client secret in the environment); its log goes to `dir/gatehouse.stderr`
+/// (returned), which the whole-run log check reads.
+pub fn serve_command(dir: &std::path::Path, client_secret: &str) -> (Command, std::path::PathBuf) {
+    let stderr = dir.join("gatehouse.stderr");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command
+        .args(["serve", "--config", "gatehouse.toml"])
+        .current_dir(dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_LOG")
+        .env("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", client_secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+    (command, stderr)
+}
