@@ -297,7 +297,7 @@ impl From<SessionError> for ApiError {
 impl From<OidcError> for ApiError {
     fn from(error: OidcError) -> Self {
         match &error {
-            OidcError::NotReady(_) | OidcError::Transport(_) | OidcError::Discovery(_) => {
+            OidcError::NotReady(_) | OidcError::Transport { .. } | OidcError::Discovery(_) => {
                 ApiError::new(Problem::ProviderUnavailable).cause(error)
             }
             OidcError::Rejected { error: code, .. } => ApiError::new(Problem::LoginFailed)
@@ -309,6 +309,10 @@ impl From<OidcError> for ApiError {
             OidcError::IssuerMismatch => ApiError::new(Problem::InvalidCallback)
                 .detail("The issuer in the authorization response is not this provider.")
                 .cause(error),
+            // gatehouse's own failures, not the provider's.
+            OidcError::ClientAssertion(_) | OidcError::HttpClient(_) => {
+                ApiError::new(Problem::Internal).cause(error)
+            }
         }
     }
 }

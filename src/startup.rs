@@ -43,6 +43,8 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot watch for SIGHUP: {0}")]
     Signal(std::io::Error),
+    #[error("cannot build the proxy's upstream client: {0}")]
+    ProxyClient(#[source] crate::proxy::ProxyBuildError),
 }
 
 pub struct Application {
@@ -165,11 +167,7 @@ impl Application {
             &providers,
             &settings.server.public_url,
         )
-        .map_err(|e| {
-            StartupError::Oidc(OidcError::Transport(format!(
-                "cannot build the proxy client: {e}"
-            )))
-        })?;
+        .map_err(StartupError::ProxyClient)?;
         let refresher = TokenRefresher::new(
             sessions.clone(),
             providers.clone(),

@@ -42,8 +42,22 @@ pub enum OidcError {
     NotReady(String),
     #[error("provider discovery failed: {0}")]
     Discovery(String),
-    #[error("cannot reach the identity provider: {0}")]
-    Transport(String),
+    /// The provider could not be reached, or answered with a transport-level failure. The
+    /// source, when there is one, is the HTTP client's error without its URL.
+    #[error("cannot reach the identity provider: {what}")]
+    Transport {
+        what: String,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    /// gatehouse could not sign its own client assertion (`private_key_jwt`): a local
+    /// failure, not the provider's.
+    #[error("cannot sign the client assertion: {0}")]
+    ClientAssertion(String),
+    /// The HTTP client for the provider could not be built (its TLS settings): a local
+    /// failure at start-up.
+    #[error("cannot build the HTTP client for the identity provider")]
+    HttpClient(#[source] reqwest::Error),
     /// The provider answered with an OAuth error (`invalid_grant`, …).
     #[error("identity provider refused: {error}")]
     Rejected {
@@ -59,6 +73,15 @@ pub enum OidcError {
 }
 
 impl OidcError {
+    /// A failed call to the provider: what was being done, and the client's error (kept as
+    /// the source, without its URL).
+    pub fn transport(what: &str, error: reqwest::Error) -> Self {
+        OidcError::Transport {
+            what: format!("{what}: {}", provider::without_url(&error)),
+            source: Some(error.without_url()),
+        }
+    }
+
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, OidcError::Rejected { error, .. } if error == "invalid_grant")
     }
@@ -133,9 +156,12 @@ fn token_error(
             error: response.error().as_ref().to_owned(),
             description: response.error_description().cloned(),
         },
-        RequestTokenError::Request(e) => {
-            OidcError::Transport(format!("token endpoint: {}", source_kind(&e)))
-        }
+        // Generic over the client's error, which cannot be moved out as a reqwest::Error:
+        // its kind is kept in the text.
+        RequestTokenError::Request(e) => OidcError::Transport {
+            what: format!("token endpoint: {}", source_kind(&e)),
+            source: None,
+        },
         RequestTokenError::Parse(e, _) => {
             OidcError::BadResponse(format!("token response: {}", e.path()))
         }
@@ -430,7 +456,7 @@ impl Provider {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| OidcError::Transport(format!("userinfo: {}", without_url(&e))))?;
+            .map_err(|e| OidcError::transport("userinfo", e))?;
         if !response.status().is_success() {
             return Err(OidcError::BadResponse(format!(
                 "userinfo answered {}",

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use url::Url;
 
-use super::provider::{without_url, Discovered};
+use super::provider::Discovered;
 use super::{OidcError, Provider};
 use crate::config::{ClientAuthMethod, PushedAuthorization};
 
@@ -69,9 +69,11 @@ impl Provider {
                 }
             }
         }
-        let response = request.form(&form).send().await.map_err(|e| {
-            OidcError::Transport(format!("pushed authorization request: {}", without_url(&e)))
-        })?;
+        let response = request
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OidcError::transport("pushed authorization request", e))?;
         let status = response.status();
         if status.is_success() {
             let pushed: PushedResponse = response.json().await.map_err(|_| {
@@ -89,9 +91,10 @@ impl Provider {
                 error: error.error,
                 description: error.error_description,
             }),
-            _ => Err(OidcError::Transport(format!(
-                "pushed authorization request answered {status}"
-            ))),
+            _ => Err(OidcError::Transport {
+                what: format!("pushed authorization request answered {status}"),
+                source: None,
+            }),
         }
     }
 }

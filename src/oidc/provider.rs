@@ -118,7 +118,7 @@ impl Provider {
             .connect_timeout(settings.http_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| OidcError::Transport(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| OidcError::HttpClient(e.without_url()))?;
         Ok(Self {
             settings,
             http,
@@ -174,7 +174,7 @@ impl Provider {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| OidcError::Transport(format!("GET {url}: {}", without_url(&e))))?;
+            .map_err(|e| OidcError::transport(&format!("GET {url}"), e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(OidcError::Discovery(format!("GET {url} answered {status}")));
@@ -309,7 +309,7 @@ impl Provider {
         };
         let assertion = key
             .assertion(&self.settings.client_id, endpoint)
-            .map_err(|e| OidcError::Transport(format!("cannot sign the client assertion: {e}")))?;
+            .map_err(OidcError::ClientAssertion)?;
         Ok(vec![
             (
                 "client_assertion_type",

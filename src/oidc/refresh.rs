@@ -238,7 +238,10 @@ impl TokenRefresher {
         let result = tokio::select! {
             result = refresh => result,
             // The keeper loops forever; should it ever stop, treat it as a transient failure.
-            _ = keep_lock => Err(OidcError::Transport("refresh lock keeper stopped".into())),
+            _ = keep_lock => Err(OidcError::Transport {
+                what: "refresh lock keeper stopped".into(),
+                source: None,
+            }),
         };
 
         let now = self.clock.now_millis();

@@ -6,7 +6,6 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::metadata::EndpointSource;
-use super::provider::without_url;
 use super::{OidcError, Provider};
 use crate::config::ClientAuthMethod;
 use crate::observability::telemetry::{provider_security_event, SecurityEvent};
@@ -90,7 +89,7 @@ impl Provider {
             .body(body)
             .send()
             .await
-            .map_err(|e| OidcError::Transport(format!("revocation: {}", without_url(&e))))?;
+            .map_err(|e| OidcError::transport("revocation", e))?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -66,7 +66,7 @@ fn login_start_failed(error: FlowError, return_to: Option<&str>) -> Result<HttpR
     let code = match &error {
         FlowError::Oidc(OidcError::Rejected { error, .. }) => sanitize_error_code(error),
         FlowError::Oidc(
-            OidcError::NotReady(_) | OidcError::Transport(_) | OidcError::Discovery(_),
+            OidcError::NotReady(_) | OidcError::Transport { .. } | OidcError::Discovery(_),
         ) => "temporarily_unavailable".to_owned(),
         FlowError::Oidc(_) => "server_error".to_owned(),
         _ => return Err(error.into()),

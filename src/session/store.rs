@@ -13,7 +13,9 @@ use crate::ratelimit::{RateDecision, RateLimit};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backing store did not answer (connection refused, timeout, failover). Callers
-    /// answer 503 and keep the session: an outage must never log anybody out.
+    /// answer 503 and keep the session: an outage must never log anybody out. The text is
+    /// a redacted description of the Redis error (`redis::client::describe`), not the error
+    /// itself: a server error can quote a script's arguments, which may be sealed sessions.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
     #[error("session store returned malformed data: {0}")]
