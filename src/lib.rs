@@ -18,5 +18,6 @@ pub mod ratelimit;
 pub mod routes;
 pub mod session;
 pub mod startup;
+pub mod state;
 pub mod tls;
 pub mod tls_files;

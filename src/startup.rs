@@ -20,10 +20,11 @@ use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
 use crate::proxy::Proxy;
 use crate::ratelimit::RateLimiter;
-use crate::routes::{self, AppState};
+use crate::routes;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
+use crate::state::{AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, RateLimits};
 use crate::tls::{self, CertResolver, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +207,6 @@ impl Application {
                 })
                 .collect::<Result<Vec<_>, StartupError>>()?;
 
-        let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
             proxy,
             refresher,
@@ -215,16 +215,19 @@ impl Application {
                 sessions,
                 session_settings: settings.session.clone(),
             },
-            settings: settings.clone(),
-            clock,
+            limits: RateLimits::new(limiter, settings.rate_limits, metrics.clone()),
+            cookie_settings: CookieSettings::new(&settings.session),
+            anti_forgery: AntiForgery::new(&settings.csrf),
+            public_url: settings.server.public_url.clone(),
+            edge: EdgeSettings::new(&settings.server, security_headers),
+            clock: Clock(clock),
             frontend,
             dev_server_http,
-            limiter,
             websockets: crate::proxy::websocket::SocketSlots::new(
                 settings.session.websocket_max_per_session,
             ),
             metrics,
-            security_headers,
+            measured,
         });
         let admin = match settings.admin.bind {
             Some(address) => Some(admin_server(address, state.clone())?),

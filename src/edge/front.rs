@@ -20,7 +20,7 @@ use crate::observability::telemetry::{
 };
 use crate::proxy::path::{normalise_request_path, NormalPath, UnsafePath};
 use crate::ratelimit::RateLimitHeaders;
-use crate::routes::AppState;
+use crate::state::{AppState, EdgeSettings};
 
 /// Everything decided once per request before routing, in one middleware (one boxed call
 /// and one future per request, where a layer per step would cost one each), as named
@@ -40,25 +40,18 @@ pub async fn front(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ticket = edge::hold_connection(&req);
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let ids = identify(&req, state.as_ref().map(|state| state.get_ref()));
+    let ids = identify(&req, state.as_ref().map(|state| &state.edge));
     let normal_path = normalise_request_path(req.path());
     // Only with an admin listener: otherwise no one reads the numbers.
-    let measure = state
-        .as_ref()
-        .filter(|state| state.measured())
-        .map(|state| {
-            let path = match &normal_path {
-                Ok(Some(normal)) => normal.as_str(),
-                _ => req.path(),
-            };
-            let measure = metrics::RequestMeasure::begin(
-                req.method(),
-                path,
-                &state.proxy.table,
-                &state.metrics,
-            );
-            (measure, state.metrics.clone())
-        });
+    let measure = state.as_ref().filter(|state| state.measured).map(|state| {
+        let path = match &normal_path {
+            Ok(Some(normal)) => normal.as_str(),
+            _ => req.path(),
+        };
+        let measure =
+            metrics::RequestMeasure::begin(req.method(), path, &state.proxy.table, &state.metrics);
+        (measure, state.metrics.clone())
+    });
     let normal_path = {
         let mut extensions = req.extensions_mut();
         extensions.insert(RequestId(ids.request_id.clone()));
@@ -94,7 +87,11 @@ pub async fn front(
                 .map_body(|_, body| rest.keep_until_sent(body))
                 .map_into_boxed_body();
         }
-        add_headers(&mut response, &ids.request_id, state);
+        add_headers(
+            &mut response,
+            &ids.request_id,
+            state.map(|state| &state.edge),
+        );
         Ok(edge::release_when_sent(response, ticket))
     }
     .instrument(span);
@@ -117,7 +114,7 @@ struct Ids {
 
 /// Step 1: a well-formed `X-Request-Id` or a new one, the trace context, and the client's
 /// address (a trusted proxy's `X-Forwarded-For` only).
-fn identify(req: &ServiceRequest, state: Option<&AppState>) -> Ids {
+fn identify(req: &ServiceRequest, edge: Option<&EdgeSettings>) -> Ids {
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -132,8 +129,7 @@ fn identify(req: &ServiceRequest, state: Option<&AppState>) -> Ids {
             .map(HeaderValue::as_bytes),
         |buf| rand::Rng::fill(&mut rand::thread_rng(), buf),
     );
-    let client =
-        state.map(|state| edge::identify_client(req, &state.settings.server.trusted_proxies));
+    let client = edge.map(|edge| edge::identify_client(req, &edge.trusted_proxies));
     Ids {
         request_id,
         trace,
@@ -149,7 +145,7 @@ fn admit(
     normal_path: Result<(), UnsafePath>,
 ) -> Result<Option<(CutFlag, BodyLimits)>, ApiError> {
     if let Some(state) = state {
-        edge::check_head_size(req.headers(), state.settings.server.max_header_bytes)?;
+        edge::check_head_size(req.headers(), state.edge.max_header_bytes)?;
     }
     normal_path?;
     guard_body(req, state)
@@ -193,7 +189,7 @@ fn render(response: ServiceResponse<BoxBody>, ids: &Ids) -> ServiceResponse<BoxB
 fn add_headers(
     response: &mut ServiceResponse<BoxBody>,
     request_id: &str,
-    state: Option<&AppState>,
+    edge: Option<&EdgeSettings>,
 ) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -212,7 +208,7 @@ fn add_headers(
             response.headers_mut().insert(name, value);
         }
     }
-    for (name, value) in state.iter().flat_map(|state| state.security_headers.iter()) {
+    for (name, value) in edge.iter().flat_map(|edge| edge.security_headers.iter()) {
         if !response.headers().contains_key(name) {
             response.headers_mut().insert(name.clone(), value.clone());
         }
@@ -229,11 +225,7 @@ fn guard_body(
     if !request_body::may_have_body(req) {
         return Ok(None);
     }
-    let server = &state.settings.server;
-    let limits = BodyLimits {
-        timeout: server.body_timeout,
-        min_bytes_per_sec: server.body_min_bytes_per_sec,
-    };
+    let limits = state.edge.body_limits;
     let path = NormalPath::of(req.request())?.into_owned();
     let streamed = matches!(state.proxy.table.find(&path), Ok(Some(_)))
         || matches!(state.frontend, crate::frontend::Frontend::DevServer(_));

@@ -4,32 +4,38 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{cookies, redirect, single_params, AppState};
+use super::{cookies, redirect, single_params};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::observability::metrics::LogoutKind;
+use crate::observability::metrics::{LogoutKind, Metrics};
 use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError, LoginRequest};
 use crate::oidc::return_to::{validate_return_to, with_login_error};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::{LoginBindings, LoginStateError};
+use crate::state::{AppState, CookieSettings, RateLimits};
 
 /// Login starts and callbacks count against one limit per client IP.
-async fn limit_login(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+async fn limit_login(req: &HttpRequest, limits: &RateLimits) -> Result<(), ApiError> {
     let client = Subject::ClientIp(ClientIp::of(req));
-    let limit = state.settings.rate_limits.login;
-    state
-        .enforce_rate_limit(req, LimitName::Login, client, limit)
+    limits
+        .enforce(req, LimitName::Login, client, limits.login)
         .await
 }
 
 /// `GET /auth/login?returnTo=/x&prompt=none`
 pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    limit_login(&req, &state).await?;
+    let AppState {
+        flows,
+        limits,
+        cookie_settings,
+        clock,
+        ..
+    } = &**state;
+    limit_login(&req, limits).await?;
     let params = single_params(&req)?;
     let return_to = params.get("returnTo").map(String::as_str);
-    let start = match state
-        .flows
+    let start = match flows
         .begin_login(
             LoginRequest {
                 return_to,
@@ -38,8 +44,8 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
                 acr_values: params.get("acr_values").map(String::as_str),
                 max_age: params.get("max_age").map(String::as_str),
             },
-            login_bindings(&req, &state),
-            state.now(),
+            login_bindings(&req, cookie_settings),
+            clock.now(),
         )
         .await
     {
@@ -50,7 +56,7 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     Ok(redirect(start.authorization_url.as_str())
         .cookie(cookies::login_cookie(
             &start.bindings_cookie,
-            &state.settings.session,
+            cookie_settings,
         ))
         .finish())
 }
@@ -84,19 +90,25 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    limit_login(&req, &state).await?;
+    let AppState {
+        flows,
+        limits,
+        cookie_settings,
+        clock,
+        metrics,
+        ..
+    } = &**state;
+    limit_login(&req, limits).await?;
     let params = single_params(&req)?;
-    let settings = &state.settings.session;
-    let bindings = login_bindings(&req, &state);
-    let previous = cookies::read(&req, &settings.cookie_name);
+    let bindings = login_bindings(&req, cookie_settings);
+    let previous = cookies::read(&req, &cookie_settings.session_name);
     // Only the coarse label is kept, never the header itself.
     let device = crate::session::device::device_label(
         req.headers()
             .get(header::USER_AGENT)
             .and_then(|ua| ua.to_str().ok()),
     );
-    let outcome = state
-        .flows
+    let outcome = flows
         .complete_login(
             CallbackParams {
                 code: params.get("code").map(String::as_str),
@@ -107,12 +119,12 @@ pub async fn callback(
             bindings,
             previous.as_deref(),
             device,
-            state.now(),
+            clock.now(),
         )
         .await;
     match outcome {
         Ok(done) => {
-            state.metrics.login(Some(&done.provider), true);
+            metrics.login(Some(&done.provider), true);
             security_event(
                 SecurityEvent::LoginSucceeded,
                 Some(&done.sub),
@@ -128,8 +140,11 @@ pub async fn callback(
                 );
             }
             Ok(redirect(&done.return_to)
-                .cookie(cookies::session_cookie(&done.session_cookie, settings))
-                .cookie(remaining_logins_cookie(&done.bindings, settings))
+                .cookie(cookies::session_cookie(
+                    &done.session_cookie,
+                    cookie_settings,
+                ))
+                .cookie(remaining_logins_cookie(&done.bindings, cookie_settings))
                 .finish())
         }
         // A cancelled or silent login that needs interaction goes back to the app, which
@@ -139,10 +154,10 @@ pub async fn callback(
             return_to,
             bindings,
         }) => {
-            state.metrics.login(None, false);
+            metrics.login(None, false);
             security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
             Ok(redirect(&with_login_error(&return_to, &code))
-                .cookie(remaining_logins_cookie(&bindings, settings))
+                .cookie(remaining_logins_cookie(&bindings, cookie_settings))
                 .finish())
         }
         // A step-up that came back weaker than it asked: back to the app, which reads
@@ -152,12 +167,12 @@ pub async fn callback(
             return_to,
             bindings,
         }) => {
-            state.metrics.login(None, false);
+            metrics.login(None, false);
             let reason = format!("insufficient_authentication: {shortfall}");
             security_event(SecurityEvent::LoginFailed, None, None, Some(&reason));
             Ok(
                 redirect(&with_login_error(&return_to, "insufficient_authentication"))
-                    .cookie(remaining_logins_cookie(&bindings, settings))
+                    .cookie(remaining_logins_cookie(&bindings, cookie_settings))
                     .finish(),
             )
         }
@@ -165,7 +180,7 @@ pub async fn callback(
         // binding gave way to newer logins. It is used up; the browser's other logins in
         // flight (its cookie) stay as they are, and the tab lands in the app.
         Err(FlowError::LoginState(LoginStateError::WrongBrowser { return_to })) => {
-            state.metrics.login(None, false);
+            metrics.login(None, false);
             security_event(
                 SecurityEvent::LoginFailed,
                 None,
@@ -175,7 +190,7 @@ pub async fn callback(
             Ok(redirect(&with_login_error(&return_to, "login_state_invalid")).finish())
         }
         Err(error) => {
-            state.metrics.login(None, false);
+            metrics.login(None, false);
             let error = ApiError::from(error);
             security_event(
                 SecurityEvent::LoginFailed,
@@ -189,15 +204,15 @@ pub async fn callback(
 }
 
 /// The logins this browser has in flight: its login cookie, by its literal name.
-fn login_bindings(req: &HttpRequest, state: &AppState) -> LoginBindings {
-    let cookie = cookies::read(req, &state.settings.session.login_cookie_name);
+fn login_bindings(req: &HttpRequest, cookie_settings: &CookieSettings) -> LoginBindings {
+    let cookie = cookies::read(req, &cookie_settings.login_name);
     LoginBindings::parse(cookie.as_deref())
 }
 
 /// The login cookie after one login completed: the others still in flight, or none.
 fn remaining_logins_cookie<'c>(
     bindings: &LoginBindings,
-    settings: &crate::config::SessionSettings,
+    settings: &CookieSettings,
 ) -> actix_web::cookie::Cookie<'c> {
     match bindings.cookie_value() {
         Some(value) => cookies::login_cookie(&value, settings),
@@ -224,14 +239,7 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /auth/user`: who is logged in, for the SPA. Never a redirect.
 pub async fn user(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let now = state.now();
-    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
-        .current_session(cookie.as_deref(), now)
-        .await?
-        .ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
+    let (session, now) = caller(&req, &state).await?;
     let data = &session.data;
     let seconds_until = |at: i64| ((at - now).max(0) + 999) / 1000;
     Ok(HttpResponse::Ok().json(json!({
@@ -252,11 +260,17 @@ async fn caller(
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<(crate::session::LoadedSession, i64), ApiError> {
-    state.require_csrf_header(req)?;
-    let now = state.now();
-    let cookie = cookies::read(req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
+    let AppState {
+        flows,
+        anti_forgery,
+        cookie_settings,
+        clock,
+        ..
+    } = state;
+    anti_forgery.require(req)?;
+    let now = clock.now();
+    let cookie = cookies::read(req, &cookie_settings.session_name);
+    let session = flows
         .current_session(cookie.as_deref(), now)
         .await?
         .ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
@@ -301,7 +315,7 @@ fn well_formed_public_id(id: &str) -> bool {
 }
 
 fn report_ended(
-    state: &AppState,
+    metrics: &Metrics,
     sub: &str,
     provider: &str,
     ended: &[crate::oidc::flows::EndedByUser],
@@ -309,9 +323,7 @@ fn report_ended(
     if ended.is_empty() {
         return;
     }
-    state
-        .metrics
-        .logouts(provider, LogoutKind::User, ended.len() as u64);
+    metrics.logouts(provider, LogoutKind::User, ended.len() as u64);
     for done in ended {
         let reason = match (done.current, done.revoked) {
             (true, true) => "current, revoked",
@@ -343,18 +355,24 @@ pub async fn end_session(
     if req.path().contains('%') || !well_formed_public_id(&id) {
         return Err(not_found());
     }
-    let done = state
-        .flows
-        .end_session(&session, &id, &state.settings.server.public_url, now)
+    let AppState {
+        flows,
+        public_url,
+        cookie_settings,
+        metrics,
+        ..
+    } = &**state;
+    let done = flows
+        .end_session(&session, &id, public_url, now)
         .await?
         .ok_or_else(not_found)?;
     let redirect = done.redirect.clone();
-    report_ended(&state, &session.data.sub, &session.data.provider, &[done]);
+    report_ended(metrics, &session.data.sub, &session.data.provider, &[done]);
     // The caller's own session: a logout, whose answer names where the browser goes next
     // (without the ID token, which only the continuation holds).
     Ok(match redirect {
         Some(redirect) => HttpResponse::Ok()
-            .cookie(cookies::expired_session_cookie(&state.settings.session))
+            .cookie(cookies::expired_session_cookie(cookie_settings))
             .json(json!({ "redirect_to": redirect.as_str() })),
         None => HttpResponse::NoContent().finish(),
     })
@@ -368,6 +386,11 @@ pub async fn end_other_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let (session, now) = caller(&req, &state).await?;
     let ended = state.flows.end_other_sessions(&session, now).await?;
-    report_ended(&state, &session.data.sub, &session.data.provider, &ended);
+    report_ended(
+        &state.metrics,
+        &session.data.sub,
+        &session.data.provider,
+        &ended,
+    );
     Ok(HttpResponse::Ok().json(json!({ "ended": ended.len() })))
 }

@@ -5,51 +5,51 @@ use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::HttpRequest;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::SessionSettings;
+use crate::state::CookieSettings;
 
-fn base<'c>(name: &str, value: String, settings: &SessionSettings) -> Cookie<'c> {
+fn base<'c>(name: &str, value: String, settings: &CookieSettings) -> Cookie<'c> {
     let mut cookie = Cookie::new(name.to_owned(), value);
     cookie.set_http_only(true);
-    cookie.set_secure(settings.secure_cookies);
+    cookie.set_secure(settings.secure);
     cookie.set_path("/");
     cookie
 }
 
-pub fn session_cookie<'c>(value: &SecretString, settings: &SessionSettings) -> Cookie<'c> {
+pub fn session_cookie<'c>(value: &SecretString, settings: &CookieSettings) -> Cookie<'c> {
     let mut cookie = base(
-        &settings.cookie_name,
+        &settings.session_name,
         value.expose_secret().to_owned(),
         settings,
     );
     cookie.set_same_site(SameSite::Strict);
     cookie.set_max_age(time::Duration::seconds(
-        settings.absolute_timeout.as_secs() as i64
+        settings.session_max_age.as_secs() as i64
     ));
     cookie
 }
 
-pub fn expired_session_cookie<'c>(settings: &SessionSettings) -> Cookie<'c> {
-    let mut cookie = base(&settings.cookie_name, String::new(), settings);
+pub fn expired_session_cookie<'c>(settings: &CookieSettings) -> Cookie<'c> {
+    let mut cookie = base(&settings.session_name, String::new(), settings);
     cookie.set_same_site(SameSite::Strict);
     cookie.make_removal();
     cookie
 }
 
-pub fn login_cookie<'c>(value: &SecretString, settings: &SessionSettings) -> Cookie<'c> {
+pub fn login_cookie<'c>(value: &SecretString, settings: &CookieSettings) -> Cookie<'c> {
     let mut cookie = base(
-        &settings.login_cookie_name,
+        &settings.login_name,
         value.expose_secret().to_owned(),
         settings,
     );
     cookie.set_same_site(SameSite::Lax);
     cookie.set_max_age(time::Duration::seconds(
-        settings.login_state_ttl.as_secs() as i64
+        settings.login_max_age.as_secs() as i64
     ));
     cookie
 }
 
-pub fn expired_login_cookie<'c>(settings: &SessionSettings) -> Cookie<'c> {
-    let mut cookie = base(&settings.login_cookie_name, String::new(), settings);
+pub fn expired_login_cookie<'c>(settings: &CookieSettings) -> Cookie<'c> {
+    let mut cookie = base(&settings.login_name, String::new(), settings);
     cookie.set_same_site(SameSite::Lax);
     cookie.make_removal();
     cookie

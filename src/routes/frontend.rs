@@ -11,7 +11,6 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use url::Url;
 
-use super::AppState;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend, StaticFile};
 use crate::proxy::forward::{
@@ -43,10 +42,13 @@ pub async fn serve(
     req: &HttpRequest,
     path: &str,
     payload: web::Payload,
-    state: &AppState,
+    (frontend, dev_server_http): (&Frontend, &reqwest::Client),
+    csrf_header: &str,
 ) -> Result<HttpResponse, ApiError> {
-    match &state.frontend {
-        Frontend::DevServer(origin) => pass_through(req, path, payload, state, origin).await,
+    match frontend {
+        Frontend::DevServer(origin) => {
+            pass_through(req, path, payload, (dev_server_http, origin), csrf_header).await
+        }
         Frontend::Dir(root) if matches!(*req.method(), Method::GET | Method::HEAD) => {
             serve_file(req, path, root.clone()).await
         }
@@ -129,8 +131,8 @@ async fn pass_through(
     req: &HttpRequest,
     path: &str,
     payload: web::Payload,
-    state: &AppState,
-    origin: &Url,
+    (http, origin): (&reqwest::Client, &Url),
+    csrf_header: &str,
 ) -> Result<HttpResponse, ApiError> {
     let mut url = origin.clone();
     url.set_path(path);
@@ -140,19 +142,10 @@ async fn pass_through(
     let websocket = is_websocket_upgrade(req);
     let mut payload = Some(payload);
 
-    let mut request = state
-        .dev_server_http
-        .request(method, url)
-        .version(reqwest::Version::HTTP_11);
+    let mut request = http.request(method, url).version(reqwest::Version::HTTP_11);
     // The API allow-list plus what page loads and a hot-reload socket need: no cookie, no
     // anti-forgery header, no identity headers, no hop-by-hop headers.
-    request = copy_request_headers(
-        req,
-        request,
-        &state.settings.csrf.header,
-        Forwarding::DevServer,
-        None,
-    );
+    request = copy_request_headers(req, request, csrf_header, Forwarding::DevServer, None);
     if websocket {
         request = request
             .header("connection", "Upgrade")

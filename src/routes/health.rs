@@ -1,7 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> HttpResponse {

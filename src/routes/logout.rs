@@ -5,11 +5,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{cookies, redirect, single_params, AppState};
+use super::{cookies, redirect, single_params};
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::LogoutKind;
 use crate::observability::telemetry::{provider_security_event, security_event, SecurityEvent};
 use crate::oidc::flows::HintDelivery;
+use crate::state::AppState;
 
 /// `POST /auth/logout` from the SPA's fetch: a cross-origin redirect is useless to fetch, so
 /// the answer names where to send the browser next — without `id_token_hint`, since
@@ -18,28 +19,31 @@ pub async fn logout_post(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_csrf_header(&req)?;
-    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
-        .current_session(cookie.as_deref(), state.now())
+    let AppState {
+        flows,
+        anti_forgery,
+        cookie_settings,
+        public_url,
+        clock,
+        metrics,
+        ..
+    } = &**state;
+    anti_forgery.require(&req)?;
+    let cookie = cookies::read(&req, &cookie_settings.session_name);
+    let session = flows
+        .current_session(cookie.as_deref(), clock.now())
         .await?;
     let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let continuation = HintDelivery::Continuation {
-        base: &state.settings.server.public_url,
-    };
-    let done = state
-        .flows
-        .logout(session, continuation, state.now())
-        .await?;
+    let continuation = HintDelivery::Continuation { base: public_url };
+    let done = flows.logout(session, continuation, clock.now()).await?;
     if let Some((sub, key)) = &done.ended {
         if let Some(provider) = &provider {
-            state.metrics.logouts(provider, LogoutKind::User, 1);
+            metrics.logouts(provider, LogoutKind::User, 1);
         }
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(HttpResponse::Ok()
-        .cookie(cookies::expired_session_cookie(&state.settings.session))
+        .cookie(cookies::expired_session_cookie(cookie_settings))
         .json(json!({ "redirect_to": done.redirect.as_str() })))
 }
 
@@ -49,11 +53,17 @@ pub async fn logout_get(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let AppState {
+        flows,
+        cookie_settings,
+        clock,
+        metrics,
+        ..
+    } = &**state;
     let params = single_params(&req)?;
-    let cookie = cookies::read(&req, &state.settings.session.cookie_name);
-    let session = state
-        .flows
-        .current_session(cookie.as_deref(), state.now())
+    let cookie = cookies::read(&req, &cookie_settings.session_name);
+    let session = flows
+        .current_session(cookie.as_deref(), clock.now())
         .await?;
     if let Some(session) = &session {
         let given = params.get("sid").map(String::as_bytes).unwrap_or_default();
@@ -71,18 +81,17 @@ pub async fn logout_get(
         }
     }
     let provider = session.as_ref().map(|s| s.data.provider.clone());
-    let done = state
-        .flows
-        .logout(session, HintDelivery::Redirect, state.now())
+    let done = flows
+        .logout(session, HintDelivery::Redirect, clock.now())
         .await?;
     if let Some((sub, key)) = &done.ended {
         if let Some(provider) = &provider {
-            state.metrics.logouts(provider, LogoutKind::User, 1);
+            metrics.logouts(provider, LogoutKind::User, 1);
         }
         security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(redirect(done.redirect.as_str())
-        .cookie(cookies::expired_session_cookie(&state.settings.session))
+        .cookie(cookies::expired_session_cookie(cookie_settings))
         .finish())
 }
 
@@ -98,7 +107,10 @@ pub async fn logout_continue(
         .map(|(_, value)| value.into_owned())
         .filter(|token| token.len() <= 100)
         .unwrap_or_default();
-    let location = state.flows.continue_logout(&token, state.now()).await?;
+    let location = state
+        .flows
+        .continue_logout(&token, state.clock.now())
+        .await?;
     Ok(redirect(location.as_str()).finish())
 }
 
@@ -117,7 +129,7 @@ pub async fn backchannel_logout(
         .find(|(key, _)| key == "logout_token")
         .map(|(_, value)| value.into_owned())
         .ok_or_else(|| invalid("no logout_token"))?;
-    let now = state.now();
+    let now = state.clock.now();
     let request = state
         .flows
         .providers
@@ -213,7 +225,7 @@ pub async fn frontchannel_logout(
     let ended = state
         .flows
         .sessions
-        .delete_by_provider_sid(provider.name(), sid, state.now())
+        .delete_by_provider_sid(provider.name(), sid, state.clock.now())
         .await?;
     state
         .metrics

@@ -8,114 +8,11 @@ pub mod logout;
 pub mod proxy;
 pub mod step_up;
 
-use std::sync::Arc;
+use actix_web::{web, HttpRequest};
 
-use actix_web::{web, HttpMessage, HttpRequest};
-
-use crate::clock::SharedClock;
-use crate::config::Settings;
 use crate::error::{ApiError, Problem};
-use crate::observability::telemetry::{security_event, SecurityEvent};
-use crate::oidc::flows::AuthFlows;
-use crate::oidc::refresh::TokenRefresher;
 use crate::proxy::path::NormalPath;
-use crate::proxy::Proxy;
-use crate::ratelimit::{
-    self, LimitName, RateLimit, RateLimitHeaders, RateLimiter, Subject, Verdict,
-};
-
-/// Shared, read-only application state handed to every handler.
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub flows: AuthFlows,
-    pub proxy: Proxy,
-    pub refresher: TokenRefresher,
-    pub clock: SharedClock,
-    pub frontend: crate::frontend::Frontend,
-    /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
-    pub dev_server_http: reqwest::Client,
-    pub limiter: RateLimiter,
-    /// The WebSockets each session holds open on this instance (capped).
-    pub websockets: crate::proxy::websocket::SocketSlots,
-    pub metrics: crate::observability::metrics::Metrics,
-    /// Added to every response that has none of its own (`frontend::security_headers`).
-    pub security_headers: Vec<(
-        actix_web::http::header::HeaderName,
-        actix_web::http::header::HeaderValue,
-    )>,
-}
-
-impl AppState {
-    pub fn now(&self) -> i64 {
-        self.clock.now_millis()
-    }
-
-    /// Whether anyone can read the metrics: only with an admin listener. Without one the
-    /// hot path neither times nor counts.
-    pub fn measured(&self) -> bool {
-        self.settings.admin.bind.is_some()
-    }
-
-    /// Counts the request against `limit` (when set): 429 with `Retry-After` over it; under
-    /// it, the rate-limit headers go on the response whatever it turns out to be.
-    pub async fn enforce_rate_limit(
-        &self,
-        req: &HttpRequest,
-        name: LimitName<'_>,
-        subject: Subject<'_>,
-        limit: Option<RateLimit>,
-    ) -> Result<(), ApiError> {
-        let Some(limit) = limit else { return Ok(()) };
-        match self.limiter.check(name, subject, limit).await {
-            Verdict::Passed(decision) => {
-                req.extensions_mut()
-                    .insert(RateLimitHeaders(ratelimit::headers(name, limit, &decision)));
-                Ok(())
-            }
-            Verdict::Limited(decision) => {
-                self.metrics.rate_limited(name);
-                let session = match subject {
-                    Subject::Session(key) => Some(key),
-                    Subject::ClientIp(_) => None,
-                };
-                security_event(
-                    SecurityEvent::RateLimited,
-                    None,
-                    session,
-                    Some(name.policy()),
-                );
-                let retry_after = ratelimit::retry_after_secs(&decision);
-                let mut error = ApiError::new(Problem::RateLimited)
-                    .detail(format!("Try again in {retry_after} s."))
-                    .header("Retry-After", retry_after.to_string());
-                for (header, value) in ratelimit::headers(name, limit, &decision) {
-                    error = error.header(header, value);
-                }
-                Err(error)
-            }
-            Verdict::Unchecked => Ok(()),
-        }
-    }
-
-    /// Every API call carries the anti-forgery header: a cross-site form or image cannot set
-    /// it, and a cross-site fetch that sets it fails CORS preflight.
-    pub fn require_csrf_header(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let csrf = &self.settings.csrf;
-        let ok = req
-            .headers()
-            .get(csrf.header.as_str())
-            .is_some_and(|value| value.as_bytes() == csrf.value.as_bytes());
-        if ok {
-            Ok(())
-        } else {
-            security_event(SecurityEvent::CsrfRejected, None, None, Some(req.path()));
-            Err(ApiError::new(Problem::CsrfRequired).detail(format!(
-                "API calls must send the header `{}: {}`.",
-                csrf.header, csrf.value
-            )))
-        }
-    }
-}
+use crate::state::AppState;
 
 /// The `/auth` scope's routes (the scope itself is made in startup, with its headers).
 pub fn configure_auth(cfg: &mut web::ServiceConfig) {
@@ -159,7 +56,10 @@ pub async fn dispatch(
     let path = NormalPath::of(&req)?;
     match state.proxy.table.find(&path)? {
         Some((route, rest)) => proxy::forward(&req, payload, &state, route, rest).await,
-        None => frontend::serve(&req, &path, payload, &state).await,
+        None => {
+            let served = (&state.frontend, &state.dev_server_http);
+            frontend::serve(&req, &path, payload, served, &state.anti_forgery.header).await
+        }
     }
 }
 

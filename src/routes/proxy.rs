@@ -8,13 +8,13 @@ use std::time::Instant;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 
+use super::cookies;
 use super::step_up::step_up_problem;
-use super::{cookies, AppState};
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
 use crate::edge::trace_context::TraceContext;
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::observability::metrics::UpstreamOutcome;
+use crate::observability::metrics::{Metrics, UpstreamOutcome};
 use crate::observability::telemetry::{security_event, RequestId, SecurityEvent};
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
@@ -28,6 +28,7 @@ use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
+use crate::state::{AppState, CookieSettings};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -52,13 +53,13 @@ pub async fn forward(
     if websocket {
         // A browser cannot add the anti-forgery header to a WebSocket handshake; it always
         // sends Origin, which a page on another site cannot forge.
-        require_own_origin(req, state)?;
+        require_own_origin(req, &state.public_url)?;
     } else {
-        state.require_csrf_header(req)?;
+        state.anti_forgery.require(req)?;
     }
     Proxy::check_method(route, req.method().as_str())?;
     let caller = admit(req, state, route).await?;
-    let now = state.now();
+    let now = state.clock.now();
     let session = caller.as_ref().map(|(session, _)| session);
     let token = match state.proxy.token_for(route, session, now).await {
         Ok(token) => token,
@@ -73,7 +74,7 @@ pub async fn forward(
         }
         Err(ProxyError::StepUpRequired(challenge)) => {
             let session = session.ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
-            return Err(step_up_problem(req, state, session, challenge));
+            return Err(step_up_problem(req, &state.public_url, session, challenge));
         }
         Err(e) => return Err(e.into()),
     };
@@ -107,6 +108,7 @@ pub async fn forward(
             .cause(e)
     })?;
     let client = state.proxy.client_for(route);
+    let measured = state.measured.then_some(&state.metrics);
     let request = |body| {
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
@@ -133,7 +135,7 @@ pub async fn forward(
         send(
             client.send(request),
             classify,
-            state,
+            measured,
             route,
             Some(&too_large),
         )
@@ -142,14 +144,14 @@ pub async fn forward(
         // Nothing to stream, so it can be sent again should a pooled connection turn out
         // to be one the upstream had closed.
         let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
-        send(sent, classify, state, route, None).await?
+        send(sent, classify, measured, route, None).await?
     };
     // The upstream's own RFC 9470 challenge to the user's token: the same step-up answer
     // as a route requirement's. Any other 401 passes through as it is.
     if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {
         let challenges = response.headers().get_all(http::header::WWW_AUTHENTICATE);
         if let Some(challenge) = upstream_challenge(challenges.iter().map(|v| v.as_bytes())) {
-            return Err(step_up_problem(req, state, session, challenge));
+            return Err(step_up_problem(req, &state.public_url, session, challenge));
         }
     }
     Ok(stream_upstream_response(
@@ -175,7 +177,7 @@ async fn open_websocket(
             .cause(e)
     })?;
     let slot = match session {
-        Some(session) => Some(socket_slot(state, session)?),
+        Some(session) => Some(socket_slot(&state.websockets, session)?),
         None => None,
     };
     let client = state
@@ -202,7 +204,15 @@ async fn open_websocket(
     // Frames are parsed on the way through; an extension (permessage-deflate) would
     // change what they mean, so none is offered.
     request.headers_mut().remove("sec-websocket-extensions");
-    let response = send(client.execute(request), reqwest_failure, state, route, None).await?;
+    let measured = state.measured.then_some(&state.metrics);
+    let response = send(
+        client.execute(request),
+        reqwest_failure,
+        measured,
+        route,
+        None,
+    )
+    .await?;
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
@@ -242,10 +252,10 @@ fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> 
 /// A place for one more socket of the session on this instance, or 429 at the cap
 /// (`session.websocket_max_per_session`). The upstream is not asked.
 fn socket_slot(
-    state: &AppState,
+    websockets: &websocket::SocketSlots,
     session: &LoadedSession,
 ) -> Result<websocket::SocketSlot, ApiError> {
-    state.websockets.take(&session.store_key).ok_or_else(|| {
+    websockets.take(&session.store_key).ok_or_else(|| {
         security_event(
             SecurityEvent::RateLimited,
             None,
@@ -254,7 +264,7 @@ fn socket_slot(
         );
         ApiError::new(Problem::TooManyWebSockets).detail(format!(
             "A session may hold {} WebSockets open at once here; close one first.",
-            state.websockets.max()
+            websockets.max()
         ))
     })
 }
@@ -265,13 +275,20 @@ async fn admit(
     state: &AppState,
     route: &RouteSettings,
 ) -> Result<Option<(LoadedSession, String)>, ApiError> {
-    let now = state.now();
+    let AppState {
+        flows,
+        refresher,
+        limits,
+        cookie_settings,
+        clock,
+        ..
+    } = state;
+    let now = clock.now();
     let session = match route.token {
         TokenPolicy::None | TokenPolicy::Client => None,
         _ => {
-            let cookie = cookies::read(req, &state.settings.session.cookie_name);
-            state
-                .flows
+            let cookie = cookies::read(req, &cookie_settings.session_name);
+            flows
                 .current_session(cookie.as_deref(), now)
                 .await?
                 .zip(cookie)
@@ -279,7 +296,7 @@ async fn admit(
     };
     // Counted before a refresh: a limited call must not cost a trip to the provider.
     let (limit_name, limit) = match route.rate_limit {
-        RouteRateLimit::Default => (LimitName::Api, state.settings.rate_limits.api),
+        RouteRateLimit::Default => (LimitName::Api, limits.api),
         RouteRateLimit::Own(limit) => (LimitName::Route(&route.prefix), Some(limit)),
         RouteRateLimit::Off => (LimitName::Api, None),
     };
@@ -287,16 +304,13 @@ async fn admit(
         Some((session, _)) => Subject::Session(&session.store_key),
         None => Subject::ClientIp(ClientIp::of(req)),
     };
-    state
-        .enforce_rate_limit(req, limit_name, subject, limit)
-        .await?;
+    limits.enforce(req, limit_name, subject, limit).await?;
     match session {
         Some((session, cookie)) => {
-            let session = state
-                .refresher
+            let session = refresher
                 .fresh_session(&cookie, session)
                 .await
-                .map_err(|e| refresh_error(e, state))?;
+                .map_err(|e| refresh_error(e, cookie_settings))?;
             Ok(Some((session, cookie)))
         }
         None => Ok(None),
@@ -314,7 +328,7 @@ fn upstream_headers(
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
 ) {
-    let csrf_header = &state.settings.csrf.header;
+    let csrf_header = &state.anti_forgery.header;
     append_request_headers(req, headers, csrf_header, forwarding, Some(route));
     for injected in &route.inject_headers {
         let mut value =
@@ -369,16 +383,14 @@ fn upstream_headers(
 async fn send<R, E>(
     request: impl std::future::Future<Output = Result<R, E>>,
     failure: fn(&E) -> SendFailure,
-    state: &AppState,
+    measured: Option<&Metrics>,
     route: &RouteSettings,
     upload_too_large: Option<&AtomicBool>,
 ) -> Result<R, ApiError> {
-    let started = state.measured().then(Instant::now);
+    let started = measured.map(|metrics| (metrics, Instant::now()));
     let upstream = |outcome| {
-        if let Some(started) = started {
-            state
-                .metrics
-                .upstream_request(&route.prefix, outcome, started.elapsed());
+        if let Some((metrics, started)) = started {
+            metrics.upstream_request(&route.prefix, outcome, started.elapsed());
         }
     };
     let error = match tokio::time::timeout(route.timeout, request).await {
@@ -413,13 +425,8 @@ async fn send<R, E>(
 }
 
 /// A WebSocket's handshake must come from a page of the public origin, exactly.
-fn require_own_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let expected = state
-        .settings
-        .server
-        .public_url
-        .origin()
-        .ascii_serialization();
+fn require_own_origin(req: &HttpRequest, public_url: &url::Url) -> Result<(), ApiError> {
+    let expected = public_url.origin().ascii_serialization();
     let mut origins = req.headers().get_all(actix_web::http::header::ORIGIN);
     match (origins.next(), origins.next()) {
         (Some(origin), None) if origin.as_bytes() == expected.as_bytes() => Ok(()),
@@ -446,7 +453,7 @@ fn session_check(state: web::Data<AppState>, cookie: String) -> websocket::Sessi
         Box::pin(async move {
             match state
                 .flows
-                .current_session(Some(&cookie), state.now())
+                .current_session(Some(&cookie), state.clock.now())
                 .await
             {
                 Ok(Some(_)) => websocket::SessionState::Live,
@@ -457,12 +464,12 @@ fn session_check(state: web::Data<AppState>, cookie: String) -> websocket::Sessi
     })
 }
 
-fn refresh_error(error: RefreshError, state: &AppState) -> ApiError {
+fn refresh_error(error: RefreshError, cookie_settings: &CookieSettings) -> ApiError {
     match error {
         RefreshError::SessionEnded(reason) => ApiError::new(Problem::Unauthenticated)
             .header(
                 "Set-Cookie",
-                cookies::expired_session_cookie(&state.settings.session).to_string(),
+                cookies::expired_session_cookie(cookie_settings).to_string(),
             )
             .cause(reason),
         RefreshError::Unavailable(reason) => {

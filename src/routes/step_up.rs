@@ -5,8 +5,8 @@
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
+use url::Url;
 
-use super::AppState;
 use crate::error::{ApiError, Problem};
 use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::oidc::return_to::validate_return_to;
@@ -20,7 +20,7 @@ pub const RETURN_TO_HEADER: &str = "x-return-to";
 /// The problem for a call whose session must step up; logs `authz.step_up_required`.
 pub fn step_up_problem(
     req: &HttpRequest,
-    state: &AppState,
+    public_url: &Url,
     session: &LoadedSession,
     challenge: StepUpChallenge,
 ) -> ApiError {
@@ -30,7 +30,7 @@ pub fn step_up_problem(
         Some(&session.store_key),
         Some(challenge.reason),
     );
-    let return_to = return_to(req, state);
+    let return_to = return_to(req, public_url);
     let mut error = ApiError::new(Problem::StepUpRequired)
         .detail("This call needs a stronger or more recent sign-in: follow login_url.")
         .header("WWW-Authenticate", challenge.www_authenticate())
@@ -67,7 +67,7 @@ fn login_url(challenge: &StepUpChallenge, provider: &str, return_to: &str) -> St
 
 /// The page to come back to: `X-Return-To` when it is a valid local path, else the path of
 /// a `Referer` on this site, else `/`.
-fn return_to(req: &HttpRequest, state: &AppState) -> String {
+fn return_to(req: &HttpRequest, public_url: &Url) -> String {
     let single = |name| {
         let mut values = req.headers().get_all(name);
         match (values.next(), values.next()) {
@@ -80,7 +80,7 @@ fn return_to(req: &HttpRequest, state: &AppState) -> String {
     {
         return path;
     }
-    let own_origin = state.settings.server.public_url.origin();
+    let own_origin = public_url.origin();
     single(header::REFERER)
         .and_then(|referer| url::Url::parse(referer).ok())
         .filter(|referer| referer.origin() == own_origin)
