@@ -35,6 +35,8 @@ pub struct AppState {
     /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
     pub dev_server_http: reqwest::Client,
     pub limiter: RateLimiter,
+    /// Whether the store answers (readiness).
+    pub store_health: Arc<dyn crate::session::StoreHealth>,
     /// The WebSockets each session holds open on this instance (capped).
     pub websockets: crate::proxy::websocket::SocketSlots,
     pub metrics: crate::observability::metrics::Metrics,
