@@ -1,5 +1,5 @@
 //! One contract, three stores: every case runs against Redis, Redis with the session cache,
-//! and the in-memory store. Each narrow store trait has its cases: sessions and one-time
+//! and the in-memory store (and once more behind the timing decorator). Each narrow store trait has its cases: sessions and one-time
 //! records through the session manager that seals them, locks, replay memory, rate buckets
 //! and health directly.
 
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use gatehouse::clock::{Clock, OffsetClock};
 use gatehouse::config::RedisSettings;
+use gatehouse::observability::metrics::{Metrics, Timed};
+use gatehouse::oidc::Providers;
 use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
@@ -74,6 +76,17 @@ async fn cached_redis_store() -> Subject {
 
 fn memory_store() -> Subject {
     Subject::new(Arc::new(MemoryStore::new()), false)
+}
+
+/// The in-memory store behind the timing decorator: every trait passes through it unchanged.
+fn timed_memory_store() -> Subject {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let providers = Arc::new(Providers {
+        by_name: Default::default(),
+        default: "main".into(),
+    });
+    let metrics = Metrics::new([], providers, store.clone());
+    Subject::new(Arc::new(Timed::new(store, metrics)), false)
 }
 
 fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
@@ -819,3 +832,4 @@ macro_rules! contract {
 contract!(redis_store, redis_store());
 contract!(memory_store, memory_store());
 contract!(cached_redis_store, cached_redis_store().await);
+contract!(timed_memory_store, timed_memory_store());

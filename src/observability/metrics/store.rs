@@ -187,3 +187,94 @@ impl<S: StoreHealth + ?Sized> StoreHealth for Timed<S> {
         self.inner.cache_statistics()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ratelimit::RateLimit;
+    use crate::session::memory::MemoryStore;
+    use crate::session::SessionStore;
+
+    /// The `op` values docs/metrics.md lists, one per store method.
+    const DOCUMENTED: [&str; 16] = [
+        "insert",
+        "fetch",
+        "replace_sealed",
+        "try_lock",
+        "renew_lock",
+        "unlock",
+        "remember_once",
+        "count",
+        "remove",
+        "keys_by_sub",
+        "keys_by_sid",
+        "summary",
+        "put_login_state",
+        "take_login_state",
+        "ping",
+        "rate_limit",
+    ];
+
+    #[tokio::test]
+    async fn every_operation_is_timed_under_its_documented_name() {
+        let inner: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let providers = Arc::new(Providers {
+            by_name: BTreeMap::new(),
+            default: "main".into(),
+        });
+        let metrics = Metrics::new([], providers, inner.clone());
+        let store = Timed::new(inner, metrics.clone());
+        let idle = IdlePolicy {
+            idle_timeout: Duration::from_secs(60),
+            touch_interval: Duration::from_secs(10),
+        };
+        let record = SessionRecord {
+            sealed: vec![1],
+            provider: "main".into(),
+            sub: "alice".into(),
+            provider_sid: Some("sid".into()),
+            created_at: 0,
+            absolute_expires_at: 60_000,
+            device: String::new(),
+            revocation: None,
+        };
+        let ttl = Duration::from_secs(1);
+        let limit = RateLimit {
+            requests: 1,
+            per: Duration::from_secs(1),
+        };
+        store.insert("k", &record, 0, idle).await.expect("insert");
+        store.fetch("k", 0, idle).await.expect("fetch");
+        store
+            .replace_sealed("k", &[2], None, 60_000, 0)
+            .await
+            .expect("replace");
+        store.keys_by_sub("main", "alice", 0).await.expect("sub");
+        store.keys_by_sid("main", "sid", 0).await.expect("sid");
+        store.summary("k").await.expect("summary");
+        store.count().await.expect("count");
+        store.remove("k").await.expect("remove");
+        store.put_login_state("l", &[1], ttl, 0).await.expect("put");
+        store.take_login_state("l", 0).await.expect("take");
+        store.try_lock("n", "a", ttl, 0).await.expect("lock");
+        store.renew_lock("n", "a", ttl, 0).await.expect("renew");
+        store.unlock("n", "a").await.expect("unlock");
+        store.remember_once("j", ttl, 0).await.expect("remember");
+        store.rate_limit("b", limit, 0, 1).await.expect("rate");
+        store.ping().await.expect("ping");
+        assert_eq!(store.cache_statistics(), None, "passed through, not timed");
+
+        let scrape = metrics.render(false);
+        let mut timed: Vec<&str> = scrape
+            .lines()
+            .filter(|line| line.starts_with("gatehouse_store_operation_duration_seconds_count"))
+            .filter_map(|line| line.split("op=\"").nth(1)?.split('"').next())
+            .collect();
+        timed.sort_unstable();
+        let mut documented = DOCUMENTED.to_vec();
+        documented.sort_unstable();
+        assert_eq!(timed, documented);
+    }
+}
