@@ -292,7 +292,7 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
         };
         match command {
             SessionsCommand::Count => Ok(sessions
-                .store()
+                .records()
                 .count()
                 .await
                 .map_err(|e| e.to_string())?
@@ -300,7 +300,7 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
             SessionsCommand::List { sub, provider } => {
                 let provider = provider_name(provider)?;
                 let keys = sessions
-                    .store()
+                    .records()
                     .keys_by_sub(&provider, sub, now)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -310,7 +310,7 @@ fn sessions(settings: Settings, command: &SessionsCommand) -> ExitCode {
                 )];
                 for key in keys {
                     if let Some(s) = sessions
-                        .store()
+                        .records()
                         .summary(&key)
                         .await
                         .map_err(|e| e.to_string())?

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv6Net;
 
 use crate::clock::{SharedClock, UnixMillis};
-use crate::session::{SessionStore, StoreError};
+use crate::session::{RateBuckets, StoreError};
 
 mod gcra;
 pub use gcra::{gcra, RateDecision, RateLimit, Tat, GCRA_SCRIPT, MAX_WINDOW_SECS};
@@ -124,7 +124,7 @@ enum FromLease {
 
 /// The decision maker shared by every worker.
 pub struct RateLimiter {
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn RateBuckets>,
     clock: SharedClock,
     leases: Mutex<Leases>,
     /// Set while the store fails, so an outage is logged once, not once per request.
@@ -132,7 +132,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(store: Arc<dyn SessionStore>, clock: SharedClock) -> Self {
+    pub fn new(store: Arc<dyn RateBuckets>, clock: SharedClock) -> Self {
         Self {
             store,
             clock,

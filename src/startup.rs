@@ -14,7 +14,7 @@ use crate::config::{Settings, StoreSettings};
 use crate::edge;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
-use crate::observability::metrics::{self, MeteredStore, Metrics};
+use crate::observability::metrics::{self, Metrics, Timed};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
@@ -154,14 +154,14 @@ impl Application {
         // through) and every request counted; without one nobody can scrape, so the hot
         // path skips both.
         let measured = settings.admin.bind.is_some();
-        let store = if measured {
-            MeteredStore::wrap(store, metrics.clone())
+        let store: Arc<dyn SessionStore> = if measured {
+            Arc::new(Timed::new(store, metrics.clone()))
         } else {
             store
         };
         let store_handle = store.clone();
         let limiter = RateLimiter::new(store.clone(), clock.clone());
-        let sessions = session_manager(&settings, store);
+        let sessions = session_manager(&settings, store.clone());
 
         let proxy = Proxy::new(
             settings.routes.clone(),
@@ -171,6 +171,7 @@ impl Application {
         .map_err(StartupError::ProxyClient)?;
         let refresher = TokenRefresher::new(
             sessions.clone(),
+            store.clone(),
             providers.clone(),
             clock.clone(),
             &settings.session,
@@ -213,6 +214,7 @@ impl Application {
             flows: AuthFlows {
                 providers,
                 sessions,
+                replay: store.clone(),
                 session_settings: settings.session.clone(),
             },
             limits: RateLimits::new(limiter, settings.rate_limits, metrics.clone()),
@@ -223,6 +225,7 @@ impl Application {
             clock: Clock(clock),
             frontend,
             dev_server_http,
+            store_health: store.clone(),
             websockets: crate::proxy::websocket::SocketSlots::new(
                 settings.session.websocket_max_per_session,
             ),

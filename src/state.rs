@@ -50,6 +50,8 @@ pub struct AppState {
     pub frontend: Frontend,
     /// For `frontend.dev_server`: unlike the API proxy's client, no read timeout.
     pub dev_server_http: reqwest::Client,
+    /// Whether the store answers (readiness).
+    pub store_health: std::sync::Arc<dyn crate::session::StoreHealth>,
     /// The WebSockets each session holds open on this instance (capped).
     pub websockets: SocketSlots,
     pub metrics: Metrics,

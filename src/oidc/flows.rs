@@ -12,7 +12,7 @@ use crate::config::SessionSettings;
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, Claims, LoadedSession, LoginBinding, LoginBindings, LoginStateError,
-    LogoutContinuation, SessionData, SessionError, SessionListing, SessionManager,
+    LogoutContinuation, ReplayMemory, SessionData, SessionError, SessionListing, SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,8 @@ pub enum HintDelivery<'a> {
 pub struct AuthFlows {
     pub providers: Arc<Providers>,
     pub sessions: SessionManager,
+    /// Logout tokens seen lately, to refuse a replayed back-channel logout.
+    pub replay: Arc<dyn ReplayMemory>,
     pub session_settings: SessionSettings,
 }
 
@@ -448,7 +450,7 @@ impl AuthFlows {
         let data = &current.data;
         let keys = self
             .sessions
-            .store()
+            .records()
             .keys_by_sub(&data.provider, &data.sub, now)
             .await
             .map_err(SessionError::from)?;

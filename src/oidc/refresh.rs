@@ -17,7 +17,7 @@ use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
 use crate::observability::telemetry::{security_event, SecurityEvent};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
-    absolute_expiry, LoadedSession, SessionData, SessionError, SessionManager, TokenSet,
+    absolute_expiry, LoadedSession, Locks, SessionData, SessionError, SessionManager, TokenSet,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ const WAIT_POLL: Duration = Duration::from_millis(25);
 
 pub struct TokenRefresher {
     sessions: SessionManager,
+    /// The refresh lock: one refresh per session across every instance.
+    locks: Arc<dyn Locks>,
     providers: Arc<Providers>,
     clock: SharedClock,
     skew_ms: i64,
@@ -51,6 +53,7 @@ pub struct TokenRefresher {
 impl TokenRefresher {
     pub fn new(
         sessions: SessionManager,
+        locks: Arc<dyn Locks>,
         providers: Arc<Providers>,
         clock: SharedClock,
         settings: &SessionSettings,
@@ -58,6 +61,7 @@ impl TokenRefresher {
     ) -> Self {
         Self {
             sessions,
+            locks,
             providers,
             clock,
             skew_ms: settings.refresh_skew.as_millis() as i64,
@@ -118,8 +122,8 @@ impl TokenRefresher {
         let mut latest = session;
         loop {
             let now = self.clock.now_millis();
-            let store = self.sessions.store();
-            match store
+            match self
+                .locks
                 .try_lock(&latest.store_key, &owner, self.lock_ttl, now)
                 .await
             {
@@ -127,7 +131,7 @@ impl TokenRefresher {
                     let outcome = self
                         .refresh_holding_lock(cookie, &latest.store_key, &owner, &due)
                         .await;
-                    if let Err(error) = store.unlock(&latest.store_key, &owner).await {
+                    if let Err(error) = self.locks.unlock(&latest.store_key, &owner).await {
                         // It lapses on its own within the lock TTL.
                         tracing::warn!(%error, "could not release the refresh lock");
                     }
@@ -225,8 +229,7 @@ impl TokenRefresher {
             loop {
                 tokio::time::sleep(self.lock_ttl / 3).await;
                 let renewed = self
-                    .sessions
-                    .store()
+                    .locks
                     .renew_lock(store_key, owner, self.lock_ttl, self.clock.now_millis())
                     .await;
                 if !matches!(renewed, Ok(true)) {

@@ -10,7 +10,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the session store answers and every provider's metadata is loaded.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.flows.sessions.store().ping().await;
+    let store = state.store_health.ping().await;
     let providers: serde_json::Map<String, serde_json::Value> = state
         .flows
         .providers

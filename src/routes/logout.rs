@@ -147,8 +147,7 @@ pub async fn backchannel_logout(
         crate::oidc::backchannel::MAX_AGE + request.provider.settings.clock_skew * 2;
     if !state
         .flows
-        .sessions
-        .store()
+        .replay
         .remember_once(&replay_key, replay_window, now)
         .await?
     {

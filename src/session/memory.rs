@@ -104,7 +104,7 @@ impl MemoryStore {
     }
 }
 
-impl SessionStore for MemoryStore {
+impl SessionRecords for MemoryStore {
     fn insert<'a>(
         &'a self,
         key: &'a str,
@@ -201,6 +201,92 @@ impl SessionStore for MemoryStore {
         async move { Ok(replaced) }.boxed()
     }
 
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut inner = self.lock();
+        let existed = match inner.sessions.remove(key) {
+            Some(entry) => {
+                inner.unindex(key, &entry.record);
+                true
+            }
+            None => false,
+        };
+        drop(inner);
+        async move { Ok(existed) }.boxed()
+    }
+
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        let count = self.lock().sessions.len() as u64;
+        async move { Ok(count) }.boxed()
+    }
+
+    fn keys_by_sub<'a>(
+        &'a self,
+        provider: &'a str,
+        sub: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        let keys = self.lock().live_keys(&sub_index_id(provider, sub), now);
+        async move { Ok(keys) }.boxed()
+    }
+
+    fn keys_by_sid<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        let keys = self.lock().live_keys(&sid_index_id(provider, sid), now);
+        async move { Ok(keys) }.boxed()
+    }
+
+    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>> {
+        let summary = self.lock().sessions.get(key).map(|e| SessionSummary {
+            key: key.to_owned(),
+            provider: e.record.provider.clone(),
+            sub: e.record.sub.clone(),
+            provider_sid: e.record.provider_sid.clone(),
+            created_at: e.record.created_at,
+            absolute_expires_at: e.record.absolute_expires_at,
+            last_seen_at: e.last_touch,
+            device: e.record.device.clone(),
+        });
+        async move { Ok(summary) }.boxed()
+    }
+}
+
+impl OneTimeRecords for MemoryStore {
+    fn put_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        inner
+            .login_states
+            .insert(key.to_owned(), (sealed.to_vec(), now + millis(ttl)));
+        drop(inner);
+        async move { Ok(()) }.boxed()
+    }
+
+    fn take_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
+        let taken = self
+            .lock()
+            .login_states
+            .remove(key)
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(sealed, _)| sealed);
+        async move { Ok(taken) }.boxed()
+    }
+}
+
+impl Locks for MemoryStore {
     fn try_lock<'a>(
         &'a self,
         name: &'a str,
@@ -251,7 +337,9 @@ impl SessionStore for MemoryStore {
         drop(inner);
         async move { Ok(()) }.boxed()
     }
+}
 
+impl ReplayMemory for MemoryStore {
     fn remember_once<'a>(
         &'a self,
         name: &'a str,
@@ -270,7 +358,9 @@ impl SessionStore for MemoryStore {
         drop(inner);
         async move { Ok(first) }.boxed()
     }
+}
 
+impl RateBuckets for MemoryStore {
     fn rate_limit<'a>(
         &'a self,
         bucket: &'a str,
@@ -288,89 +378,9 @@ impl SessionStore for MemoryStore {
         drop(inner);
         async move { Ok(decision) }.boxed()
     }
+}
 
-    fn count(&self) -> BoxFuture<'_, StoreResult<u64>> {
-        let count = self.lock().sessions.len() as u64;
-        async move { Ok(count) }.boxed()
-    }
-
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        let mut inner = self.lock();
-        let existed = match inner.sessions.remove(key) {
-            Some(entry) => {
-                inner.unindex(key, &entry.record);
-                true
-            }
-            None => false,
-        };
-        drop(inner);
-        async move { Ok(existed) }.boxed()
-    }
-
-    fn keys_by_sub<'a>(
-        &'a self,
-        provider: &'a str,
-        sub: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        let keys = self.lock().live_keys(&sub_index_id(provider, sub), now);
-        async move { Ok(keys) }.boxed()
-    }
-
-    fn keys_by_sid<'a>(
-        &'a self,
-        provider: &'a str,
-        sid: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
-        let keys = self.lock().live_keys(&sid_index_id(provider, sid), now);
-        async move { Ok(keys) }.boxed()
-    }
-
-    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>> {
-        let summary = self.lock().sessions.get(key).map(|e| SessionSummary {
-            key: key.to_owned(),
-            provider: e.record.provider.clone(),
-            sub: e.record.sub.clone(),
-            provider_sid: e.record.provider_sid.clone(),
-            created_at: e.record.created_at,
-            absolute_expires_at: e.record.absolute_expires_at,
-            last_seen_at: e.last_touch,
-            device: e.record.device.clone(),
-        });
-        async move { Ok(summary) }.boxed()
-    }
-
-    fn put_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        sealed: &'a [u8],
-        ttl: Duration,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        let mut inner = self.lock();
-        inner.sweep_now_and_then(now);
-        inner
-            .login_states
-            .insert(key.to_owned(), (sealed.to_vec(), now + millis(ttl)));
-        drop(inner);
-        async move { Ok(()) }.boxed()
-    }
-
-    fn take_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        let taken = self
-            .lock()
-            .login_states
-            .remove(key)
-            .filter(|(_, expires_at)| *expires_at > now)
-            .map(|(sealed, _)| sealed);
-        async move { Ok(taken) }.boxed()
-    }
-
+impl StoreHealth for MemoryStore {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         async { Ok(()) }.boxed()
     }

@@ -24,7 +24,8 @@ pub use one_time::{
     MAX_LOGINS_IN_FLIGHT,
 };
 pub use store::{
-    FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary, StoreError,
+    FetchedSession, IdlePolicy, Locks, OneTimeRecords, RateBuckets, ReplayMemory, SessionRecord,
+    SessionRecords, SessionStore, SessionSummary, StoreError, StoreHealth,
 };
 
 const SESSION_PURPOSE: &str = "gatehouse/session/v1";
@@ -300,15 +301,19 @@ pub enum SessionError {
 /// Seals sessions under their own secret and keeps the store unaware of any plaintext.
 #[derive(Clone)]
 pub struct SessionManager {
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn SessionRecords>,
+    /// Login states and logout continuations (`one_time`).
+    one_time: Arc<dyn OneTimeRecords>,
     idle: IdlePolicy,
     revocation_key: Option<RevocationKey>,
 }
 
 impl SessionManager {
+    /// A manager of the sessions and one-time records of `store` (it uses no other part).
     pub fn new(store: Arc<dyn SessionStore>, idle: IdlePolicy) -> Self {
         Self {
-            store,
+            store: store.clone(),
+            one_time: store,
             idle,
             revocation_key: None,
         }
@@ -441,7 +446,8 @@ impl SessionManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
+    /// The session records, for the operator commands and the user's list of sessions.
+    pub fn records(&self) -> &Arc<dyn SessionRecords> {
         &self.store
     }
 

@@ -193,7 +193,10 @@ impl SessionManager {
         let sealed = seal(&binding.0, LOGIN_STATE_PURPOSE, key.as_bytes(), &plaintext);
         let stored = stored_login(&login.return_to, &sealed)
             .ok_or_else(|| SessionError::Encoding("return path too long".into()))?;
-        Ok(self.store.put_login_state(&key, &stored, ttl, now).await?)
+        Ok(self
+            .one_time
+            .put_login_state(&key, &stored, ttl, now)
+            .await?)
     }
 
     /// Consumes the login state: whatever the outcome, it cannot be used again. Returns it
@@ -206,7 +209,7 @@ impl SessionManager {
     ) -> Result<(LoginState, usize), LoginStateError> {
         let key = record_key("gatehouse/login-state", state.as_bytes());
         let stored = self
-            .store
+            .one_time
             .take_login_state(&key, now)
             .await?
             .ok_or(LoginStateError::NotFound)?;
@@ -247,7 +250,9 @@ impl SessionManager {
             key.as_bytes(),
             &plaintext,
         );
-        self.store.put_login_state(&key, &sealed, ttl, now).await?;
+        self.one_time
+            .put_login_state(&key, &sealed, ttl, now)
+            .await?;
         Ok(SecretString::from(format!(
             "{}.{}",
             b64(&id),
@@ -269,7 +274,7 @@ impl SessionManager {
             return Ok(None);
         };
         let key = record_key("gatehouse/logout-continuation", &id);
-        let Some(sealed) = self.store.take_login_state(&key, now).await? else {
+        let Some(sealed) = self.one_time.take_login_state(&key, now).await? else {
             return Ok(None);
         };
         let secret = SecretBox::new(Box::new(secret));

@@ -1,4 +1,4 @@
-//! The storage contract. Stores only ever see sealed (encrypted) session payloads and
+//! The storage contract, one narrow trait per kind of record. Stores only ever see sealed (encrypted) session payloads and
 //! hashed keys; the crypto lives in [`super::SessionManager`], so both implementations
 //! behave the same and one contract test suite covers them.
 
@@ -99,7 +99,9 @@ pub struct CacheStatistics {
     pub entries: usize,
 }
 
-pub trait SessionStore: Send + Sync + 'static {
+/// The sessions themselves: sealed records, their sliding expiry and their indices by
+/// provider `sub` and `sid`.
+pub trait SessionRecords: Send + Sync + 'static {
     /// Stores a new session under `key` (fails if the key exists) and indexes it by
     /// provider `sub` and `sid`.
     fn insert<'a>(
@@ -132,6 +134,49 @@ pub trait SessionStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 
+    /// Deletes a session and its index entries. Returns whether it existed.
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// How many sessions the store holds (operator command; may scan).
+    fn count(&self) -> BoxFuture<'_, StoreResult<u64>>;
+
+    fn keys_by_sub<'a>(
+        &'a self,
+        provider: &'a str,
+        sub: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+
+    fn keys_by_sid<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+
+    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>>;
+}
+
+/// Sealed one-time records (login states, logout continuations).
+pub trait OneTimeRecords: Send + Sync + 'static {
+    /// Login state, single use: `take` returns it at most once.
+    fn put_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        sealed: &'a [u8],
+        ttl: Duration,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    fn take_login_state<'a>(
+        &'a self,
+        key: &'a str,
+        now: UnixMillis,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>>;
+}
+
+/// Named locks with one owner that lapse unless renewed (the refresh lock).
+pub trait Locks: Send + Sync + 'static {
     /// Takes the named lock for `owner` unless someone holds it. The lock lapses after `ttl`
     /// unless renewed, so a crashed holder cannot block others for long.
     fn try_lock<'a>(
@@ -153,7 +198,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Releases a lock if `owner` still holds it.
     fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+}
 
+/// Names seen lately (logout token ids), to refuse a replay.
+pub trait ReplayMemory: Send + Sync + 'static {
     /// True the first time a name is seen within `ttl` (replay detection for logout tokens).
     fn remember_once<'a>(
         &'a self,
@@ -161,51 +209,10 @@ pub trait SessionStore: Send + Sync + 'static {
         ttl: Duration,
         now: UnixMillis,
     ) -> BoxFuture<'a, StoreResult<bool>>;
+}
 
-    /// How many sessions the store holds (operator command; may scan).
-    fn count(&self) -> BoxFuture<'_, StoreResult<u64>>;
-
-    /// Deletes a session and its index entries. Returns whether it existed.
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
-
-    fn keys_by_sub<'a>(
-        &'a self,
-        provider: &'a str,
-        sub: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
-
-    fn keys_by_sid<'a>(
-        &'a self,
-        provider: &'a str,
-        sid: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
-
-    fn summary<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionSummary>>>;
-
-    /// Login state, single use: `take` returns it at most once.
-    fn put_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        sealed: &'a [u8],
-        ttl: Duration,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-
-    fn take_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>>;
-
-    fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
-
-    /// The session cache's state, or `None` for a store without one.
-    fn cache_statistics(&self) -> Option<CacheStatistics> {
-        None
-    }
-
+/// Rate-limit buckets, one atomic decision per call.
+pub trait RateBuckets: Send + Sync + 'static {
     /// One rate-limit decision for `bucket` (GCRA, see [`crate::ratelimit`]), atomic across
     /// every instance sharing the store: takes up to `want` tokens, or none when the bucket
     /// is empty (a refused request is not counted).
@@ -216,6 +223,28 @@ pub trait SessionStore: Send + Sync + 'static {
         now: UnixMillis,
         want: u32,
     ) -> BoxFuture<'a, StoreResult<RateDecision>>;
+}
+
+/// Whether the store answers, and how its session cache is doing.
+pub trait StoreHealth: Send + Sync + 'static {
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// The session cache's state, or `None` for a store without one.
+    fn cache_statistics(&self) -> Option<CacheStatistics> {
+        None
+    }
+}
+
+/// A store that holds every kind of record: what start-up builds and decorates. Code that
+/// needs one kind takes only that trait (an `Arc<dyn SessionStore>` coerces to any of them).
+pub trait SessionStore:
+    SessionRecords + OneTimeRecords + Locks + ReplayMemory + RateBuckets + StoreHealth
+{
+}
+
+impl<S> SessionStore for S where
+    S: SessionRecords + OneTimeRecords + Locks + ReplayMemory + RateBuckets + StoreHealth + ?Sized
+{
 }
 
 pub(crate) fn sub_index_id(provider: &str, sub: &str) -> String {

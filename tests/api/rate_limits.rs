@@ -9,7 +9,7 @@ use gatehouse::config::RedisSettings;
 use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
-use gatehouse::session::SessionStore;
+use gatehouse::session::RateBuckets;
 use rand::{Rng, SeedableRng};
 use secrecy::SecretString;
 

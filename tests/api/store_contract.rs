@@ -1,17 +1,22 @@
 //! One contract, three stores: every case runs against Redis, Redis with the session cache,
-//! and the in-memory store.
+//! and the in-memory store (and once more behind the timing decorator). Each narrow store trait has its cases: sessions and one-time
+//! records through the session manager that seals them, locks, replay memory, rate buckets
+//! and health directly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::clock::{Clock, OffsetClock};
 use gatehouse::config::RedisSettings;
+use gatehouse::observability::metrics::{Metrics, Timed};
+use gatehouse::oidc::Providers;
 use gatehouse::ratelimit::RateLimit;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis::RedisStore;
 use gatehouse::session::{
-    public_id, Claims, IdlePolicy, LoginBinding, LoginBindings, LoginState, LoginStateError,
-    LogoutContinuation, RevocationKey, SessionData, SessionManager, TokenSet,
+    public_id, Claims, IdlePolicy, Locks, LoginBinding, LoginBindings, LoginState, LoginStateError,
+    LogoutContinuation, RateBuckets, ReplayMemory, RevocationKey, SessionData, SessionManager,
+    SessionStore, StoreHealth, TokenSet,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -27,17 +32,36 @@ fn policy() -> IdlePolicy {
     }
 }
 
-fn redis_manager() -> SessionManager {
+/// One implementation under contract: the store, and the session manager over it.
+struct Subject {
+    store: Arc<dyn SessionStore>,
+    sessions: SessionManager,
+    /// Whether the store has a session cache (that serves).
+    cached: bool,
+}
+
+impl Subject {
+    fn new(store: Arc<dyn SessionStore>, cached: bool) -> Self {
+        let sessions = SessionManager::new(store.clone(), policy());
+        Self {
+            store,
+            sessions,
+            cached,
+        }
+    }
+}
+
+fn redis_store() -> Subject {
     let store = RedisStore::new(&RedisSettings::standalone(
         SecretString::from(shared_redis().url()),
         &random_name("contract"),
     ))
     .expect("store");
-    SessionManager::new(Arc::new(store), policy())
+    Subject::new(Arc::new(store), false)
 }
 
 /// Redis with the session cache, once the cache serves (Redis tracks its keys).
-async fn cached_redis_manager() -> SessionManager {
+async fn cached_redis_store() -> Subject {
     let store = RedisStore::with_cache(
         &RedisSettings::standalone(
             SecretString::from(shared_redis().url()),
@@ -47,11 +71,22 @@ async fn cached_redis_manager() -> SessionManager {
     )
     .expect("store");
     crate::helpers::wait_until_cache_serves(&store).await;
-    SessionManager::new(Arc::new(store), policy())
+    Subject::new(Arc::new(store), true)
 }
 
-fn memory_manager() -> SessionManager {
-    SessionManager::new(Arc::new(MemoryStore::new()), policy())
+fn memory_store() -> Subject {
+    Subject::new(Arc::new(MemoryStore::new()), false)
+}
+
+/// The in-memory store behind the timing decorator: every trait passes through it unchanged.
+fn timed_memory_store() -> Subject {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let providers = Arc::new(Providers {
+        by_name: Default::default(),
+        default: "main".into(),
+    });
+    let metrics = Metrics::new([], providers, store.clone());
+    Subject::new(Arc::new(Timed::new(store, metrics)), false)
 }
 
 fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
@@ -472,7 +507,7 @@ async fn revocation_envelopes_follow_the_tokens_and_the_device_stays(
     let handle = sessions.create(&data, now).await.expect("create");
     let (store_key, cookie) = (handle.store_key(), handle.cookie_value());
     let record = |sessions: &SessionManager, store_key: String| {
-        let store = sessions.store().clone();
+        let store = sessions.records().clone();
         async move {
             store
                 .fetch(&store_key, now, policy())
@@ -493,7 +528,7 @@ async fn revocation_envelopes_follow_the_tokens_and_the_device_stays(
         "sealed, not plain"
     );
     let summary = sessions
-        .store()
+        .records()
         .summary(&store_key)
         .await
         .expect("summary")
@@ -577,8 +612,7 @@ async fn revocation_envelopes_follow_the_tokens_and_the_device_stays(
     ));
 }
 
-async fn locks_have_one_owner_and_lapse(sessions: SessionManager, clock: OffsetClock) {
-    let store = sessions.store();
+async fn locks_have_one_owner_and_lapse(store: Arc<dyn Locks>, clock: OffsetClock) {
     let now = clock.now_millis();
     let ttl = Duration::from_secs(10);
     assert!(store.try_lock("s1", "a", ttl, now).await.expect("lock"));
@@ -620,8 +654,7 @@ async fn locks_have_one_owner_and_lapse(sessions: SessionManager, clock: OffsetC
     );
 }
 
-async fn remember_once_detects_replays(sessions: SessionManager, clock: OffsetClock) {
-    let store = sessions.store();
+async fn remember_once_detects_replays(store: Arc<dyn ReplayMemory>, clock: OffsetClock) {
     let now = clock.now_millis();
     let ttl = Duration::from_secs(60);
     assert!(store
@@ -642,10 +675,9 @@ async fn remember_once_detects_replays(sessions: SessionManager, clock: OffsetCl
 }
 
 async fn rate_limits_admit_a_burst_then_the_steady_rate(
-    sessions: SessionManager,
+    store: Arc<dyn RateBuckets>,
     clock: OffsetClock,
 ) {
-    let store = sessions.store();
     let limit = RateLimit {
         requests: 3,
         per: Duration::from_secs(3),
@@ -702,6 +734,22 @@ async fn rate_limits_admit_a_burst_then_the_steady_rate(
         .allowed());
 }
 
+async fn health_answers_and_tells_of_its_cache(store: Arc<dyn StoreHealth>, cached: bool) {
+    store.ping().await.expect("ping");
+    let statistics = store.cache_statistics();
+    assert_eq!(
+        statistics.is_some(),
+        cached,
+        "statistics exactly with a cache"
+    );
+    if let Some(statistics) = statistics {
+        assert!(
+            statistics.serving,
+            "the cache serves once Redis tracks its keys"
+        );
+    }
+}
+
 macro_rules! contract {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -709,24 +757,29 @@ macro_rules! contract {
 
             #[tokio::test]
             async fn round_trip() {
-                super::round_trip($make, OffsetClock::new()).await;
+                super::round_trip($make.sessions, OffsetClock::new()).await;
             }
             #[tokio::test]
             async fn idle_timeout_slides_with_use() {
-                super::idle_timeout_slides_with_use($make, OffsetClock::new()).await;
+                super::idle_timeout_slides_with_use($make.sessions, OffsetClock::new()).await;
             }
             #[tokio::test]
             async fn absolute_lifetime_ends_even_a_busy_session() {
-                super::absolute_lifetime_ends_even_a_busy_session($make, OffsetClock::new()).await;
+                super::absolute_lifetime_ends_even_a_busy_session(
+                    $make.sessions,
+                    OffsetClock::new(),
+                )
+                .await;
             }
             #[tokio::test]
             async fn delete_by_user_and_by_provider_session() {
-                super::delete_by_user_and_by_provider_session($make, OffsetClock::new()).await;
+                super::delete_by_user_and_by_provider_session($make.sessions, OffsetClock::new())
+                    .await;
             }
             #[tokio::test]
             async fn login_state_is_single_use_and_bound_to_one_browser() {
                 super::login_state_is_single_use_and_bound_to_one_browser(
-                    $make,
+                    $make.sessions,
                     OffsetClock::new(),
                 )
                 .await;
@@ -734,40 +787,49 @@ macro_rules! contract {
             #[tokio::test]
             async fn a_logout_continuation_is_single_use_and_lives_a_minute() {
                 super::a_logout_continuation_is_single_use_and_lives_a_minute(
-                    $make,
+                    $make.sessions,
                     OffsetClock::new(),
                 )
                 .await;
             }
             #[tokio::test]
             async fn locks_have_one_owner_and_lapse() {
-                super::locks_have_one_owner_and_lapse($make, OffsetClock::new()).await;
+                super::locks_have_one_owner_and_lapse($make.store, OffsetClock::new()).await;
             }
             #[tokio::test]
             async fn remember_once_detects_replays() {
-                super::remember_once_detects_replays($make, OffsetClock::new()).await;
+                super::remember_once_detects_replays($make.store, OffsetClock::new()).await;
             }
             #[tokio::test]
             async fn rate_limits_admit_a_burst_then_the_steady_rate() {
-                super::rate_limits_admit_a_burst_then_the_steady_rate($make, OffsetClock::new())
-                    .await;
-            }
-            #[tokio::test]
-            async fn revocation_envelopes_follow_the_tokens_and_the_device_stays() {
-                super::revocation_envelopes_follow_the_tokens_and_the_device_stays(
-                    $make,
+                super::rate_limits_admit_a_burst_then_the_steady_rate(
+                    $make.store,
                     OffsetClock::new(),
                 )
                 .await;
             }
             #[tokio::test]
+            async fn revocation_envelopes_follow_the_tokens_and_the_device_stays() {
+                super::revocation_envelopes_follow_the_tokens_and_the_device_stays(
+                    $make.sessions,
+                    OffsetClock::new(),
+                )
+                .await;
+            }
+            #[tokio::test]
+            async fn health_answers_and_tells_of_its_cache() {
+                let subject = $make;
+                super::health_answers_and_tells_of_its_cache(subject.store, subject.cached).await;
+            }
+            #[tokio::test]
             async fn replacing_tokens_keeps_the_session() {
-                super::replacing_tokens_keeps_the_session($make, OffsetClock::new()).await;
+                super::replacing_tokens_keeps_the_session($make.sessions, OffsetClock::new()).await;
             }
         }
     };
 }
 
-contract!(redis_store, redis_manager());
-contract!(memory_store, memory_manager());
-contract!(cached_redis_store, cached_redis_manager().await);
+contract!(redis_store, redis_store());
+contract!(memory_store, memory_store());
+contract!(cached_redis_store, cached_redis_store().await);
+contract!(timed_memory_store, timed_memory_store());

@@ -9,7 +9,7 @@ use super::*;
 /// `gatehouse_provider_up` and `gatehouse_sessions_active`.
 pub(super) struct StateCollector {
     pub(super) providers: Arc<Providers>,
-    pub(super) store: Arc<dyn SessionStore>,
+    pub(super) store: Arc<dyn StoreHealth>,
 }
 
 impl std::fmt::Debug for StateCollector {

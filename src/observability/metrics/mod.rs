@@ -36,11 +36,11 @@ use collectors::{ProcessCollector, StateCollector};
 pub use exposition::metrics;
 use exposition::openmetrics_to_prometheus;
 pub use http::RequestMeasure;
-pub use store::MeteredStore;
+pub use store::Timed;
 
 use crate::session::store::{
-    CacheStatistics, FetchedSession, IdlePolicy, SessionRecord, SessionStore, SessionSummary,
-    StoreResult,
+    CacheStatistics, FetchedSession, IdlePolicy, Locks, OneTimeRecords, RateBuckets, ReplayMemory,
+    SessionRecord, SessionRecords, SessionSummary, StoreHealth, StoreResult,
 };
 
 /// A label value: a fixed word, a configured name (shared, not copied per request) or a
@@ -196,7 +196,7 @@ impl Metrics {
     pub fn new<'a>(
         names: impl IntoIterator<Item = &'a str>,
         providers: Arc<Providers>,
-        store: Arc<dyn SessionStore>,
+        store: Arc<dyn StoreHealth>,
     ) -> Self {
         let mut registry = Registry::default();
         let http_requests = registered(

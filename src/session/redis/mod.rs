@@ -17,6 +17,7 @@
 mod cache;
 mod client;
 mod connection;
+mod short_lived;
 mod tracking;
 
 use std::num::NonZeroUsize;
@@ -118,7 +119,7 @@ fn millis(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
-impl SessionStore for RedisStore {
+impl SessionRecords for RedisStore {
     fn insert<'a>(
         &'a self,
         key: &'a str,
@@ -281,90 +282,44 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn try_lock<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-        ttl: Duration,
-        _now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
-            // Not retried blindly: a lost reply to a successful SET would leave us believing
-            // someone else holds the lock, which only makes us wait — the safe side.
-            self.set_if_absent(&self.lock_key(name), owner, ttl).await
-        }
-        .boxed()
-    }
-
-    fn renew_lock<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-        ttl: Duration,
-        _now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        async move {
-            let lock_key = self.lock_key(name);
-            let renewed: i64 = self
-                .eval(&self.renew_lock, &lock_key, |invocation| {
-                    invocation.arg(owner).arg(millis(ttl).max(1));
+            let session_key = self.session_key(key);
+            let _forget = ForgetOnDrop(self, key);
+            let fields: (Option<String>, Option<String>, Option<String>) = self
+                .run(|mut conn| {
+                    let session_key = session_key.clone();
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(session_key)
+                            .arg(&["p", "u", "i"])
+                            .query_async(&mut conn)
+                            .await
+                    }
                 })
                 .await?;
-            Ok(renewed == 1)
-        }
-        .boxed()
-    }
-
-    fn unlock<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let lock_key = self.lock_key(name);
-            let _: i64 = self
-                .eval(&self.unlock, &lock_key, |invocation| {
-                    invocation.arg(owner);
+            let deleted: i64 = self
+                .run(|mut conn| {
+                    let session_key = session_key.clone();
+                    async move { conn.del(session_key).await }
                 })
                 .await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn rate_limit<'a>(
-        &'a self,
-        bucket: &'a str,
-        limit: RateLimit,
-        now: UnixMillis,
-        want: u32,
-    ) -> BoxFuture<'a, StoreResult<RateDecision>> {
-        async move {
-            let key = self.rate_key(bucket);
-            let (granted, remaining, retry_after_ms, reset_ms): (i64, i64, i64, i64) = self
-                .eval(&self.gcra, &key, |invocation| {
-                    invocation
-                        .arg(now)
-                        .arg(limit.per_ms())
-                        .arg(limit.requests.max(1))
-                        .arg(want);
-                })
-                .await?;
-            Ok(RateDecision {
-                granted: u32::try_from(granted.max(0)).unwrap_or(0),
-                remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
-                retry_after_ms,
-                reset_ms,
-            })
-        }
-        .boxed()
-    }
-
-    fn remember_once<'a>(
-        &'a self,
-        name: &'a str,
-        ttl: Duration,
-        _now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        async move {
-            self.set_if_absent(&self.remembered_key(name), "1", ttl)
-                .await
+            if let (Some(provider), Some(sub), sid) = fields {
+                let mut index_ids = vec![sub_index_id(&provider, &sub)];
+                if let Some(sid) = sid {
+                    index_ids.push(sid_index_id(&provider, &sid));
+                }
+                for index_id in index_ids {
+                    let index_key = self.index_key(&index_id);
+                    let _: i64 = self
+                        .run(|mut conn| {
+                            let index_key = index_key.clone();
+                            async move { conn.srem(index_key, key).await }
+                        })
+                        .await?;
+                }
+            }
+            Ok(deleted == 1)
         }
         .boxed()
     }
@@ -409,48 +364,6 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        async move {
-            let session_key = self.session_key(key);
-            let _forget = ForgetOnDrop(self, key);
-            let fields: (Option<String>, Option<String>, Option<String>) = self
-                .run(|mut conn| {
-                    let session_key = session_key.clone();
-                    async move {
-                        redis::cmd("HMGET")
-                            .arg(session_key)
-                            .arg(&["p", "u", "i"])
-                            .query_async(&mut conn)
-                            .await
-                    }
-                })
-                .await?;
-            let deleted: i64 = self
-                .run(|mut conn| {
-                    let session_key = session_key.clone();
-                    async move { conn.del(session_key).await }
-                })
-                .await?;
-            if let (Some(provider), Some(sub), sid) = fields {
-                let mut index_ids = vec![sub_index_id(&provider, &sub)];
-                if let Some(sid) = sid {
-                    index_ids.push(sid_index_id(&provider, &sid));
-                }
-                for index_id in index_ids {
-                    let index_key = self.index_key(&index_id);
-                    let _: i64 = self
-                        .run(|mut conn| {
-                            let index_key = index_key.clone();
-                            async move { conn.srem(index_key, key).await }
-                        })
-                        .await?;
-                }
-            }
-            Ok(deleted == 1)
-        }
-        .boxed()
-    }
-
     fn keys_by_sub<'a>(
         &'a self,
         provider: &'a str,
@@ -485,67 +398,6 @@ impl SessionStore for RedisStore {
                 last_seen_at: last_touch,
                 device: record.device,
             }))
-        }
-        .boxed()
-    }
-
-    fn put_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        sealed: &'a [u8],
-        ttl: Duration,
-        _now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let login_key = self.login_key(key);
-            self.run(|mut conn| {
-                let login_key = login_key.clone();
-                async move {
-                    redis::cmd("SET")
-                        .arg(login_key)
-                        .arg(sealed)
-                        .arg("PX")
-                        .arg(millis(ttl).max(1))
-                        .query_async::<()>(&mut conn)
-                        .await
-                }
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn take_login_state<'a>(
-        &'a self,
-        key: &'a str,
-        _now: UnixMillis,
-    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        async move {
-            let login_key = self.login_key(key);
-            // GETDEL is atomic: a replayed callback finds nothing. Not retried: a retry after a
-            // lost reply could report "absent" for a state that was just consumed — which is
-            // the safe outcome anyway.
-            self.run_once(|mut conn| async move {
-                redis::cmd("GETDEL")
-                    .arg(login_key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn cache_statistics(&self) -> Option<CacheStatistics> {
-        self.cache.as_ref().map(|cache| cache.statistics())
-    }
-
-    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
-        async move {
-            self.run_once(|mut conn| async move {
-                redis::cmd("PING").query_async::<()>(&mut conn).await
-            })
-            .await
         }
         .boxed()
     }
