@@ -15,6 +15,7 @@ use crate::edge;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
 use crate::observability::metrics::{self, Metrics, Timed};
+use crate::observability::telemetry::SecurityLog;
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
@@ -159,6 +160,8 @@ impl Application {
         } else {
             store
         };
+        // Security events are counted on the same terms: only where someone can read them.
+        let events = SecurityLog::new(measured.then(|| metrics.clone()));
         let store_handle = store.clone();
         let limiter = RateLimiter::new(store.clone(), clock.clone());
         let sessions = session_manager(&settings, store.clone());
@@ -176,6 +179,7 @@ impl Application {
             clock.clone(),
             &settings.session,
             metrics.clone(),
+            events.clone(),
         );
         let frontend =
             Frontend::new(&settings.frontend).map_err(|e| StartupError::Frontend(e.to_string()))?;
@@ -216,10 +220,16 @@ impl Application {
                 sessions,
                 replay: store.clone(),
                 session_settings: settings.session.clone(),
+                events: events.clone(),
             },
-            limits: RateLimits::new(limiter, settings.rate_limits, metrics.clone()),
+            limits: RateLimits::new(
+                limiter,
+                settings.rate_limits,
+                metrics.clone(),
+                events.clone(),
+            ),
             cookie_settings: CookieSettings::new(&settings.session),
-            anti_forgery: AntiForgery::new(&settings.csrf),
+            anti_forgery: AntiForgery::new(&settings.csrf, events.clone()),
             public_url: settings.server.public_url.clone(),
             edge: EdgeSettings::new(&settings.server, security_headers),
             clock: Clock(clock),
@@ -231,6 +241,7 @@ impl Application {
             ),
             metrics,
             measured,
+            events,
         });
         let admin = match settings.admin.bind {
             Some(address) => Some(admin_server(address, state.clone())?),

@@ -19,7 +19,7 @@ use crate::edge::body::BodyLimits;
 use crate::error::{ApiError, Problem};
 use crate::frontend::Frontend;
 use crate::observability::metrics::Metrics;
-use crate::observability::telemetry::{security_event, SecurityEvent};
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::proxy::websocket::SocketSlots;
@@ -58,6 +58,8 @@ pub struct AppState {
     /// Whether anyone can read the metrics: only with an admin listener. Without one the
     /// hot path neither times nor counts.
     pub measured: bool,
+    /// The handlers' security events: logged, and counted when `measured`.
+    pub events: SecurityLog,
 }
 
 /// The injected clock, read as milliseconds since the Unix epoch.
@@ -79,15 +81,22 @@ pub struct RateLimits {
     /// Per session (per client IP without one), over every route without its own limit.
     pub api: Option<RateLimit>,
     metrics: Metrics,
+    events: SecurityLog,
 }
 
 impl RateLimits {
-    pub fn new(limiter: RateLimiter, settings: RateLimitSettings, metrics: Metrics) -> Self {
+    pub fn new(
+        limiter: RateLimiter,
+        settings: RateLimitSettings,
+        metrics: Metrics,
+        events: SecurityLog,
+    ) -> Self {
         Self {
             limiter,
             login: settings.login,
             api: settings.api,
             metrics,
+            events,
         }
     }
 
@@ -113,7 +122,7 @@ impl RateLimits {
                     Subject::Session(key) => Some(key),
                     Subject::ClientIp(_) => None,
                 };
-                security_event(
+                self.events.log(
                     SecurityEvent::RateLimited,
                     None,
                     session,
@@ -163,13 +172,15 @@ impl CookieSettings {
 pub struct AntiForgery {
     pub header: String,
     pub value: String,
+    events: SecurityLog,
 }
 
 impl AntiForgery {
-    pub fn new(csrf: &CsrfSettings) -> Self {
+    pub fn new(csrf: &CsrfSettings, events: SecurityLog) -> Self {
         Self {
             header: csrf.header.clone(),
             value: csrf.value.clone(),
+            events,
         }
     }
 
@@ -183,7 +194,8 @@ impl AntiForgery {
         if ok {
             Ok(())
         } else {
-            security_event(SecurityEvent::CsrfRejected, None, None, Some(req.path()));
+            self.events
+                .log(SecurityEvent::CsrfRejected, None, None, Some(req.path()));
             Err(ApiError::new(Problem::CsrfRequired).detail(format!(
                 "API calls must send the header `{}: {}`.",
                 self.header, self.value

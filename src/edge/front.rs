@@ -98,7 +98,7 @@ pub async fn front(
     match measure {
         None => handled.await,
         Some((measure, metrics)) => {
-            let response = metrics.scope(handled).await?;
+            let response = handled.await?;
             measure.finish(&metrics, response.status().as_u16());
             Ok(response)
         }

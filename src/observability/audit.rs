@@ -2,7 +2,7 @@
 //! in a file of their own, for a SIEM or an auditor. Opened append-only, created mode 0600,
 //! reopened on SIGHUP so that logrotate can move it away.
 //!
-//! A tracing layer: the events come from `telemetry::security_event` (target
+//! A tracing layer: the events come from `telemetry::SecurityLog` (target
 //! `gatehouse::security`); each line also carries the spans it happened in (the request
 //! span's request id, trace id and client IP).
 
@@ -139,7 +139,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::observability::telemetry::{security_event, SecurityEvent};
+    use crate::observability::telemetry::{SecurityEvent, SecurityLog};
     use tracing_subscriber::layer::SubscriberExt;
 
     fn scratch(name: &str) -> PathBuf {
@@ -181,13 +181,13 @@ mod tests {
             let _entered = span.enter();
             span.record("client_ip", "192.0.2.7");
             tracing::error!("an error inside the request");
-            security_event(
+            SecurityLog::default().log(
                 SecurityEvent::CsrfRejected,
                 None,
                 None,
                 Some("/api/\"quoted\"\nsecond line"),
             );
-            security_event(
+            SecurityLog::default().log(
                 SecurityEvent::LogoutCompleted,
                 Some("alice"),
                 Some("0123456789abcdefghij"),
@@ -230,17 +230,17 @@ mod tests {
         let audit = AuditLog::open(&path).expect("open");
         let subscriber = tracing_subscriber::registry().with(audit.layer());
         tracing::subscriber::with_default(subscriber, || {
-            security_event(SecurityEvent::LoginStarted, None, None, None);
+            SecurityLog::default().log(SecurityEvent::LoginStarted, None, None, None);
             let rotated = path.with_extension("log.1");
             std::fs::rename(&path, &rotated).expect("rotate");
-            security_event(
+            SecurityLog::default().log(
                 SecurityEvent::LoginFailed,
                 None,
                 None,
                 Some("access_denied"),
             );
             audit.reopen().expect("reopen");
-            security_event(SecurityEvent::RateLimited, None, None, Some("login"));
+            SecurityLog::default().log(SecurityEvent::RateLimited, None, None, Some("login"));
             let old = lines(&rotated);
             assert_eq!(old.len(), 3);
             assert_eq!(old[0]["earlier"], true, "appended, not truncated");

@@ -14,6 +14,7 @@ use crate::observability::audit::AuditLog;
 pub use crate::observability::events::{
     SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB,
 };
+use crate::observability::metrics::Metrics;
 use crate::session::crypto::b64;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
@@ -90,27 +91,69 @@ pub(crate) fn new_request_id() -> String {
     b64(&bytes)
 }
 
-/// Logs a security event inside the current request span (which carries request id, trace
-/// id and client IP), at the event's level, with target `gatehouse::security`. `session` is
-/// a store key (a hash), never a cookie value; only its first 12 characters are logged.
-pub fn security_event(
-    event: SecurityEvent,
-    sub: Option<&str>,
-    session: Option<&str>,
-    reason: Option<&str>,
-) {
-    provider_security_event(event, None, sub, session, reason);
+/// Where security events go: always the log (and so the audit file), and the count in
+/// `gatehouse_security_events_total` when the metrics are read, i.e. with an admin listener.
+/// Startup hands one to each part that logs events (the state, the flows, the refresher…):
+/// what is counted is passed, not looked up. A cheap clone; without metrics, a log call
+/// costs no more than the log line.
+#[derive(Clone, Default)]
+pub struct SecurityLog {
+    counted_in: Option<Metrics>,
 }
 
-/// [`security_event`] for an event about one provider (its name under `[providers]`).
-pub fn provider_security_event(
+impl std::fmt::Debug for SecurityLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityLog")
+            .field("counted", &self.counted_in.is_some())
+            .finish()
+    }
+}
+
+impl SecurityLog {
+    /// Events logged, and counted in `metrics` when there are any to read.
+    pub fn new(metrics: Option<Metrics>) -> Self {
+        Self {
+            counted_in: metrics,
+        }
+    }
+
+    /// Logs a security event inside the current request span (which carries request id,
+    /// trace id and client IP), at the event's level, with target `gatehouse::security`, and
+    /// counts it. `session` is a store key (a hash), never a cookie value; only its first 12
+    /// characters are logged.
+    pub fn log(
+        &self,
+        event: SecurityEvent,
+        sub: Option<&str>,
+        session: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        self.log_for_provider(event, None, sub, session, reason);
+    }
+
+    /// [`SecurityLog::log`] for an event about one provider (its name under `[providers]`).
+    pub fn log_for_provider(
+        &self,
+        event: SecurityEvent,
+        provider: Option<&str>,
+        sub: Option<&str>,
+        session: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        if let Some(metrics) = &self.counted_in {
+            metrics.security_event(event);
+        }
+        write_security_event(event, provider, sub, session, reason);
+    }
+}
+
+fn write_security_event(
     event: SecurityEvent,
     provider: Option<&str>,
     sub: Option<&str>,
     session: Option<&str>,
     reason: Option<&str>,
 ) {
-    crate::observability::metrics::record_security_event(event);
     debug_assert!(
         [
             (SUB, sub),
@@ -191,7 +234,7 @@ mod tests {
             );
             let _entered = span.enter();
             span.record("client_ip", "192.0.2.1");
-            security_event(
+            SecurityLog::default().log(
                 SecurityEvent::CsrfRejected,
                 None,
                 None,
@@ -219,7 +262,7 @@ mod tests {
             tracing_subscriber::registry().with(stderr_layer(LogFormat::Json, capture.clone()));
         tracing::subscriber::with_default(subscriber, || {
             for event in SecurityEvent::ALL {
-                security_event(*event, None, None, None);
+                SecurityLog::default().log(*event, None, None, None);
             }
         });
         let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");

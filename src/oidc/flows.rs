@@ -9,6 +9,7 @@ use super::step_up::{check_login, LoginParameterError, LoginRequirements, Shortf
 use super::{OidcError, Provider, Providers};
 use crate::clock::UnixMillis;
 use crate::config::SessionSettings;
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, Claims, LoadedSession, LoginBinding, LoginBindings, LoginStateError,
@@ -131,6 +132,8 @@ pub struct AuthFlows {
     /// Logout tokens seen lately, to refuse a replayed back-channel logout.
     pub replay: Arc<dyn ReplayMemory>,
     pub session_settings: SessionSettings,
+    /// The flows' security events (revocations): logged, and counted with an admin listener.
+    pub events: SecurityLog,
 }
 
 impl AuthFlows {
@@ -492,8 +495,8 @@ impl AuthFlows {
     async fn revoke_best_effort(&self, provider: &str, refresh_token: &SecretString) -> bool {
         let Some(provider) = self.providers.get(Some(provider)) else {
             tracing::warn!(%provider, "refresh token not revoked: the provider is no longer configured");
-            crate::observability::telemetry::provider_security_event(
-                crate::observability::telemetry::SecurityEvent::TokenRevocationFailed,
+            self.events.log_for_provider(
+                SecurityEvent::TokenRevocationFailed,
                 Some(provider),
                 None,
                 None,
@@ -501,7 +504,10 @@ impl AuthFlows {
             );
             return false;
         };
-        match provider.revoke_refresh_token(refresh_token).await {
+        match provider
+            .revoke_refresh_token(refresh_token, &self.events)
+            .await
+        {
             Ok(revoked) => revoked,
             Err(error) => {
                 tracing::warn!(provider = %provider.name(), %error, "refresh token revocation failed; session ends anyway");

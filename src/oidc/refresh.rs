@@ -14,7 +14,7 @@ use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionSettings;
 use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
-use crate::observability::telemetry::{security_event, SecurityEvent};
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::{
     absolute_expiry, LoadedSession, Locks, SessionData, SessionError, SessionManager, TokenSet,
@@ -48,6 +48,7 @@ pub struct TokenRefresher {
     wait: Duration,
     absolute_timeout: Duration,
     metrics: Metrics,
+    events: SecurityLog,
 }
 
 impl TokenRefresher {
@@ -58,6 +59,7 @@ impl TokenRefresher {
         clock: SharedClock,
         settings: &SessionSettings,
         metrics: Metrics,
+        events: SecurityLog,
     ) -> Self {
         Self {
             sessions,
@@ -69,6 +71,7 @@ impl TokenRefresher {
             wait: settings.refresh_wait,
             absolute_timeout: settings.absolute_timeout,
             metrics,
+            events,
         }
     }
 
@@ -276,7 +279,7 @@ impl TokenRefresher {
                     return Err(RefreshError::SessionEnded("session ended during refresh"));
                 }
                 self.metrics.refresh(&data.provider, RefreshOutcome::Ok);
-                security_event(
+                self.events.log(
                     SecurityEvent::RefreshSucceeded,
                     Some(&data.sub),
                     Some(store_key),
@@ -289,7 +292,7 @@ impl TokenRefresher {
                 })
             }
             Err(error) if error.is_invalid_grant() => {
-                security_event(
+                self.events.log(
                     SecurityEvent::RefreshFailed,
                     Some(&current.data.sub),
                     Some(store_key),
@@ -306,7 +309,7 @@ impl TokenRefresher {
                 ))
             }
             Err(error) => {
-                security_event(
+                self.events.log(
                     SecurityEvent::RefreshFailed,
                     Some(&current.data.sub),
                     Some(store_key),

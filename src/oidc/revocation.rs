@@ -8,7 +8,7 @@ use url::Url;
 use super::metadata::EndpointSource;
 use super::{OidcError, Provider};
 use crate::config::ClientAuthMethod;
-use crate::observability::telemetry::{provider_security_event, SecurityEvent};
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 
 /// `token.revocation_failed`'s reason when there is nowhere to send the token.
 pub const NO_REVOCATION_ENDPOINT: &str = "no revocation endpoint";
@@ -16,10 +16,11 @@ pub const NO_REVOCATION_ENDPOINT: &str = "no revocation endpoint";
 impl Provider {
     /// Revokes a refresh token (which also ends its access tokens at most providers).
     /// Ok(false) when the provider has no revocation endpoint (discovered, from RFC 8414
-    /// metadata, or configured).
+    /// metadata, or configured). The attempt goes to `events`.
     pub async fn revoke_refresh_token(
         &self,
         refresh_token: &SecretString,
+        events: &SecurityLog,
     ) -> Result<bool, OidcError> {
         let outcome = self.revoke_at_endpoint(refresh_token).await;
         let (event, reason) = match &outcome {
@@ -30,7 +31,7 @@ impl Provider {
             ),
             Err(error) => (SecurityEvent::TokenRevocationFailed, error.to_string()),
         };
-        provider_security_event(event, Some(self.name()), None, None, Some(&reason));
+        events.log_for_provider(event, Some(self.name()), None, None, Some(&reason));
         outcome.map(|source| source.is_some())
     }
 

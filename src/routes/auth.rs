@@ -7,8 +7,8 @@ use serde_json::json;
 use super::{cookies, redirect, single_params};
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
-use crate::observability::metrics::{LogoutKind, Metrics};
-use crate::observability::telemetry::{security_event, SecurityEvent};
+use crate::observability::metrics::LogoutKind;
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::oidc::flows::{sanitize_error_code, CallbackParams, FlowError, LoginRequest};
 use crate::oidc::return_to::{validate_return_to, with_login_error};
 use crate::ratelimit::{LimitName, Subject};
@@ -30,6 +30,7 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         limits,
         cookie_settings,
         clock,
+        events,
         ..
     } = &**state;
     limit_login(&req, limits).await?;
@@ -50,9 +51,9 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         .await
     {
         Ok(start) => start,
-        Err(error) => return login_start_failed(error, return_to),
+        Err(error) => return login_start_failed(events, error, return_to),
     };
-    security_event(SecurityEvent::LoginStarted, None, None, None);
+    events.log(SecurityEvent::LoginStarted, None, None, None);
     Ok(redirect(start.authorization_url.as_str())
         .cookie(cookies::login_cookie(
             &start.bindings_cookie,
@@ -67,7 +68,11 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 /// navigated here. A request that is wrong in itself (a `returnTo` that is not local, an
 /// unknown provider, a bad `prompt`) stays a 400: there is nothing safe to go back to, or
 /// the link needs fixing. A store outage stays a 503 with `Retry-After`, as everywhere.
-fn login_start_failed(error: FlowError, return_to: Option<&str>) -> Result<HttpResponse, ApiError> {
+fn login_start_failed(
+    events: &SecurityLog,
+    error: FlowError,
+    return_to: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
     use crate::oidc::OidcError;
     let code = match &error {
         FlowError::Oidc(OidcError::Rejected { error, .. }) => sanitize_error_code(error),
@@ -81,7 +86,7 @@ fn login_start_failed(error: FlowError, return_to: Option<&str>) -> Result<HttpR
         return Err(error.into());
     };
     tracing::warn!(%error, login_error = %code, "login could not start; back to returnTo");
-    security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
+    events.log(SecurityEvent::LoginFailed, None, None, Some(&code));
     Ok(redirect(&with_login_error(&return_to, &code)).finish())
 }
 
@@ -96,6 +101,7 @@ pub async fn callback(
         cookie_settings,
         clock,
         metrics,
+        events,
         ..
     } = &**state;
     limit_login(&req, limits).await?;
@@ -125,14 +131,14 @@ pub async fn callback(
     match outcome {
         Ok(done) => {
             metrics.login(Some(&done.provider), true);
-            security_event(
+            events.log(
                 SecurityEvent::LoginSucceeded,
                 Some(&done.sub),
                 None,
                 Some(&done.provider),
             );
             if let Some((sub, key)) = &done.replaced {
-                security_event(
+                events.log(
                     SecurityEvent::LogoutCompleted,
                     Some(sub),
                     Some(key),
@@ -155,7 +161,7 @@ pub async fn callback(
             bindings,
         }) => {
             metrics.login(None, false);
-            security_event(SecurityEvent::LoginFailed, None, None, Some(&code));
+            events.log(SecurityEvent::LoginFailed, None, None, Some(&code));
             Ok(redirect(&with_login_error(&return_to, &code))
                 .cookie(remaining_logins_cookie(&bindings, cookie_settings))
                 .finish())
@@ -169,7 +175,7 @@ pub async fn callback(
         }) => {
             metrics.login(None, false);
             let reason = format!("insufficient_authentication: {shortfall}");
-            security_event(SecurityEvent::LoginFailed, None, None, Some(&reason));
+            events.log(SecurityEvent::LoginFailed, None, None, Some(&reason));
             Ok(
                 redirect(&with_login_error(&return_to, "insufficient_authentication"))
                     .cookie(remaining_logins_cookie(&bindings, cookie_settings))
@@ -181,7 +187,7 @@ pub async fn callback(
         // flight (its cookie) stay as they are, and the tab lands in the app.
         Err(FlowError::LoginState(LoginStateError::WrongBrowser { return_to })) => {
             metrics.login(None, false);
-            security_event(
+            events.log(
                 SecurityEvent::LoginFailed,
                 None,
                 None,
@@ -192,7 +198,7 @@ pub async fn callback(
         Err(error) => {
             metrics.login(None, false);
             let error = ApiError::from(error);
-            security_event(
+            events.log(
                 SecurityEvent::LoginFailed,
                 None,
                 None,
@@ -315,7 +321,9 @@ fn well_formed_public_id(id: &str) -> bool {
 }
 
 fn report_ended(
-    metrics: &Metrics,
+    AppState {
+        metrics, events, ..
+    }: &AppState,
     sub: &str,
     provider: &str,
     ended: &[crate::oidc::flows::EndedByUser],
@@ -331,7 +339,7 @@ fn report_ended(
             (false, true) => "other, revoked",
             (false, false) => "other, deleted only",
         };
-        security_event(
+        events.log(
             SecurityEvent::SessionEndedByUser,
             Some(sub),
             Some(&done.store_key),
@@ -359,7 +367,6 @@ pub async fn end_session(
         flows,
         public_url,
         cookie_settings,
-        metrics,
         ..
     } = &**state;
     let done = flows
@@ -367,7 +374,7 @@ pub async fn end_session(
         .await?
         .ok_or_else(not_found)?;
     let redirect = done.redirect.clone();
-    report_ended(metrics, &session.data.sub, &session.data.provider, &[done]);
+    report_ended(&state, &session.data.sub, &session.data.provider, &[done]);
     // The caller's own session: a logout, whose answer names where the browser goes next
     // (without the ID token, which only the continuation holds).
     Ok(match redirect {
@@ -386,11 +393,6 @@ pub async fn end_other_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let (session, now) = caller(&req, &state).await?;
     let ended = state.flows.end_other_sessions(&session, now).await?;
-    report_ended(
-        &state.metrics,
-        &session.data.sub,
-        &session.data.provider,
-        &ended,
-    );
+    report_ended(&state, &session.data.sub, &session.data.provider, &ended);
     Ok(HttpResponse::Ok().json(json!({ "ended": ended.len() })))
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{cookies, redirect, single_params};
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::LogoutKind;
-use crate::observability::telemetry::{provider_security_event, security_event, SecurityEvent};
+use crate::observability::telemetry::SecurityEvent;
 use crate::oidc::flows::HintDelivery;
 use crate::state::AppState;
 
@@ -26,6 +26,7 @@ pub async fn logout_post(
         public_url,
         clock,
         metrics,
+        events,
         ..
     } = &**state;
     anti_forgery.require(&req)?;
@@ -40,7 +41,7 @@ pub async fn logout_post(
         if let Some(provider) = &provider {
             metrics.logouts(provider, LogoutKind::User, 1);
         }
-        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
+        events.log(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(HttpResponse::Ok()
         .cookie(cookies::expired_session_cookie(cookie_settings))
@@ -58,6 +59,7 @@ pub async fn logout_get(
         cookie_settings,
         clock,
         metrics,
+        events,
         ..
     } = &**state;
     let params = single_params(&req)?;
@@ -69,7 +71,7 @@ pub async fn logout_get(
         let given = params.get("sid").map(String::as_bytes).unwrap_or_default();
         let expected = session.data.logout_sid.as_bytes();
         if !bool::from(subtle::ConstantTimeEq::ct_eq(given, expected)) {
-            security_event(
+            events.log(
                 SecurityEvent::CsrfRejected,
                 Some(&session.data.sub),
                 Some(&session.store_key),
@@ -88,7 +90,7 @@ pub async fn logout_get(
         if let Some(provider) = &provider {
             metrics.logouts(provider, LogoutKind::User, 1);
         }
-        security_event(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
+        events.log(SecurityEvent::LogoutCompleted, Some(sub), Some(key), None);
     }
     Ok(redirect(done.redirect.as_str())
         .cookie(cookies::expired_session_cookie(cookie_settings))
@@ -120,7 +122,9 @@ pub async fn backchannel_logout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let invalid = |reason: &str| {
-        security_event(SecurityEvent::BackchannelLogout, None, None, Some(reason));
+        state
+            .events
+            .log(SecurityEvent::BackchannelLogout, None, None, Some(reason));
         ApiError::new(Problem::LogoutTokenInvalid)
             .extension("error", "invalid_request")
             .cause(reason.to_owned())
@@ -174,7 +178,7 @@ pub async fn backchannel_logout(
     state
         .metrics
         .logouts(provider, LogoutKind::Backchannel, ended as u64);
-    security_event(
+    state.events.log(
         SecurityEvent::BackchannelLogout,
         request.sub.as_deref(),
         None,
@@ -211,7 +215,7 @@ pub async fn frontchannel_logout(
         } else {
             "no sid"
         };
-        provider_security_event(
+        state.events.log_for_provider(
             SecurityEvent::FrontchannelLogout,
             None,
             None,
@@ -229,7 +233,7 @@ pub async fn frontchannel_logout(
     state
         .metrics
         .logouts(provider.name(), LogoutKind::Frontchannel, ended as u64);
-    provider_security_event(
+    state.events.log_for_provider(
         SecurityEvent::FrontchannelLogout,
         Some(provider.name()),
         None,

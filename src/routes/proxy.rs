@@ -15,7 +15,7 @@ use crate::edge::trace_context::TraceContext;
 use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::{Metrics, UpstreamOutcome};
-use crate::observability::telemetry::{security_event, RequestId, SecurityEvent};
+use crate::observability::telemetry::{RequestId, SecurityEvent, SecurityLog};
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
@@ -53,7 +53,7 @@ pub async fn forward(
     if websocket {
         // A browser cannot add the anti-forgery header to a WebSocket handshake; it always
         // sends Origin, which a page on another site cannot forge.
-        require_own_origin(req, &state.public_url)?;
+        require_own_origin(req, &state.public_url, &state.events)?;
     } else {
         state.anti_forgery.require(req)?;
     }
@@ -64,7 +64,7 @@ pub async fn forward(
     let token = match state.proxy.token_for(route, session, now).await {
         Ok(token) => token,
         Err(ProxyError::Forbidden(reason)) => {
-            security_event(
+            state.events.log(
                 SecurityEvent::AuthorizationDenied,
                 session.map(|s| s.data.sub.as_str()),
                 session.map(|s| s.store_key.as_str()),
@@ -74,7 +74,13 @@ pub async fn forward(
         }
         Err(ProxyError::StepUpRequired(challenge)) => {
             let session = session.ok_or_else(|| ApiError::new(Problem::Unauthenticated))?;
-            return Err(step_up_problem(req, &state.public_url, session, challenge));
+            return Err(step_up_problem(
+                req,
+                &state.public_url,
+                &state.events,
+                session,
+                challenge,
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -151,7 +157,13 @@ pub async fn forward(
     if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {
         let challenges = response.headers().get_all(http::header::WWW_AUTHENTICATE);
         if let Some(challenge) = upstream_challenge(challenges.iter().map(|v| v.as_bytes())) {
-            return Err(step_up_problem(req, &state.public_url, session, challenge));
+            return Err(step_up_problem(
+                req,
+                &state.public_url,
+                &state.events,
+                session,
+                challenge,
+            ));
         }
     }
     Ok(stream_upstream_response(
@@ -177,7 +189,7 @@ async fn open_websocket(
             .cause(e)
     })?;
     let slot = match session {
-        Some(session) => Some(socket_slot(&state.websockets, session)?),
+        Some(session) => Some(socket_slot(&state.websockets, &state.events, session)?),
         None => None,
     };
     let client = state
@@ -253,10 +265,11 @@ fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> 
 /// (`session.websocket_max_per_session`). The upstream is not asked.
 fn socket_slot(
     websockets: &websocket::SocketSlots,
+    events: &SecurityLog,
     session: &LoadedSession,
 ) -> Result<websocket::SocketSlot, ApiError> {
     websockets.take(&session.store_key).ok_or_else(|| {
-        security_event(
+        events.log(
             SecurityEvent::RateLimited,
             None,
             Some(&session.store_key),
@@ -425,13 +438,17 @@ async fn send<R, E>(
 }
 
 /// A WebSocket's handshake must come from a page of the public origin, exactly.
-fn require_own_origin(req: &HttpRequest, public_url: &url::Url) -> Result<(), ApiError> {
+fn require_own_origin(
+    req: &HttpRequest,
+    public_url: &url::Url,
+    events: &SecurityLog,
+) -> Result<(), ApiError> {
     let expected = public_url.origin().ascii_serialization();
     let mut origins = req.headers().get_all(actix_web::http::header::ORIGIN);
     match (origins.next(), origins.next()) {
         (Some(origin), None) if origin.as_bytes() == expected.as_bytes() => Ok(()),
         _ => {
-            security_event(
+            events.log(
                 SecurityEvent::CsrfRejected,
                 None,
                 None,

@@ -8,7 +8,7 @@ use actix_web::HttpRequest;
 use url::Url;
 
 use crate::error::{ApiError, Problem};
-use crate::observability::telemetry::{security_event, SecurityEvent};
+use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::oidc::return_to::validate_return_to;
 use crate::proxy::step_up::StepUpChallenge;
 use crate::session::LoadedSession;
@@ -21,10 +21,11 @@ pub const RETURN_TO_HEADER: &str = "x-return-to";
 pub fn step_up_problem(
     req: &HttpRequest,
     public_url: &Url,
+    events: &SecurityLog,
     session: &LoadedSession,
     challenge: StepUpChallenge,
 ) -> ApiError {
-    security_event(
+    events.log(
         SecurityEvent::StepUpRequired,
         Some(&session.data.sub),
         Some(&session.store_key),

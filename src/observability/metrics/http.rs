@@ -56,7 +56,7 @@ fn classify(
 
 /// One public-listener request being measured (only with an admin listener): started when
 /// it came in, counted and timed with its final status by the edge middleware
-/// (`edge::front`), which also scopes it for [`record_security_event`].
+/// (`edge::front`).
 pub struct RequestMeasure {
     started: Instant,
     method: &'static str,

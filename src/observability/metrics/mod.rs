@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -444,24 +443,6 @@ impl Metrics {
             self.0.store_errors.get_or_create(&labels).inc();
         }
     }
-
-    /// Runs `future` (a request) with this handle as the one [`record_security_event`]
-    /// counts into.
-    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self.clone(), future)
-    }
-}
-
-tokio::task_local! {
-    /// The metrics of the application serving the current request: security events are
-    /// logged from deep inside the flows, which hold no handle of their own.
-    static CURRENT: Metrics;
-}
-
-/// Counts a security event for the application serving the current request (nothing outside
-/// one).
-pub fn record_security_event(event: SecurityEvent) {
-    let _ = CURRENT.try_with(|metrics| metrics.security_event(event));
 }
 
 trait Tap: Sized {
