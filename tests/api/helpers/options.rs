@@ -120,9 +120,21 @@ impl Route {
         self
     }
 
+    /// `[routes.require] scopes = […]`.
+    pub fn require_scopes(mut self, scopes: &[&str]) -> Self {
+        self.require.insert("scopes", string_array(scopes));
+        self
+    }
+
     /// `[routes.require.claims] name = "value"`.
     pub fn require_claim(mut self, name: &str, value: &str) -> Self {
-        self.claims.push((name.to_owned(), value.to_owned()));
+        self.claims.push((name.to_owned(), quote(value)));
+        self
+    }
+
+    /// `[routes.require.claims] name = ["value", …]`.
+    pub fn require_claim_any(mut self, name: &str, values: &[&str]) -> Self {
+        self.claims.push((name.to_owned(), string_array(values)));
         self
     }
 
@@ -147,7 +159,7 @@ impl Route {
         if !self.claims.is_empty() {
             text.push_str("[routes.require.claims]\n");
             for (name, value) in &self.claims {
-                text.push_str(&format!("{} = {}\n", quote(name), quote(value)));
+                text.push_str(&format!("{} = {value}\n", quote(name)));
             }
         }
         if !self.inject_headers.is_empty() {
