@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::helpers::echo::spawn_echo;
-use crate::helpers::{spawn_app_with, AppOptions};
+use crate::helpers::{spawn_app_with, AppOptions, Route};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,10 +102,7 @@ async fn the_alert_rules_parse_and_name_only_metrics_a_scrape_contains() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
         admin: true,
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base)],
         ..AppOptions::default()
     })
     .await;

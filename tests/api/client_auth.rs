@@ -14,7 +14,7 @@ use crate::helpers::echo::{echoed_header, spawn_echo};
 use crate::helpers::processes::{artifacts_dir, shared_provider};
 use crate::helpers::{
     config_dir, grants_at, random_name, register_client_with, spawn_app_with, AppOptions, Preset,
-    TestApp,
+    Route, SessionKeys, TestApp,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -137,12 +137,11 @@ async fn app_with_key(
             client,
             listener,
         }),
-        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{0}\"\n\n\
-             [[routes]]\nprefix = \"/service\"\nupstream = \"{0}\"\ntoken = \"client\"\n",
-            echo.base
-        ),
+        session: SessionKeys::long(),
+        routes: vec![
+            Route::new("/api", &echo.base),
+            Route::new("/service", &echo.base).token("client"),
+        ],
         env,
         ..AppOptions::default()
     })

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::echo::{echoed_header, raw_request, spawn_echo, EchoUpstream};
-use crate::helpers::{captured_logs, random_name, spawn_app_with, AppOptions, Resp, TestApp};
+use crate::helpers::{
+    captured_logs, random_name, spawn_app_with, AppOptions, RateLimits, RedisKeys, Resp, Route,
+    ServerKeys, TestApp,
+};
 
-fn echo_route(echo: &EchoUpstream, prefix: &str, extra: &str) -> String {
-    format!(
-        "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{}/v1\"\n{extra}\n",
-        echo.base
-    )
+fn echo_route(echo: &EchoUpstream, prefix: &str) -> Route {
+    Route::new(prefix, &format!("{}/v1", echo.base))
 }
 
 fn retry_after(resp: &Resp) -> u64 {
@@ -38,7 +38,7 @@ fn header<'a>(resp: &'a Resp, name: &str) -> &'a str {
 async fn dot_segments_hidden_behind_path_parameters_never_reach_the_upstream() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: echo_route(&echo, "/api/echo", "token = \"none\""),
+        routes: vec![echo_route(&echo, "/api/echo").token("none")],
         ..AppOptions::default()
     })
     .await;
@@ -94,7 +94,7 @@ async fn dot_segments_hidden_behind_path_parameters_never_reach_the_upstream() {
 async fn an_oversized_request_head_is_refused_with_431() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: echo_route(&echo, "/api/echo", "token = \"none\""),
+        routes: vec![echo_route(&echo, "/api/echo").token("none")],
         ..AppOptions::default()
     })
     .await;
@@ -170,7 +170,7 @@ async fn trickle(port: u16, prelude: &[u8], give_up: Duration) -> (Duration, boo
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_disconnected() {
     let app = spawn_app_with(AppOptions {
-        server_toml: "header_timeout_ms = 1000".into(),
+        server: ServerKeys::new().header_timeout_ms(1000),
         ..AppOptions::default()
     })
     .await;
@@ -234,8 +234,8 @@ async fn login_start(app: &TestApp, forwarded_for: Option<&str>) -> Resp {
 #[tokio::test]
 async fn login_starts_are_limited_per_client_ip() {
     let app = spawn_app_with(AppOptions {
-        server_toml: "trusted_proxies = [\"127.0.0.1\"]".into(),
-        extra_toml: "[rate_limits.login]\nrequests = 3\nper_secs = 3\n".into(),
+        server: ServerKeys::new().trusted_proxies(&["127.0.0.1"]),
+        rate_limits: RateLimits::new().login(3, 3),
         ..AppOptions::default()
     })
     .await;
@@ -296,9 +296,9 @@ async fn login_starts_are_limited_per_client_ip() {
 
 #[tokio::test]
 async fn two_instances_share_one_login_count() {
-    let limits = "[rate_limits.login]\nrequests = 4\nper_secs = 60\n";
+    let limits = RateLimits::new().login(4, 60);
     let first = spawn_app_with(AppOptions {
-        extra_toml: limits.into(),
+        rate_limits: limits.clone(),
         ..AppOptions::default()
     })
     .await;
@@ -306,7 +306,7 @@ async fn two_instances_share_one_login_count() {
     // the redirect URI when the authorization request is pushed).
     let second = spawn_app_with(AppOptions {
         share: Some(&first),
-        extra_toml: limits.into(),
+        rate_limits: limits,
         public_url: Some(first.base.clone()),
         ..AppOptions::default()
     })
@@ -326,8 +326,8 @@ async fn two_instances_share_one_login_count() {
 async fn a_spoofed_forwarded_for_changes_neither_the_limit_nor_the_logs_nor_the_upstream() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: echo_route(&echo, "/api/echo", "token = \"none\"")
-            + "[rate_limits.api]\nrequests = 3\nper_secs = 60\n",
+        routes: vec![echo_route(&echo, "/api/echo").token("none")],
+        rate_limits: RateLimits::new().api(3, 60),
         ..AppOptions::default()
     })
     .await;
@@ -373,9 +373,9 @@ async fn a_spoofed_forwarded_for_changes_neither_the_limit_nor_the_logs_nor_the_
 async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_forwarded() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        server_toml: "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]".into(),
-        extra_toml: echo_route(&echo, "/api/echo", "token = \"none\"")
-            + "[rate_limits.api]\nrequests = 2\nper_secs = 60\n",
+        server: ServerKeys::new().trusted_proxies(&["127.0.0.0/8", "10.0.0.0/8"]),
+        routes: vec![echo_route(&echo, "/api/echo").token("none")],
+        rate_limits: RateLimits::new().api(2, 60),
         ..AppOptions::default()
     })
     .await;
@@ -409,16 +409,15 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_forwarded() 
 #[tokio::test]
 async fn api_calls_are_limited_per_session_with_route_overrides_and_survive_a_restart() {
     let echo = spawn_echo().await;
-    let routes = echo_route(&echo, "/api/echo", "")
-        + &echo_route(
-            &echo,
-            "/api/own",
-            "rate_limit = { requests = 1, per_secs = 60 }",
-        )
-        + &echo_route(&echo, "/api/free", "rate_limit = \"off\"")
-        + "[rate_limits.api]\nrequests = 3\nper_secs = 60\n";
+    let routes = vec![
+        echo_route(&echo, "/api/echo"),
+        echo_route(&echo, "/api/own").rate_limit(1, 60),
+        echo_route(&echo, "/api/free").rate_limit_off(),
+    ];
+    let limits = RateLimits::new().api(3, 60);
     let app = spawn_app_with(AppOptions {
-        extra_toml: routes.clone(),
+        routes: routes.clone(),
+        rate_limits: limits.clone(),
         ..AppOptions::default()
     })
     .await;
@@ -456,7 +455,8 @@ async fn api_calls_are_limited_per_session_with_route_overrides_and_survive_a_re
     // The counts live in Redis: an instance started afresh on it still refuses.
     let restarted = spawn_app_with(AppOptions {
         share: Some(&app),
-        extra_toml: routes,
+        routes,
+        rate_limits: limits,
         ..AppOptions::default()
     })
     .await;
@@ -471,9 +471,11 @@ async fn without_redis_the_limiter_lets_calls_through_and_says_so_once() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
         redis_url: Some(redis.url()),
-        redis_toml: "connect_timeout_ms = 200\nresponse_timeout_ms = 200".into(),
-        extra_toml: echo_route(&echo, "/api/open", "token = \"none\"")
-            + "[rate_limits.api]\nrequests = 1\nper_secs = 60\n",
+        redis: RedisKeys::new()
+            .connect_timeout_ms(200)
+            .response_timeout_ms(200),
+        routes: vec![echo_route(&echo, "/api/open").token("none")],
+        rate_limits: RateLimits::new().api(1, 60),
         ..AppOptions::default()
     })
     .await;
@@ -522,16 +524,18 @@ async fn without_redis_the_limiter_lets_calls_through_and_says_so_once() {
 #[tokio::test]
 async fn leased_tokens_never_let_instances_together_exceed_the_limit() {
     let echo = spawn_echo().await;
-    let routes =
-        echo_route(&echo, "/api/echo", "") + "[rate_limits.api]\nrequests = 100\nper_secs = 3600\n";
+    let routes = vec![echo_route(&echo, "/api/echo")];
+    let limits = RateLimits::new().api(100, 3600);
     let first = spawn_app_with(AppOptions {
-        extra_toml: routes.clone(),
+        routes: routes.clone(),
+        rate_limits: limits.clone(),
         ..AppOptions::default()
     })
     .await;
     let second = spawn_app_with(AppOptions {
         share: Some(&first),
-        extra_toml: routes,
+        routes,
+        rate_limits: limits,
         ..AppOptions::default()
     })
     .await;

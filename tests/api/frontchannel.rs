@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::helpers::webdriver::Chrome;
 use crate::helpers::websocket_echo::{close_code, open, spawn_websocket_echo};
-use crate::helpers::{captured_logs, spawn_app_with, urlencode, AppOptions, TestApp};
+use crate::helpers::{captured_logs, spawn_app_with, urlencode, AppOptions, Route, TestApp};
 
 fn frontchannel_path(iss: Option<&str>, sid: Option<&str>) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -46,19 +46,13 @@ async fn framed_get(app: &TestApp, path: &str) -> reqwest::Response {
 async fn the_providers_iss_and_sid_end_that_session_everywhere_and_close_its_sockets() {
     let ws = spawn_websocket_echo().await;
     let first = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n",
-            ws.base
-        ),
+        routes: vec![Route::new("/ws", &format!("{}/socket", ws.base)).websocket()],
         ..AppOptions::default()
     })
     .await;
     let second = spawn_app_with(AppOptions {
         share: Some(&first),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n",
-            ws.base
-        ),
+        routes: vec![Route::new("/ws", &format!("{}/socket", ws.base)).websocket()],
         ..AppOptions::default()
     })
     .await;

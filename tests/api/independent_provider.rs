@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 
 use crate::helpers::dot_provider::{shared_dot, DotOptions, DotProvider};
 use crate::helpers::echo::{echoed_header, spawn_echo, EchoUpstream};
-use crate::helpers::{spawn_app_with, AppOptions, Browser, Preset, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Browser, Preset, Route, SessionKeys, TestApp};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -29,12 +29,9 @@ async fn app_at_dot(dot: &DotProvider, echo: &EchoUpstream) -> TestApp {
             client,
             listener,
         }),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\ntoken = \"user\"\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base).token("user")],
         // Long enough that moving the clock past the access token's expiry ends no session.
-        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".to_owned(),
+        session: SessionKeys::long(),
         ..AppOptions::default()
     })
     .await;

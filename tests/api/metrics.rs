@@ -6,21 +6,22 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use prometheus_parse::Scrape;
 
-use crate::helpers::echo::{spawn_echo, EchoUpstream};
+use crate::helpers::echo::spawn_echo;
 use crate::helpers::processes::{free_port, listening_ports, serve_command, spawn_in_nursery};
 use crate::helpers::scrape::{admin, declared_total, scrape, value};
-use crate::helpers::{config_dir, shared_provider, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{
+    config_dir, shared_provider, spawn_app_with, AppOptions, RateLimits, Route, SessionKeys,
+    TestApp,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn app_with_admin(echo: &EchoUpstream, route_extra: &str, extra: &str) -> TestApp {
+async fn app_with_admin(api: Route, rate_limits: RateLimits) -> TestApp {
     spawn_app_with(AppOptions {
         admin: true,
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n{route_extra}\n{extra}",
-            echo.base
-        ),
-        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
+        routes: vec![api],
+        rate_limits,
+        session: SessionKeys::long(),
         ..AppOptions::default()
     })
     .await
@@ -31,9 +32,8 @@ async fn a_scripted_session_is_counted_exactly() {
     let echo = spawn_echo().await;
     // Four API calls pass (three, then the one that refreshes); the fifth is refused.
     let app = app_with_admin(
-        &echo,
-        "",
-        "[rate_limits.api]\nrequests = 4\nper_secs = 86400\n",
+        Route::new("/api", &echo.base),
+        RateLimits::new().api(4, 86400),
     )
     .await;
     let mut browser = app.browser();
@@ -207,9 +207,8 @@ async fn a_scripted_session_is_counted_exactly() {
 async fn unknown_paths_and_proxied_sub_paths_add_no_series() {
     let echo = spawn_echo().await;
     let app = app_with_admin(
-        &echo,
-        "token = \"none\"",
-        "[rate_limits]\napi = \"off\"\nlogin = \"off\"\n",
+        Route::new("/api", &echo.base).token("none"),
+        RateLimits::off(),
     )
     .await;
     let get = |path: String, csrf: bool| {
@@ -261,7 +260,11 @@ async fn unknown_paths_and_proxied_sub_paths_add_no_series() {
 #[tokio::test]
 async fn each_listener_serves_only_its_own_paths() {
     let echo = spawn_echo().await;
-    let app = app_with_admin(&echo, "token = \"none\"", "").await;
+    let app = app_with_admin(
+        Route::new("/api", &echo.base).token("none"),
+        RateLimits::new(),
+    )
+    .await;
     let status = |url: String, accept: &'static str| {
         let request = app.http.get(url).header("accept", accept);
         async move { request.send().await.expect("answer").status().as_u16() }
@@ -314,10 +317,7 @@ async fn each_listener_serves_only_its_own_paths() {
 async fn without_admin_bind_nothing_listens() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base)],
         ..AppOptions::default()
     })
     .await;

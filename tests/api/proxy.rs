@@ -4,24 +4,20 @@ use serde_json::Value;
 use crate::helpers::echo::{
     echoed_header as header, pattern_byte, pattern_sha256, raw_request, spawn_echo,
 };
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Route, TestApp};
 
-async fn app_with_routes(routes: &str) -> TestApp {
+async fn app_with_routes(routes: Vec<Route>) -> TestApp {
     spawn_app_with(AppOptions {
-        extra_toml: routes.to_owned(),
+        routes,
         ..AppOptions::default()
     })
     .await
 }
 
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
-}
-
 #[tokio::test]
 async fn calls_reach_the_upstream_with_a_live_token_and_nothing_of_the_browser() {
     let echo = spawn_echo().await;
-    let app = app_with_routes(&route("/api", &format!("{}/v1", echo.base), "")).await;
+    let app = app_with_routes(vec![Route::new("/api", &format!("{}/v1", echo.base))]).await;
     let mut browser = app.browser();
     browser.login("alice").await;
 
@@ -138,7 +134,7 @@ async fn calls_reach_the_upstream_with_a_live_token_and_nothing_of_the_browser()
 #[tokio::test]
 async fn large_bodies_stream_through_intact() {
     let echo = spawn_echo().await;
-    let app = app_with_routes(&route("/api", &echo.base, "max_body_bytes = 60000000")).await;
+    let app = app_with_routes(vec![Route::new("/api", &echo.base).max_body_bytes(60000000)]).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     const SIZE: u64 = 50 * 1024 * 1024;
@@ -176,10 +172,10 @@ async fn large_bodies_stream_through_intact() {
 #[tokio::test]
 async fn hostile_paths_are_refused_and_never_reach_the_upstream() {
     let echo = spawn_echo().await;
-    let app = app_with_routes(
-        &(route("/api", &format!("{}/base", echo.base), "token = \"none\"")
-            + &route("/api/orders", &echo.base, "token = \"none\"")),
-    )
+    let app = app_with_routes(vec![
+        Route::new("/api", &format!("{}/base", echo.base)).token("none"),
+        Route::new("/api/orders", &echo.base).token("none"),
+    ])
     .await;
     let hostile = [
         "/api/../admin",
@@ -243,31 +239,17 @@ async fn hostile_paths_are_refused_and_never_reach_the_upstream() {
 #[tokio::test]
 async fn routing_methods_and_requirements() {
     let echo = spawn_echo().await;
-    let routes = [
-        route("/api", &format!("{}/general", echo.base), ""),
-        route(
-            "/api/orders",
-            &format!("{}/orders", echo.base),
-            "methods = [\"GET\", \"post\"]",
-        ),
-        route(
-            "/api/support",
-            &format!("{}/support", echo.base),
-            "[routes.require.claims]\nroles = \"support\"",
-        ),
-        route(
-            "/api/admin",
-            &format!("{}/admin", echo.base),
-            "[routes.require]\nscopes = [\"orders:admin\"]",
-        ),
-        route(
-            "/api/profile",
-            &format!("{}/profile", echo.base),
-            "[routes.require]\nscopes = [\"profile\"]\n[routes.require.claims]\nroles = [\"user\"]",
-        ),
-    ]
-    .concat();
-    let app = app_with_routes(&routes).await;
+    let app = app_with_routes(vec![
+        Route::new("/api", &format!("{}/general", echo.base)),
+        Route::new("/api/orders", &format!("{}/orders", echo.base)).methods(&["GET", "post"]),
+        Route::new("/api/support", &format!("{}/support", echo.base))
+            .require_claim("roles", "support"),
+        Route::new("/api/admin", &format!("{}/admin", echo.base)).require_scopes(&["orders:admin"]),
+        Route::new("/api/profile", &format!("{}/profile", echo.base))
+            .require_scopes(&["profile"])
+            .require_claim_any("roles", &["user"]),
+    ])
+    .await;
     let mut alice = app.browser();
     alice.login("alice").await;
     let mut bob = app.browser();
@@ -349,13 +331,12 @@ async fn routing_methods_and_requirements() {
 #[tokio::test]
 async fn optional_none_and_client_routes() {
     let echo = spawn_echo().await;
-    let routes = [
-        route("/public", &echo.base, "token = \"optional\""),
-        route("/static-api", &echo.base, "token = \"none\""),
-        route("/service", &echo.base, "token = \"client\""),
-    ]
-    .concat();
-    let app = app_with_routes(&routes).await;
+    let app = app_with_routes(vec![
+        Route::new("/public", &echo.base).token("optional"),
+        Route::new("/static-api", &echo.base).token("none"),
+        Route::new("/service", &echo.base).token("client"),
+    ])
+    .await;
     let mut anonymous = app.browser();
     let seen = anonymous.api_get("/public/x").await.json();
     assert!(
@@ -417,14 +398,13 @@ async fn optional_none_and_client_routes() {
 async fn upstream_failures_map_to_gateway_errors() {
     let echo = spawn_echo().await;
     let closed_port = crate::helpers::processes::free_port();
-    let routes = [
-        route("/down", &format!("http://127.0.0.1:{closed_port}"), ""),
-        route("/slow", &format!("{}/slow", echo.base), "timeout_secs = 1"),
-        route("/api", &echo.base, "max_body_bytes = 1000"),
-        route("/cookies", &echo.base, "pass_set_cookie = true"),
-    ]
-    .concat();
-    let app = app_with_routes(&routes).await;
+    let app = app_with_routes(vec![
+        Route::new("/down", &format!("http://127.0.0.1:{closed_port}")),
+        Route::new("/slow", &format!("{}/slow", echo.base)).timeout_secs(1),
+        Route::new("/api", &echo.base).max_body_bytes(1000),
+        Route::new("/cookies", &echo.base).pass_set_cookie(true),
+    ])
+    .await;
     let mut browser = app.browser();
     browser.login("alice").await;
 
@@ -486,11 +466,8 @@ async fn server_held_api_keys_reach_the_upstream_and_never_come_from_the_browser
     let key = format!("orders-key-{}", crate::helpers::random_name("k"));
     crate::helpers::record_secret(&key); // the whole-run log check looks for it
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n\
-             [routes.inject_headers]\n\"X-Api-Key\" = {{ env = \"TEST_ORDERS_API_KEY\" }}\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base)
+            .inject_header_from_env("X-Api-Key", "TEST_ORDERS_API_KEY")],
         env: vec![("TEST_ORDERS_API_KEY".into(), key.clone())],
         ..AppOptions::default()
     })
@@ -588,10 +565,7 @@ async fn server_sent_events_pass_through_one_by_one_unbuffered() {
 
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\ntimeout_secs = 1\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base).timeout_secs(1)],
         ..AppOptions::default()
     })
     .await;
@@ -657,10 +631,7 @@ async fn max_duration_ends_a_long_stream() {
 
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\nmax_duration_secs = 1\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base).max_duration_secs(1)],
         ..AppOptions::default()
     })
     .await;
@@ -761,7 +732,7 @@ async fn a_pooled_connection_the_upstream_already_closed_costs_an_idempotent_cal
 
     for answer_408 in [false, true] {
         let upstream = spawn_stale_upstream(answer_408).await;
-        let app = app_with_routes(&route("/api", &upstream.base, "token = \"none\"")).await;
+        let app = app_with_routes(vec![Route::new("/api", &upstream.base).token("none")]).await;
         let mut browser = app.browser();
         let case = if answer_408 { "408 and close" } else { "close" };
 

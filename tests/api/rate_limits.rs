@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{random_name, shared_redis, spawn_app_with, AppOptions};
+use crate::helpers::{random_name, shared_redis, spawn_app_with, AppOptions, Route};
 
 fn limit(requests: u32, secs: u64) -> RateLimit {
     RateLimit {
@@ -90,10 +90,9 @@ async fn six_hundred_thousand_a_minute_admits_thousands_a_second_for_five_second
     const CONNECTIONS: usize = 32;
     let upstream = spawn_ok_upstream().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/fast\"\nupstream = \"{upstream}/v1\"\ntoken = \"none\"\n\
-             rate_limit = {{ requests = {QUOTA}, per_secs = 60 }}\n"
-        ),
+        routes: vec![Route::new("/fast", &format!("{upstream}/v1"))
+            .token("none")
+            .rate_limit(QUOTA, 60)],
         ..AppOptions::default()
     })
     .await;

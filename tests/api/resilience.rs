@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::processes::{ProviderOptions, ProviderProcess, RedisServer};
-use crate::helpers::{spawn_app_with, AppOptions, Preset, RegisteredClient};
+use crate::helpers::{spawn_app_with, AppOptions, Preset, RedisKeys, RegisteredClient};
 
 #[tokio::test]
 async fn gatehouse_waits_for_its_provider_and_is_not_ready_until_then() {
@@ -92,7 +92,9 @@ async fn redis_outage_answers_503_and_keeps_the_session() {
     let redis = RedisServer::start();
     let app = spawn_app_with(AppOptions {
         redis_url: Some(redis.url()),
-        redis_toml: "connect_timeout_ms = 300\nresponse_timeout_ms = 300".into(),
+        redis: RedisKeys::new()
+            .connect_timeout_ms(300)
+            .response_timeout_ms(300),
         ..AppOptions::default()
     })
     .await;

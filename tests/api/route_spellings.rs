@@ -3,20 +3,21 @@
 //! path up first.
 
 use crate::helpers::echo::{raw_request, spawn_echo, EchoUpstream};
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Route, TestApp};
 
 /// `/api` for every user; `/api/v2/admin` GET only and for the `support` role, on an
 /// upstream that ignores case (`match_case = false`). Both on the same upstream, as in the
 /// report: what `/api` forwards as `/v2/admin/…` is the admin API itself.
 async fn nested_routes(echo: &EchoUpstream) -> TestApp {
     spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{base}/\"\nrate_limit = \"off\"\n\n\
-             [[routes]]\nprefix = \"/api/v2/admin\"\nupstream = \"{base}/v2/admin\"\n\
-             methods = [\"GET\"]\nmatch_case = false\nrate_limit = \"off\"\n\
-             [routes.require.claims]\nroles = \"support\"\n",
-            base = echo.base
-        ),
+        routes: vec![
+            Route::new("/api", &format!("{}/", echo.base)).rate_limit_off(),
+            Route::new("/api/v2/admin", &format!("{}/v2/admin", echo.base))
+                .methods(&["GET"])
+                .match_case(false)
+                .rate_limit_off()
+                .require_claim("roles", "support"),
+        ],
         ..AppOptions::default()
     })
     .await

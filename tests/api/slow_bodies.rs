@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::helpers::echo::{spawn_echo, status_of};
 use crate::helpers::processes::{free_port, serve_command, spawn_in_nursery};
-use crate::helpers::{config_dir, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{config_dir, spawn_app_with, AppOptions, Route, ServerKeys, TestApp};
 
 /// What a client trickling its body saw: when the first bytes of an answer came, when
 /// the server closed the connection (both from the end of the head), and the answer.
@@ -62,11 +62,10 @@ fn post_head(path: &str, length: u64, extra: &str) -> String {
 async fn a_trickled_body_is_cut_off_at_its_deadline_on_every_kind_of_endpoint() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        server_toml: "body_timeout_ms = 1000\nbody_min_bytes_per_sec = 500".into(),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}/\"\ntoken = \"none\"\n",
-            echo.base
-        ),
+        server: ServerKeys::new()
+            .body_timeout_ms(1000)
+            .body_min_bytes_per_sec(500),
+        routes: vec![Route::new("/api", &format!("{}/", echo.base)).token("none")],
         ..AppOptions::default()
     })
     .await;
@@ -227,7 +226,7 @@ impl LimitedGatehouse {
 #[tokio::test]
 async fn three_hundred_slow_bodies_under_1024_descriptors_leave_a_user_served() {
     let app = spawn_app_with(AppOptions {
-        server_toml: "body_timeout_ms = 3000".into(),
+        server: ServerKeys::new().body_timeout_ms(3000),
         ..AppOptions::default()
     })
     .await;
@@ -308,7 +307,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn out_of_descriptors_it_keeps_serving_its_connections_without_spinning() {
     let app = spawn_app_with(AppOptions {
-        server_toml: "body_timeout_ms = 4000".into(),
+        server: ServerKeys::new().body_timeout_ms(4000),
         ..AppOptions::default()
     })
     .await;

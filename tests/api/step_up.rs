@@ -9,16 +9,16 @@ use serde_json::Value;
 
 use crate::helpers::echo::spawn_echo;
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
-use crate::helpers::{spawn_app_with, AppOptions, Browser, Resp, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Browser, Resp, Route, TestApp};
 
 /// The test provider's acr values (tests/support/provider/second_factor.mjs).
 const PWD_ACR: &str = "urn:gatehouse:test:pwd";
 const MFA_ACR: &str = "urn:gatehouse:test:mfa";
 
-async fn app_with(provider: Option<&ProviderProcess>, routes: String) -> TestApp {
+async fn app_with(provider: Option<&ProviderProcess>, routes: Vec<Route>) -> TestApp {
     spawn_app_with(AppOptions {
         provider,
-        extra_toml: routes,
+        routes,
         env: vec![(
             "GATEHOUSE_PROVIDERS__MAIN__ALLOWED_ACR_VALUES".to_owned(),
             format!("[\"{PWD_ACR}\", \"{MFA_ACR}\"]"),
@@ -26,10 +26,6 @@ async fn app_with(provider: Option<&ProviderProcess>, routes: String) -> TestApp
         ..AppOptions::default()
     })
     .await
-}
-
-fn route(prefix: &str, upstream: &str, require: &str) -> String {
-    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n[routes.require]\n{require}\n")
 }
 
 async fn provider_switch(provider: &ProviderProcess, path_and_query: &str) {
@@ -80,7 +76,7 @@ async fn step_up_by_acr_asks_for_the_second_factor_and_then_the_call_passes() {
     let echo = spawn_echo().await;
     let app = app_with(
         Some(&provider),
-        route("/api/pay", &echo.base, &format!("acr = [\"{MFA_ACR}\"]")),
+        vec![Route::new("/api/pay", &echo.base).require_acr(&[MFA_ACR])],
     )
     .await;
     let mut browser = app.browser();
@@ -137,7 +133,7 @@ async fn a_provider_that_answers_a_lower_acr_sends_the_browser_back_and_the_old_
     let echo = spawn_echo().await;
     let app = app_with(
         Some(&provider),
-        route("/api/pay", &echo.base, &format!("acr = [\"{MFA_ACR}\"]")),
+        vec![Route::new("/api/pay", &echo.base).require_acr(&[MFA_ACR])],
     )
     .await;
     let mut browser = app.browser();
@@ -182,7 +178,7 @@ async fn step_up_by_age_asks_for_a_fresh_login_once_the_clock_passes_the_limit()
     let echo = spawn_echo().await;
     let app = app_with(
         Some(&provider),
-        route("/api/pay", &echo.base, "max_auth_age_secs = 300"),
+        vec![Route::new("/api/pay", &echo.base).require_max_auth_age_secs(300)],
     )
     .await;
     let mut browser = app.browser();
@@ -222,14 +218,7 @@ async fn step_up_by_age_asks_for_a_fresh_login_once_the_clock_passes_the_limit()
 #[tokio::test]
 async fn an_upstreams_challenge_reaches_the_spa_as_the_step_up_problem() {
     let echo = spawn_echo().await;
-    let app = app_with(
-        None,
-        format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
-    )
-    .await;
+    let app = app_with(None, vec![Route::new("/api", &echo.base)]).await;
     let mut browser = app.browser();
     browser.login("alice").await;
 
@@ -280,7 +269,7 @@ async fn an_upstreams_challenge_reaches_the_spa_as_the_step_up_problem() {
 #[tokio::test]
 async fn login_parameters_off_the_allow_list_are_refused_before_the_provider_is_called() {
     let provider = ProviderProcess::start(&ProviderOptions::default());
-    let app = app_with(Some(&provider), String::new()).await;
+    let app = app_with(Some(&provider), Vec::new()).await;
     // The provider is gone: whatever would reach it fails, and shows that it was tried.
     drop(provider);
     let mut browser = app.browser();

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::helpers::echo::{echoed_header as header, raw_request, spawn_echo, EchoUpstream};
-use crate::helpers::{captured_logs, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{captured_logs, spawn_app_with, AppOptions, Route, TestApp};
 use gatehouse::edge::trace_context::parse_traceparent;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -14,10 +14,7 @@ const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 async fn app_with_echo() -> (TestApp, EchoUpstream) {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api/echo\"\nupstream = \"{}/v1\"\ntoken = \"none\"\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api/echo", &format!("{}/v1", echo.base)).token("none")],
         ..AppOptions::default()
     })
     .await;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::helpers::echo::{raw_request, spawn_echo, EchoUpstream};
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Route, TestApp};
 
 /// The headers that reached upstreams through the former deny-list (issue 23, part 4).
 const HOSTILE: &[&str] = &[
@@ -59,11 +59,8 @@ fn normalised(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-fn route(echo: &EchoUpstream, prefix: &str, extra: &str) -> String {
-    format!(
-        "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{}\"\n{extra}\n",
-        echo.base
-    )
+fn route(echo: &EchoUpstream, prefix: &str) -> Route {
+    Route::new(prefix, &echo.base)
 }
 
 /// The body of a raw HTTP/1.1 response, de-chunked when it came in chunks.
@@ -122,7 +119,7 @@ fn upstream_values<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
 async fn headers_a_browser_must_not_set_never_reach_the_upstream_in_any_spelling() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: route(&echo, "/api", "token = \"user\""),
+        routes: vec![route(&echo, "/api").token("user")],
         ..AppOptions::default()
     })
     .await;
@@ -183,15 +180,12 @@ async fn headers_a_browser_must_not_set_never_reach_the_upstream_in_any_spelling
 async fn a_route_lets_its_own_headers_through_as_listed() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "{}{}",
-            route(
-                &echo,
-                "/tenant",
-                "token = \"user\"\nforward_headers = [\"X-Tenant\", \"X_Legacy_Id\"]"
-            ),
-            route(&echo, "/api", "token = \"user\"")
-        ),
+        routes: vec![
+            route(&echo, "/tenant")
+                .token("user")
+                .forward_headers(&["X-Tenant", "X_Legacy_Id"]),
+            route(&echo, "/api").token("user"),
+        ],
         ..AppOptions::default()
     })
     .await;
@@ -293,14 +287,13 @@ fn cache_control(resp: &crate::helpers::Resp) -> Option<&str> {
 async fn answers_that_carried_a_user_token_are_kept_out_of_shared_caches() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: [
-            route(&echo, "/api", "token = \"user\""),
-            route(&echo, "/public", "token = \"none\""),
-            route(&echo, "/optional", "token = \"optional\""),
-            route(&echo, "/mixed", "token = \"user-or-client\""),
-            route(&echo, "/cached", "token = \"user\"\ncache_private = false"),
-        ]
-        .concat(),
+        routes: vec![
+            route(&echo, "/api").token("user"),
+            route(&echo, "/public").token("none"),
+            route(&echo, "/optional").token("optional"),
+            route(&echo, "/mixed").token("user-or-client"),
+            route(&echo, "/cached").token("user").cache_private(false),
+        ],
         ..AppOptions::default()
     })
     .await;

@@ -19,28 +19,25 @@ use crate::helpers::scrape::{scrape, value};
 use crate::helpers::websocket_echo::{
     close_code, open, spawn_websocket_echo, Socket, WebSocketEcho,
 };
-use crate::helpers::{spawn_app_with, AppOptions, Browser, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Browser, RedisKeys, Route, SessionKeys, TestApp};
 
-/// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
-async fn app_with_socket_route(ws: &WebSocketEcho, extra: &str) -> TestApp {
-    app_with_socket_route_and(ws, extra, AppOptions::default()).await
+/// `/ws`: WebSockets to the echo (user token).
+fn socket_route(ws: &WebSocketEcho) -> Route {
+    Route::new("/ws", &format!("{}/socket", ws.base)).websocket()
 }
 
-async fn app_with_socket_route_and(
-    ws: &WebSocketEcho,
-    extra: &str,
-    options: AppOptions<'_>,
-) -> TestApp {
+/// `/ws` tunnels WebSockets to the echo (user token); `/api` is the HTTP echo.
+async fn app_with_socket_route(ws: &WebSocketEcho) -> TestApp {
+    app_with_socket_route_and(socket_route(ws), AppOptions::default()).await
+}
+
+/// `socket` (`/ws`), the routes of `options`, then `/api` on the HTTP echo.
+async fn app_with_socket_route_and(socket: Route, options: AppOptions<'_>) -> TestApp {
     let http_echo = spawn_echo().await;
-    spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n{extra}\n\
-             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            ws.base, http_echo.base
-        ),
-        ..options
-    })
-    .await
+    let mut routes = vec![socket];
+    routes.extend(options.routes.iter().cloned());
+    routes.push(Route::new("/api", &http_echo.base));
+    spawn_app_with(AppOptions { routes, ..options }).await
 }
 
 /// alice's browser, logged in, and her session cookie.
@@ -75,7 +72,7 @@ async fn next_message(socket: &mut Socket) -> Message {
 #[tokio::test]
 async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "").await;
+    let app = app_with_socket_route(&ws).await;
     let (mut browser, cookie) = alice(&app).await;
 
     let mut socket = open(&app, "/ws/live?room=7", Some(&cookie))
@@ -138,7 +135,7 @@ async fn messages_cross_both_ways_and_the_upstream_gets_the_token() {
 #[tokio::test]
 async fn a_handshake_without_this_sites_origin_or_a_session_is_refused() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "").await;
+    let app = app_with_socket_route(&ws).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = format!(
@@ -221,11 +218,11 @@ async fn a_handshake_without_this_sites_origin_or_a_session_is_refused() {
 #[tokio::test]
 async fn an_upstream_refusing_the_handshake_is_passed_on() {
     let ws = spawn_websocket_echo().await;
-    let refusing = format!(
-        "[[routes]]\nprefix = \"/refused\"\nupstream = \"{}/refuse\"\nwebsocket = true\n",
-        ws.base
-    );
-    let app = app_with_socket_route(&ws, &refusing).await;
+    let refusing = AppOptions {
+        routes: vec![Route::new("/refused", &format!("{}/refuse", ws.base)).websocket()],
+        ..AppOptions::default()
+    };
+    let app = app_with_socket_route_and(socket_route(&ws), refusing).await;
     let (_browser, cookie) = alice(&app).await;
     match open(&app, "/refused/x", Some(&cookie)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -243,7 +240,7 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
         admin: true,
         ..AppOptions::default()
     };
-    let app = app_with_socket_route_and(&ws, "", with_admin).await;
+    let app = app_with_socket_route_and(socket_route(&ws), with_admin).await;
     let open_sockets = |scrape| value(&scrape, "gatehouse_websockets_open", &[("route", "/ws")]);
     let (mut browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
@@ -272,7 +269,11 @@ async fn a_logout_elsewhere_closes_the_socket_with_1008_within_5_seconds() {
 #[tokio::test]
 async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "websocket_idle_secs = 2").await;
+    let app = app_with_socket_route_and(
+        socket_route(&ws).websocket_idle_secs(2),
+        AppOptions::default(),
+    )
+    .await;
     let (_browser, cookie) = alice(&app).await;
 
     let mut busy = open(&app, "/ws/busy", Some(&cookie)).await.expect("open");
@@ -368,11 +369,10 @@ async fn a_redis_outage_leaves_open_sockets_open() {
     let redis = RedisServer::start();
     let app = spawn_app_with(AppOptions {
         redis_url: Some(redis.url()),
-        redis_toml: "connect_timeout_ms = 300\nresponse_timeout_ms = 300".into(),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/ws\"\nupstream = \"{}/socket\"\nwebsocket = true\n",
-            ws.base
-        ),
+        redis: RedisKeys::new()
+            .connect_timeout_ms(300)
+            .response_timeout_ms(300),
+        routes: vec![socket_route(&ws)],
         ..AppOptions::default()
     })
     .await;
@@ -401,7 +401,7 @@ async fn a_redis_outage_leaves_open_sockets_open() {
 #[tokio::test]
 async fn a_browser_that_stops_reading_stops_the_upstream_not_gatehouses_memory() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "").await;
+    let app = app_with_socket_route(&ws).await;
     let (_browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/flood", Some(&cookie)).await.expect("open");
 
@@ -438,7 +438,7 @@ async fn a_browser_that_stops_reading_stops_the_upstream_not_gatehouses_memory()
 #[tokio::test]
 async fn ending_a_session_from_another_device_closes_its_sockets() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "").await;
+    let app = app_with_socket_route(&ws).await;
     let (_laptop, laptop_cookie) = alice(&app).await;
     let (mut phone, phone_cookie) = alice(&app).await;
     let mut laptop_socket = open(&app, "/ws/live", Some(&laptop_cookie))
@@ -487,10 +487,10 @@ async fn ending_a_session_from_another_device_closes_its_sockets() {
 async fn a_handshake_with_a_token_due_for_refresh_carries_the_refreshed_one() {
     let ws = spawn_websocket_echo().await;
     let long_sessions = AppOptions {
-        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
+        session: SessionKeys::long(),
         ..AppOptions::default()
     };
-    let app = app_with_socket_route_and(&ws, "", long_sessions).await;
+    let app = app_with_socket_route_and(socket_route(&ws), long_sessions).await;
     let (browser, cookie) = alice(&app).await;
     let before = browser.tokens().await;
 
@@ -527,10 +527,12 @@ async fn a_handshake_with_a_token_due_for_refresh_carries_the_refreshed_one() {
 async fn a_session_that_idles_out_closes_its_socket_with_1008() {
     let ws = spawn_websocket_echo().await;
     let short_idle = AppOptions {
-        session_toml: "idle_timeout_secs = 600\ntouch_interval_secs = 60".into(),
+        session: SessionKeys::new()
+            .idle_timeout_secs(600)
+            .touch_interval_secs(60),
         ..AppOptions::default()
     };
-    let app = app_with_socket_route_and(&ws, "", short_idle).await;
+    let app = app_with_socket_route_and(socket_route(&ws), short_idle).await;
     let (_browser, cookie) = alice(&app).await;
     let mut socket = open(&app, "/ws/live", Some(&cookie)).await.expect("open");
     socket.send(Message::Text("hi".into())).await.expect("send");

@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::echo::{spawn_echo, status_of, EchoUpstream};
 use crate::helpers::{
-    captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp, TestApp,
+    captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp, Route,
+    TestApp,
 };
 
 const CHROME_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like \
@@ -32,10 +33,7 @@ fn options<'a>(
 ) -> AppOptions<'a> {
     AppOptions {
         share,
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
+        routes: vec![Route::new("/api", &echo.base)],
         env: revocation_key
             .map(|key| {
                 vec![(

@@ -8,6 +8,7 @@ pub mod dev_server;
 pub mod dot_provider;
 pub mod echo;
 pub mod logout_tokens;
+pub mod options;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
@@ -29,6 +30,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+pub use options::{Frontend, RateLimits, RedisKeys, Route, ServerKeys, SessionKeys};
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
 // ---------------------------------------------------------------------------------------
@@ -150,6 +152,14 @@ pub enum StoreKind {
 pub struct AppOptions<'a> {
     pub store: StoreKind,
     pub provider: Option<&'a ProviderProcess>,
+    /// `[[routes]]` tables, in order.
+    pub routes: Vec<Route>,
+    /// Keys of the `[server]`, `[session]` and `[redis]` tables.
+    pub server: ServerKeys,
+    pub session: SessionKeys,
+    pub redis: RedisKeys,
+    pub rate_limits: RateLimits,
+    pub frontend: Option<Frontend>,
     /// Extra TOML appended to the generated config (new tables only).
     pub extra_toml: String,
     /// Extra keys for the `[session]` table.
@@ -190,6 +200,12 @@ impl Default for AppOptions<'_> {
         Self {
             store: StoreKind::Redis,
             provider: None,
+            routes: Vec::new(),
+            server: ServerKeys::new(),
+            session: SessionKeys::new(),
+            redis: RedisKeys::new(),
+            rate_limits: RateLimits::new(),
+            frontend: None,
             extra_toml: String::new(),
             session_toml: String::new(),
             server_toml: String::new(),
@@ -322,11 +338,12 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
         .unwrap_or_else(|| shared_redis().url());
     let redis_table = match options.store {
         StoreKind::Redis => format!(
-            "[redis]\n{}\nkey_prefix = \"{key_prefix}\"\n{}\n",
+            "[redis]\n{}\nkey_prefix = \"{key_prefix}\"\n{}{}\n",
             options
                 .redis_topology
                 .clone()
                 .unwrap_or_else(|| format!("url = \"{redis_url}\"")),
+            options.redis.toml(),
             options.redis_toml
         ),
         StoreKind::Memory => String::new(),
@@ -337,10 +354,10 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
 public_url = "{public_url}"
 workers = 2
 shutdown_timeout_secs = 1
-{server}
+{server_keys}{server}
 
 [session]
-{session}
+{session_keys}{session}
 
 {redis_table}
 
@@ -351,12 +368,20 @@ http_timeout_secs = 5
 
 {admin}
 {extra}
+{tables}
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
         session = options.session_toml,
         server = options.server_toml,
         client_id = client.client_id,
         extra = options.extra_toml,
+        server_keys = options.server.toml(),
+        session_keys = options.session.toml(),
+        tables = options::render_tables(
+            &options.rate_limits,
+            options.frontend.as_ref(),
+            &options.routes
+        ),
         admin = if options.admin {
             "[admin]\nbind = \"127.0.0.1:0\"\n"
         } else {

@@ -19,10 +19,10 @@ async fn refused_with_429(app: &TestApp, cookie: &str) -> bool {
 async fn the_socket_one_over_the_sessions_cap_is_refused_until_one_closes() {
     let ws = spawn_websocket_echo().await;
     let cap = AppOptions {
-        session_toml: "websocket_max_per_session = 3".into(),
+        session: SessionKeys::new().websocket_max_per_session(3),
         ..AppOptions::default()
     };
-    let app = app_with_socket_route_and(&ws, "", cap).await;
+    let app = app_with_socket_route_and(socket_route(&ws), cap).await;
     let (_laptop, cookie) = alice(&app).await;
     let mut sockets = Vec::new();
     for i in 0..3 {
@@ -111,7 +111,11 @@ async fn the_socket_one_over_the_sessions_cap_is_refused_until_one_closes() {
 #[tokio::test]
 async fn a_message_over_the_limit_is_closed_with_1009_to_its_sender() {
     let ws = spawn_websocket_echo().await;
-    let app = app_with_socket_route(&ws, "max_body_bytes = 65536").await;
+    let app = app_with_socket_route_and(
+        socket_route(&ws).max_body_bytes(65536),
+        AppOptions::default(),
+    )
+    .await;
     let (_browser, cookie) = alice(&app).await;
 
     // The browser sends one: the browser gets 1009, the upstream 1001.

@@ -1,0 +1,341 @@
+//! Typed builders for the test application's configuration. Each renders the TOML that
+//! `spawn_app_with` hands to `config::load`, the one parser.
+
+use std::collections::BTreeMap;
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+fn string_array(items: &[&str]) -> String {
+    let items: Vec<String> = items.iter().map(|item| quote(item)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn render_keys(keys: &BTreeMap<&'static str, String>) -> String {
+    keys.iter()
+        .map(|(key, value)| format!("{key} = {value}\n"))
+        .collect()
+}
+
+/// One `[[routes]]` table.
+#[derive(Clone, Debug)]
+pub struct Route {
+    prefix: String,
+    upstream: String,
+    keys: BTreeMap<&'static str, String>,
+    require: BTreeMap<&'static str, String>,
+    claims: Vec<(String, String)>,
+    inject_headers: Vec<(String, String)>,
+}
+
+impl Route {
+    pub fn new(prefix: &str, upstream: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            upstream: upstream.to_owned(),
+            keys: BTreeMap::new(),
+            require: BTreeMap::new(),
+            claims: Vec::new(),
+            inject_headers: Vec::new(),
+        }
+    }
+
+    fn key(mut self, key: &'static str, value: String) -> Self {
+        self.keys.insert(key, value);
+        self
+    }
+
+    /// `token`: "user", "none", "optional", "client", "user-or-client".
+    pub fn token(self, policy: &str) -> Self {
+        self.key("token", quote(policy))
+    }
+
+    pub fn methods(self, methods: &[&str]) -> Self {
+        self.key("methods", string_array(methods))
+    }
+
+    pub fn match_case(self, on: bool) -> Self {
+        self.key("match_case", on.to_string())
+    }
+
+    /// `rate_limit = "off"`.
+    pub fn rate_limit_off(self) -> Self {
+        self.key("rate_limit", quote("off"))
+    }
+
+    /// A limit of the route's own.
+    pub fn rate_limit(self, requests: u64, per_secs: u64) -> Self {
+        self.key(
+            "rate_limit",
+            format!("{{ requests = {requests}, per_secs = {per_secs} }}"),
+        )
+    }
+
+    /// `websocket = true`.
+    pub fn websocket(self) -> Self {
+        self.key("websocket", "true".into())
+    }
+
+    /// `websocket_idle_secs`.
+    pub fn websocket_idle_secs(self, secs: u64) -> Self {
+        self.key("websocket_idle_secs", secs.to_string())
+    }
+
+    pub fn timeout_secs(self, secs: u64) -> Self {
+        self.key("timeout_secs", secs.to_string())
+    }
+
+    pub fn max_duration_secs(self, secs: u64) -> Self {
+        self.key("max_duration_secs", secs.to_string())
+    }
+
+    pub fn max_body_bytes(self, bytes: u64) -> Self {
+        self.key("max_body_bytes", bytes.to_string())
+    }
+
+    pub fn pass_set_cookie(self, on: bool) -> Self {
+        self.key("pass_set_cookie", on.to_string())
+    }
+
+    pub fn cache_private(self, on: bool) -> Self {
+        self.key("cache_private", on.to_string())
+    }
+
+    pub fn forward_headers(self, names: &[&str]) -> Self {
+        self.key("forward_headers", string_array(names))
+    }
+
+    /// `[routes.require] acr = […]`.
+    pub fn require_acr(mut self, values: &[&str]) -> Self {
+        self.require.insert("acr", string_array(values));
+        self
+    }
+
+    /// `[routes.require] max_auth_age_secs`.
+    pub fn require_max_auth_age_secs(mut self, secs: u64) -> Self {
+        self.require.insert("max_auth_age_secs", secs.to_string());
+        self
+    }
+
+    /// `[routes.require] scopes = […]`.
+    pub fn require_scopes(mut self, scopes: &[&str]) -> Self {
+        self.require.insert("scopes", string_array(scopes));
+        self
+    }
+
+    /// `[routes.require.claims] name = "value"`.
+    pub fn require_claim(mut self, name: &str, value: &str) -> Self {
+        self.claims.push((name.to_owned(), quote(value)));
+        self
+    }
+
+    /// `[routes.require.claims] name = ["value", …]`.
+    pub fn require_claim_any(mut self, name: &str, values: &[&str]) -> Self {
+        self.claims.push((name.to_owned(), string_array(values)));
+        self
+    }
+
+    /// `[routes.inject_headers] "Name" = { env = "VARIABLE" }`.
+    pub fn inject_header_from_env(mut self, name: &str, variable: &str) -> Self {
+        self.inject_headers
+            .push((name.to_owned(), variable.to_owned()));
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut text = format!(
+            "[[routes]]\nprefix = {}\nupstream = {}\n{}",
+            quote(&self.prefix),
+            quote(&self.upstream),
+            render_keys(&self.keys)
+        );
+        if !self.require.is_empty() {
+            text.push_str("[routes.require]\n");
+            text.push_str(&render_keys(&self.require));
+        }
+        if !self.claims.is_empty() {
+            text.push_str("[routes.require.claims]\n");
+            for (name, value) in &self.claims {
+                text.push_str(&format!("{} = {value}\n", quote(name)));
+            }
+        }
+        if !self.inject_headers.is_empty() {
+            text.push_str("[routes.inject_headers]\n");
+            for (name, variable) in &self.inject_headers {
+                text.push_str(&format!(
+                    "{} = {{ env = {} }}\n",
+                    quote(name),
+                    quote(variable)
+                ));
+            }
+        }
+        text
+    }
+}
+
+/// Keys of one table (`[server]`, `[session]`, `[redis]`), each set at most once.
+macro_rules! keys_table {
+    ($(#[$doc:meta])* $name:ident { $($(#[$key_doc:meta])* $key:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default)]
+        pub struct $name {
+            keys: BTreeMap<&'static str, String>,
+        }
+
+        impl $name {
+            pub fn new() -> Self {
+                Self::default()
+            }
+
+            $(
+                $(#[$key_doc])*
+                pub fn $key(mut self, value: $ty) -> Self {
+                    self.keys.insert(stringify!($key), value.to_string());
+                    self
+                }
+            )*
+
+            /// The table's keys as TOML lines.
+            pub fn toml(&self) -> String {
+                render_keys(&self.keys)
+            }
+        }
+    };
+}
+
+keys_table!(
+    /// Keys of the `[server]` table (besides `public_url`, `workers` and `shutdown_timeout_secs`).
+    ServerKeys {
+        header_timeout_ms: u64,
+        body_timeout_ms: u64,
+        body_min_bytes_per_sec: u64,
+    }
+);
+
+impl ServerKeys {
+    pub fn trusted_proxies(mut self, proxies: &[&str]) -> Self {
+        self.keys.insert("trusted_proxies", string_array(proxies));
+        self
+    }
+}
+
+keys_table!(
+    /// Keys of the `[session]` table.
+    SessionKeys {
+        idle_timeout_secs: u64,
+        absolute_timeout_secs: u64,
+        touch_interval_secs: u64,
+        refresh_skew_secs: u64,
+        refresh_lock_ttl_ms: u64,
+        websocket_max_per_session: u64,
+    }
+);
+
+impl SessionKeys {
+    /// A day idle, two in all: moving the clock past an access token's expiry ends no
+    /// session.
+    pub fn long() -> Self {
+        Self::new()
+            .idle_timeout_secs(86400)
+            .absolute_timeout_secs(172800)
+    }
+}
+
+keys_table!(
+    /// Keys of the `[redis]` table besides the URL (or topology) and the key prefix.
+    RedisKeys {
+        connect_timeout_ms: u64,
+        response_timeout_ms: u64,
+    }
+);
+
+/// The `[rate_limits]` table: each limit `off` or `{ requests, per_secs }`.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimits {
+    keys: BTreeMap<&'static str, String>,
+}
+
+impl RateLimits {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn limit(mut self, name: &'static str, requests: u64, per_secs: u64) -> Self {
+        self.keys.insert(
+            name,
+            format!("{{ requests = {requests}, per_secs = {per_secs} }}"),
+        );
+        self
+    }
+
+    pub fn login(self, requests: u64, per_secs: u64) -> Self {
+        self.limit("login", requests, per_secs)
+    }
+
+    pub fn api(self, requests: u64, per_secs: u64) -> Self {
+        self.limit("api", requests, per_secs)
+    }
+
+    pub fn login_off(mut self) -> Self {
+        self.keys.insert("login", quote("off"));
+        self
+    }
+
+    pub fn api_off(mut self) -> Self {
+        self.keys.insert("api", quote("off"));
+        self
+    }
+
+    /// Both off.
+    pub fn off() -> Self {
+        Self::new().login_off().api_off()
+    }
+
+    /// The table, or nothing when no limit is set.
+    pub fn toml(&self) -> String {
+        if self.keys.is_empty() {
+            String::new()
+        } else {
+            format!("[rate_limits]\n{}", render_keys(&self.keys))
+        }
+    }
+}
+
+/// The `[frontend]` table: a directory of built files, or a dev server.
+#[derive(Clone, Debug)]
+pub enum Frontend {
+    Dir(std::path::PathBuf),
+    DevServer(String),
+}
+
+impl Frontend {
+    pub fn toml(&self) -> String {
+        match self {
+            Frontend::Dir(dir) => {
+                format!("[frontend]\ndir = {}\n", quote(&dir.display().to_string()))
+            }
+            Frontend::DevServer(origin) => format!("[frontend]\ndev_server = {}\n", quote(origin)),
+        }
+    }
+}
+
+/// The tables the typed options render, after any `extra_toml` (each starts with its
+/// header, so nothing attaches to the table before it).
+pub fn render_tables(
+    rate_limits: &RateLimits,
+    frontend: Option<&Frontend>,
+    routes: &[Route],
+) -> String {
+    let mut text = rate_limits.toml();
+    if let Some(frontend) = frontend {
+        text.push_str(&frontend.toml());
+    }
+    for route in routes {
+        text.push('\n');
+        text.push_str(&route.toml());
+    }
+    text
+}
