@@ -12,39 +12,33 @@ use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::provider_logout::confirm_end_session;
 use crate::helpers::{
-    gatehouse_cli, proxied_call as api_call, spawn_app_with, AppOptions, Browser, TestApp,
+    gatehouse_cli, proxied_call as api_call, spawn_app_with, AppOptions, Browser, Route,
+    SessionKeys, TestApp,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Long idle/absolute lifetimes so moving the clock past token expiry ends no session.
-const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
-
+/// An app with a route to `echo`; `session` usually starts from `SessionKeys::long()`, so
+/// that moving the clock past token expiry ends no session.
 async fn app(
     echo: &EchoUpstream,
     provider: Option<&ProviderProcess>,
-    session_toml: &str,
+    session: SessionKeys,
 ) -> TestApp {
     spawn_app_with(AppOptions {
         provider,
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
-        session_toml: format!("{LONG_SESSIONS}\n{session_toml}"),
+        routes: vec![Route::new("/api", &echo.base)],
+        session,
         ..AppOptions::default()
     })
     .await
 }
 
-async fn second_instance(first: &TestApp, echo: &EchoUpstream, session_toml: &str) -> TestApp {
+async fn second_instance(first: &TestApp, echo: &EchoUpstream, session: SessionKeys) -> TestApp {
     spawn_app_with(AppOptions {
         share: Some(first),
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
-        session_toml: format!("{LONG_SESSIONS}\n{session_toml}"),
+        routes: vec![Route::new("/api", &echo.base)],
+        session,
         ..AppOptions::default()
     })
     .await
@@ -74,7 +68,7 @@ async fn grants(app: &TestApp) -> (u64, u64) {
 #[tokio::test]
 async fn fifty_concurrent_calls_with_an_expired_token_share_one_refresh() {
     let echo = spawn_echo().await;
-    let app = app(&echo, None, "").await;
+    let app = app(&echo, None, SessionKeys::long()).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -124,8 +118,8 @@ async fn fifty_concurrent_calls_with_an_expired_token_share_one_refresh() {
 #[tokio::test]
 async fn two_instances_refresh_once_between_them() {
     let echo = spawn_echo().await;
-    let first = app(&echo, None, "").await;
-    let second = second_instance(&first, &echo, "").await;
+    let first = app(&echo, None, SessionKeys::long()).await;
+    let second = second_instance(&first, &echo, SessionKeys::long()).await;
     let mut browser = first.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -151,7 +145,12 @@ async fn two_instances_refresh_once_between_them() {
 async fn a_refresh_slower_than_the_lock_expiry_still_happens_once() {
     let provider = ProviderProcess::start(&ProviderOptions::default());
     let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "refresh_lock_ttl_ms = 600").await;
+    let app = app(
+        &echo,
+        Some(&provider),
+        SessionKeys::long().refresh_lock_ttl_ms(600),
+    )
+    .await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -179,14 +178,14 @@ async fn a_refresh_slower_than_the_lock_expiry_still_happens_once() {
 /// route to an echo upstream, and alice's session cookie.
 async fn logged_in_with_token_lifetime(
     ttl_secs: u64,
-    session_toml: &str,
+    session: SessionKeys,
 ) -> (ProviderProcess, TestApp, String) {
     let provider = ProviderProcess::start(&ProviderOptions {
         access_token_ttl_secs: ttl_secs,
         ..ProviderOptions::default()
     });
     let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), session_toml).await;
+    let app = app(&echo, Some(&provider), session).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -198,7 +197,8 @@ async fn logged_in_with_token_lifetime(
 /// that waited for that refresh use the new token instead of refreshing it again.
 #[tokio::test]
 async fn a_slow_token_endpoint_still_gets_one_refresh_for_ten_calls() {
-    let (provider, app, cookie) = logged_in_with_token_lifetime(6, "refresh_skew_secs = 2").await;
+    let (provider, app, cookie) =
+        logged_in_with_token_lifetime(6, SessionKeys::long().refresh_skew_secs(2)).await;
 
     provider_control(&provider.issuer, "/__test/token-delay?ms=4000").await;
     // Inside the skew (6 s token, refreshed from 4 s on), not yet expired.
@@ -230,7 +230,7 @@ async fn a_slow_token_endpoint_still_gets_one_refresh_for_ten_calls() {
 #[tokio::test]
 async fn the_skew_never_exceeds_half_the_token_lifetime() {
     let (_provider, app, cookie) =
-        logged_in_with_token_lifetime(60, "refresh_skew_secs = 120").await;
+        logged_in_with_token_lifetime(60, SessionKeys::long().refresh_skew_secs(120)).await;
 
     for _ in 0..3 {
         assert_eq!(api_call(&app, &cookie).await.0, 200);
@@ -252,7 +252,7 @@ async fn the_skew_never_exceeds_half_the_token_lifetime() {
 #[tokio::test]
 async fn a_revoked_grant_ends_the_session() {
     let echo = spawn_echo().await;
-    let app = app(&echo, None, "").await;
+    let app = app(&echo, None, SessionKeys::long()).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -287,7 +287,12 @@ async fn a_revoked_grant_ends_the_session() {
 async fn a_provider_outage_answers_503_and_keeps_the_session() {
     let provider = ProviderProcess::start(&ProviderOptions::default());
     let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "refresh_skew_secs = 120").await;
+    let app = app(
+        &echo,
+        Some(&provider),
+        SessionKeys::long().refresh_skew_secs(120),
+    )
+    .await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -338,8 +343,8 @@ async fn log_out_at_provider(browser: &Browser<'_>) {
 #[tokio::test]
 async fn back_channel_logout_from_the_provider_ends_the_session_everywhere() {
     let echo = spawn_echo().await;
-    let first = app(&echo, None, "").await;
-    let second = second_instance(&first, &echo, "").await;
+    let first = app(&echo, None, SessionKeys::long()).await;
+    let second = second_instance(&first, &echo, SessionKeys::long()).await;
     let mut alice = first.browser();
     alice.login("alice").await;
     let mut alice_elsewhere = first.browser(); // another provider session of alice's
@@ -388,7 +393,7 @@ async fn provider_sid(app: &TestApp, cookie: &str) -> String {
 #[tokio::test]
 async fn hostile_logout_tokens_are_refused_and_end_nothing() {
     let echo = spawn_echo().await;
-    let app = app(&echo, None, "").await;
+    let app = app(&echo, None, SessionKeys::long()).await;
     let mut alice = app.browser();
     alice.login("alice").await;
     let cookie = alice.session_cookie().expect("cookie");
@@ -485,12 +490,11 @@ async fn hostile_logout_tokens_are_refused_and_end_nothing() {
 async fn idle_and_absolute_lifetimes_end_sessions() {
     let echo = spawn_echo().await;
     let idle = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
-        session_toml:
-            "idle_timeout_secs = 120\nabsolute_timeout_secs = 300\ntouch_interval_secs = 60".into(),
+        routes: vec![Route::new("/api", &echo.base)],
+        session: SessionKeys::new()
+            .idle_timeout_secs(120)
+            .absolute_timeout_secs(300)
+            .touch_interval_secs(60),
         ..AppOptions::default()
     })
     .await;
@@ -526,7 +530,7 @@ async fn a_session_ends_with_its_refresh_token() {
         ..ProviderOptions::default()
     });
     let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "").await;
+    let app = app(&echo, Some(&provider), SessionKeys::long()).await;
     let mut browser = app.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -550,8 +554,8 @@ async fn a_session_ends_with_its_refresh_token() {
 #[tokio::test]
 async fn operators_revoke_every_session_of_a_user() {
     let echo = spawn_echo().await;
-    let first = app(&echo, None, "").await;
-    let second = second_instance(&first, &echo, "").await;
+    let first = app(&echo, None, SessionKeys::long()).await;
+    let second = second_instance(&first, &echo, SessionKeys::long()).await;
     let mut alice_cookies = Vec::new();
     for _ in 0..3 {
         let mut browser = first.browser();
@@ -605,7 +609,7 @@ async fn a_key_rotated_in_at_the_provider_is_fetched_once_and_trusted() {
     // Its own provider: the rotation must not surprise other tests.
     let provider = ProviderProcess::start(&ProviderOptions::default());
     let echo = spawn_echo().await;
-    let app = app(&echo, Some(&provider), "").await;
+    let app = app(&echo, Some(&provider), SessionKeys::long()).await;
     let mut alice = app.browser();
     alice.login("alice").await;
     let cookie = alice.session_cookie().expect("cookie");
