@@ -12,31 +12,23 @@ use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix
 use crate::helpers::processes::RedisServer;
 use crate::helpers::{
     gatehouse_cli, proxied_call, spawn_app_with, wait_until_cache_serves, AppOptions, Browser,
-    TestApp,
+    RateLimits, Route, SessionKeys, TestApp,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
-const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
-
-fn api_route(echo: &EchoUpstream) -> String {
-    format!(
-        "[rate_limits]\napi = \"off\"\nlogin = \"off\"\n\
-         [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-        echo.base
-    )
-}
-
+/// An instance with no rate limits and a route to `echo`.
 async fn instance(
     echo: &EchoUpstream,
     share: Option<&TestApp>,
     redis_url: Option<String>,
-    session_toml: &str,
+    session: SessionKeys,
 ) -> TestApp {
     let app = spawn_app_with(AppOptions {
         share,
         redis_url,
-        extra_toml: api_route(echo),
-        session_toml: session_toml.to_owned(),
+        routes: vec![Route::new("/api", &echo.base)],
+        rate_limits: RateLimits::off(),
+        session,
         ..AppOptions::default()
     })
     .await;
@@ -90,8 +82,8 @@ async fn copy_session(app: &TestApp, template: &str, sub: &str, sid: &str) -> St
 #[tokio::test]
 async fn logouts_revocations_and_back_channel_logouts_end_a_cached_session_at_once() {
     let echo = spawn_echo().await;
-    let a = instance(&echo, None, None, LONG_SESSIONS).await;
-    let b = instance(&echo, Some(&a), None, LONG_SESSIONS).await;
+    let a = instance(&echo, None, None, SessionKeys::long()).await;
+    let b = instance(&echo, Some(&a), None, SessionKeys::long()).await;
     let mut browser = a.browser();
     browser.login("template").await;
     let template = browser.session_cookie().expect("cookie");
@@ -139,8 +131,8 @@ async fn logouts_revocations_and_back_channel_logouts_end_a_cached_session_at_on
 #[tokio::test]
 async fn a_refresh_at_one_instance_reaches_the_others_cache() {
     let echo = spawn_echo().await;
-    let a = instance(&echo, None, None, LONG_SESSIONS).await;
-    let b = instance(&echo, Some(&a), None, LONG_SESSIONS).await;
+    let a = instance(&echo, None, None, SessionKeys::long()).await;
+    let b = instance(&echo, Some(&a), None, SessionKeys::long()).await;
     let mut browser = a.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
@@ -173,7 +165,7 @@ async fn a_refresh_at_one_instance_reaches_the_others_cache() {
 async fn a_broken_invalidation_channel_never_serves_a_stale_session() {
     let redis = RedisServer::start();
     let echo = spawn_echo().await;
-    let a = instance(&echo, None, Some(redis.url()), LONG_SESSIONS).await;
+    let a = instance(&echo, None, Some(redis.url()), SessionKeys::long()).await;
     let mut browser = a.browser();
     browser.login("alice").await;
     let template = browser.session_cookie().expect("cookie");
@@ -244,7 +236,10 @@ async fn an_idle_timeout_ends_a_cached_session_on_time() {
         &echo,
         None,
         None,
-        "idle_timeout_secs = 120\ntouch_interval_secs = 60\nabsolute_timeout_secs = 86400",
+        SessionKeys::new()
+            .idle_timeout_secs(120)
+            .touch_interval_secs(60)
+            .absolute_timeout_secs(86400),
     )
     .await;
     let mut browser = a.browser();
@@ -273,7 +268,7 @@ async fn an_idle_timeout_ends_a_cached_session_on_time() {
 #[tokio::test]
 async fn a_cached_session_opens_only_for_the_cookie_that_holds_its_secret() {
     let echo = spawn_echo().await;
-    let a = instance(&echo, None, None, LONG_SESSIONS).await;
+    let a = instance(&echo, None, None, SessionKeys::long()).await;
     let mut browser = a.browser();
     browser.login("alice").await;
     let cookie = browser.session_cookie().expect("cookie");
