@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::helpers::echo::spawn_echo;
 use crate::helpers::processes::{repo_root, SampleApi};
 use crate::helpers::webdriver::Chrome;
-use crate::helpers::{shared_provider, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{shared_provider, spawn_app_with, AppOptions, Frontend, Route, TestApp};
 
 /// Everything a page's JavaScript can see, gathered inside the page.
 const PAGE_VIEW: &str = r#"
@@ -180,14 +180,11 @@ async fn the_demo_spa_logs_in_calls_the_api_and_logs_out_in_a_real_browser() {
     // included: the leak detector's own test.
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[frontend]\ndir = \"{}\"\n\
-             [[routes]]\nprefix = \"/api/hello\"\nupstream = \"{}/hello\"\n\
-             [[routes]]\nprefix = \"/api/echo\"\nupstream = \"{}\"\n",
-            repo_root().join("static").display(),
-            sample_api.url,
-            echo.base
-        ),
+        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        routes: vec![
+            Route::new("/api/hello", &format!("{}/hello", sample_api.url)),
+            Route::new("/api/echo", &echo.base),
+        ],
         ..AppOptions::default()
     })
     .await;
@@ -418,11 +415,8 @@ async fn the_demo_lists_the_users_sessions_and_signs_another_one_out() {
         gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
     crate::helpers::record_secret(&revocation_key);
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[frontend]\ndir = \"{}\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            repo_root().join("static").display(),
-            echo.base
-        ),
+        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        routes: vec![Route::new("/api", &echo.base)],
         env: vec![(
             "GATEHOUSE_SESSION__REVOCATION_KEY".to_owned(),
             revocation_key,
@@ -536,12 +530,8 @@ async fn sessions_scenario(chrome: &Chrome, app: &TestApp) {
 async fn the_demo_gets_live_updates_until_the_session_ends_elsewhere() {
     let sample_api = SampleApi::start(&shared_provider().issuer);
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[frontend]\ndir = \"{}\"\n\
-             [[routes]]\nprefix = \"/api/live\"\nupstream = \"{}/live\"\nwebsocket = true\n",
-            repo_root().join("static").display(),
-            sample_api.url,
-        ),
+        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        routes: vec![Route::new("/api/live", &format!("{}/live", sample_api.url)).websocket()],
         ..AppOptions::default()
     })
     .await;

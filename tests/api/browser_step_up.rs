@@ -6,7 +6,7 @@ use crate::browser::{console_problems, log_in_on_the_demo_page};
 use crate::helpers::echo::spawn_echo;
 use crate::helpers::processes::repo_root;
 use crate::helpers::webdriver::Chrome;
-use crate::helpers::{spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app_with, AppOptions, Frontend, Route, TestApp};
 
 const MFA_ACR: &str = "urn:gatehouse:test:mfa";
 
@@ -14,12 +14,10 @@ const MFA_ACR: &str = "urn:gatehouse:test:mfa";
 async fn the_demo_offers_a_stronger_sign_in_and_the_call_then_passes() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[frontend]\ndir = \"{}\"\n[[routes]]\nprefix = \"/api/payments\"\n\
-             upstream = \"{}/payments\"\n[routes.require]\nacr = [\"{MFA_ACR}\"]\n",
-            repo_root().join("static").display(),
-            echo.base
-        ),
+        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        routes: vec![
+            Route::new("/api/payments", &format!("{}/payments", echo.base)).require_acr(&[MFA_ACR]),
+        ],
         env: vec![(
             "GATEHOUSE_PROVIDERS__MAIN__ALLOWED_ACR_VALUES".to_owned(),
             format!("[\"{MFA_ACR}\"]"),
