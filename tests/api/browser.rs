@@ -180,7 +180,7 @@ async fn the_demo_spa_logs_in_calls_the_api_and_logs_out_in_a_real_browser() {
     // included: the leak detector's own test.
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        frontend: Some(Frontend::dir(repo_root().join("static"))),
         routes: vec![
             Route::new("/api/hello", &format!("{}/hello", sample_api.url)),
             Route::new("/api/echo", &echo.base),
@@ -415,7 +415,7 @@ async fn the_demo_lists_the_users_sessions_and_signs_another_one_out() {
         gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
     crate::helpers::record_secret(&revocation_key);
     let app = spawn_app_with(AppOptions {
-        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        frontend: Some(Frontend::dir(repo_root().join("static"))),
         routes: vec![Route::new("/api", &echo.base)],
         env: vec![(
             "GATEHOUSE_SESSION__REVOCATION_KEY".to_owned(),
@@ -530,7 +530,7 @@ async fn sessions_scenario(chrome: &Chrome, app: &TestApp) {
 async fn the_demo_gets_live_updates_until_the_session_ends_elsewhere() {
     let sample_api = SampleApi::start(&shared_provider().issuer);
     let app = spawn_app_with(AppOptions {
-        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        frontend: Some(Frontend::dir(repo_root().join("static"))),
         routes: vec![Route::new("/api/live", &format!("{}/live", sample_api.url)).websocket()],
         ..AppOptions::default()
     })

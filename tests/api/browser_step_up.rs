@@ -14,7 +14,7 @@ const MFA_ACR: &str = "urn:gatehouse:test:mfa";
 async fn the_demo_offers_a_stronger_sign_in_and_the_call_then_passes() {
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        frontend: Some(Frontend::Dir(repo_root().join("static"))),
+        frontend: Some(Frontend::dir(repo_root().join("static"))),
         routes: vec![
             Route::new("/api/payments", &format!("{}/payments", echo.base)).require_acr(&[MFA_ACR]),
         ],

@@ -304,21 +304,56 @@ impl RateLimits {
     }
 }
 
-/// The `[frontend]` table: a directory of built files, or a dev server.
+/// Where the `[frontend]` table's files come from.
 #[derive(Clone, Debug)]
-pub enum Frontend {
+enum FrontendSource {
     Dir(std::path::PathBuf),
     DevServer(String),
 }
 
+/// The `[frontend]` table: a directory of built files, or a dev server, and the security
+/// headers' policies.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    source: FrontendSource,
+    keys: BTreeMap<&'static str, String>,
+}
+
 impl Frontend {
-    pub fn toml(&self) -> String {
-        match self {
-            Frontend::Dir(dir) => {
-                format!("[frontend]\ndir = {}\n", quote(&dir.display().to_string()))
-            }
-            Frontend::DevServer(origin) => format!("[frontend]\ndev_server = {}\n", quote(origin)),
+    /// `dir`: a directory of built files.
+    pub fn dir(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self::from_source(FrontendSource::Dir(dir.into()))
+    }
+
+    /// `dev_server`: the origin of a dev server.
+    pub fn dev_server(origin: &str) -> Self {
+        Self::from_source(FrontendSource::DevServer(origin.to_owned()))
+    }
+
+    fn from_source(source: FrontendSource) -> Self {
+        Self {
+            source,
+            keys: BTreeMap::new(),
         }
+    }
+
+    /// `content_security_policy` (empty: no header).
+    pub fn content_security_policy(mut self, policy: &str) -> Self {
+        self.keys.insert("content_security_policy", quote(policy));
+        self
+    }
+
+    pub fn referrer_policy(mut self, policy: &str) -> Self {
+        self.keys.insert("referrer_policy", quote(policy));
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let source = match &self.source {
+            FrontendSource::Dir(dir) => format!("dir = {}", quote(&dir.display().to_string())),
+            FrontendSource::DevServer(origin) => format!("dev_server = {}", quote(origin)),
+        };
+        format!("[frontend]\n{source}\n{}", render_keys(&self.keys))
     }
 }
 
