@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::dev_server::spawn_dev_server;
 use crate::helpers::echo::{raw_request, spawn_echo};
-use crate::helpers::{random_name, spawn_app_with, AppOptions, Resp, TestApp};
+use crate::helpers::{random_name, spawn_app_with, AppOptions, Frontend, Resp, Route, TestApp};
 
 const NAVIGATION: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 const SHELL: &str = "<!doctype html><title>the app shell</title>";
@@ -58,8 +58,8 @@ impl Build {
         Build { base, dir }
     }
 
-    fn toml(&self) -> String {
-        format!("[frontend]\ndir = \"{}\"\n", self.dir.display())
+    fn frontend(&self) -> Frontend {
+        Frontend::dir(&self.dir)
     }
 
     fn path(&self) -> &Path {
@@ -73,9 +73,9 @@ impl Drop for Build {
     }
 }
 
-async fn app_serving(build: &Build, extra: &str) -> TestApp {
+async fn app_serving(build: &Build) -> TestApp {
     spawn_app_with(AppOptions {
-        extra_toml: format!("{}{extra}", build.toml()),
+        frontend: Some(build.frontend()),
         ..AppOptions::default()
     })
     .await
@@ -92,7 +92,7 @@ fn header<'a>(response: &'a Resp, name: &str) -> &'a str {
 #[tokio::test]
 async fn files_are_served_with_their_type_and_cache_policy() {
     let build = Build::new();
-    let app = app_serving(&build, "").await;
+    let app = app_serving(&build).await;
     let mut browser = app.browser();
 
     for (path, body, content_type, cache) in [
@@ -198,7 +198,7 @@ async fn files_are_served_with_their_type_and_cache_policy() {
 #[tokio::test]
 async fn unknown_pages_get_the_app_shell_and_missing_assets_404() {
     let build = Build::new();
-    let app = app_serving(&build, "").await;
+    let app = app_serving(&build).await;
     let mut browser = app.browser();
 
     // Client-side routes: a navigation (Accept: text/html) gets index.html, uncached.
@@ -266,7 +266,7 @@ async fn unknown_pages_get_the_app_shell_and_missing_assets_404() {
 #[tokio::test]
 async fn precompressed_variants_are_served_when_the_client_accepts_them() {
     let build = Build::new();
-    let app = app_serving(&build, "").await;
+    let app = app_serving(&build).await;
     let raw_get = |accept_encoding: Option<&'static str>, path: &'static str| {
         let mut request = app.http.get(format!("{}{path}", app.base));
         if let Some(value) = accept_encoding {
@@ -327,7 +327,7 @@ async fn precompressed_variants_are_served_when_the_client_accepts_them() {
 #[tokio::test]
 async fn nothing_outside_the_directory_is_ever_served() {
     let build = Build::new();
-    let app = app_serving(&build, "").await;
+    let app = app_serving(&build).await;
     let mut browser = app.browser();
 
     for path in [
@@ -376,7 +376,7 @@ async fn a_release_symlink_swapped_under_a_running_gatehouse_is_followed() {
     }
     std::os::unix::fs::symlink(base.join("r1"), base.join("current")).expect("symlink");
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!("[frontend]\ndir = \"{}\"\n", base.join("current").display()),
+        frontend: Some(Frontend::dir(base.join("current"))),
         ..AppOptions::default()
     })
     .await;
@@ -425,13 +425,11 @@ fn assert_security_headers(response: &Resp, what: &str, csp: &str, referrer: &st
 async fn every_response_carries_the_security_headers() {
     let build = Build::new();
     let echo = spawn_echo().await;
-    let app = app_serving(
-        &build,
-        &format!(
-            "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            echo.base
-        ),
-    )
+    let app = spawn_app_with(AppOptions {
+        frontend: Some(build.frontend()),
+        routes: vec![Route::new("/api", &echo.base)],
+        ..AppOptions::default()
+    })
     .await;
     let csp = gatehouse::config::DEFAULT_CSP;
     assert!(csp.contains("frame-ancestors 'none'"));
@@ -550,9 +548,13 @@ async fn every_auth_response_is_no_store() {
 async fn configured_policies_replace_the_defaults_and_https_adds_hsts() {
     let build = Build::new();
     let port_app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "{}content_security_policy = \"default-src 'none'; script-src 'self'; frame-ancestors 'self'\"\nreferrer_policy = \"strict-origin-when-cross-origin\"\n",
-            build.toml()
+        frontend: Some(
+            build
+                .frontend()
+                .content_security_policy(
+                    "default-src 'none'; script-src 'self'; frame-ancestors 'self'",
+                )
+                .referrer_policy("strict-origin-when-cross-origin"),
         ),
         public_url: Some("https://app.example.test".into()),
         ..AppOptions::default()
@@ -577,7 +579,11 @@ async fn configured_policies_replace_the_defaults_and_https_adds_hsts() {
     }
 
     // An empty policy turns the header off (for a frontend that sets its own in a proxy).
-    let app = app_serving(&build, "content_security_policy = \"\"\n").await;
+    let app = spawn_app_with(AppOptions {
+        frontend: Some(build.frontend().content_security_policy("")),
+        ..AppOptions::default()
+    })
+    .await;
     let response = app.browser().get("/").await;
     assert!(response.headers.get("content-security-policy").is_none());
     assert_eq!(response.headers["x-content-type-options"], "nosniff");
@@ -588,10 +594,8 @@ async fn a_dev_server_gets_what_pages_and_hot_reload_need_websockets_included() 
     let dev = spawn_dev_server().await;
     let echo = spawn_echo().await;
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!(
-            "[frontend]\ndev_server = \"{}\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-            dev.origin, echo.base
-        ),
+        frontend: Some(Frontend::dev_server(&dev.origin)),
+        routes: vec![Route::new("/api", &echo.base)],
         ..AppOptions::default()
     })
     .await;
@@ -742,7 +746,7 @@ async fn a_dev_server_gets_what_pages_and_hot_reload_need_websockets_included() 
 async fn a_dev_server_that_is_down_is_a_clear_502() {
     let port = crate::helpers::processes::free_port();
     let app = spawn_app_with(AppOptions {
-        extra_toml: format!("[frontend]\ndev_server = \"http://127.0.0.1:{port}\"\n"),
+        frontend: Some(Frontend::dev_server(&format!("http://127.0.0.1:{port}"))),
         ..AppOptions::default()
     })
     .await;
