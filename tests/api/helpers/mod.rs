@@ -30,7 +30,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-pub use options::{Frontend, RateLimits, RedisKeys, Route, ServerKeys, SessionKeys};
+pub use options::{Frontend, Provider, RateLimits, RedisKeys, Route, ServerKeys, SessionKeys};
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
 // ---------------------------------------------------------------------------------------
@@ -160,6 +160,8 @@ pub struct AppOptions<'a> {
     pub redis: RedisKeys,
     pub rate_limits: RateLimits,
     pub frontend: Option<Frontend>,
+    /// Providers besides `main`.
+    pub providers: Vec<Provider>,
     /// Extra TOML appended to the generated config (new tables only).
     pub extra_toml: String,
     /// Extra keys for the `[session]` table.
@@ -206,6 +208,7 @@ impl Default for AppOptions<'_> {
             redis: RedisKeys::new(),
             rate_limits: RateLimits::new(),
             frontend: None,
+            providers: Vec::new(),
             extra_toml: String::new(),
             session_toml: String::new(),
             server_toml: String::new(),
@@ -380,6 +383,7 @@ http_timeout_secs = 5
         tables = options::render_tables(
             &options.rate_limits,
             options.frontend.as_ref(),
+            &options.providers,
             &options.routes
         ),
         admin = if options.admin {

@@ -357,16 +357,48 @@ impl Frontend {
     }
 }
 
+/// A `[providers.NAME]` table besides `main` (its client secret goes in the environment).
+#[derive(Clone, Debug)]
+pub struct Provider {
+    name: String,
+    issuer: String,
+    client_id: String,
+}
+
+impl Provider {
+    /// With the 5 s `http_timeout_secs` that `main` has.
+    pub fn new(name: &str, issuer: &str, client_id: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            issuer: issuer.to_owned(),
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        format!(
+            "[providers.{}]\nissuer = {}\nclient_id = {}\nhttp_timeout_secs = 5\n",
+            self.name,
+            quote(&self.issuer),
+            quote(&self.client_id)
+        )
+    }
+}
+
 /// The tables the typed options render, after any `extra_toml` (each starts with its
 /// header, so nothing attaches to the table before it).
 pub fn render_tables(
     rate_limits: &RateLimits,
     frontend: Option<&Frontend>,
+    providers: &[Provider],
     routes: &[Route],
 ) -> String {
     let mut text = rate_limits.toml();
     if let Some(frontend) = frontend {
         text.push_str(&frontend.toml());
+    }
+    for provider in providers {
+        text.push_str(&provider.toml());
     }
     for route in routes {
         text.push('\n');
