@@ -12,8 +12,8 @@ use crate::helpers::echo::spawn_echo;
 use crate::helpers::logout_tokens::{post_logout_token, sign, unix_now};
 use crate::helpers::processes::{shared_provider, ProviderOptions, ProviderProcess};
 use crate::helpers::{
-    grants_at, register_client, spawn_app_with, AppOptions, Browser, Preset, RegisteredClient,
-    TestApp,
+    grants_at, register_client, spawn_app_with, AppOptions, Browser, Frontend, Preset, Provider,
+    RegisteredClient, Route, SessionKeys, TestApp,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -27,10 +27,10 @@ struct TwoProviders {
 /// gatehouse with `main` (the shared provider) and `second` (a provider of its own on
 /// 127.0.0.3), a route to an echo upstream, and long sessions.
 async fn two_providers() -> TwoProviders {
-    two_providers_with("").await
+    two_providers_with(None).await
 }
 
-async fn two_providers_with(extra_toml: &str) -> TwoProviders {
+async fn two_providers_with(frontend: Option<Frontend>) -> TwoProviders {
     let second = ProviderProcess::start(&ProviderOptions {
         host: "127.0.0.3",
         ..ProviderOptions::default()
@@ -50,12 +50,14 @@ async fn two_providers_with(extra_toml: &str) -> TwoProviders {
             client: main_client,
             listener,
         }),
-        session_toml: "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into(),
-        extra_toml: format!(
-            "[providers.second]\nissuer = \"{}\"\nclient_id = \"{}\"\nhttp_timeout_secs = 5\n\n\
-             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n{extra_toml}\n",
-            second.issuer, second_client.client_id, echo.base
-        ),
+        session: SessionKeys::long(),
+        providers: vec![Provider::new(
+            "second",
+            &second.issuer,
+            &second_client.client_id,
+        )],
+        routes: vec![Route::new("/api", &echo.base)],
+        frontend,
         env: vec![
             ("GATEHOUSE_DEFAULT_PROVIDER".into(), "main".into()),
             (
@@ -297,12 +299,9 @@ async fn a_back_channel_logout_from_one_provider_ends_none_of_the_others_session
 /// other that /auth/providers lists, each coming back to the page.
 #[tokio::test]
 async fn the_demo_spa_offers_a_login_at_each_provider() {
-    let bed = two_providers_with(&format!(
-        "[frontend]\ndir = \"{}\"\n",
-        crate::helpers::processes::repo_root()
-            .join("static")
-            .display()
-    ))
+    let bed = two_providers_with(Some(Frontend::dir(
+        crate::helpers::processes::repo_root().join("static"),
+    )))
     .await;
     let app = &bed.app;
     let chrome = crate::helpers::webdriver::Chrome::start().await;
