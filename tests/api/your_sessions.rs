@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::echo::{spawn_echo, status_of, EchoUpstream};
 use crate::helpers::{
     captured_logs, proxied_call, record_secret, spawn_app_with, AppOptions, Browser, Resp, Route,
-    TestApp,
+    SessionKeys, TestApp,
 };
 
 const CHROME_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like \
@@ -488,7 +488,7 @@ async fn the_envelope_follows_a_refresh_so_ending_the_session_revokes_the_rotate
     let echo = spawn_echo().await;
     let key = new_revocation_key();
     let mut options = options(&echo, Some(&key), None);
-    options.session_toml = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800".into();
+    options.session = SessionKeys::long();
     let app = spawn_app_with(options).await;
     let laptop = log_in(&app, "alice", CHROME_LINUX).await;
     let phone = log_in(&app, "alice", SAFARI_IPHONE).await;
