@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::certs::{leaf_with, new_ca, server_leaf, Ca, Leaf, Usage};
 use crate::helpers::echo::hex;
 use crate::helpers::processes::{free_port, spawn_in_nursery};
-use crate::helpers::{self, shared_provider, AppOptions, StoreKind};
+use crate::helpers::{self, shared_provider, AppOptions, Route, RouteTls, StoreKind};
 
 // ---------------------------------------------------------------------------------------
 // Certificate files (the certificates themselves: helpers::certs)
@@ -533,59 +533,53 @@ async fn tls_upstream_mutual_tls_pinned_ca_and_server_name() {
     let foreign_cert = write(&dir, "foreign.crt", &foreign.cert_pem);
     let foreign_key = write(&dir, "foreign.key", &foreign.key_pem);
 
-    let route = |prefix: &str, port: u16, tls: &str| {
-        format!(
-            "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"https://127.0.0.1:{port}/v1\"\n\
-             token = \"none\"\n[routes.tls]\n{tls}\n"
-        )
+    let route = |prefix: &str, port: u16, tls: RouteTls| {
+        Route::new(prefix, &format!("https://127.0.0.1:{port}/v1"))
+            .token("none")
+            .tls(tls)
     };
     let with_identity = |ca: &Path, cert: &Path, key: &Path| {
-        format!(
-            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}\n",
-            toml_path(ca),
-            toml_path(cert),
-            toml_path(key)
-        )
+        RouteTls::new()
+            .ca_file(ca)
+            .client_cert_file(cert)
+            .client_key_file(key)
     };
-    let extra = [
+    let routes = vec![
         route(
             "/api/mtls",
             upstream,
-            &with_identity(&upstream_ca_file, &client_cert, &client_key),
+            with_identity(&upstream_ca_file, &client_cert, &client_key),
         ),
         route(
             "/api/no-client-cert",
             upstream,
-            &format!("ca_file = {}", toml_path(&upstream_ca_file)),
+            RouteTls::new().ca_file(&upstream_ca_file),
         ),
         route(
             "/api/foreign-client-cert",
             upstream,
-            &with_identity(&upstream_ca_file, &foreign_cert, &foreign_key),
+            with_identity(&upstream_ca_file, &foreign_cert, &foreign_key),
         ),
         route(
             "/api/wrong-ca",
             upstream,
-            &with_identity(&other_ca_file, &client_cert, &client_key),
+            with_identity(&other_ca_file, &client_cert, &client_key),
         ),
         route(
             "/api/named",
             named_upstream,
-            &format!(
-                "{}server_name = \"orders.internal\"\n",
-                with_identity(&upstream_ca_file, &client_cert, &client_key)
-            ),
+            with_identity(&upstream_ca_file, &client_cert, &client_key)
+                .server_name("orders.internal"),
         ),
         route(
             "/api/unnamed",
             named_upstream,
-            &with_identity(&upstream_ca_file, &client_cert, &client_key),
+            with_identity(&upstream_ca_file, &client_cert, &client_key),
         ),
-    ]
-    .join("\n");
+    ];
     let app = helpers::spawn_app_with(AppOptions {
         store: StoreKind::Memory,
-        extra_toml: extra,
+        routes,
         ..AppOptions::default()
     })
     .await;

@@ -30,7 +30,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-pub use options::{Frontend, Provider, RateLimits, RedisKeys, Route, ServerKeys, SessionKeys};
+pub use options::{
+    Frontend, Provider, RateLimits, RedisKeys, Route, RouteTls, ServerKeys, SessionKeys,
+};
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
 // ---------------------------------------------------------------------------------------

@@ -29,6 +29,43 @@ pub struct Route {
     require: BTreeMap<&'static str, String>,
     claims: Vec<(String, String)>,
     inject_headers: Vec<(String, String)>,
+    tls: Option<RouteTls>,
+}
+
+/// A route's `[routes.tls]` table: how gatehouse verifies an https upstream and which
+/// certificate it presents.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTls {
+    keys: BTreeMap<&'static str, String>,
+}
+
+impl RouteTls {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn path(mut self, key: &'static str, path: &std::path::Path) -> Self {
+        self.keys.insert(key, quote(&path.display().to_string()));
+        self
+    }
+
+    pub fn ca_file(self, path: &std::path::Path) -> Self {
+        self.path("ca_file", path)
+    }
+
+    pub fn client_cert_file(self, path: &std::path::Path) -> Self {
+        self.path("client_cert_file", path)
+    }
+
+    pub fn client_key_file(self, path: &std::path::Path) -> Self {
+        self.path("client_key_file", path)
+    }
+
+    /// The name the upstream's certificate is verified against.
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.keys.insert("server_name", quote(name));
+        self
+    }
 }
 
 impl Route {
@@ -40,7 +77,14 @@ impl Route {
             require: BTreeMap::new(),
             claims: Vec::new(),
             inject_headers: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// The `[routes.tls]` table.
+    pub fn tls(mut self, tls: RouteTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     fn key(mut self, key: &'static str, value: String) -> Self {
@@ -171,6 +215,10 @@ impl Route {
                     quote(variable)
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            text.push_str("[routes.tls]\n");
+            text.push_str(&render_keys(&tls.keys));
         }
         text
     }
