@@ -18,36 +18,32 @@ use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::topologies::{RedisCluster, SentinelBed, TlsRedis};
 use crate::helpers::{
     gatehouse_cli, proxied_call, shared_redis, spawn_app_with, wait_until_cache_serves, AppOptions,
-    Browser, TestApp,
+    Browser, RateLimits, RedisKeys, RedisTopology, Route, SessionKeys, TestApp,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
-const LONG_SESSIONS: &str = "idle_timeout_secs = 86400\nabsolute_timeout_secs = 172800";
-
-fn toml_list(urls: &[String]) -> String {
-    let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!("[{}]", quoted.join(", "))
-}
 
 /// A route to the echo upstream, and rate limits (still on, so their buckets take part)
 /// that a crowd of test users from one IP address stays under.
-fn api_route(echo: &EchoUpstream) -> String {
-    format!(
-        "[rate_limits]\nlogin = {{ requests = 100000, per_secs = 60 }}\n\
-         api = {{ requests = 100000, per_secs = 60 }}\n\
-         [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-        echo.base
-    )
+fn api_options<'a>(echo: &EchoUpstream) -> AppOptions<'a> {
+    AppOptions {
+        routes: vec![Route::new("/api", &echo.base)],
+        rate_limits: RateLimits::new().login(100000, 60).api(100000, 60),
+        session: SessionKeys::long(),
+        ..AppOptions::default()
+    }
 }
 
 /// The first instance of a group on `topology`; the others come from `another_instance`.
-async fn first_instance(topology: &str, echo: &EchoUpstream, redis_toml: &str) -> TestApp {
+async fn first_instance(
+    topology: &RedisTopology,
+    echo: &EchoUpstream,
+    redis: &RedisKeys,
+) -> TestApp {
     spawn_app_with(AppOptions {
-        redis_topology: Some(topology.to_owned()),
-        redis_toml: redis_toml.to_owned(),
-        extra_toml: api_route(echo),
-        session_toml: LONG_SESSIONS.into(),
-        ..AppOptions::default()
+        redis_topology: Some(topology.clone()),
+        redis: redis.clone(),
+        ..api_options(echo)
     })
     .await
 }
@@ -56,18 +52,16 @@ async fn first_instance(topology: &str, echo: &EchoUpstream, redis_toml: &str) -
 /// store, provider client and key prefix.
 async fn another_instance(
     first: &TestApp,
-    topology: &str,
+    topology: &RedisTopology,
     echo: &EchoUpstream,
-    redis_toml: &str,
+    redis: &RedisKeys,
 ) -> TestApp {
     spawn_app_with(AppOptions {
         share: Some(first),
         public_url: Some(first.base.clone()),
-        redis_topology: Some(topology.to_owned()),
-        redis_toml: redis_toml.to_owned(),
-        extra_toml: api_route(echo),
-        session_toml: LONG_SESSIONS.into(),
-        ..AppOptions::default()
+        redis_topology: Some(topology.clone()),
+        redis: redis.clone(),
+        ..api_options(echo)
     })
     .await
 }
@@ -343,14 +337,11 @@ async fn a_three_master_cluster_serves_every_instance_and_every_command_stays_in
         .await
         .expect("cluster");
     let monitors: Vec<Monitor> = cluster.ports().into_iter().map(Monitor::start).collect();
-    let topology = format!(
-        "mode = \"cluster\"\nurls = {}",
-        toml_list(&cluster.seed_urls())
-    );
+    let topology = RedisTopology::cluster(&cluster.seed_urls());
     let echo = spawn_echo().await;
-    let a = first_instance(&topology, &echo, "").await;
-    let b = another_instance(&a, &topology, &echo, "").await;
-    let c = another_instance(&a, &topology, &echo, "").await;
+    let a = first_instance(&topology, &echo, &RedisKeys::new()).await;
+    let b = another_instance(&a, &topology, &echo, &RedisKeys::new()).await;
+    let c = another_instance(&a, &topology, &echo, &RedisKeys::new()).await;
     let instances = [&a, &b, &c];
     let prefix = format!("{}:", a.key_prefix);
 
@@ -482,13 +473,10 @@ async fn a_resharding_under_traffic_moves_sessions_without_losing_one() {
             .await
             .expect("cluster"),
     );
-    let topology = format!(
-        "mode = \"cluster\"\nurls = {}",
-        toml_list(&cluster.seed_urls())
-    );
+    let topology = RedisTopology::cluster(&cluster.seed_urls());
     let echo = spawn_echo().await;
-    let a = first_instance(&topology, &echo, "").await;
-    let b = another_instance(&a, &topology, &echo, "").await;
+    let a = first_instance(&topology, &echo, &RedisKeys::new()).await;
+    let b = another_instance(&a, &topology, &echo, &RedisKeys::new()).await;
     let prefix = format!("{}:", a.key_prefix);
     let ports = cluster.ports();
 
@@ -571,18 +559,15 @@ async fn failover_under_traffic(min_replicas_ack: u32) {
             .await
             .expect("sentinel bed"),
     );
-    let topology = format!(
-        "mode = \"sentinel\"\nmaster_name = \"{}\"\nsentinels = {}",
-        bed.master_name(),
-        toml_list(&bed.sentinel_urls())
-    );
-    let redis_toml = format!(
-        "connect_timeout_ms = 500\nresponse_timeout_ms = 1000\nmin_replicas_ack = \
-         {min_replicas_ack}\nmin_replicas_timeout_ms = 500"
-    );
+    let topology = RedisTopology::sentinel(bed.master_name(), &bed.sentinel_urls());
+    let redis = RedisKeys::new()
+        .connect_timeout_ms(500)
+        .response_timeout_ms(1000)
+        .min_replicas_ack(min_replicas_ack)
+        .min_replicas_timeout_ms(500);
     let echo = spawn_echo().await;
-    let a = first_instance(&topology, &echo, &redis_toml).await;
-    let b = another_instance(&a, &topology, &echo, &redis_toml).await;
+    let a = first_instance(&topology, &echo, &redis).await;
+    let b = another_instance(&a, &topology, &echo, &redis).await;
 
     let mut steady = Vec::new();
     for i in 0..6 {
@@ -766,9 +751,13 @@ async fn tls_to_redis_with_the_right_ca_works_and_a_wrong_ca_says_why() {
         .await
         .expect("tls redis");
     let echo = spawn_echo().await;
-    let topology =
-        |ca: &std::path::Path| format!("url = \"{}\"\nca_file = \"{}\"", redis.url(), ca.display());
-    let app = first_instance(&topology(&redis.ca_file()), &echo, "").await;
+    let topology = RedisTopology::url(&redis.url());
+    let app = first_instance(
+        &topology,
+        &echo,
+        &RedisKeys::new().ca_file(&redis.ca_file()),
+    )
+    .await;
     // The session cache's tracking connection speaks TLS too.
     wait_until_cache_serves(app.store.as_ref()).await;
     let mut browser = app.browser();
@@ -778,7 +767,8 @@ async fn tls_to_redis_with_the_right_ca_works_and_a_wrong_ca_says_why() {
     assert_eq!(api_call(&app, &cookie).await.0, 200);
 
     let wrong = spawn_app_with(AppOptions {
-        redis_topology: Some(topology(&redis.wrong_ca_file())),
+        redis_topology: Some(topology),
+        redis: RedisKeys::new().ca_file(&redis.wrong_ca_file()),
         not_ready: true,
         ..AppOptions::default()
     })
@@ -832,17 +822,15 @@ async fn a_hundred_users_on_three_instances_see_no_error() {
     // other tests' logins.
     let provider = ProviderProcess::start(&ProviderOptions::default());
     let echo = spawn_echo().await;
-    let topology = format!("url = \"{}\"", shared_redis().url());
+    let topology = RedisTopology::url(&shared_redis().url());
     let a = spawn_app_with(AppOptions {
         provider: Some(&provider),
         redis_topology: Some(topology.clone()),
-        extra_toml: api_route(&echo),
-        session_toml: LONG_SESSIONS.into(),
-        ..AppOptions::default()
+        ..api_options(&echo)
     })
     .await;
-    let b = another_instance(&a, &topology, &echo, "").await;
-    let c = another_instance(&a, &topology, &echo, "").await;
+    let b = another_instance(&a, &topology, &echo, &RedisKeys::new()).await;
+    let c = another_instance(&a, &topology, &echo, &RedisKeys::new()).await;
     let instances = [&a, &b, &c];
 
     let users = (0..100u64).map(|i| {

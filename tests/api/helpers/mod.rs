@@ -31,7 +31,8 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 pub use options::{
-    Frontend, Provider, RateLimits, RedisKeys, Route, RouteTls, ServerKeys, SessionKeys,
+    Frontend, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls, ServerKeys,
+    SessionKeys,
 };
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
@@ -166,19 +167,13 @@ pub struct AppOptions<'a> {
     pub providers: Vec<Provider>,
     /// Extra TOML appended to the generated config (new tables only).
     pub extra_toml: String,
-    /// Extra keys for the `[session]` table.
-    pub session_toml: String,
-    /// Extra keys for the `[server]` table.
-    pub server_toml: String,
     /// Extra environment variables (secrets of extra providers, top-level keys).
     pub env: Vec<(String, String)>,
-    /// Extra keys for the `[redis]` table.
-    pub redis_toml: String,
     /// Another Redis than the shared one (a test that takes Redis down).
     pub redis_url: Option<String>,
-    /// The `[redis]` table's keys instead of `url` (a cluster's `mode` and `urls`, a
-    /// Sentinel's …); the key prefix is still added.
-    pub redis_topology: Option<String>,
+    /// Where the `[redis]` table points instead of `redis_url` (a cluster, sentinels); the
+    /// key prefix is still added.
+    pub redis_topology: Option<RedisTopology>,
     /// Another instance of an app: same Redis prefix, provider and client.
     pub share: Option<&'a TestApp>,
     /// A client configured in advance, with the listener its redirect URI names (for a
@@ -212,10 +207,7 @@ impl Default for AppOptions<'_> {
             frontend: None,
             providers: Vec::new(),
             extra_toml: String::new(),
-            session_toml: String::new(),
-            server_toml: String::new(),
             env: Vec::new(),
-            redis_toml: String::new(),
             redis_url: None,
             redis_topology: None,
             not_ready: false,
@@ -343,13 +335,13 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
         .unwrap_or_else(|| shared_redis().url());
     let redis_table = match options.store {
         StoreKind::Redis => format!(
-            "[redis]\n{}\nkey_prefix = \"{key_prefix}\"\n{}{}\n",
+            "[redis]\n{}key_prefix = \"{key_prefix}\"\n{}\n",
             options
                 .redis_topology
-                .clone()
-                .unwrap_or_else(|| format!("url = \"{redis_url}\"")),
+                .as_ref()
+                .map(RedisTopology::toml)
+                .unwrap_or_else(|| RedisTopology::url(&redis_url).toml()),
             options.redis.toml(),
-            options.redis_toml
         ),
         StoreKind::Memory => String::new(),
     };
@@ -359,10 +351,10 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
 public_url = "{public_url}"
 workers = 2
 shutdown_timeout_secs = 1
-{server_keys}{server}
+{server_keys}
 
 [session]
-{session_keys}{session}
+{session_keys}
 
 {redis_table}
 
@@ -376,8 +368,6 @@ http_timeout_secs = 5
 {tables}
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
-        session = options.session_toml,
-        server = options.server_toml,
         client_id = client.client_id,
         extra = options.extra_toml,
         server_keys = options.server.toml(),

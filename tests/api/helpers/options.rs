@@ -297,8 +297,69 @@ keys_table!(
     RedisKeys {
         connect_timeout_ms: u64,
         response_timeout_ms: u64,
+        min_replicas_ack: u32,
+        min_replicas_timeout_ms: u64,
     }
 );
+
+impl RedisKeys {
+    /// `ca_file`: the CA that a `rediss://` server's certificate is verified against.
+    pub fn ca_file(mut self, path: &std::path::Path) -> Self {
+        self.keys
+            .insert("ca_file", quote(&path.display().to_string()));
+        self
+    }
+}
+
+/// Where the `[redis]` table points: one URL, a cluster's seed URLs, or sentinels.
+#[derive(Clone, Debug)]
+pub enum RedisTopology {
+    Url(String),
+    Cluster(Vec<String>),
+    Sentinel {
+        master_name: String,
+        sentinels: Vec<String>,
+    },
+}
+
+impl RedisTopology {
+    pub fn url(url: &str) -> Self {
+        Self::Url(url.to_owned())
+    }
+
+    /// `mode = "cluster"` with its seed URLs.
+    pub fn cluster(urls: &[String]) -> Self {
+        Self::Cluster(urls.to_vec())
+    }
+
+    /// `mode = "sentinel"`: the master's name and the sentinels' URLs.
+    pub fn sentinel(master_name: &str, sentinels: &[String]) -> Self {
+        Self::Sentinel {
+            master_name: master_name.to_owned(),
+            sentinels: sentinels.to_vec(),
+        }
+    }
+
+    /// The table's keys as TOML lines.
+    pub fn toml(&self) -> String {
+        let list = |urls: &[String]| {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            string_array(&urls)
+        };
+        match self {
+            Self::Url(url) => format!("url = {}\n", quote(url)),
+            Self::Cluster(urls) => format!("mode = \"cluster\"\nurls = {}\n", list(urls)),
+            Self::Sentinel {
+                master_name,
+                sentinels,
+            } => format!(
+                "mode = \"sentinel\"\nmaster_name = {}\nsentinels = {}\n",
+                quote(master_name),
+                list(sentinels)
+            ),
+        }
+    }
+}
 
 /// The `[rate_limits]` table: each limit `off` or `{ requests, per_secs }`.
 #[derive(Clone, Debug, Default)]
