@@ -226,10 +226,13 @@ fn guard_body(
         return Ok(None);
     }
     let limits = state.edge.body_limits;
-    let path = NormalPath::of(req.request())?.into_owned();
-    let streamed = matches!(state.proxy.table.find(&path), Ok(Some(_)))
-        || matches!(state.frontend, crate::frontend::Frontend::DevServer(_));
-    let policy = request_body::policy_for(&path, streamed);
+    // The path is borrowed only while the policy is decided (no copy per request).
+    let policy = {
+        let path = NormalPath::of(req.request())?;
+        let streamed = matches!(state.proxy.table.find(&path), Ok(Some(_)))
+            || matches!(state.frontend, crate::frontend::Frontend::DevServer(_));
+        request_body::policy_for(&path, streamed)
+    };
     request_body::guard(req, policy, limits).map(|cut| Some((cut, limits)))
 }
 
