@@ -25,7 +25,9 @@ use crate::routes;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
-use crate::state::{AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, RateLimits};
+use crate::state::{
+    AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, OperatorTokens, RateLimits,
+};
 use crate::tls::{self, CertResolver, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +214,7 @@ impl Application {
                 })
                 .collect::<Result<Vec<_>, StartupError>>()?;
 
+        let events_for_admin = events.clone();
         let state = web::Data::new(AppState {
             proxy,
             refresher,
@@ -244,7 +247,11 @@ impl Application {
             events,
         });
         let admin = match settings.admin.bind {
-            Some(address) => Some(admin_server(address, state.clone())?),
+            Some(address) => {
+                let operators = (!settings.admin.api_tokens.is_empty())
+                    .then(|| OperatorTokens::new(&settings.admin.api_tokens, events_for_admin));
+                Some(admin_server(address, state.clone(), operators)?)
+            }
             None => None,
         };
 
@@ -367,12 +374,14 @@ fn redirect_server(address: SocketAddr, public_url: &Url) -> Result<(u16, Server
     Ok((port, server))
 }
 
-/// The operator's listener: `/metrics` and the health checks, nothing else. It shares the
-/// application's state (readiness reads the store and the providers) but none of its routes,
-/// middleware or security headers, and its requests are not counted.
+/// The operator's listener: `/metrics`, the health checks, and the admin API when operator
+/// tokens are configured; nothing else. It shares the application's state (readiness reads
+/// the store and the providers) but none of its routes, middleware or security headers, and
+/// its requests are not counted.
 fn admin_server(
     address: SocketAddr,
     state: web::Data<AppState>,
+    operators: Option<OperatorTokens>,
 ) -> Result<(u16, Server), StartupError> {
     let bind_error = |source| StartupError::Bind {
         address: address.to_string(),
@@ -381,16 +390,23 @@ fn admin_server(
     let listener = TcpListener::bind(address).map_err(bind_error)?;
     let port = listener.local_addr().map_err(bind_error)?.port();
     let metrics = web::Data::new(state.metrics.clone());
+    let operators = operators.map(web::Data::new);
     let server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(state.clone())
             .app_data(metrics.clone())
             .route("/metrics", web::get().to(metrics::metrics))
             .route("/healthz", web::get().to(routes::health::healthz))
-            .route("/readyz", web::get().to(routes::health::readyz))
-            .default_service(web::to(|| async {
-                actix_web::HttpResponse::NotFound().finish()
-            }))
+            .route("/readyz", web::get().to(routes::health::readyz));
+        // Without operator tokens the admin API does not exist: its paths answer 404.
+        if let Some(operators) = &operators {
+            app = app
+                .app_data(operators.clone())
+                .configure(routes::admin::configure);
+        }
+        app.default_service(web::to(|| async {
+            actix_web::HttpResponse::NotFound().finish()
+        }))
     })
     .listen(listener)
     .map_err(bind_error)?

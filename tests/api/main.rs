@@ -1,5 +1,6 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod admin_api;
 mod alerts;
 mod audit;
 mod browser;
