@@ -60,6 +60,9 @@ pub struct AppState {
     pub measured: bool,
     /// The handlers' security events: logged, and counted when `measured`.
     pub events: SecurityLog,
+    /// Set once SIGTERM arrived: readiness fails, connections close after their answer,
+    /// WebSockets close with 1001.
+    pub drain: crate::drain::Drain,
 }
 
 /// The injected clock, read as milliseconds since the Unix epoch.

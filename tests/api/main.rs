@@ -28,6 +28,7 @@ mod rate_limits;
 mod resilience;
 mod route_spellings;
 mod session_cache;
+mod shutdown;
 mod slow_bodies;
 mod step_up;
 mod store_contract;
