@@ -9,6 +9,7 @@ mod callback;
 mod client_auth;
 mod config_cli;
 mod cookie_names;
+mod deploy;
 mod discovery;
 mod edge;
 mod frontchannel;

@@ -1,0 +1,1 @@
+//! deploy/kubernetes: checked in the next step.
