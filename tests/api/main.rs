@@ -8,6 +8,7 @@ mod browser_step_up;
 mod callback;
 mod client_auth;
 mod config_cli;
+mod container;
 mod cookie_names;
 mod deploy;
 mod discovery;
