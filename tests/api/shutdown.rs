@@ -11,15 +11,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
-use crate::helpers::processes::{free_port, serve_command, spawn_in_nursery};
+use crate::helpers::processes::{
+    free_port, serve_command, spawn_in_nursery, ProviderOptions, ProviderProcess,
+};
 use crate::helpers::websocket_echo::{spawn_websocket_echo, WebSocketEcho};
-use crate::helpers::{config_dir, spawn_app_with, AppOptions, Route, TestApp};
+use crate::helpers::{config_dir, spawn_app_with, AppOptions, Route, SessionKeys, TestApp};
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOW_CALL: Duration = Duration::from_secs(3);
 
 /// gatehouse's binary on `app`'s configuration (its provider, Redis and routes), at ports of
-/// its own, with a shutdown timeout of `SHUTDOWN_TIMEOUT`.
+/// its own, with a shutdown timeout of `shutdown_timeout`.
 struct Served {
     port: u16,
     admin_port: u16,
@@ -28,7 +30,7 @@ struct Served {
 }
 
 impl Served {
-    async fn start(app: &TestApp) -> Self {
+    async fn start(app: &TestApp, shutdown_timeout: Duration) -> Self {
         let (port, admin_port) = (free_port(), free_port());
         let config = app
             .config_toml
@@ -39,7 +41,7 @@ impl Served {
             )
             .replacen(
                 "shutdown_timeout_secs = 1\n",
-                &format!("shutdown_timeout_secs = {}\n", SHUTDOWN_TIMEOUT.as_secs()),
+                &format!("shutdown_timeout_secs = {}\n", shutdown_timeout.as_secs()),
                 1,
             )
             .replacen(
@@ -132,7 +134,7 @@ async fn slow_call(port: u16) -> (u16, String) {
 #[tokio::test]
 async fn sigterm_lets_fifty_slow_calls_finish_refuses_new_connections_and_closes_sockets() {
     let (app, echo, _ws) = bed().await;
-    let mut served = Served::start(&app).await;
+    let mut served = Served::start(&app, SHUTDOWN_TIMEOUT).await;
 
     let mut request = format!("ws://127.0.0.1:{}/ws/live", served.port)
         .into_client_request()
@@ -244,5 +246,112 @@ async fn sigterm_lets_fifty_slow_calls_finish_refuses_new_connections_and_closes
         "shutdown: readiness 503 after {not_ready_after:?}, connections refused after \
          {refused_after:?}, 50 calls of {SLOW_CALL:?} done after {finished_after:?}, exited \
          after {exited_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_lock_held_by_a_call_the_timeout_cuts_off_is_released_at_exit() {
+    // Access tokens of 4 s: a refresh is due 2 s after login (the skew is capped at half the
+    // lifetime). The lock's TTL is a minute, so only a release frees it soon.
+    let provider = ProviderProcess::start(&ProviderOptions {
+        access_token_ttl_secs: 4,
+        ..ProviderOptions::default()
+    });
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        provider: Some(&provider),
+        routes: vec![Route::new("/api", &echo.base)],
+        session: SessionKeys::long()
+            .refresh_skew_secs(60)
+            .refresh_lock_ttl_ms(60_000),
+        admin: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut browser = app.browser();
+    browser.login("alice").await;
+    let cookie = browser.session_cookie().expect("cookie");
+    let store_key = app.session_for(&cookie).await.expect("session").store_key;
+    let lock = format!("{}:k:{{{store_key}}}", app.key_prefix);
+    let mut served = Served::start(&app, Duration::from_secs(1)).await;
+
+    // The token endpoint hangs; a call through the binary takes the lock and waits on it.
+    provider_control(&provider.issuer, "/__test/token-delay?ms=15000").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let port = served.port;
+    let cookie_header = format!("{}={cookie}", app.cookie_name());
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/api/x"))
+            .header("x-csrf", "1")
+            .header("cookie", cookie_header)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let mut redis = app.redis().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held: bool = redis::cmd("EXISTS")
+            .arg(&lock)
+            .query_async(&mut redis)
+            .await
+            .expect("EXISTS");
+        if held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call took no refresh lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let signalled = Instant::now();
+    served.terminate();
+    let exit = loop {
+        if let Some(status) = served.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running: {}",
+            served.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    provider_control(&provider.issuer, "/__test/token-delay?ms=0").await;
+    assert!(exit.success(), "{exit:?}: {}", served.logs());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&lock)
+        .query_async(&mut redis)
+        .await
+        .expect("PTTL");
+    assert_eq!(
+        ttl,
+        -2,
+        "the lock is gone, not left to lapse: {}",
+        served.logs()
+    );
+    assert!(
+        served
+            .logs()
+            .contains("refresh locks of calls cut off by the shutdown released"),
+        "{}",
+        served.logs()
+    );
+    // The cut-off call got no answer; the session itself is intact.
+    assert!(call.await.expect("task").is_err());
+    assert!(app.session_for(&cookie).await.is_some());
+}
+
+async fn provider_control(issuer: &str, path: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{issuer}{path}"))
+        .send()
+        .await
+        .expect("provider control");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
     );
 }
