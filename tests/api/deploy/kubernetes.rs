@@ -280,11 +280,15 @@ async fn problems(manifests: &BTreeMap<String, Value>, live: &TestApp) -> Vec<St
         problems.push("the scrape annotations do not name the admin listener's /metrics".into());
     }
 
-    // Graceful shutdown fits in the pod's grace period.
+    // Graceful shutdown (after the preStop pause) fits in the pod's grace period.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
-    if grace <= settings.server.shutdown_timeout.as_secs() {
+    let pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap_or(0);
+    if grace <= pause + settings.server.shutdown_timeout.as_secs() {
         problems.push(format!(
-            "terminationGracePeriodSeconds {grace} does not exceed shutdown_timeout_secs"
+            "terminationGracePeriodSeconds {grace} does not exceed the preStop sleep \
+             ({pause}) plus shutdown_timeout_secs"
         ));
     }
 
