@@ -54,7 +54,8 @@ pub enum KeysCommand {
 pub enum SessionsCommand {
     /// List a user's sessions.
     List {
-        #[arg(long)]
+        // A subject or provider session id may begin with `-` (base64url).
+        #[arg(long, allow_hyphen_values = true)]
         sub: String,
         /// Provider name (default: the default provider).
         #[arg(long)]
@@ -63,9 +64,14 @@ pub enum SessionsCommand {
     /// End every session of a user (--sub, e.g. a compromised account) or of one provider
     /// session (--sid).
     Revoke {
-        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        #[arg(
+            long,
+            required_unless_present = "sid",
+            conflicts_with = "sid",
+            allow_hyphen_values = true
+        )]
         sub: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sid: Option<String>,
         #[arg(long)]
         provider: Option<String>,

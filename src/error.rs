@@ -41,6 +41,7 @@ pub enum Problem {
     OriginRejected,
     TooManyWebSockets,
     StepUpRequired,
+    OperatorTokenRequired,
 }
 
 impl Problem {
@@ -152,6 +153,11 @@ impl Problem {
                 StatusCode::FORBIDDEN,
                 "origin-rejected",
                 "Request origin not allowed",
+            ),
+            Problem::OperatorTokenRequired => (
+                StatusCode::UNAUTHORIZED,
+                "operator-token-required",
+                "The admin API needs a valid operator bearer token",
             ),
             Problem::TooManyWebSockets => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, StoreSettings};
+use crate::drain::Drain;
 use crate::edge;
 use crate::error::{ApiError, Problem};
 use crate::frontend::{self, Frontend};
@@ -22,10 +23,13 @@ use crate::oidc::{OidcError, Provider, Providers};
 use crate::proxy::Proxy;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
+use crate::session::held_locks::HeldLocks;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
-use crate::state::{AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, RateLimits};
+use crate::state::{
+    AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, OperatorTokens, RateLimits,
+};
 use crate::tls::{self, CertResolver, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,11 @@ pub struct Application {
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), and its port.
     admin: Option<(u16, Server)>,
     store: Arc<dyn SessionStore>,
+    /// Set on SIGTERM; the handlers and the WebSocket relays read it.
+    drain: Drain,
+    /// The refresh locks in-flight calls hold, released if the drain cuts them off.
+    held_locks: HeldLocks,
+    shutdown_timeout: std::time::Duration,
 }
 
 /// rustls may see more than one crypto provider in the dependency tree; pick ring explicitly
@@ -212,6 +221,9 @@ impl Application {
                 })
                 .collect::<Result<Vec<_>, StartupError>>()?;
 
+        let events_for_admin = events.clone();
+        let drain = Drain::new();
+        let held_locks = refresher.held_locks();
         let state = web::Data::new(AppState {
             proxy,
             refresher,
@@ -242,9 +254,14 @@ impl Application {
             metrics,
             measured,
             events,
+            drain: drain.clone(),
         });
         let admin = match settings.admin.bind {
-            Some(address) => Some(admin_server(address, state.clone())?),
+            Some(address) => {
+                let operators = (!settings.admin.api_tokens.is_empty())
+                    .then(|| OperatorTokens::new(&settings.admin.api_tokens, events_for_admin));
+                Some(admin_server(address, state.clone(), operators)?)
+            }
             None => None,
         };
 
@@ -280,6 +297,9 @@ impl Application {
                 source,
             })?
             .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+            // SIGTERM, SIGINT and SIGQUIT are watched by `run_until_stopped`, which marks
+            // the drain before the listener closes.
+            .disable_signals()
             // Slowloris: a client that trickles its first request head is answered 408 and
             // disconnected once this passes.
             .client_request_timeout(settings.server.header_timeout)
@@ -301,6 +321,9 @@ impl Application {
             redirect,
             admin,
             store: store_handle,
+            drain,
+            held_locks,
+            shutdown_timeout: settings.server.shutdown_timeout,
         })
     }
 
@@ -323,7 +346,17 @@ impl Application {
         self.admin.as_ref().map(|(port, _)| *port)
     }
 
+    /// Serves until a signal stops the server. SIGTERM drains: readiness answers 503 at
+    /// once, the public listener closes (new connections are refused), calls in flight get
+    /// `server.shutdown_timeout_secs` to finish (each answer closes its connection),
+    /// WebSockets are closed with 1001; refresh locks still held after that are released.
+    /// SIGINT and SIGQUIT stop at once. The admin listener (readiness, metrics) stays up
+    /// until the public one is done.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut quit = signal(SignalKind::quit())?;
         // The redirect and admin listeners have no signal handling of their own: they stop
         // with the server.
         let companions: Vec<_> = [self.redirect, self.admin]
@@ -334,11 +367,44 @@ impl Application {
                 (handle, tokio::spawn(server))
             })
             .collect();
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let mut serving = tokio::spawn(self.server);
+        let result = tokio::select! {
+            served = &mut serving => served,
+            _ = terminate.recv() => {
+                tracing::info!(
+                    timeout_secs = self.shutdown_timeout.as_secs(),
+                    "SIGTERM: draining; readiness fails, new connections are refused, calls in \
+                     flight may finish"
+                );
+                self.drain.start();
+                handle.stop(true).await;
+                serving.await
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: stopping now");
+                handle.stop(false).await;
+                serving.await
+            }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: stopping now");
+                handle.stop(false).await;
+                serving.await
+            }
+        };
+        let result = result.unwrap_or_else(|joined| Err(std::io::Error::other(joined)));
+        if self.held_locks.count() > 0 {
+            let released = self.held_locks.release_all(self.store.as_ref()).await;
+            tracing::info!(
+                released,
+                "refresh locks of calls cut off by the shutdown released"
+            );
+        }
         for (handle, task) in companions {
             handle.stop(true).await;
             let _ = task.await;
         }
+        tracing::info!("gatehouse stopped");
         result
     }
 }
@@ -367,12 +433,14 @@ fn redirect_server(address: SocketAddr, public_url: &Url) -> Result<(u16, Server
     Ok((port, server))
 }
 
-/// The operator's listener: `/metrics` and the health checks, nothing else. It shares the
-/// application's state (readiness reads the store and the providers) but none of its routes,
-/// middleware or security headers, and its requests are not counted.
+/// The operator's listener: `/metrics`, the health checks, and the admin API when operator
+/// tokens are configured; nothing else. It shares the application's state (readiness reads
+/// the store and the providers) but none of its routes, middleware or security headers, and
+/// its requests are not counted.
 fn admin_server(
     address: SocketAddr,
     state: web::Data<AppState>,
+    operators: Option<OperatorTokens>,
 ) -> Result<(u16, Server), StartupError> {
     let bind_error = |source| StartupError::Bind {
         address: address.to_string(),
@@ -381,16 +449,23 @@ fn admin_server(
     let listener = TcpListener::bind(address).map_err(bind_error)?;
     let port = listener.local_addr().map_err(bind_error)?.port();
     let metrics = web::Data::new(state.metrics.clone());
+    let operators = operators.map(web::Data::new);
     let server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(state.clone())
             .app_data(metrics.clone())
             .route("/metrics", web::get().to(metrics::metrics))
             .route("/healthz", web::get().to(routes::health::healthz))
-            .route("/readyz", web::get().to(routes::health::readyz))
-            .default_service(web::to(|| async {
-                actix_web::HttpResponse::NotFound().finish()
-            }))
+            .route("/readyz", web::get().to(routes::health::readyz));
+        // Without operator tokens the admin API does not exist: its paths answer 404.
+        if let Some(operators) = &operators {
+            app = app
+                .app_data(operators.clone())
+                .configure(routes::admin::configure);
+        }
+        app.default_service(web::to(|| async {
+            actix_web::HttpResponse::NotFound().finish()
+        }))
     })
     .listen(listener)
     .map_err(bind_error)?

@@ -60,6 +60,9 @@ pub struct AppState {
     pub measured: bool,
     /// The handlers' security events: logged, and counted when `measured`.
     pub events: SecurityLog,
+    /// Set once SIGTERM arrived: readiness fails, connections close after their answer,
+    /// WebSockets close with 1001.
+    pub drain: crate::drain::Drain,
 }
 
 /// The injected clock, read as milliseconds since the Unix epoch.
@@ -226,4 +229,62 @@ impl EdgeSettings {
             security_headers,
         }
     }
+}
+
+/// The admin API's bearer tokens (`admin.api_token_file`), each with its operator's name.
+/// Only the admin listener holds one, and only when the file is configured.
+pub struct OperatorTokens {
+    /// SHA-256 of each token, beside its name: every comparison is over 32 bytes, so its
+    /// time tells nothing about a token's length or content.
+    digests: Vec<(String, [u8; 32])>,
+    events: SecurityLog,
+}
+
+impl OperatorTokens {
+    pub fn new(tokens: &[crate::config::OperatorToken], events: SecurityLog) -> Self {
+        use secrecy::ExposeSecret;
+        Self {
+            digests: tokens
+                .iter()
+                .map(|t| (t.name.clone(), digest(t.token.expose_secret().as_bytes())))
+                .collect(),
+            events,
+        }
+    }
+
+    /// The name of the operator whose token the request carries (`Authorization: Bearer
+    /// …`), or 401. Every configured token is compared, in constant time, whatever matches.
+    pub fn authorize(&self, req: &HttpRequest) -> Result<&str, ApiError> {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty());
+        let refuse = |reason: &str| {
+            self.events
+                .log(SecurityEvent::AdminRejected, None, None, Some(reason));
+            ApiError::new(Problem::OperatorTokenRequired)
+                .header("WWW-Authenticate", "Bearer realm=\"gatehouse-admin\"")
+        };
+        let Some(presented) = presented else {
+            return Err(refuse("no bearer token"));
+        };
+        let presented = digest(presented.as_bytes());
+        let mut found = None;
+        for (name, expected) in &self.digests {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(&presented[..], &expected[..])) {
+                found = Some(name.as_str());
+            }
+        }
+        found.ok_or_else(|| refuse("unknown token"))
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }

@@ -87,6 +87,14 @@ pub async fn front(
                 .map_body(|_, body| rest.keep_until_sent(body))
                 .map_into_boxed_body();
         }
+        // Draining: this answer is the connection's last, so a kept-alive client moves to
+        // another instance and the drain is not held up by idle connections.
+        if state.is_some_and(|state| state.drain.is_draining()) {
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
         add_headers(
             &mut response,
             &ids.request_id,

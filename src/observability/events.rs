@@ -14,6 +14,8 @@ pub const SUB: &str = "sub";
 pub const SESSION: &str = "session";
 pub const REASON: &str = "reason";
 pub const PROVIDER: &str = "provider";
+/// The name of the operator token an admin API call came with.
+pub const OPERATOR: &str = "operator";
 
 /// Declares the catalogue once: the enum, `ALL` (in the order docs/events.md lists them),
 /// and each event's name, level and fields. A new event cannot be left out of `ALL`.
@@ -71,6 +73,9 @@ catalogue! {
     TokenRevoked => "token.revoked", INFO, [PROVIDER, REASON];
     TokenRevocationFailed => "token.revocation_failed", WARN, [PROVIDER, REASON];
     FrontchannelLogout => "logout.frontchannel", INFO, [PROVIDER, REASON];
+    AdminSessionsListed => "admin.sessions_listed", INFO, [OPERATOR, SUB, REASON];
+    AdminSessionEnded => "admin.session_ended", INFO, [OPERATOR, PROVIDER, SUB, SESSION, REASON];
+    AdminRejected => "admin.rejected", WARN, [REASON];
 }
 
 #[cfg(test)]

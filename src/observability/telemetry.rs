@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::{LogFormat, LogSettings};
 use crate::observability::audit::AuditLog;
 pub use crate::observability::events::{
-    SecurityEvent, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB,
+    SecurityEvent, OPERATOR, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB,
 };
 use crate::observability::metrics::Metrics;
 use crate::session::crypto::b64;
@@ -143,12 +143,30 @@ impl SecurityLog {
         if let Some(metrics) = &self.counted_in {
             metrics.security_event(event);
         }
-        write_security_event(event, provider, sub, session, reason);
+        write_security_event(event, None, provider, sub, session, reason);
+    }
+
+    /// [`SecurityLog::log_for_provider`] for an operator's call to the admin API: `operator`
+    /// is the name its token has in `admin.api_token_file`.
+    pub fn log_by_operator(
+        &self,
+        event: SecurityEvent,
+        operator: &str,
+        provider: Option<&str>,
+        sub: Option<&str>,
+        session: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        if let Some(metrics) = &self.counted_in {
+            metrics.security_event(event);
+        }
+        write_security_event(event, Some(operator), provider, sub, session, reason);
     }
 }
 
 fn write_security_event(
     event: SecurityEvent,
+    operator: Option<&str>,
     provider: Option<&str>,
     sub: Option<&str>,
     session: Option<&str>,
@@ -159,7 +177,8 @@ fn write_security_event(
             (SUB, sub),
             (SESSION, session),
             (REASON, reason),
-            (PROVIDER, provider)
+            (PROVIDER, provider),
+            (OPERATOR, operator)
         ]
         .iter()
         .all(|(field, value)| value.is_none() || event.fields().contains(field)),
@@ -170,6 +189,7 @@ fn write_security_event(
     let session = session.map(|s| &s[..s.len().min(12)]).unwrap_or("");
     let reason = reason.unwrap_or("");
     let provider = provider.unwrap_or("");
+    let operator = operator.unwrap_or("");
     // One call site per level: a tracing level is fixed at the call site.
     if event.level() == Level::WARN {
         tracing::warn!(
@@ -179,6 +199,7 @@ fn write_security_event(
             session,
             reason,
             provider,
+            operator,
             "security event"
         );
     } else {
@@ -189,6 +210,7 @@ fn write_security_event(
             session,
             reason,
             provider,
+            operator,
             "security event"
         );
     }

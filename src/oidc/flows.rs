@@ -468,7 +468,7 @@ impl AuthFlows {
 
     /// Another session of the user's: its refresh token is revoked when the server-held
     /// revocation key opens its envelope; it is deleted either way.
-    async fn end_other(
+    pub(super) async fn end_other(
         &self,
         key: String,
         now: UnixMillis,

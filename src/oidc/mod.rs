@@ -6,6 +6,7 @@ mod error;
 pub mod flows;
 pub mod metadata;
 pub mod online_check;
+pub mod operator;
 mod par;
 pub mod provider;
 pub mod refresh;

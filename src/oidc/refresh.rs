@@ -16,6 +16,7 @@ use crate::config::SessionSettings;
 use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::session::crypto::{b64, random_bytes};
+use crate::session::held_locks::HeldLocks;
 use crate::session::{
     absolute_expiry, LoadedSession, Locks, SessionData, SessionError, SessionManager, TokenSet,
 };
@@ -41,6 +42,8 @@ pub struct TokenRefresher {
     sessions: SessionManager,
     /// The refresh lock: one refresh per session across every instance.
     locks: Arc<dyn Locks>,
+    /// The refresh locks this process holds now (released at shutdown if cut off).
+    held: HeldLocks,
     providers: Arc<Providers>,
     clock: SharedClock,
     skew_ms: i64,
@@ -64,6 +67,7 @@ impl TokenRefresher {
         Self {
             sessions,
             locks,
+            held: HeldLocks::default(),
             providers,
             clock,
             skew_ms: settings.refresh_skew.as_millis() as i64,
@@ -73,6 +77,11 @@ impl TokenRefresher {
             metrics,
             events,
         }
+    }
+
+    /// The refresh locks held by this process's refreshes, for the shutdown to release.
+    pub fn held_locks(&self) -> HeldLocks {
+        self.held.clone()
     }
 
     fn skew_for(&self, tokens: &TokenSet) -> i64 {
@@ -131,6 +140,7 @@ impl TokenRefresher {
                 .await
             {
                 Ok(true) => {
+                    self.held.taken(&latest.store_key, &owner);
                     let outcome = self
                         .refresh_holding_lock(cookie, &latest.store_key, &owner, &due)
                         .await;
@@ -138,6 +148,7 @@ impl TokenRefresher {
                         // It lapses on its own within the lock TTL.
                         tracing::warn!(%error, "could not release the refresh lock");
                     }
+                    self.held.released(&latest.store_key, &owner);
                     return outcome;
                 }
                 Ok(false) => {}

@@ -1,6 +1,7 @@
 //! WebSocket routes: the upstream's handshake answer checked and passed back, then messages
 //! relayed both ways (parsed, not copied as bytes) so that gatehouse can end a socket with a
-//! close frame of its own: 1008 when the session behind it ends, 1001 when it idles, 1009
+//! close frame of its own: 1008 when the session behind it ends, 1001 when it idles or the
+//! server shuts down, 1009
 //! to the side that sent a message over the limit.
 
 use std::cell::Cell;
@@ -54,6 +55,8 @@ pub struct TunnelLimits {
     pub max_duration: Option<Duration>,
     /// The largest message (and frame) relayed, either way.
     pub max_message_bytes: usize,
+    /// The socket is closed (1001) when this process starts shutting down.
+    pub until: crate::drain::Drain,
 }
 
 /// The WebSockets each session holds open on this instance, up to a cap
@@ -215,6 +218,8 @@ enum Ending {
     SessionEnded,
     Idle,
     MaxDuration,
+    /// This process is shutting down (SIGTERM).
+    ShuttingDown,
     /// A message (or frame) over `max_message_bytes` from this side.
     TooBig(Side),
 }
@@ -225,6 +230,7 @@ impl Ending {
             Ending::SessionEnded => "session_ended",
             Ending::Idle => "idle",
             Ending::MaxDuration => "max_duration",
+            Ending::ShuttingDown => "shutdown",
             Ending::TooBig(_) => "message_too_big",
         }
     }
@@ -236,6 +242,7 @@ impl Ending {
             Ending::SessionEnded => (CloseCode::Policy, "session ended"),
             Ending::Idle => (CloseCode::Away, "idle"),
             Ending::MaxDuration => (CloseCode::Away, "maximum duration reached"),
+            Ending::ShuttingDown => (CloseCode::Away, "server shutting down"),
             Ending::TooBig(sender) if sender == to => (CloseCode::Size, "message too big"),
             Ending::TooBig(_) => (CloseCode::Away, "the peer sent a message too big"),
         };
@@ -274,7 +281,12 @@ where
         last_message.clone(),
         (&stop, stopped),
     );
-    let watch = watch_socket(session.as_ref(), &last_message, &limits);
+    let watch = async {
+        tokio::select! {
+            ending = watch_socket(session.as_ref(), &last_message, &limits) => ending,
+            () = limits.until.started() => Ending::ShuttingDown,
+        }
+    };
     tokio::pin!(upward, downward, watch);
     // When one direction ends (its side closed or failed), the close it passed on should
     // end the other; a peer that never answers a close is let go after the grace period.

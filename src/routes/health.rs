@@ -10,6 +10,12 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the session store answers and every provider's metadata is loaded.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // Shutting down: out of the load balancer at once, whatever else holds.
+    if state.drain.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"ready": false, "draining": true}));
+    }
     let store = state.store_health.ping().await;
     let providers: serde_json::Map<String, serde_json::Value> = state
         .flows

@@ -1,5 +1,6 @@
 //! HTTP handlers: thin translations between requests and the flows.
 
+pub mod admin;
 pub mod auth;
 pub mod cookies;
 pub mod frontend;
@@ -44,7 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         // Metrics are the admin listener's only; never the SPA fallback's index.html either.
-        .route("/metrics", web::route().to(not_found));
+        .route("/metrics", web::route().to(not_found))
+        // The admin API is the admin listener's only.
+        .route("/admin", web::route().to(not_found))
+        .route("/admin/{rest:.*}", web::route().to(not_found));
 }
 
 /// The default service: an API route when one matches, else the frontend.

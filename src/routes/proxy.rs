@@ -237,6 +237,7 @@ async fn open_websocket(
         idle: settings.idle,
         max_duration: route.max_duration,
         max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
+        until: state.drain.clone(),
     };
     let check = cookie.map(|cookie| session_check(state.clone(), cookie.to_owned()));
     let counted = websocket::SocketMetrics {

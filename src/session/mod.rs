@@ -4,6 +4,7 @@
 pub mod authentication;
 pub mod crypto;
 pub mod device;
+pub mod held_locks;
 pub mod memory;
 mod one_time;
 pub mod redis;

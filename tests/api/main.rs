@@ -1,5 +1,6 @@
 //! One integration-test binary (link time): real gatehouse, real Redis, real provider.
 
+mod admin_api;
 mod alerts;
 mod audit;
 mod browser;
@@ -7,7 +8,9 @@ mod browser_step_up;
 mod callback;
 mod client_auth;
 mod config_cli;
+mod container;
 mod cookie_names;
+mod deploy;
 mod discovery;
 mod edge;
 mod frontchannel;
@@ -27,6 +30,7 @@ mod rate_limits;
 mod resilience;
 mod route_spellings;
 mod session_cache;
+mod shutdown;
 mod slow_bodies;
 mod step_up;
 mod store_contract;

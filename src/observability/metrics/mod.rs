@@ -122,6 +122,8 @@ pub enum LogoutKind {
     /// Its tokens ran out: the provider refused the refresh token, or the access token expired
     /// with no refresh token to renew it.
     Expired,
+    /// An operator ended it through the admin API, one count per session ended.
+    Operator,
 }
 
 impl LogoutKind {
@@ -131,6 +133,7 @@ impl LogoutKind {
             LogoutKind::Backchannel => "backchannel",
             LogoutKind::Frontchannel => "frontchannel",
             LogoutKind::Expired => "expired",
+            LogoutKind::Operator => "operator",
         }
     }
 }

@@ -114,6 +114,25 @@ pub fn config_dir(config_toml: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A fresh operator token for the admin API (recorded: the whole-run log check looks for it).
+pub fn operator_token() -> String {
+    let token = gatehouse::session::crypto::b64(&gatehouse::session::crypto::random_bytes());
+    record_secret(&token);
+    token
+}
+
+/// An `admin.api_token_file` holding `name:token` per operator, in a fresh directory.
+pub fn operator_token_file(operators: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = config_dir("");
+    let path = dir.join("operators");
+    let lines: String = operators
+        .iter()
+        .map(|(name, token)| format!("{name}:{token}\n"))
+        .collect();
+    std::fs::write(&path, format!("# operator:token\n{lines}")).expect("write operators");
+    path
+}
+
 /// `gatehouse check-config` on the `gatehouse.toml` in `dir`, run there (so a `.env` there
 /// counts and none elsewhere does).
 pub fn check_config_in(dir: &std::path::Path) -> std::process::Output {
@@ -186,6 +205,8 @@ pub struct AppOptions<'a> {
     pub public_url: Option<String>,
     /// An admin listener (`[admin] bind`) on a free port; its URL is `TestApp::admin_base`.
     pub admin: bool,
+    /// `[admin] api_token_file` (with `admin`): the admin API's operator tokens.
+    pub admin_api_token_file: Option<std::path::PathBuf>,
 }
 
 pub struct Preset {
@@ -215,6 +236,7 @@ impl Default for AppOptions<'_> {
             preset: None,
             public_url: None,
             admin: false,
+            admin_api_token_file: None,
         }
     }
 }
@@ -378,10 +400,13 @@ http_timeout_secs = 5
             &options.providers,
             &options.routes
         ),
-        admin = if options.admin {
-            "[admin]\nbind = \"127.0.0.1:0\"\n"
-        } else {
-            ""
+        admin = match (options.admin, &options.admin_api_token_file) {
+            (false, _) => String::new(),
+            (true, None) => "[admin]\nbind = \"127.0.0.1:0\"\n".to_owned(),
+            (true, Some(file)) => format!(
+                "[admin]\nbind = \"127.0.0.1:0\"\napi_token_file = {}\n",
+                options::quote(&file.display().to_string())
+            ),
         },
     );
     let config_toml = toml.clone();

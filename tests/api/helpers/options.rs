@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// A TOML basic string.
-fn quote(text: &str) -> String {
+pub fn quote(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
     format!("\"{escaped}\"")
 }
