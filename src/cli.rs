@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Settings};
-use crate::observability::audit::AuditLog;
-use crate::observability::telemetry;
+use crate::observability::telemetry::{self, Telemetry};
+use crate::observability::trace_export::TraceExport;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
@@ -141,14 +141,14 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let audit = match telemetry::init(&settings.log) {
-                Ok(audit) => audit,
+            let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+                Ok(telemetry) => telemetry,
                 Err(error) => {
-                    eprintln!("gatehouse: cannot open log.audit_file: {error}");
+                    eprintln!("gatehouse: {error}");
                     return ExitCode::FAILURE;
                 }
             };
-            serve(settings, audit)
+            serve(settings, telemetry)
         }
     }
 }
@@ -207,7 +207,12 @@ fn check_online(settings: &Settings) -> ExitCode {
     }
 }
 
-fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
+fn serve(settings: Settings, telemetry: Telemetry) -> ExitCode {
+    let Telemetry {
+        audit,
+        trace_export,
+    } = telemetry;
+    let spans_dropped = trace_export.as_ref().map(TraceExport::dropped_spans);
     let result = actix_web::rt::System::new().block_on(async move {
         if let Some(audit) = &audit {
             audit
@@ -217,12 +222,15 @@ fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
         raise_descriptor_limit();
         let bind = settings.server.bind;
         let public_url = settings.server.public_url.clone();
-        let app = Application::build(settings)
+        let app = Application::build(settings, spans_dropped)
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(%bind, port = app.port(), %public_url, "gatehouse listening");
         app.run_until_stopped().await.map_err(|e| e.to_string())
     });
+    if let Some(export) = &trace_export {
+        export.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{middleware, web, App, HttpServer};
+use prometheus_client::metrics::counter::Counter;
 use url::Url;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -93,13 +94,17 @@ pub fn session_manager(settings: &Settings, store: Arc<dyn SessionStore>) -> Ses
 
 impl Application {
     /// Binds `settings.server.bind` (port 0 picks a free port) and prepares the server.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    /// `spans_dropped`: the trace export's count of dropped spans, when it runs (a metric).
+    pub async fn build(
+        settings: Settings,
+        spans_dropped: Option<Counter>,
+    ) -> Result<Self, StartupError> {
         let address = settings.server.bind;
         let listener = TcpListener::bind(address).map_err(|source| StartupError::Bind {
             address: address.to_string(),
             source,
         })?;
-        Self::build_with_listener(settings, listener, Arc::new(SystemClock)).await
+        Self::assemble(settings, listener, Arc::new(SystemClock), spans_dropped).await
     }
 
     /// For callers that must know the port before the settings are final (the redirect URI
@@ -108,6 +113,15 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
         clock: SharedClock,
+    ) -> Result<Self, StartupError> {
+        Self::assemble(settings, listener, clock, None).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        listener: TcpListener,
+        clock: SharedClock,
+        spans_dropped: Option<Counter>,
     ) -> Result<Self, StartupError> {
         install_crypto_provider();
         let port = listener
@@ -142,7 +156,8 @@ impl Application {
             default: settings.default_provider.clone(),
         });
 
-        let metrics = Metrics::new(
+        let exporting = spans_dropped.is_some();
+        let metrics = Metrics::with_spans_dropped(
             settings
                 .routes
                 .iter()
@@ -150,12 +165,14 @@ impl Application {
                 .chain(settings.providers.keys().map(String::as_str)),
             providers.clone(),
             store.clone(),
+            spans_dropped.unwrap_or_default(),
         );
         // With an admin listener, every store operation is timed (the cache statistics pass
         // through) and every request counted; without one nobody can scrape, so the hot
         // path skips both.
         let measured = settings.admin.bind.is_some();
-        let store: Arc<dyn SessionStore> = if measured {
+        // The decorator also makes the store's client spans for the trace export.
+        let store: Arc<dyn SessionStore> = if measured || exporting {
             Arc::new(Timed::new(store, metrics.clone()))
         } else {
             store

@@ -32,6 +32,7 @@ mod routes;
 mod server;
 mod session;
 mod store;
+mod telemetry;
 
 pub use admin::*;
 pub use frontend::*;
@@ -41,6 +42,7 @@ pub use routes::*;
 pub use server::*;
 pub use session::*;
 pub use store::*;
+pub use telemetry::*;
 
 pub const ENV_PREFIX: &str = "GATEHOUSE_";
 /// Environment variables with the prefix that are not configuration keys.
@@ -89,6 +91,8 @@ struct RawSettings {
     rate_limits: RawRateLimits,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -154,6 +158,7 @@ pub struct Settings {
     pub frontend: FrontendSettings,
     pub rate_limits: RateLimitSettings,
     pub admin: AdminSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +425,7 @@ fn validate(
     let store = validate_store(raw.redis, problems);
     let rate_limits = validate_rate_limits(raw.rate_limits, problems);
     let admin = validate_admin(raw.admin, server.as_ref().map(|s| s.bind), problems);
+    let telemetry = validate_telemetry(raw.telemetry, problems);
 
     let csrf = CsrfSettings {
         header: raw.csrf.header.unwrap_or_else(|| "X-CSRF".into()),
@@ -508,6 +514,7 @@ fn validate(
         frontend: frontend?,
         rate_limits,
         admin,
+        telemetry,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::observability::telemetry::{
     acceptable_request_id, new_request_id, RequestId, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
 };
+use crate::observability::trace_export;
 use crate::proxy::path::{normalise_request_path, NormalPath, UnsafePath};
 use crate::ratelimit::RateLimitHeaders;
 use crate::state::{AppState, EdgeSettings};
@@ -40,7 +41,7 @@ pub async fn front(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ticket = edge::hold_connection(&req);
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let ids = identify(&req, state.as_ref().map(|state| &state.edge));
+    let mut ids = identify(&req, state.as_ref().map(|state| &state.edge));
     let normal_path = normalise_request_path(req.path());
     // Only with an admin listener: otherwise no one reads the numbers.
     let measure = state.as_ref().filter(|state| state.measured).map(|state| {
@@ -52,6 +53,23 @@ pub async fn front(
             metrics::RequestMeasure::begin(req.method(), path, &state.proxy.table, &state.metrics);
         (measure, state.metrics.clone())
     });
+    // The path only: a query can carry an authorization code.
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        request_id = %ids.request_id,
+        trace_id = tracing::field::Empty,
+        method = %req.method(),
+        path = %req.path(),
+        client_ip = %OptionalIp(ids.client),
+    );
+    // With trace export, the exported server span is this request's span in the trace:
+    // the log, the upstream's `traceparent` and the export name the same ids.
+    if let Some(exported) = trace_export::join(&span, &ids.trace) {
+        ids.trace.trace_id = exported.trace_id;
+        ids.trace.span_id = exported.span_id;
+    }
+    span.record("trace_id", tracing::field::display(&ids.trace.trace_id));
     let normal_path = {
         let mut extensions = req.extensions_mut();
         extensions.insert(RequestId(ids.request_id.clone()));
@@ -60,15 +78,6 @@ pub async fn front(
             extensions.insert(NormalPath(normal));
         })
     };
-    // The path only: a query can carry an authorization code.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %ids.request_id,
-        trace_id = %ids.trace.trace_id,
-        method = %req.method(),
-        path = %req.path(),
-        client_ip = %OptionalIp(ids.client),
-    );
     let handled = async move {
         let state = state.as_ref().map(|state| state.get_ref());
         let admitted = admit(&mut req, state, normal_path);

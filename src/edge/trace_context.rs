@@ -22,6 +22,8 @@ pub struct TraceContext {
     pub flags: String,
     /// The caller's `tracestate`, when it is passed on.
     pub tracestate: Option<String>,
+    /// The caller's span (the parent id it sent), when the trace was continued.
+    pub parent_id: Option<String>,
     /// Whether the trace came from the caller (false: started here).
     pub continued: bool,
 }
@@ -48,6 +50,7 @@ impl TraceContext {
                 span_id,
                 flags: parent.flags.to_owned(),
                 tracestate: acceptable_tracestate(tracestate),
+                parent_id: Some(parent.parent_id.to_owned()),
                 continued: true,
             },
             None => {
@@ -61,6 +64,7 @@ impl TraceContext {
                     // the trace.
                     flags: "01".to_owned(),
                     tracestate: None,
+                    parent_id: None,
                     continued: false,
                 }
             }
@@ -69,11 +73,13 @@ impl TraceContext {
 
     /// The `traceparent` value for the upstream: this trace, gatehouse's span as the parent.
     pub fn traceparent(&self) -> String {
-        let parts = [
-            self.trace_id.as_str(),
-            self.span_id.as_str(),
-            self.flags.as_str(),
-        ];
+        self.traceparent_from(&self.span_id)
+    }
+
+    /// The `traceparent` value for a call made from another of gatehouse's spans in this
+    /// trace (`span_id`, 16 lower-case hex digits): an exported client span.
+    pub fn traceparent_from(&self, span_id: &str) -> String {
+        let parts = [self.trace_id.as_str(), span_id, self.flags.as_str()];
         let mut value = String::with_capacity(3 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
         value.push_str("00");
         for part in parts {

@@ -4,6 +4,9 @@
 //! a swappable pointer: re-discovery on a timer, and one rate-limited JWKS refetch when an ID
 //! token names a key we do not know (the provider rotated its keys).
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -173,6 +176,7 @@ impl Provider {
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
+            .instrument(spans::provider_call("metadata", self.name()))
             .await
             .map_err(|e| OidcError::transport(&format!("GET {url}"), e))?;
         let status = response.status();

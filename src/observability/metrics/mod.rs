@@ -197,7 +197,23 @@ impl Metrics {
         providers: Arc<Providers>,
         store: Arc<dyn StoreHealth>,
     ) -> Self {
+        Self::with_spans_dropped(names, providers, store, Counter::default())
+    }
+
+    /// [`Metrics::new`], with the trace export's count of dropped spans (it counts them
+    /// itself: the export starts before the application, with the log).
+    pub fn with_spans_dropped<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        providers: Arc<Providers>,
+        store: Arc<dyn StoreHealth>,
+        spans_dropped: Counter,
+    ) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "gatehouse_trace_spans_dropped",
+            "Finished spans dropped because the trace export's queue was full (0 without export)",
+            spans_dropped,
+        );
         let http_requests = registered(
             &mut registry,
             "gatehouse_http_requests",

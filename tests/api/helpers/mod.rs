@@ -7,8 +7,10 @@ pub mod check_online;
 pub mod dev_server;
 pub mod dot_provider;
 pub mod echo;
+pub mod gatehouse_process;
 pub mod logout_tokens;
 pub mod options;
+pub mod otlp_receiver;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
@@ -32,7 +34,7 @@ use serde_json::{json, Value};
 
 pub use options::{
     Frontend, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls, ServerKeys,
-    SessionKeys,
+    SessionKeys, Telemetry,
 };
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
@@ -186,6 +188,8 @@ pub struct AppOptions<'a> {
     pub public_url: Option<String>,
     /// An admin listener (`[admin] bind`) on a free port; its URL is `TestApp::admin_base`.
     pub admin: bool,
+    /// A `[telemetry]` table (it takes effect in the binary: `GatehouseProcess`).
+    pub telemetry: Option<Telemetry>,
 }
 
 pub struct Preset {
@@ -215,6 +219,7 @@ impl Default for AppOptions<'_> {
             preset: None,
             public_url: None,
             admin: false,
+            telemetry: None,
         }
     }
 }
@@ -366,6 +371,7 @@ http_timeout_secs = 5
 {admin}
 {extra}
 {tables}
+{telemetry}
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
         client_id = client.client_id,
@@ -378,6 +384,11 @@ http_timeout_secs = 5
             &options.providers,
             &options.routes
         ),
+        telemetry = options
+            .telemetry
+            .as_ref()
+            .map(Telemetry::toml)
+            .unwrap_or_default(),
         admin = if options.admin {
             "[admin]\nbind = \"127.0.0.1:0\"\n"
         } else {

@@ -515,3 +515,45 @@ pub fn render_tables(
     }
     text
 }
+
+/// The `[telemetry]` table: trace export over OTLP/HTTP.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    otlp_endpoint: String,
+    queue_size: Option<u64>,
+    export_timeout_secs: Option<u64>,
+}
+
+impl Telemetry {
+    pub fn otlp(endpoint: &str) -> Self {
+        Self {
+            otlp_endpoint: endpoint.to_owned(),
+            queue_size: None,
+            export_timeout_secs: None,
+        }
+    }
+
+    pub fn queue_size(mut self, spans: u64) -> Self {
+        self.queue_size = Some(spans);
+        self
+    }
+
+    pub fn export_timeout_secs(mut self, secs: u64) -> Self {
+        self.export_timeout_secs = Some(secs);
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut text = format!(
+            "\n[telemetry]\notlp_endpoint = {}\n",
+            quote(&self.otlp_endpoint)
+        );
+        if let Some(size) = self.queue_size {
+            text.push_str(&format!("queue_size = {size}\n"));
+        }
+        if let Some(secs) = self.export_timeout_secs {
+            text.push_str(&format!("export_timeout_secs = {secs}\n"));
+        }
+        text
+    }
+}
