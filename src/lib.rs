@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod frontend;
+pub mod live;
 pub mod observability;
 pub mod oidc;
 pub mod proxy;

@@ -213,6 +213,16 @@ pub fn load(
     file_text: Option<&str>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigErrors> {
+    load_with_tree(file_text, env).map(|(settings, _)| settings)
+}
+
+/// [`load`], with the key tree the settings came from (the file with the environment laid
+/// over it): a reload compares trees to name the keys that changed. It may hold secrets
+/// from the environment: compare it, never show its values.
+pub fn load_with_tree(
+    file_text: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Settings, toml::Table), ConfigErrors> {
     let mut problems = Vec::new();
     let mut tree = match file_text {
         Some(text) => match text.parse::<toml::Table>() {
@@ -244,6 +254,7 @@ pub fn load(
     }
 
     let mut unknown = Vec::new();
+    let tree_seen = tree.clone();
     let raw: Option<RawSettings> =
         match serde_ignored::deserialize(toml::Value::Table(tree), |path| {
             unknown.push(path.to_string())
@@ -260,7 +271,7 @@ pub fn load(
 
     let settings = raw.and_then(|raw| validate(raw, &all_env, &mut problems));
     match settings {
-        Some(settings) if problems.is_empty() => Ok(settings),
+        Some(settings) if problems.is_empty() => Ok((settings, tree_seen)),
         _ => Err(ConfigErrors(problems)),
     }
 }

@@ -6,6 +6,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
+use std::rc::Rc;
+
+use actix_web::dev::Extensions;
 use actix_web::{web, Error, HttpMessage};
 use tracing::Instrument;
 
@@ -13,6 +16,7 @@ use super::body::{self as request_body, BodyLimits, CutFlag, HeldBody};
 use super::trace_context::TraceContext;
 use crate::edge;
 use crate::error::ApiError;
+use crate::live::LiveState;
 use crate::observability::metrics;
 use crate::observability::telemetry::{
     acceptable_request_id, new_request_id, RequestId, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
@@ -40,7 +44,7 @@ pub async fn front(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ticket = edge::hold_connection(&req);
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = attach_live_state(&mut req);
     let mut ids = identify(&req, state.as_ref().map(|state| &state.edge));
     let normal_path = normalise_request_path(req.path());
     // Only with an admin listener: otherwise no one reads the numbers.
@@ -112,6 +116,26 @@ pub async fn front(
             Ok(response)
         }
     }
+}
+
+/// The state in force when the request starts, for the whole of it: handlers extract it
+/// as `web::Data<AppState>`, and a reload meanwhile does not change it under them.
+pub fn attach_live_state(req: &mut ServiceRequest) -> Option<web::Data<AppState>> {
+    let live = req.app_data::<web::Data<LiveState>>()?;
+    let state = web::Data::from(live.load_full());
+    let mut container = Extensions::new();
+    container.insert(state.clone());
+    req.add_data_container(Rc::new(container));
+    Some(state)
+}
+
+/// [`attach_live_state`] as a middleware of its own (the admin listener's).
+pub async fn with_live_state(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    attach_live_state(&mut req);
+    next.call(req).await
 }
 
 /// Who and what the request is, for its span, its log lines and the upstream.

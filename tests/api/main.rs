@@ -25,6 +25,7 @@ mod presets;
 mod providers;
 mod proxy;
 mod rate_limits;
+mod reload;
 mod resilience;
 mod route_spellings;
 mod session_cache;

@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use gatehouse::clock::OffsetClock;
 use gatehouse::config::{self, Settings};
+use gatehouse::live::Reloader;
 use gatehouse::session::{IdlePolicy, LoadedSession, SessionManager};
-use gatehouse::startup::Application;
+use gatehouse::startup::{Application, ConfigSource};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
@@ -190,6 +191,8 @@ pub struct AppOptions<'a> {
     pub admin: bool,
     /// A `[telemetry]` table (it takes effect in the binary: `GatehouseProcess`).
     pub telemetry: Option<Telemetry>,
+    /// The top-level `default_provider`.
+    pub default_provider: Option<String>,
 }
 
 pub struct Preset {
@@ -220,6 +223,7 @@ impl Default for AppOptions<'_> {
             public_url: None,
             admin: false,
             telemetry: None,
+            default_provider: None,
         }
     }
 }
@@ -241,6 +245,10 @@ pub struct TestApp {
     /// The store the app serves from.
     pub store: Arc<dyn gatehouse::session::SessionStore>,
     pub http: reqwest::Client,
+    /// Puts another configuration in force, as SIGHUP does in the binary.
+    pub reloader: Reloader,
+    /// The environment the configuration was loaded with (the secrets).
+    pub env: Vec<(String, String)>,
 }
 
 /// A client registered at the provider for one gatehouse instance.
@@ -300,10 +308,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
-pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
+pub async fn spawn_app_with(mut options: AppOptions<'_>) -> TestApp {
     init_logs();
     let wait_ready = options.preset.is_none() && !options.not_ready;
-    let (issuer, client, listener) = match options.preset {
+    let (issuer, client, listener) = match options.preset.take() {
         Some(preset) => (preset.issuer, preset.client, preset.listener),
         None if options.share.is_some() => {
             let other = options.share.expect("checked");
@@ -338,62 +346,14 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
         .redis_url
         .clone()
         .unwrap_or_else(|| shared_redis().url());
-    let redis_table = match options.store {
-        StoreKind::Redis => format!(
-            "[redis]\n{}key_prefix = \"{key_prefix}\"\n{}\n",
-            options
-                .redis_topology
-                .as_ref()
-                .map(RedisTopology::toml)
-                .unwrap_or_else(|| RedisTopology::url(&redis_url).toml()),
-            options.redis.toml(),
-        ),
-        StoreKind::Memory => String::new(),
-    };
-    let toml = format!(
-        r#"
-[server]
-public_url = "{public_url}"
-workers = 2
-shutdown_timeout_secs = 1
-{server_keys}
-
-[session]
-{session_keys}
-
-{redis_table}
-
-[providers.main]
-issuer = "{issuer}"
-client_id = "{client_id}"
-http_timeout_secs = 5
-
-{admin}
-{extra}
-{tables}
-{telemetry}
-"#,
-        public_url = options.public_url.as_deref().unwrap_or(&base),
-        client_id = client.client_id,
-        extra = options.extra_toml,
-        server_keys = options.server.toml(),
-        session_keys = options.session.toml(),
-        tables = options::render_tables(
-            &options.rate_limits,
-            options.frontend.as_ref(),
-            &options.providers,
-            &options.routes
-        ),
-        telemetry = options
-            .telemetry
-            .as_ref()
-            .map(Telemetry::toml)
-            .unwrap_or_default(),
-        admin = if options.admin {
-            "[admin]\nbind = \"127.0.0.1:0\"\n"
-        } else {
-            ""
-        },
+    let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
+    let toml = render_config(
+        &options,
+        &public_url,
+        &issuer,
+        &client.client_id,
+        &key_prefix,
+        &redis_url,
     );
     let config_toml = toml.clone();
     let mut env = vec![(
@@ -401,12 +361,18 @@ http_timeout_secs = 5
         client.client_secret.clone(),
     )];
     env.extend(options.env.iter().cloned());
-    let settings =
-        config::load(Some(&toml), env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let (settings, tree) = config::load_with_tree(Some(&toml), env.clone())
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let clock = OffsetClock::new();
-    let app = Application::build_with_listener(settings.clone(), listener, Arc::new(clock.clone()))
-        .await
-        .expect("application builds");
+    let source = ConfigSource {
+        tree,
+        file_text: Some(toml.clone()),
+    };
+    let app =
+        Application::build_with_source(settings.clone(), source, listener, Arc::new(clock.clone()))
+            .await
+            .expect("application builds");
+    let reloader = app.reloader();
     let store = app.session_store();
     let admin_base = app
         .admin_port()
@@ -436,6 +402,8 @@ http_timeout_secs = 5
         clock,
         http,
         store,
+        reloader,
+        env,
     };
     if wait_ready {
         test_app.wait_until_ready().await;
@@ -443,7 +411,95 @@ http_timeout_secs = 5
     test_app
 }
 
+/// The configuration file `options` make for an app of this provider, client and Redis.
+fn render_config(
+    options: &AppOptions<'_>,
+    public_url: &str,
+    issuer: &str,
+    client_id: &str,
+    key_prefix: &str,
+    redis_url: &str,
+) -> String {
+    let redis_table = match options.store {
+        StoreKind::Redis => format!(
+            "[redis]\n{}key_prefix = \"{key_prefix}\"\n{}\n",
+            options
+                .redis_topology
+                .as_ref()
+                .map(RedisTopology::toml)
+                .unwrap_or_else(|| RedisTopology::url(redis_url).toml()),
+            options.redis.toml(),
+        ),
+        StoreKind::Memory => String::new(),
+    };
+    format!(
+        r#"{top_level}
+[server]
+public_url = "{public_url}"
+workers = 2
+shutdown_timeout_secs = 1
+{server_keys}
+
+[session]
+{session_keys}
+
+{redis_table}
+
+[providers.main]
+issuer = "{issuer}"
+client_id = "{client_id}"
+http_timeout_secs = 5
+
+{admin}
+{extra}
+{tables}
+{telemetry}
+"#,
+        top_level = options
+            .default_provider
+            .as_deref()
+            .map(|name| format!("default_provider = \"{name}\"\n"))
+            .unwrap_or_default(),
+        extra = options.extra_toml,
+        server_keys = options.server.toml(),
+        session_keys = options.session.toml(),
+        tables = options::render_tables(
+            &options.rate_limits,
+            options.frontend.as_ref(),
+            &options.providers,
+            &options.routes
+        ),
+        telemetry = options
+            .telemetry
+            .as_ref()
+            .map(Telemetry::toml)
+            .unwrap_or_default(),
+        admin = if options.admin {
+            "[admin]\nbind = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        },
+    )
+}
+
 impl TestApp {
+    /// Another configuration for this app (same provider, client and Redis), as `options`
+    /// make it: what a reload reads.
+    pub fn config_with(&self, options: AppOptions<'_>) -> String {
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| self.base.clone());
+        render_config(
+            &options,
+            &public_url,
+            &self.issuer,
+            &self.client_id,
+            &self.key_prefix,
+            &self.redis_url,
+        )
+    }
+
     pub async fn wait_until_ready(&self) {
         for _ in 0..200 {
             if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await {
