@@ -70,7 +70,13 @@ impl TraceExport {
             .map_err(TraceExportError::Exporter)?;
         exporter.set_resource(&resource);
         let dropped = Counter::default();
-        let processor = QueueProcessor::start(exporter, settings.queue_size, dropped.clone())?;
+        let processor = QueueProcessor::start(
+            exporter,
+            settings.queue_size,
+            dropped.clone(),
+            // A flush waits for at most the export under way and one more.
+            settings.export_timeout * 2 + Duration::from_secs(1),
+        )?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource)
@@ -114,6 +120,7 @@ impl QueueProcessor {
         exporter: opentelemetry_otlp::SpanExporter,
         queue_size: usize,
         dropped: Counter,
+        patience: Duration,
     ) -> Result<Self, TraceExportError> {
         let (spans, queued) = mpsc::channel(queue_size);
         let (control, commands) = mpsc::unbounded_channel();
@@ -125,7 +132,7 @@ impl QueueProcessor {
             spans,
             control,
             dropped,
-            patience: Duration::from_secs(30),
+            patience,
         })
     }
 

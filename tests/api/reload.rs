@@ -11,8 +11,8 @@ use crate::helpers::gatehouse_process::GatehouseProcess;
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::scrape::{scrape_at, value};
 use crate::helpers::{
-    random_name, register_client, spawn_app_with, AppOptions, Browser, Provider, Route, ServerKeys,
-    SessionKeys,
+    random_name, register_client, spawn_app_with, AppOptions, Browser, Provider, RateLimits, Route,
+    ServerKeys, SessionKeys,
 };
 
 const RELOADED: &str = "configuration reloaded";
@@ -355,5 +355,38 @@ async fn a_bad_file_and_an_unchangeable_key_are_refused_with_the_old_config_serv
         ),
         1.0,
         "the configuration in force is still the first"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_changed_live_applies_to_the_next_calls() {
+    let echo = spawn_echo().await;
+    let options = |limits: RateLimits| AppOptions {
+        routes: vec![Route::new("/api", &echo.base).token("none")],
+        rate_limits: limits,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(options(RateLimits::new().api(1000, 60))).await;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        assert_eq!(status(&http, &format!("{}/api/x", app.base)).await, 200);
+    }
+    let outcome = app
+        .reloader
+        .reload_text(
+            Some(&app.config_with(options(RateLimits::new().api(2, 60)))),
+            app.env.clone(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let url = format!("{}/api/x", app.base);
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| status(&http, &url))).await;
+    assert!(
+        statuses.contains(&429),
+        "two calls a minute from now on: {statuses:?}"
     );
 }
