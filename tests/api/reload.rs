@@ -11,8 +11,8 @@ use crate::helpers::gatehouse_process::GatehouseProcess;
 use crate::helpers::processes::{ProviderOptions, ProviderProcess};
 use crate::helpers::scrape::{scrape_at, value};
 use crate::helpers::{
-    random_name, register_client, spawn_app_with, AppOptions, Browser, Provider, RateLimits, Route,
-    ServerKeys, SessionKeys,
+    random_name, register_client, spawn_app_with, AppOptions, Browser, Frontend, Provider,
+    RateLimits, Route, ServerKeys, SessionKeys,
 };
 
 const RELOADED: &str = "configuration reloaded";
@@ -195,7 +195,7 @@ async fn gatehouse_reload_without_a_pid_file_says_how() {
 }
 
 #[tokio::test]
-async fn a_second_provider_added_live_can_log_users_in() {
+async fn a_second_provider_added_live_can_log_users_in_and_removed_cannot() {
     let second = ProviderProcess::start(&ProviderOptions {
         host: "127.0.0.3",
         ..ProviderOptions::default()
@@ -244,6 +244,26 @@ async fn a_second_provider_added_live_can_log_users_in() {
     // The first provider still logs users in.
     let mut other = Browser::new(&app);
     other.login("alice").await;
+
+    // Removed again: no new login there.
+    let outcome = app
+        .reloader
+        .reload_text(
+            Some(&app.config_with(AppOptions {
+                session: SessionKeys::long(),
+                ..AppOptions::default()
+            })),
+            app.env.clone(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let mut third = Browser::new(&app);
+    let refused = third.get("/auth/login?provider=second").await;
+    assert_eq!(refused.status, 400, "{}", refused.transcript());
+    third.login("carol").await;
 }
 
 #[tokio::test]
@@ -389,4 +409,47 @@ async fn a_rate_limit_changed_live_applies_to_the_next_calls() {
         statuses.contains(&429),
         "two calls a minute from now on: {statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn the_frontends_settings_change_live() {
+    let dir = crate::helpers::processes::artifacts_dir().join(random_name("site-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("index.html"), "<!doctype html><p>app</p>").expect("index");
+    let options = |policy: &str| AppOptions {
+        frontend: Some(Frontend::dir(&dir).content_security_policy(policy)),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(options("default-src 'self'")).await;
+    let csp = |response: reqwest::Response| {
+        response.headers()["content-security-policy"]
+            .to_str()
+            .expect("text")
+            .to_owned()
+    };
+    let page = app
+        .http
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(csp(page), "default-src 'self'");
+    let outcome = app
+        .reloader
+        .reload_text(
+            Some(&app.config_with(options("default-src 'none'"))),
+            app.env.clone(),
+        )
+        .await;
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let page = app
+        .http
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(csp(page), "default-src 'none'");
 }
