@@ -263,6 +263,11 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0102030405060708-01"
         );
         assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(trace.parent_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(
+            trace.traceparent_from("1112131415161718"),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-1112131415161718-01"
+        );
         let unsampled = context(
             &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"],
             &[],
@@ -307,6 +312,7 @@ mod tests {
         assert!(!twice.continued, "a duplicate header is not continued");
         let none = context(&[], &["congo=t61rcWkgMzE"]);
         assert!(!none.continued);
+        assert_eq!(none.parent_id, None);
         assert_eq!(none.tracestate, None);
         assert_eq!(none.flags, "01");
         assert_eq!(none.trace_id, "090a0b0c0d0e0f101112131415161718");
