@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Settings};
-use crate::observability::audit::AuditLog;
-use crate::observability::telemetry;
-use crate::startup::Application;
+use crate::live::Reloader;
+use crate::observability::telemetry::{self, Telemetry};
+use crate::observability::trace_export::TraceExport;
+use crate::startup::{Application, ConfigSource};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +43,9 @@ pub enum Command {
     /// The client's own keys (private_key_jwt).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Make the running server re-read its configuration (SIGHUP to the process in
+    /// `server.pid_file`). The configuration is checked here first.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,99 @@ pub enum SessionsCommand {
 
 fn load(cli: &Cli) -> Result<Settings, config::ConfigErrors> {
     config::load_from_path(cli.config.as_deref(), std::env::vars())
+}
+
+/// The settings with what they came from (for later reloads).
+fn load_source(cli: &Cli) -> Result<(Settings, ConfigSource), config::ConfigErrors> {
+    let file_text = cli
+        .config
+        .as_deref()
+        .map(|path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                config::ConfigErrors(vec![format!(
+                    "cannot read config file {}: {e}",
+                    path.display()
+                )])
+            })
+        })
+        .transpose()?;
+    let (settings, tree) = config::load_with_tree(file_text.as_deref(), std::env::vars())?;
+    Ok((settings, ConfigSource { tree, file_text }))
+}
+
+/// On every SIGHUP, the configuration file is read again and put in force when it can be
+/// (`live::Reloader`). Must be called inside the runtime.
+fn reload_on_sighup(reloader: Reloader, config_path: Option<PathBuf>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            reloader.reload_file(config_path.as_deref()).await;
+        }
+    });
+    Ok(())
+}
+
+/// `server.pid_file`, removed when the server stops.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> Result<Self, String> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write server.pid_file {}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `gatehouse reload`: SIGHUP to the process named in `server.pid_file`.
+fn signal_reload(settings: &Settings) -> ExitCode {
+    let Some(path) = &settings.server.pid_file else {
+        eprintln!(
+            "gatehouse reload: no server.pid_file is configured, so the server cannot be found; \
+             send it SIGHUP yourself (kill -HUP <pid>, systemctl reload gatehouse)"
+        );
+        return ExitCode::from(2);
+    };
+    let pid = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| text.trim().parse::<i32>().map_err(|e| e.to_string()))
+    {
+        Ok(pid) if pid > 1 => pid,
+        Ok(pid) => {
+            eprintln!(
+                "gatehouse reload: {} holds no usable pid ({pid})",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!(
+                "gatehouse reload: cannot read the pid in {}: {error} (is the server running?)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // SAFETY: kill only sends a signal to the process with that id.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        eprintln!(
+            "gatehouse reload: cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "gatehouse reload: SIGHUP sent to process {pid}; its log says whether the \
+         configuration was put in force"
+    );
+    ExitCode::SUCCESS
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -139,22 +236,30 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Reload => match load(&cli) {
+            Ok(settings) => signal_reload(&settings),
+            Err(errors) => {
+                eprint!("{errors}");
+                eprintln!("gatehouse reload: not signalled; the server keeps its configuration");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve => {
-            let settings = match load(&cli) {
-                Ok(settings) => settings,
+            let (settings, source) = match load_source(&cli) {
+                Ok(loaded) => loaded,
                 Err(errors) => {
                     eprint!("{errors}");
                     return ExitCode::from(2);
                 }
             };
-            let audit = match telemetry::init(&settings.log) {
-                Ok(audit) => audit,
+            let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+                Ok(telemetry) => telemetry,
                 Err(error) => {
-                    eprintln!("gatehouse: cannot open log.audit_file: {error}");
+                    eprintln!("gatehouse: {error}");
                     return ExitCode::FAILURE;
                 }
             };
-            serve(settings, audit)
+            serve(settings, source, cli.config.clone(), telemetry)
         }
     }
 }
@@ -213,7 +318,17 @@ fn check_online(settings: &Settings) -> ExitCode {
     }
 }
 
-fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
+fn serve(
+    settings: Settings,
+    source: ConfigSource,
+    config_path: Option<PathBuf>,
+    telemetry: Telemetry,
+) -> ExitCode {
+    let Telemetry {
+        audit,
+        trace_export,
+    } = telemetry;
+    let spans_dropped = trace_export.as_ref().map(TraceExport::dropped_spans);
     let result = actix_web::rt::System::new().block_on(async move {
         if let Some(audit) = &audit {
             audit
@@ -223,12 +338,22 @@ fn serve(settings: Settings, audit: Option<AuditLog>) -> ExitCode {
         raise_descriptor_limit();
         let bind = settings.server.bind;
         let public_url = settings.server.public_url.clone();
-        let app = Application::build(settings)
+        let pid_file = settings.server.pid_file.clone();
+        let app = Application::build(settings, source, spans_dropped)
             .await
+            .map_err(|e| e.to_string())?;
+        reload_on_sighup(app.reloader(), config_path)
+            .map_err(|e| format!("cannot watch for SIGHUP: {e}"))?;
+        let _pid_file = pid_file
+            .map(PidFile::write)
+            .transpose()
             .map_err(|e| e.to_string())?;
         tracing::info!(%bind, port = app.port(), %public_url, "gatehouse listening");
         app.run_until_stopped().await.map_err(|e| e.to_string())
     });
+    if let Some(export) = &trace_export {
+        export.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

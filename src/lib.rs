@@ -12,6 +12,7 @@ pub mod drain;
 pub mod edge;
 pub mod error;
 pub mod frontend;
+pub mod live;
 pub mod observability;
 pub mod oidc;
 pub mod proxy;

@@ -1,12 +1,11 @@
 //! Wiring: builds the store, the providers and the HTTP server from settings.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{middleware, web, App, HttpServer};
+use prometheus_client::metrics::counter::Counter;
 use url::Url;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -14,22 +13,18 @@ use crate::config::{Settings, StoreSettings};
 use crate::drain::Drain;
 use crate::edge;
 use crate::error::{ApiError, Problem};
-use crate::frontend::{self, Frontend};
+use crate::live::{self, LastingParts, LiveState, Reloader};
 use crate::observability::metrics::{self, Metrics, Timed};
 use crate::observability::telemetry::SecurityLog;
-use crate::oidc::flows::AuthFlows;
-use crate::oidc::refresh::TokenRefresher;
-use crate::oidc::{OidcError, Provider, Providers};
-use crate::proxy::Proxy;
+use crate::oidc::OidcError;
+use crate::proxy::websocket::SocketSlots;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
 use crate::session::held_locks::HeldLocks;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{IdlePolicy, SessionManager, SessionStore, StoreError};
-use crate::state::{
-    AntiForgery, AppState, Clock, CookieSettings, EdgeSettings, OperatorTokens, RateLimits,
-};
+use crate::state::OperatorTokens;
 use crate::tls::{self, CertResolver, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +44,21 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot watch for SIGHUP: {0}")]
     Signal(std::io::Error),
-    #[error("cannot build the proxy's upstream client: {0}")]
-    ProxyClient(#[source] crate::proxy::ProxyBuildError),
+    #[error(transparent)]
+    State(#[from] live::BuildError),
+}
+
+/// What the settings were loaded from: the key tree (the file with the environment over
+/// it) and the file's text.
+#[derive(Debug, Default)]
+pub struct ConfigSource {
+    pub tree: toml::Table,
+    pub file_text: Option<String>,
 }
 
 pub struct Application {
     port: u16,
+    reloader: Reloader,
     server: Server,
     /// The plain-http listener that redirects to https, and its port.
     redirect: Option<(u16, Server)>,
@@ -102,21 +106,56 @@ pub fn session_manager(settings: &Settings, store: Arc<dyn SessionStore>) -> Ses
 
 impl Application {
     /// Binds `settings.server.bind` (port 0 picks a free port) and prepares the server.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    /// Binds `settings.server.bind` and prepares the server; `source` is what the settings
+    /// were loaded from (a reload compares against it), `spans_dropped` the trace export's
+    /// count of dropped spans, when it runs (a metric).
+    pub async fn build(
+        settings: Settings,
+        source: ConfigSource,
+        spans_dropped: Option<Counter>,
+    ) -> Result<Self, StartupError> {
         let address = settings.server.bind;
         let listener = TcpListener::bind(address).map_err(|source| StartupError::Bind {
             address: address.to_string(),
             source,
         })?;
-        Self::build_with_listener(settings, listener, Arc::new(SystemClock)).await
+        Self::assemble(
+            settings,
+            source,
+            listener,
+            Arc::new(SystemClock),
+            spans_dropped,
+        )
+        .await
     }
 
     /// For callers that must know the port before the settings are final (the redirect URI
-    /// contains it), and for tests that drive time.
+    /// contains it), and for tests that drive time. A reload compares against no source:
+    /// see [`Application::build_with_source`].
     pub async fn build_with_listener(
         settings: Settings,
         listener: TcpListener,
         clock: SharedClock,
+    ) -> Result<Self, StartupError> {
+        Self::assemble(settings, ConfigSource::default(), listener, clock, None).await
+    }
+
+    /// [`Application::build_with_listener`] with the configuration's source.
+    pub async fn build_with_source(
+        settings: Settings,
+        source: ConfigSource,
+        listener: TcpListener,
+        clock: SharedClock,
+    ) -> Result<Self, StartupError> {
+        Self::assemble(settings, source, listener, clock, None).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        source: ConfigSource,
+        listener: TcpListener,
+        clock: SharedClock,
+        spans_dropped: Option<Counter>,
     ) -> Result<Self, StartupError> {
         install_crypto_provider();
         let port = listener
@@ -140,18 +179,13 @@ impl Application {
         }
 
         let store = build_store(&settings, true)?;
-        let mut by_name = BTreeMap::new();
-        for (name, provider_settings) in &settings.providers {
-            let provider = Arc::new(Provider::new(provider_settings.clone())?);
-            tokio::spawn(provider.clone().keep_discovered());
-            by_name.insert(name.clone(), provider);
+        let (providers, fresh) = live::build_providers(&settings, None)?;
+        for provider in fresh {
+            tokio::spawn(provider.keep_discovered());
         }
-        let providers = Arc::new(Providers {
-            by_name,
-            default: settings.default_provider.clone(),
-        });
 
-        let metrics = Metrics::new(
+        let exporting = spans_dropped.is_some();
+        let metrics = Metrics::with_spans_dropped(
             settings
                 .routes
                 .iter()
@@ -159,12 +193,14 @@ impl Application {
                 .chain(settings.providers.keys().map(String::as_str)),
             providers.clone(),
             store.clone(),
+            spans_dropped.unwrap_or_default(),
         );
         // With an admin listener, every store operation is timed (the cache statistics pass
         // through) and every request counted; without one nobody can scrape, so the hot
         // path skips both.
         let measured = settings.admin.bind.is_some();
-        let store: Arc<dyn SessionStore> = if measured {
+        // The decorator also makes the store's client spans for the trace export.
+        let store: Arc<dyn SessionStore> = if measured || exporting {
             Arc::new(Timed::new(store, metrics.clone()))
         } else {
             store
@@ -172,90 +208,35 @@ impl Application {
         // Security events are counted on the same terms: only where someone can read them.
         let events = SecurityLog::new(measured.then(|| metrics.clone()));
         let store_handle = store.clone();
-        let limiter = RateLimiter::new(store.clone(), clock.clone());
-        let sessions = session_manager(&settings, store.clone());
-
-        let proxy = Proxy::new(
-            settings.routes.clone(),
-            &providers,
-            &settings.server.public_url,
-        )
-        .map_err(StartupError::ProxyClient)?;
-        let refresher = TokenRefresher::new(
-            sessions.clone(),
-            store.clone(),
-            providers.clone(),
-            clock.clone(),
-            &settings.session,
-            metrics.clone(),
-            events.clone(),
-        );
-        let frontend =
-            Frontend::new(&settings.frontend).map_err(|e| StartupError::Frontend(e.to_string()))?;
-        match &frontend {
-            Frontend::Dir(root) => tracing::info!(dir = %root.display(), "serving the frontend"),
-            Frontend::DevServer(origin) => {
-                tracing::info!(dev_server = %origin, "passing the frontend through to a dev server")
-            }
-            Frontend::None => tracing::warn!(
-                "no frontend: the default directory static/ is missing and frontend.dir is not \
-                 set; paths that are not gatehouse's own or a route answer 404"
-            ),
-        }
         let dev_server_http = routes::frontend::dev_server_client().map_err(|e| {
             StartupError::Frontend(format!("cannot build the dev-server client: {e}"))
         })?;
-        let security_headers =
-            frontend::security_headers(&settings.frontend, &settings.server.public_url)
-                .into_iter()
-                .map(|(name, value)| {
-                    match (
-                        HeaderName::from_bytes(name.as_bytes()),
-                        HeaderValue::from_str(&value),
-                    ) {
-                        (Ok(name), Ok(value)) => Ok((name, value)),
-                        _ => Err(StartupError::Frontend(format!(
-                            "{name}: not a valid header value"
-                        ))),
-                    }
-                })
-                .collect::<Result<Vec<_>, StartupError>>()?;
-
         let events_for_admin = events.clone();
         let drain = Drain::new();
-        let held_locks = refresher.held_locks();
-        let state = web::Data::new(AppState {
-            proxy,
-            refresher,
-            flows: AuthFlows {
-                providers,
-                sessions,
-                replay: store.clone(),
-                session_settings: settings.session.clone(),
-                events: events.clone(),
-            },
-            limits: RateLimits::new(
-                limiter,
-                settings.rate_limits,
-                metrics.clone(),
-                events.clone(),
-            ),
-            cookie_settings: CookieSettings::new(&settings.session),
-            anti_forgery: AntiForgery::new(&settings.csrf, events.clone()),
-            public_url: settings.server.public_url.clone(),
-            edge: EdgeSettings::new(&settings.server, security_headers),
-            clock: Clock(clock),
-            frontend,
-            dev_server_http,
-            store_health: store.clone(),
-            websockets: crate::proxy::websocket::SocketSlots::new(
-                settings.session.websocket_max_per_session,
-            ),
+        let held_locks = HeldLocks::default();
+        let lasting = LastingParts {
+            limiter: Arc::new(RateLimiter::new(store.clone(), clock.clone())),
+            sessions: session_manager(&settings, store.clone()),
+            store,
+            clock,
             metrics,
             measured,
             events,
+            dev_server_http,
+            websockets: SocketSlots::new(settings.session.websocket_max_per_session),
             drain: drain.clone(),
-        });
+            held_locks: held_locks.clone(),
+        };
+        let first = live::build_state(&settings, providers.clone(), &lasting)?;
+        let live_state = Arc::new(LiveState::new(first));
+        let reloader = Reloader::new(
+            live_state.clone(),
+            lasting,
+            source.tree,
+            providers,
+            source.file_text.as_deref(),
+        );
+        let state = web::Data::from(live_state);
         let admin = match settings.admin.bind {
             Some(address) => {
                 let operators = (!settings.admin.api_tokens.is_empty())
@@ -324,7 +305,13 @@ impl Application {
             drain,
             held_locks,
             shutdown_timeout: settings.server.shutdown_timeout,
+            reloader,
         })
+    }
+
+    /// What re-reads the configuration and puts it in force (SIGHUP, tests).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -439,7 +426,7 @@ fn redirect_server(address: SocketAddr, public_url: &Url) -> Result<(u16, Server
 /// its requests are not counted.
 fn admin_server(
     address: SocketAddr,
-    state: web::Data<AppState>,
+    state: web::Data<LiveState>,
     operators: Option<OperatorTokens>,
 ) -> Result<(u16, Server), StartupError> {
     let bind_error = |source| StartupError::Bind {
@@ -448,12 +435,13 @@ fn admin_server(
     };
     let listener = TcpListener::bind(address).map_err(bind_error)?;
     let port = listener.local_addr().map_err(bind_error)?.port();
-    let metrics = web::Data::new(state.metrics.clone());
+    let metrics = web::Data::new(state.load_full().metrics.clone());
     let operators = operators.map(web::Data::new);
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(metrics.clone())
+            .wrap(middleware::from_fn(edge::with_live_state))
             .route("/metrics", web::get().to(metrics::metrics))
             .route("/healthz", web::get().to(routes::health::healthz))
             .route("/readyz", web::get().to(routes::health::readyz));

@@ -78,7 +78,7 @@ impl Clock {
 /// The rate limiter and the limits the configuration sets for logins and API calls (a
 /// route's own limit comes with its route).
 pub struct RateLimits {
-    limiter: RateLimiter,
+    limiter: std::sync::Arc<RateLimiter>,
     /// Per client IP, on `/auth/login` and `/auth/callback`.
     pub login: Option<RateLimit>,
     /// Per session (per client IP without one), over every route without its own limit.
@@ -89,7 +89,7 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(
-        limiter: RateLimiter,
+        limiter: std::sync::Arc<RateLimiter>,
         settings: RateLimitSettings,
         metrics: Metrics,
         events: SecurityLog,

@@ -32,6 +32,7 @@ mod routes;
 mod server;
 mod session;
 mod store;
+mod telemetry;
 
 pub use admin::*;
 pub use frontend::*;
@@ -41,6 +42,7 @@ pub use routes::*;
 pub use server::*;
 pub use session::*;
 pub use store::*;
+pub use telemetry::*;
 
 pub const ENV_PREFIX: &str = "GATEHOUSE_";
 /// Environment variables with the prefix that are not configuration keys.
@@ -89,6 +91,8 @@ struct RawSettings {
     rate_limits: RawRateLimits,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -154,6 +158,7 @@ pub struct Settings {
     pub frontend: FrontendSettings,
     pub rate_limits: RateLimitSettings,
     pub admin: AdminSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +213,16 @@ pub fn load(
     file_text: Option<&str>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigErrors> {
+    load_with_tree(file_text, env).map(|(settings, _)| settings)
+}
+
+/// [`load`], with the key tree the settings came from (the file with the environment laid
+/// over it): a reload compares trees to name the keys that changed. It may hold secrets
+/// from the environment: compare it, never show its values.
+pub fn load_with_tree(
+    file_text: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Settings, toml::Table), ConfigErrors> {
     let mut problems = Vec::new();
     let mut tree = match file_text {
         Some(text) => match text.parse::<toml::Table>() {
@@ -239,6 +254,7 @@ pub fn load(
     }
 
     let mut unknown = Vec::new();
+    let tree_seen = tree.clone();
     let raw: Option<RawSettings> =
         match serde_ignored::deserialize(toml::Value::Table(tree), |path| {
             unknown.push(path.to_string())
@@ -255,7 +271,7 @@ pub fn load(
 
     let settings = raw.and_then(|raw| validate(raw, &all_env, &mut problems));
     match settings {
-        Some(settings) if problems.is_empty() => Ok(settings),
+        Some(settings) if problems.is_empty() => Ok((settings, tree_seen)),
         _ => Err(ConfigErrors(problems)),
     }
 }
@@ -420,6 +436,7 @@ fn validate(
     let store = validate_store(raw.redis, problems);
     let rate_limits = validate_rate_limits(raw.rate_limits, problems);
     let admin = validate_admin(raw.admin, server.as_ref().map(|s| s.bind), problems);
+    let telemetry = validate_telemetry(raw.telemetry, problems);
 
     let csrf = CsrfSettings {
         header: raw.csrf.header.unwrap_or_else(|| "X-CSRF".into()),
@@ -508,6 +525,7 @@ fn validate(
         frontend: frontend?,
         rate_limits,
         admin,
+        telemetry,
     })
 }
 

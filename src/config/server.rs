@@ -17,6 +17,7 @@ pub(super) struct RawServer {
     pub(super) body_min_bytes_per_sec: Option<i64>,
     pub(super) tls: Option<RawServerTls>,
     pub(super) http_redirect_bind: Option<String>,
+    pub(super) pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -56,6 +57,8 @@ pub struct ServerSettings {
     pub tls: Option<CertKeyFiles>,
     /// A plain-http listener that answers everything with 308 to the https public URL.
     pub http_redirect_bind: Option<SocketAddr>,
+    /// Where `gatehouse serve` writes its process id, for `gatehouse reload`.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host).
@@ -235,6 +238,7 @@ pub(super) fn validate_server(
         body_min_bytes_per_sec,
         tls: server_tls,
         http_redirect_bind,
+        pid_file: raw.pid_file,
     };
     (Some(settings), public_url)
 }

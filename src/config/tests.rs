@@ -465,3 +465,45 @@ fn operator_tokens_are_name_colon_token_lines_on_an_admin_listener() {
         "{empty:?}"
     );
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_keys_are_checked() {
+    let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+    let settings = load(Some(MINIMAL), secret.clone()).expect("valid");
+    assert!(settings.telemetry.otlp_endpoint.is_none(), "off by default");
+    assert_eq!(settings.telemetry.queue_size, 2048);
+
+    let mut on = secret.clone();
+    on.push((
+        "GATEHOUSE_TELEMETRY__OTLP_ENDPOINT".into(),
+        "http://collector:4318".into(),
+    ));
+    on.push(("GATEHOUSE_TELEMETRY__QUEUE_SIZE".into(), "64".into()));
+    let settings = load(Some(MINIMAL), on).expect("valid");
+    assert_eq!(
+        settings.telemetry.otlp_endpoint.expect("set").as_str(),
+        "http://collector:4318/v1/traces",
+        "a bare origin gets the standard path"
+    );
+    assert_eq!(settings.telemetry.queue_size, 64);
+
+    let text = format!(
+        "{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://c/custom/traces\"\nqueue_size = 0\n\
+         export_timeout_secs = 0\nservice_name = \" \"\n"
+    );
+    let ConfigErrors(problems) = load(Some(&text), secret.clone()).expect_err("invalid");
+    for key in ["queue_size", "export_timeout_secs", "service_name"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&format!("telemetry.{key}"))),
+            "{key}: {problems:?}"
+        );
+    }
+    let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"ftp://c\"\n");
+    let ConfigErrors(problems) = load(Some(&text), secret).expect_err("invalid");
+    assert!(
+        problems[0].contains("telemetry.otlp_endpoint"),
+        "{problems:?}"
+    );
+}

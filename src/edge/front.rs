@@ -6,6 +6,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
+use std::rc::Rc;
+
+use actix_web::dev::Extensions;
 use actix_web::{web, Error, HttpMessage};
 use tracing::Instrument;
 
@@ -13,11 +16,13 @@ use super::body::{self as request_body, BodyLimits, CutFlag, HeldBody};
 use super::trace_context::TraceContext;
 use crate::edge;
 use crate::error::ApiError;
+use crate::live::LiveState;
 use crate::observability::metrics;
 use crate::observability::telemetry::{
     acceptable_request_id, new_request_id, RequestId, REQUEST_ID_HEADER, TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
 };
+use crate::observability::trace_export;
 use crate::proxy::path::{normalise_request_path, NormalPath, UnsafePath};
 use crate::ratelimit::RateLimitHeaders;
 use crate::state::{AppState, EdgeSettings};
@@ -39,8 +44,8 @@ pub async fn front(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ticket = edge::hold_connection(&req);
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let ids = identify(&req, state.as_ref().map(|state| &state.edge));
+    let state = attach_live_state(&mut req);
+    let mut ids = identify(&req, state.as_ref().map(|state| &state.edge));
     let normal_path = normalise_request_path(req.path());
     // Only with an admin listener: otherwise no one reads the numbers.
     let measure = state.as_ref().filter(|state| state.measured).map(|state| {
@@ -52,6 +57,23 @@ pub async fn front(
             metrics::RequestMeasure::begin(req.method(), path, &state.proxy.table, &state.metrics);
         (measure, state.metrics.clone())
     });
+    // The path only: a query can carry an authorization code.
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        request_id = %ids.request_id,
+        trace_id = tracing::field::Empty,
+        method = %req.method(),
+        path = %req.path(),
+        client_ip = %OptionalIp(ids.client),
+    );
+    // With trace export, the exported server span is this request's span in the trace:
+    // the log, the upstream's `traceparent` and the export name the same ids.
+    if let Some(exported) = trace_export::join(&span, &ids.trace) {
+        ids.trace.trace_id = exported.trace_id;
+        ids.trace.span_id = exported.span_id;
+    }
+    span.record("trace_id", tracing::field::display(&ids.trace.trace_id));
     let normal_path = {
         let mut extensions = req.extensions_mut();
         extensions.insert(RequestId(ids.request_id.clone()));
@@ -60,15 +82,6 @@ pub async fn front(
             extensions.insert(NormalPath(normal));
         })
     };
-    // The path only: a query can carry an authorization code.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %ids.request_id,
-        trace_id = %ids.trace.trace_id,
-        method = %req.method(),
-        path = %req.path(),
-        client_ip = %OptionalIp(ids.client),
-    );
     let handled = async move {
         let state = state.as_ref().map(|state| state.get_ref());
         let admitted = admit(&mut req, state, normal_path);
@@ -111,6 +124,26 @@ pub async fn front(
             Ok(response)
         }
     }
+}
+
+/// The state in force when the request starts, for the whole of it: handlers extract it
+/// as `web::Data<AppState>`, and a reload meanwhile does not change it under them.
+pub fn attach_live_state(req: &mut ServiceRequest) -> Option<web::Data<AppState>> {
+    let live = req.app_data::<web::Data<LiveState>>()?;
+    let state = web::Data::from(live.load_full());
+    let mut container = Extensions::new();
+    container.insert(state.clone());
+    req.add_data_container(Rc::new(container));
+    Some(state)
+}
+
+/// [`attach_live_state`] as a middleware of its own (the admin listener's).
+pub async fn with_live_state(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    attach_live_state(&mut req);
+    next.call(req).await
 }
 
 /// Who and what the request is, for its span, its log lines and the upstream.

@@ -17,7 +17,7 @@ pub use connection::{
     hold_connection, release_when_sent, watch_connection, ConnectionGuard, ConnectionWatch,
     HoldingBody, RequestTicket, KEEP_ALIVE,
 };
-pub use front::front;
+pub use front::{attach_live_state, front, with_live_state};
 
 use crate::error::{ApiError, Problem};
 

@@ -22,6 +22,8 @@ pub struct TraceContext {
     pub flags: String,
     /// The caller's `tracestate`, when it is passed on.
     pub tracestate: Option<String>,
+    /// The caller's span (the parent id it sent), when the trace was continued.
+    pub parent_id: Option<String>,
     /// Whether the trace came from the caller (false: started here).
     pub continued: bool,
 }
@@ -48,6 +50,7 @@ impl TraceContext {
                 span_id,
                 flags: parent.flags.to_owned(),
                 tracestate: acceptable_tracestate(tracestate),
+                parent_id: Some(parent.parent_id.to_owned()),
                 continued: true,
             },
             None => {
@@ -61,6 +64,7 @@ impl TraceContext {
                     // the trace.
                     flags: "01".to_owned(),
                     tracestate: None,
+                    parent_id: None,
                     continued: false,
                 }
             }
@@ -69,11 +73,13 @@ impl TraceContext {
 
     /// The `traceparent` value for the upstream: this trace, gatehouse's span as the parent.
     pub fn traceparent(&self) -> String {
-        let parts = [
-            self.trace_id.as_str(),
-            self.span_id.as_str(),
-            self.flags.as_str(),
-        ];
+        self.traceparent_from(&self.span_id)
+    }
+
+    /// The `traceparent` value for a call made from another of gatehouse's spans in this
+    /// trace (`span_id`, 16 lower-case hex digits): an exported client span.
+    pub fn traceparent_from(&self, span_id: &str) -> String {
+        let parts = [self.trace_id.as_str(), span_id, self.flags.as_str()];
         let mut value = String::with_capacity(3 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
         value.push_str("00");
         for part in parts {
@@ -257,6 +263,11 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0102030405060708-01"
         );
         assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(trace.parent_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(
+            trace.traceparent_from("1112131415161718"),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-1112131415161718-01"
+        );
         let unsampled = context(
             &["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"],
             &[],
@@ -301,6 +312,7 @@ mod tests {
         assert!(!twice.continued, "a duplicate header is not continued");
         let none = context(&[], &["congo=t61rcWkgMzE"]);
         assert!(!none.continued);
+        assert_eq!(none.parent_id, None);
         assert_eq!(none.tracestate, None);
         assert_eq!(none.flags, "01");
         assert_eq!(none.trace_id, "090a0b0c0d0e0f101112131415161718");

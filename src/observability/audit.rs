@@ -20,6 +20,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::observability::events::SECURITY_TARGET;
+use crate::observability::spans::EXPORT_TARGET;
 
 /// The open audit file; clones share one handle, which `reopen` swaps.
 #[derive(Clone, Debug)]
@@ -105,7 +106,9 @@ impl AuditLog {
 fn audit_filter<S>() -> impl Filter<S> + Send + Sync + 'static {
     filter_fn(|metadata: &Metadata<'_>| {
         if metadata.is_span() {
-            *metadata.level() <= Level::INFO && metadata.target().starts_with("gatehouse")
+            *metadata.level() <= Level::INFO
+                && metadata.target().starts_with("gatehouse")
+                && metadata.target() != EXPORT_TARGET
         } else {
             metadata.target() == SECURITY_TARGET
         }

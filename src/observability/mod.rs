@@ -5,4 +5,6 @@
 pub mod audit;
 pub mod events;
 pub mod metrics;
+pub mod spans;
 pub mod telemetry;
+pub mod trace_export;

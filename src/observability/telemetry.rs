@@ -1,51 +1,107 @@
 //! Logging: the subscriber, the per-request span and request id, and the security events
 //! (their catalogue is `events`). Nothing here ever records a token, a cookie or a code.
 
+use std::str::FromStr;
+
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::{Directive, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TelemetrySettings};
 use crate::observability::audit::AuditLog;
 pub use crate::observability::events::{
     SecurityEvent, OPERATOR, PROVIDER, REASON, SECURITY_TARGET, SESSION, SUB,
 };
 use crate::observability::metrics::Metrics;
+use crate::observability::spans::EXPORT_TARGET;
+use crate::observability::trace_export::{TraceExport, TraceExportError};
 use crate::session::crypto::b64;
+
+/// What [`init`] started: the audit file (reopened on SIGHUP) and the trace export (flushed
+/// at shutdown, its dropped spans counted in the metrics).
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub audit: Option<AuditLog>,
+    pub trace_export: Option<TraceExport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot open log.audit_file: {0}")]
+    Audit(#[source] std::io::Error),
+    #[error(transparent)]
+    TraceExport(#[from] TraceExportError),
+}
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. `GATEHOUSE_LOG`
 /// overrides the configured filter, which applies to stderr only: the audit file, when
-/// configured, gets every security event whatever the filter. Returns the audit file's
-/// handle (to reopen it on SIGHUP).
-pub fn init(settings: &LogSettings) -> std::io::Result<Option<AuditLog>> {
+/// configured, gets every security event whatever the filter, and the trace export every
+/// span of gatehouse's at info and above. The client spans (target
+/// [`EXPORT_TARGET`](crate::observability::spans::EXPORT_TARGET)) go to the trace export
+/// only.
+pub fn init(
+    settings: &LogSettings,
+    telemetry: &TelemetrySettings,
+) -> Result<Telemetry, TelemetryError> {
     let filter = std::env::var("GATEHOUSE_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&settings.filter).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new("info"))
+        .add_directive(export_spans_off());
     let audit = settings
         .audit_file
         .as_deref()
         .map(AuditLog::open)
+        .transpose()
+        .map_err(TelemetryError::Audit)?;
+    let export = telemetry
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| TraceExport::start(telemetry, endpoint))
         .transpose()?;
-    let _ = match &audit {
-        Some(audit) => tracing_subscriber::registry()
-            .with(stderr_layer(settings.format, std::io::stderr).with_filter(filter))
-            .with(audit.layer())
-            .try_init(),
-        // No audit file: the filter can be global. A per-layer filter looks up the span's
-        // filter state on every enter and exit of the request span (each poll of a
-        // request's future); a global one decides once, when the span is made.
-        None => tracing_subscriber::registry()
+    let (trace_export, tracer) = match export {
+        Some((export, tracer)) => (Some(export), Some(tracer)),
+        None => (None, None),
+    };
+    let _ = if audit.is_none() && tracer.is_none() {
+        // The filter can be global. A per-layer filter looks up the span's filter state on
+        // every enter and exit of the request span (each poll of a request's future); a
+        // global one decides once, when the span is made.
+        tracing_subscriber::registry()
             .with(filter)
             .with(stderr_layer(settings.format, std::io::stderr))
-            .try_init(),
+            .try_init()
+    } else {
+        let exported = tracer.map(|tracer| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false)
+                .with_filter(Targets::new().with_target("gatehouse", Level::INFO))
+        });
+        tracing_subscriber::registry()
+            .with(stderr_layer(settings.format, std::io::stderr).with_filter(filter))
+            .with(audit.as_ref().map(|audit| audit.layer()))
+            .with(exported)
+            .try_init()
     };
-    Ok(audit)
+    Ok(Telemetry {
+        audit,
+        trace_export,
+    })
+}
+
+/// The client spans are for the trace export; the log never shows them.
+fn export_spans_off() -> Directive {
+    Directive::from_str(&format!("{EXPORT_TARGET}=off")).expect("a valid directive")
 }
 
 /// The log on `writer` in the configured format: one line per event (JSON: one object per

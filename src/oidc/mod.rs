@@ -15,6 +15,9 @@ pub mod return_to;
 mod revocation;
 pub mod step_up;
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -206,6 +209,7 @@ impl Provider {
         }
         let response: provider::TokenResponse = request
             .request_async(&self.http)
+            .instrument(spans::provider_call("code_exchange", self.name()))
             .await
             .map_err(token_error)?;
         let id_token = response
@@ -372,6 +376,7 @@ impl Provider {
             .bearer_auth(access_token.secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
+            .instrument(spans::provider_call("userinfo", self.name()))
             .await
             .map_err(|e| OidcError::transport("userinfo", e))?;
         if !response.status().is_success() {
@@ -473,6 +478,7 @@ impl Provider {
         }
         let response: provider::TokenResponse = request
             .request_async(&self.http)
+            .instrument(spans::provider_call("client_credentials", self.name()))
             .await
             .map_err(token_error)?;
         Ok((

@@ -3,6 +3,9 @@
 //! the authorization endpoint with only `client_id` and the `request_uri` the provider
 //! handed back. The parameters can then neither be read nor altered in the browser.
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use url::Url;
@@ -72,6 +75,7 @@ impl Provider {
         let response = request
             .form(&form)
             .send()
+            .instrument(spans::provider_call("par", self.name()))
             .await
             .map_err(|e| OidcError::transport("pushed authorization request", e))?;
         let status = response.status();

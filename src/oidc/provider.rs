@@ -4,6 +4,9 @@
 //! a swappable pointer: re-discovery on a timer, and one rate-limited JWKS refetch when an ID
 //! token names a key we do not know (the provider rotated its keys).
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -173,6 +176,7 @@ impl Provider {
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
+            .instrument(spans::provider_call("metadata", self.name()))
             .await
             .map_err(|e| OidcError::transport(&format!("GET {url}"), e))?;
         let status = response.status();
@@ -357,31 +361,40 @@ impl Provider {
         }
     }
 
-    /// Discovers with backoff until it works, then re-discovers on a timer. Runs for the
-    /// life of the server; readiness stays false until the first success.
+    /// Discovers with backoff until it works, then re-discovers on a timer, for as long as
+    /// the provider is configured: a reload that removes or replaces it ends the loop (the
+    /// task holds it only while discovering). Readiness stays false until the first success.
     pub async fn keep_discovered(self: Arc<Self>) {
+        let provider = Arc::downgrade(&self);
+        drop(self);
         let mut delay = Duration::from_millis(250);
         loop {
-            match self.discover().await {
+            let Some(this) = provider.upgrade() else {
+                return;
+            };
+            let wait = match this.discover().await {
                 Ok(()) => {
-                    tracing::info!(provider = %self.name(), issuer = %self.settings.issuer, "provider metadata loaded");
+                    tracing::info!(provider = %this.name(), issuer = %this.settings.issuer, "provider metadata loaded");
                     delay = Duration::from_millis(250);
-                    tokio::time::sleep(REDISCOVERY_INTERVAL).await;
+                    REDISCOVERY_INTERVAL
                 }
                 Err(e) => {
                     tracing::warn!(
-                        provider = %self.name(),
-                        issuer = %self.settings.issuer,
+                        provider = %this.name(),
+                        issuer = %this.settings.issuer,
                         error = %e,
                         retry_in_ms = delay.as_millis() as u64,
                         "provider discovery failed; not ready"
                     );
-                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    *this.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
-                    tokio::time::sleep(delay).await;
+                    let wait = delay;
                     delay = (delay * 2).min(Duration::from_secs(30));
+                    wait
                 }
-            }
+            };
+            drop(this);
+            tokio::time::sleep(wait).await;
         }
     }
 }

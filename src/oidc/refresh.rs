@@ -79,9 +79,11 @@ impl TokenRefresher {
         }
     }
 
-    /// The refresh locks held by this process's refreshes, for the shutdown to release.
-    pub fn held_locks(&self) -> HeldLocks {
-        self.held.clone()
+    /// Records the locks this refresher takes in `held` (shared by the refreshers of every
+    /// configuration a reload builds), for the shutdown to release.
+    pub fn holding_locks_in(mut self, held: HeldLocks) -> Self {
+        self.held = held;
+        self
     }
 
     fn skew_for(&self, tokens: &TokenSet) -> i64 {

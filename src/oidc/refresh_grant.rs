@@ -1,5 +1,8 @@
 //! The refresh-token grant itself (the lock around it is in `refresh`).
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use openidconnect::{OAuth2TokenResponse, TokenResponse};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -39,6 +42,7 @@ impl Provider {
         }
         let response: provider::TokenResponse = request
             .request_async(&self.http)
+            .instrument(spans::provider_call("refresh", self.name()))
             .await
             .map_err(token_error)?;
         let id_token = match response.id_token() {

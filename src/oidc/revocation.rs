@@ -2,6 +2,9 @@
 //! security event (`token.revoked` or `token.revocation_failed`, with the provider and the
 //! reason, never the token), so an operator can see whether logout reached the provider.
 
+use tracing::Instrument;
+
+use crate::observability::spans;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -47,7 +50,9 @@ impl Provider {
         ) else {
             return Ok(None);
         };
-        self.post_revocation(endpoint, refresh_token).await?;
+        self.post_revocation(endpoint, refresh_token)
+            .instrument(spans::provider_call("revocation", self.name()))
+            .await?;
         Ok(Some(source))
     }
 

@@ -62,6 +62,7 @@ pub struct TunnelLimits {
 /// The WebSockets each session holds open on this instance, up to a cap
 /// (`session.websocket_max_per_session`). Instances count apart: a session spread over
 /// several may hold the cap at each.
+#[derive(Clone)]
 pub struct SocketSlots {
     max: usize,
     open: Arc<Mutex<HashMap<String, usize>>>,

@@ -16,6 +16,7 @@ use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::{Metrics, UpstreamOutcome};
 use crate::observability::telemetry::{RequestId, SecurityEvent, SecurityLog};
+use crate::observability::{spans, trace_export};
 use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
@@ -31,6 +32,7 @@ use crate::session::LoadedSession;
 use crate::state::{AppState, CookieSettings};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tracing::Instrument;
 
 const AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
@@ -115,6 +117,9 @@ pub async fn forward(
     })?;
     let client = state.proxy.client_for(route);
     let measured = state.measured.then_some(&state.metrics);
+    // Exported, the upstream call is a client span of its own and the upstream's parent.
+    let upstream_span = spans::upstream_call(&route.prefix, method.as_str());
+    let upstream_parent = trace_export::span_id(&upstream_span);
     let request = |body| {
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
@@ -128,6 +133,15 @@ pub async fn forward(
             session,
             token.as_ref(),
         );
+        if let Some(parent) = &upstream_parent {
+            let traceparent = req
+                .extensions()
+                .get::<TraceContext>()
+                .map(|trace| trace.traceparent_from(parent));
+            if let Some(value) = traceparent.and_then(|v| HeaderValue::try_from(v).ok()) {
+                request.headers_mut().insert(TRACEPARENT, value);
+            }
+        }
         request
     };
     let response = if has_body(req) {
@@ -145,13 +159,18 @@ pub async fn forward(
             route,
             Some(&too_large),
         )
+        .instrument(upstream_span.clone())
         .await?
     } else {
         // Nothing to stream, so it can be sent again should a pooled connection turn out
         // to be one the upstream had closed.
         let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
-        send(sent, classify, measured, route, None).await?
+        send(sent, classify, measured, route, None)
+            .instrument(upstream_span.clone())
+            .await?
     };
+    upstream_span.record("http.response.status_code", response.status().as_u16());
+    drop(upstream_span);
     // The upstream's own RFC 9470 challenge to the user's token: the same step-up answer
     // as a route requirement's. Any other 401 passes through as it is.
     if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {

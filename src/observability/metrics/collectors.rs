@@ -8,7 +8,7 @@ use super::*;
 
 /// `gatehouse_provider_up` and `gatehouse_sessions_active`.
 pub(super) struct StateCollector {
-    pub(super) providers: Arc<Providers>,
+    pub(super) providers: Arc<ArcSwap<Providers>>,
     pub(super) store: Arc<dyn StoreHealth>,
 }
 
@@ -27,7 +27,7 @@ impl Collector for StateCollector {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for (name, provider) in &self.providers.by_name {
+            for (name, provider) in &self.providers.load().by_name {
                 let labels = [("provider", name.as_str())];
                 ConstGauge::new(i64::from(provider.is_ready()))
                     .encode(family.encode_family(&labels)?)?;

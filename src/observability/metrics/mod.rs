@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -176,9 +177,13 @@ struct Inner {
     store_errors: Family<Labels<1>, Counter>,
     websockets_open: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
     websockets_closed: Family<Labels<2>, Counter>,
+    config_reloads: Family<Labels<1>, Counter>,
+    config_info: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
     /// Configured names (route prefixes, provider names), shared by every series that uses
-    /// them. A name not in here is reported as `unknown`.
-    names: HashMap<String, Arc<str>>,
+    /// them. A name not in here is reported as `unknown`. Replaced by a reload.
+    names: ArcSwap<HashMap<String, Arc<str>>>,
+    /// The providers whose readiness a scrape reports (the live configuration's).
+    providers: Arc<ArcSwap<Providers>>,
 }
 
 /// The application's metrics: a cloneable handle.
@@ -200,7 +205,23 @@ impl Metrics {
         providers: Arc<Providers>,
         store: Arc<dyn StoreHealth>,
     ) -> Self {
+        Self::with_spans_dropped(names, providers, store, Counter::default())
+    }
+
+    /// [`Metrics::new`], with the trace export's count of dropped spans (it counts them
+    /// itself: the export starts before the application, with the log).
+    pub fn with_spans_dropped<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        providers: Arc<Providers>,
+        store: Arc<dyn StoreHealth>,
+        spans_dropped: Counter,
+    ) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "gatehouse_trace_spans_dropped",
+            "Finished spans dropped because the trace export's queue was full (0 without export)",
+            spans_dropped,
+        );
         let http_requests = registered(
             &mut registry,
             "gatehouse_http_requests",
@@ -277,6 +298,21 @@ impl Metrics {
             "WebSockets closed, by route and why (peer, session_ended, idle, max_duration)",
             Family::<Labels<2>, Counter>::default(),
         );
+        let config_reloads = Family::<Labels<1>, Counter>::default();
+        for result in ReloadResult::ALL {
+            let _ = config_reloads.get_or_create(&[("result", Text::Static(result.label()))]);
+        }
+        registry.register(
+            "gatehouse_config_reloads",
+            "Configuration reloads (SIGHUP, gatehouse reload), by result",
+            config_reloads.clone(),
+        );
+        let config_info = registered(
+            &mut registry,
+            "gatehouse_config_info",
+            "The configuration in force: its file's SHA-256 (always 1)",
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
+        );
         registry.register(
             "gatehouse_build_info",
             "The running version (always 1)",
@@ -289,11 +325,12 @@ impl Metrics {
             ),
         );
         registry.register_collector(Box::new(ProcessCollector));
-        registry.register_collector(Box::new(StateCollector { providers, store }));
-        let names = names
-            .into_iter()
-            .map(|name| (name.to_owned(), Arc::from(name)))
-            .collect();
+        let providers = Arc::new(ArcSwap::new(providers));
+        registry.register_collector(Box::new(StateCollector {
+            providers: providers.clone(),
+            store,
+        }));
+        let names = ArcSwap::from_pointee(shared_names(names));
         Metrics(Arc::new(Inner {
             registry,
             http_requests,
@@ -308,13 +345,45 @@ impl Metrics {
             store_errors,
             websockets_open,
             websockets_closed,
+            config_reloads,
+            config_info,
             names,
+            providers,
         }))
+    }
+
+    /// A reloaded configuration: its names become label values (the old ones stay too, so
+    /// series already counted keep their label), its providers are the ones reported.
+    pub fn configuration_changed<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        providers: Arc<Providers>,
+    ) {
+        let mut known = HashMap::clone(&self.0.names.load());
+        known.extend(shared_names(names));
+        self.0.names.store(Arc::new(known));
+        self.0.providers.store(providers);
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.0
+            .config_reloads
+            .get_or_create(&[("result", Text::Static(result.label()))])
+            .inc();
+    }
+
+    /// The configuration in force is the file with this SHA-256 (hex).
+    pub fn config_in_force(&self, sha256: &str) {
+        self.0.config_info.clear();
+        self.0
+            .config_info
+            .get_or_create(&[("sha256", Text::Shared(Arc::from(sha256)))])
+            .set(1);
     }
 
     /// A configured name as a label value; anything else is `unknown` (bounded).
     fn name(&self, name: &str) -> Text {
-        match self.0.names.get(name) {
+        match self.0.names.load().get(name) {
             Some(shared) => Text::Shared(shared.clone()),
             None => Text::Static("unknown"),
         }
@@ -444,6 +513,44 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
         if failed {
             self.0.store_errors.get_or_create(&labels).inc();
+        }
+    }
+}
+
+fn shared_names<'a>(names: impl IntoIterator<Item = &'a str>) -> HashMap<String, Arc<str>> {
+    names
+        .into_iter()
+        .map(|name| (name.to_owned(), Arc::from(name)))
+        .collect()
+}
+
+/// How a configuration reload ended, for `gatehouse_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new configuration is in force.
+    Ok,
+    /// It does not load (a file that does not parse, a value out of range…).
+    Invalid,
+    /// It changes a key that cannot change while running.
+    Refused,
+    /// It loads but could not be put in force (a provider or the frontend cannot be built).
+    Failed,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 4] = [
+        ReloadResult::Ok,
+        ReloadResult::Invalid,
+        ReloadResult::Refused,
+        ReloadResult::Failed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::Refused => "refused",
+            ReloadResult::Failed => "failed",
         }
     }
 }

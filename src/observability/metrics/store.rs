@@ -1,6 +1,9 @@
 //! The store, timed: one decorator for every narrow store trait.
 
+use tracing::Instrument;
+
 use super::*;
+use crate::observability::spans;
 
 // ---------------------------------------------------------------------------------------
 // The store, timed
@@ -27,13 +30,16 @@ impl<S: ?Sized + Send + Sync> Timed<S> {
         op: &'static str,
         future: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = future.await;
-            self.metrics
-                .store_operation(op, started.elapsed(), result.is_err());
-            result
-        })
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = future.await;
+                self.metrics
+                    .store_operation(op, started.elapsed(), result.is_err());
+                result
+            }
+            .instrument(spans::store_call(op)),
+        )
     }
 }
 

@@ -7,8 +7,10 @@ pub mod check_online;
 pub mod dev_server;
 pub mod dot_provider;
 pub mod echo;
+pub mod gatehouse_process;
 pub mod logout_tokens;
 pub mod options;
+pub mod otlp_receiver;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
@@ -23,8 +25,9 @@ use std::time::Duration;
 
 use gatehouse::clock::OffsetClock;
 use gatehouse::config::{self, Settings};
+use gatehouse::live::Reloader;
 use gatehouse::session::{IdlePolicy, LoadedSession, SessionManager};
-use gatehouse::startup::Application;
+use gatehouse::startup::{Application, ConfigSource};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
@@ -32,7 +35,7 @@ use serde_json::{json, Value};
 
 pub use options::{
     Frontend, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls, ServerKeys,
-    SessionKeys,
+    SessionKeys, Telemetry,
 };
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
@@ -207,6 +210,10 @@ pub struct AppOptions<'a> {
     pub admin: bool,
     /// `[admin] api_token_file` (with `admin`): the admin API's operator tokens.
     pub admin_api_token_file: Option<std::path::PathBuf>,
+    /// A `[telemetry]` table (it takes effect in the binary: `GatehouseProcess`).
+    pub telemetry: Option<Telemetry>,
+    /// The top-level `default_provider`.
+    pub default_provider: Option<String>,
 }
 
 pub struct Preset {
@@ -237,6 +244,8 @@ impl Default for AppOptions<'_> {
             public_url: None,
             admin: false,
             admin_api_token_file: None,
+            telemetry: None,
+            default_provider: None,
         }
     }
 }
@@ -258,6 +267,10 @@ pub struct TestApp {
     /// The store the app serves from.
     pub store: Arc<dyn gatehouse::session::SessionStore>,
     pub http: reqwest::Client,
+    /// Puts another configuration in force, as SIGHUP does in the binary.
+    pub reloader: Reloader,
+    /// The environment the configuration was loaded with (the secrets).
+    pub env: Vec<(String, String)>,
 }
 
 /// A client registered at the provider for one gatehouse instance.
@@ -317,10 +330,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
-pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
+pub async fn spawn_app_with(mut options: AppOptions<'_>) -> TestApp {
     init_logs();
     let wait_ready = options.preset.is_none() && !options.not_ready;
-    let (issuer, client, listener) = match options.preset {
+    let (issuer, client, listener) = match options.preset.take() {
         Some(preset) => (preset.issuer, preset.client, preset.listener),
         None if options.share.is_some() => {
             let other = options.share.expect("checked");
@@ -355,59 +368,14 @@ pub async fn spawn_app_with(options: AppOptions<'_>) -> TestApp {
         .redis_url
         .clone()
         .unwrap_or_else(|| shared_redis().url());
-    let redis_table = match options.store {
-        StoreKind::Redis => format!(
-            "[redis]\n{}key_prefix = \"{key_prefix}\"\n{}\n",
-            options
-                .redis_topology
-                .as_ref()
-                .map(RedisTopology::toml)
-                .unwrap_or_else(|| RedisTopology::url(&redis_url).toml()),
-            options.redis.toml(),
-        ),
-        StoreKind::Memory => String::new(),
-    };
-    let toml = format!(
-        r#"
-[server]
-public_url = "{public_url}"
-workers = 2
-shutdown_timeout_secs = 1
-{server_keys}
-
-[session]
-{session_keys}
-
-{redis_table}
-
-[providers.main]
-issuer = "{issuer}"
-client_id = "{client_id}"
-http_timeout_secs = 5
-
-{admin}
-{extra}
-{tables}
-"#,
-        public_url = options.public_url.as_deref().unwrap_or(&base),
-        client_id = client.client_id,
-        extra = options.extra_toml,
-        server_keys = options.server.toml(),
-        session_keys = options.session.toml(),
-        tables = options::render_tables(
-            &options.rate_limits,
-            options.frontend.as_ref(),
-            &options.providers,
-            &options.routes
-        ),
-        admin = match (options.admin, &options.admin_api_token_file) {
-            (false, _) => String::new(),
-            (true, None) => "[admin]\nbind = \"127.0.0.1:0\"\n".to_owned(),
-            (true, Some(file)) => format!(
-                "[admin]\nbind = \"127.0.0.1:0\"\napi_token_file = {}\n",
-                options::quote(&file.display().to_string())
-            ),
-        },
+    let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
+    let toml = render_config(
+        &options,
+        &public_url,
+        &issuer,
+        &client.client_id,
+        &key_prefix,
+        &redis_url,
     );
     let config_toml = toml.clone();
     let mut env = vec![(
@@ -415,12 +383,18 @@ http_timeout_secs = 5
         client.client_secret.clone(),
     )];
     env.extend(options.env.iter().cloned());
-    let settings =
-        config::load(Some(&toml), env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let (settings, tree) = config::load_with_tree(Some(&toml), env.clone())
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
     let clock = OffsetClock::new();
-    let app = Application::build_with_listener(settings.clone(), listener, Arc::new(clock.clone()))
-        .await
-        .expect("application builds");
+    let source = ConfigSource {
+        tree,
+        file_text: Some(toml.clone()),
+    };
+    let app =
+        Application::build_with_source(settings.clone(), source, listener, Arc::new(clock.clone()))
+            .await
+            .expect("application builds");
+    let reloader = app.reloader();
     let store = app.session_store();
     let admin_base = app
         .admin_port()
@@ -450,6 +424,8 @@ http_timeout_secs = 5
         clock,
         http,
         store,
+        reloader,
+        env,
     };
     if wait_ready {
         test_app.wait_until_ready().await;
@@ -457,7 +433,98 @@ http_timeout_secs = 5
     test_app
 }
 
+/// The configuration file `options` make for an app of this provider, client and Redis.
+fn render_config(
+    options: &AppOptions<'_>,
+    public_url: &str,
+    issuer: &str,
+    client_id: &str,
+    key_prefix: &str,
+    redis_url: &str,
+) -> String {
+    let redis_table = match options.store {
+        StoreKind::Redis => format!(
+            "[redis]\n{}key_prefix = \"{key_prefix}\"\n{}\n",
+            options
+                .redis_topology
+                .as_ref()
+                .map(RedisTopology::toml)
+                .unwrap_or_else(|| RedisTopology::url(redis_url).toml()),
+            options.redis.toml(),
+        ),
+        StoreKind::Memory => String::new(),
+    };
+    format!(
+        r#"{top_level}
+[server]
+public_url = "{public_url}"
+workers = 2
+shutdown_timeout_secs = 1
+{server_keys}
+
+[session]
+{session_keys}
+
+{redis_table}
+
+[providers.main]
+issuer = "{issuer}"
+client_id = "{client_id}"
+http_timeout_secs = 5
+
+{admin}
+{extra}
+{tables}
+{telemetry}
+"#,
+        top_level = options
+            .default_provider
+            .as_deref()
+            .map(|name| format!("default_provider = \"{name}\"\n"))
+            .unwrap_or_default(),
+        extra = options.extra_toml,
+        server_keys = options.server.toml(),
+        session_keys = options.session.toml(),
+        tables = options::render_tables(
+            &options.rate_limits,
+            options.frontend.as_ref(),
+            &options.providers,
+            &options.routes
+        ),
+        telemetry = options
+            .telemetry
+            .as_ref()
+            .map(Telemetry::toml)
+            .unwrap_or_default(),
+        admin = match (options.admin, &options.admin_api_token_file) {
+            (false, _) => String::new(),
+            (true, None) => "[admin]\nbind = \"127.0.0.1:0\"\n".to_owned(),
+            (true, Some(file)) => format!(
+                "[admin]\nbind = \"127.0.0.1:0\"\napi_token_file = {}\n",
+                options::quote(&file.display().to_string())
+            ),
+        },
+    )
+}
+
 impl TestApp {
+    /// Another configuration for this app (same provider, client and Redis), as `options`
+    /// make it: what a reload reads.
+    pub fn config_with(&self, options: AppOptions<'_>) -> String {
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| self.base.clone());
+        render_config(
+            &options,
+            &public_url,
+            &self.issuer,
+            &self.client_id,
+            &self.key_prefix,
+            &self.redis_url,
+        )
+    }
+
     pub async fn wait_until_ready(&self) {
         for _ in 0..200 {
             if let Ok(response) = self.http.get(format!("{}/readyz", self.base)).send().await {

@@ -264,6 +264,12 @@ keys_table!(
 );
 
 impl ServerKeys {
+    /// `server.pid_file` (relative: in the process's working directory).
+    pub fn pid_file(mut self, path: &str) -> Self {
+        self.keys.insert("pid_file", quote(path));
+        self
+    }
+
     pub fn trusted_proxies(mut self, proxies: &[&str]) -> Self {
         self.keys.insert("trusted_proxies", string_array(proxies));
         self
@@ -283,6 +289,11 @@ keys_table!(
 );
 
 impl SessionKeys {
+    pub fn cookie_name(mut self, name: &str) -> Self {
+        self.keys.insert("cookie_name", quote(name));
+        self
+    }
+
     /// A day idle, two in all: moving the clock past an access token's expiry ends no
     /// session.
     pub fn long() -> Self {
@@ -472,6 +483,7 @@ pub struct Provider {
     name: String,
     issuer: String,
     client_id: String,
+    client_secret_file: Option<String>,
 }
 
 impl Provider {
@@ -481,16 +493,28 @@ impl Provider {
             name: name.to_owned(),
             issuer: issuer.to_owned(),
             client_id: client_id.to_owned(),
+            client_secret_file: None,
         }
     }
 
+    /// The client secret from a file (a provider added while the server runs cannot take
+    /// it from the environment).
+    pub fn client_secret_file(mut self, path: &std::path::Path) -> Self {
+        self.client_secret_file = Some(path.display().to_string());
+        self
+    }
+
     pub fn toml(&self) -> String {
-        format!(
+        let mut text = format!(
             "[providers.{}]\nissuer = {}\nclient_id = {}\nhttp_timeout_secs = 5\n",
             self.name,
             quote(&self.issuer),
             quote(&self.client_id)
-        )
+        );
+        if let Some(path) = &self.client_secret_file {
+            text.push_str(&format!("client_secret_file = {}\n", quote(path)));
+        }
+        text
     }
 }
 
@@ -514,4 +538,46 @@ pub fn render_tables(
         text.push_str(&route.toml());
     }
     text
+}
+
+/// The `[telemetry]` table: trace export over OTLP/HTTP.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    otlp_endpoint: String,
+    queue_size: Option<u64>,
+    export_timeout_secs: Option<u64>,
+}
+
+impl Telemetry {
+    pub fn otlp(endpoint: &str) -> Self {
+        Self {
+            otlp_endpoint: endpoint.to_owned(),
+            queue_size: None,
+            export_timeout_secs: None,
+        }
+    }
+
+    pub fn queue_size(mut self, spans: u64) -> Self {
+        self.queue_size = Some(spans);
+        self
+    }
+
+    pub fn export_timeout_secs(mut self, secs: u64) -> Self {
+        self.export_timeout_secs = Some(secs);
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut text = format!(
+            "\n[telemetry]\notlp_endpoint = {}\n",
+            quote(&self.otlp_endpoint)
+        );
+        if let Some(size) = self.queue_size {
+            text.push_str(&format!("queue_size = {size}\n"));
+        }
+        if let Some(secs) = self.export_timeout_secs {
+            text.push_str(&format!("export_timeout_secs = {secs}\n"));
+        }
+        text
+    }
 }

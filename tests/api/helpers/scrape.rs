@@ -10,9 +10,13 @@ pub fn admin(app: &TestApp) -> &str {
 
 /// Scrapes `/metrics` as Prometheus does without OpenMetrics, and parses it.
 pub async fn scrape(app: &TestApp) -> Scrape {
-    let response = app
-        .http
-        .get(format!("{}/metrics", admin(app)))
+    scrape_at(&app.http, admin(app)).await
+}
+
+/// [`scrape`] of the admin listener at `admin_base` (a gatehouse process's, say).
+pub async fn scrape_at(http: &reqwest::Client, admin_base: &str) -> Scrape {
+    let response = http
+        .get(format!("{admin_base}/metrics"))
         .send()
         .await
         .expect("scrape");
