@@ -10,9 +10,12 @@ mod par;
 pub mod provider;
 pub mod refresh;
 mod refresh_grant;
+pub mod refresh_target;
 pub mod return_to;
 mod revocation;
+mod route_grants;
 pub mod step_up;
+mod token_request;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use error::OidcError;
 use provider::without_url;
 pub use provider::{Discovered, Provider};
 pub use refresh_grant::RefreshedTokens;
+pub use route_grants::{RouteGrant, TOKEN_EXCHANGE_GRANT};
 use step_up::LoginRequirements;
 
 /// Claims that only serve the protocol; the SPA gets the rest.
@@ -73,6 +77,8 @@ pub struct LoginOutcome {
     pub claims: Map<String, Value>,
     pub tokens: TokenSet,
     pub authentication: Authentication,
+    /// RFC 9449: the key the tokens are bound to, when the provider uses DPoP.
+    pub dpop_key: Option<crate::session::SessionDpopKey>,
 }
 
 /// Every configured provider, keyed by name, one of them the default.
@@ -118,6 +124,13 @@ impl Provider {
             .set_pkce_challenge(challenge);
         for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        // RFC 8707: the grant covers every route's resource, each then one refresh away.
+        for scope in &self.settings.resource_scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        for resource in &self.settings.resources {
+            request = request.add_extra_param("resource", resource.clone());
         }
         for (key, value) in &self.settings.extra_authorize_params {
             if (key != "prompt" || prompt.is_none()) && !step_up.sets(key) {
@@ -254,8 +267,10 @@ impl Provider {
                     .map(|t| SecretString::from(t.secret().clone())),
                 id_token: SecretString::from(id_token.to_string()),
                 scope: granted_scope(&response),
+                dpop_bound: false,
             },
             authentication,
+            dpop_key: None,
         })
     }
 

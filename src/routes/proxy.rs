@@ -16,7 +16,8 @@ use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::{Metrics, UpstreamOutcome};
 use crate::observability::telemetry::{RequestId, SecurityEvent, SecurityLog};
-use crate::oidc::refresh::RefreshError;
+use crate::oidc::refresh::{RefreshError, TokenRefresher};
+use crate::oidc::refresh_target::RefreshTarget;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
     stream_response, stream_upstream_response, upload_chunks, ResponsePolicy,
@@ -257,7 +258,7 @@ async fn open_websocket(
 fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> ResponsePolicy {
     ResponsePolicy {
         pass_set_cookie: route.pass_set_cookie,
-        private: route.cache_private && matches!(token, Some(UpstreamToken::User(_))),
+        private: route.cache_private && token.is_some_and(UpstreamToken::is_users),
     }
 }
 
@@ -320,13 +321,39 @@ async fn admit(
     limits.enforce(req, limit_name, subject, limit).await?;
     match session {
         Some((session, cookie)) => {
-            let session = refresher
-                .fresh_session(&cookie, session)
+            let session = fresh_for_route(refresher, route, &cookie, session)
                 .await
                 .map_err(|e| refresh_error(e, cookie_settings))?;
             Ok(Some((session, cookie)))
         }
         None => Ok(None),
+    }
+}
+
+/// The session with the token the route's calls carry good for the skew: its own, the
+/// route's resource token (RFC 8707; the session's own is then not needed), or the
+/// route's exchanged token (RFC 8693, exchanged from a fresh own token).
+async fn fresh_for_route(
+    refresher: &TokenRefresher,
+    route: &RouteSettings,
+    cookie: &str,
+    session: LoadedSession,
+) -> Result<LoadedSession, RefreshError> {
+    match (&route.resource, &route.exchange) {
+        (Some(resource), _) => {
+            refresher
+                .fresh(cookie, session, RefreshTarget::Resource(resource))
+                .await
+        }
+        (None, Some(settings)) => {
+            let session = refresher.fresh_session(cookie, session).await?;
+            let target = RefreshTarget::Exchange {
+                prefix: &route.prefix,
+                settings,
+            };
+            refresher.fresh(cookie, session, target).await
+        }
+        (None, None) => refresher.fresh_session(cookie, session).await,
     }
 }
 

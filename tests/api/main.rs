@@ -35,5 +35,6 @@ mod topologies;
 mod topology_bed;
 mod trace_context;
 mod upstream_headers;
+mod upstream_tokens;
 mod websocket;
 mod your_sessions;

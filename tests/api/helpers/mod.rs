@@ -12,6 +12,7 @@ pub mod options;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
+pub mod token_upstream;
 pub mod topologies;
 pub mod webdriver;
 pub mod websocket_echo;
@@ -186,6 +187,8 @@ pub struct AppOptions<'a> {
     pub public_url: Option<String>,
     /// An admin listener (`[admin] bind`) on a free port; its URL is `TestApp::admin_base`.
     pub admin: bool,
+    /// `dpop = true` on the main provider (RFC 9449).
+    pub main_dpop: bool,
 }
 
 pub struct Preset {
@@ -215,6 +218,7 @@ impl Default for AppOptions<'_> {
             preset: None,
             public_url: None,
             admin: false,
+            main_dpop: false,
         }
     }
 }
@@ -259,7 +263,12 @@ pub async fn register_client_with(
         "post_logout_redirect_uris": [format!("{gatehouse_base}/")],
         "backchannel_logout_uri": format!("{gatehouse_base}/auth/backchannel-logout"),
         "backchannel_logout_session_required": true,
-        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
         "response_types": ["code"],
         "token_endpoint_auth_method": "client_secret_basic",
     });
@@ -362,12 +371,14 @@ shutdown_timeout_secs = 1
 issuer = "{issuer}"
 client_id = "{client_id}"
 http_timeout_secs = 5
+dpop = {main_dpop}
 
 {admin}
 {extra}
 {tables}
 "#,
         public_url = options.public_url.as_deref().unwrap_or(&base),
+        main_dpop = options.main_dpop,
         client_id = client.client_id,
         extra = options.extra_toml,
         server_keys = options.server.toml(),
