@@ -21,6 +21,8 @@ pub struct RefreshedTokens {
     pub refresh_token_expires_at: Option<UnixMillis>,
     pub id_token: Option<SecretString>,
     pub scope: Option<String>,
+    /// `token_type` was DPoP: the new access token is bound to the session's key.
+    pub dpop_bound: bool,
 }
 
 impl Provider {
@@ -68,6 +70,7 @@ impl Provider {
             refresh_token_expires_at: refresh_expiry(&response, now),
             id_token,
             scope: granted_scope(&response),
+            dpop_bound: false,
         })
     }
 
@@ -99,6 +102,7 @@ impl Provider {
             None => None,
         };
         Ok(RefreshedTokens {
+            dpop_bound: granted.token_type.eq_ignore_ascii_case("dpop"),
             access_token_expires_at: granted.expires_in.map(|d| now + d.as_millis() as i64),
             access_token_lifetime_ms: granted.expires_in.map(|d| d.as_millis() as i64),
             access_token: granted.access_token,

@@ -159,6 +159,7 @@ impl RefreshTarget<'_> {
                 data.tokens.access_token = tokens.access_token;
                 data.tokens.access_token_expires_at = tokens.access_token_expires_at;
                 data.tokens.access_token_lifetime_ms = tokens.access_token_lifetime_ms;
+                data.tokens.dpop_bound = tokens.dpop_bound;
                 if let Some(rotated) = tokens.refresh_token {
                     data.tokens.refresh_token = Some(rotated);
                 }

@@ -198,3 +198,65 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, OidcEr
     }
     Ok(bytes)
 }
+
+impl Provider {
+    /// The HTTP client the openidconnect requests go through when the session has a DPoP
+    /// key: each attempt carries a fresh proof; `use_dpop_nonce` gets one retry with the
+    /// provider's nonce. (The body is sent again as it was: a `private_key_jwt` assertion in
+    /// it is then presented twice, which a provider that refuses replayed assertions turns
+    /// down; the nonce it sent is kept, so the next request carries it from the start.)
+    pub(super) async fn send_with_proof(
+        &self,
+        request: openidconnect::HttpRequest,
+        key: &DpopKey,
+    ) -> Result<openidconnect::HttpResponse, OidcError> {
+        let url = crate::dpop::htu(
+            &url::Url::parse(&request.uri().to_string())
+                .map_err(|_| OidcError::Discovery("token endpoint is not a URL".into()))?,
+        );
+        let mut retried = false;
+        loop {
+            let nonce = self.dpop_nonce();
+            let proof = key
+                .proof(
+                    &ProofTarget {
+                        method: request.method().as_str(),
+                        url: &url,
+                        nonce: nonce.as_deref(),
+                        access_token: None,
+                    },
+                    wall_clock_secs(),
+                )
+                .map_err(|e| OidcError::ClientAssertion(e.to_string()))?;
+            let mut outgoing = self
+                .http
+                .request(request.method().clone(), request.uri().to_string())
+                .header("dpop", proof)
+                .body(request.body().clone());
+            for (name, value) in request.headers() {
+                outgoing = outgoing.header(name, value);
+            }
+            let response = outgoing
+                .send()
+                .await
+                .map_err(|e| OidcError::transport("token endpoint", e))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            if let Some(nonce) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+                self.remember_dpop_nonce(nonce);
+            }
+            let body = read_bounded(response).await?;
+            let wants_nonce = status == reqwest::StatusCode::BAD_REQUEST
+                && serde_json::from_slice::<RawRefusal>(&body)
+                    .is_ok_and(|refusal| refusal.error == "use_dpop_nonce");
+            if wants_nonce && !retried && self.dpop_nonce() != nonce {
+                retried = true;
+                continue;
+            }
+            let mut answer = http::Response::new(body);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            return Ok(answer);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! decision of which token a call carries, and forwarding (bodies, upgrades, WebSockets).
 
 pub mod client_credentials;
+pub mod dpop;
 pub mod forward;
 pub mod headers;
 pub mod path;
@@ -75,6 +76,8 @@ pub struct Proxy {
     /// and host (with its port, when it has one), made once.
     pub forwarded_proto: HeaderValue,
     pub forwarded_host: HeaderValue,
+    /// RFC 9449: the nonce each upstream origin last asked DPoP proofs to carry.
+    pub dpop_nonces: dpop::UpstreamNonces,
 }
 
 /// The token a call carries: the session's own or one of its route tokens (borrowed, not
@@ -221,6 +224,7 @@ impl Proxy {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             forwarded_host: HeaderValue::from_str(&public_host)
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
+            dpop_nonces: dpop::UpstreamNonces::default(),
         })
     }
 

@@ -26,7 +26,7 @@ use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::step_up::upstream_challenge;
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
-use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
+use crate::proxy::{dpop, websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
 use crate::state::{AppState, CookieSettings};
@@ -116,15 +116,30 @@ pub async fn forward(
     })?;
     let client = state.proxy.client_for(route);
     let measured = state.measured.then_some(&state.metrics);
-    let request = |body| {
+    let bound = matches!(token, Some(UpstreamToken::UserDpop(..)));
+    let origin = bound.then(|| route.upstream.origin().ascii_serialization());
+    let htu = if bound {
+        dpop::htu(&uri)
+    } else {
+        String::new()
+    };
+    let first_nonce = origin
+        .as_deref()
+        .and_then(|o| state.proxy.dpop_nonces.get(o));
+    let request = |body, nonce: Option<&str>| {
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri.clone();
+        let call = Call {
+            method: method.as_str(),
+            htu: &htu,
+            nonce,
+        };
         upstream_headers(
             req,
             request.headers_mut(),
             state,
-            Forwarding::Api,
+            (Forwarding::Api, &call),
             route,
             session,
             token.as_ref(),
@@ -134,7 +149,7 @@ pub async fn forward(
     let response = if has_body(req) {
         let too_large = Arc::new(AtomicBool::new(false));
         let body = upload_chunks(payload, route.max_body_bytes, too_large.clone());
-        let mut request = request(streamed_body(body));
+        let mut request = request(streamed_body(body), first_nonce.as_deref());
         if let Some(len) = declared_length {
             let headers = request.headers_mut();
             headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -150,9 +165,40 @@ pub async fn forward(
     } else {
         // Nothing to stream, so it can be sent again should a pooled connection turn out
         // to be one the upstream had closed.
-        let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
-        send(sent, classify, measured, route, None).await?
+        let sent = client.send_replayable(
+            || request(empty_body(), first_nonce.as_deref()),
+            method.is_idempotent(),
+        );
+        let response = send(sent, classify, measured, route, None).await?;
+        // RFC 9449 §9: an upstream that wants a nonce in the proof gets one more call.
+        match origin.as_deref() {
+            Some(origin)
+                if state.proxy.dpop_nonces.learn(
+                    origin,
+                    response.status(),
+                    response.headers(),
+                    first_nonce.as_deref(),
+                ) =>
+            {
+                let nonce = state.proxy.dpop_nonces.get(origin);
+                let sent = client.send_replayable(
+                    || request(empty_body(), nonce.as_deref()),
+                    method.is_idempotent(),
+                );
+                send(sent, classify, measured, route, None).await?
+            }
+            _ => response,
+        }
     };
+    if let (Some(origin), true) = (origin.as_deref(), has_body(req)) {
+        // A streamed body cannot be sent twice: its nonce serves the next call.
+        state.proxy.dpop_nonces.learn(
+            origin,
+            response.status(),
+            response.headers(),
+            first_nonce.as_deref(),
+        );
+    }
     // The upstream's own RFC 9470 challenge to the user's token: the same step-up answer
     // as a route requirement's. Any other 401 passes through as it is.
     if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {
@@ -205,11 +251,19 @@ async fn open_websocket(
         .header("upgrade", "websocket")
         .build()
         .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
+    let htu = crate::dpop::htu(request.url());
+    let origin = route.upstream.origin().ascii_serialization();
+    let nonce = state.proxy.dpop_nonces.get(&origin);
+    let call = Call {
+        method: "GET",
+        htu: &htu,
+        nonce: nonce.as_deref(),
+    };
     upstream_headers(
         req,
         request.headers_mut(),
         state,
-        Forwarding::ApiWebSocket,
+        (Forwarding::ApiWebSocket, &call),
         route,
         session,
         token,
@@ -359,11 +413,18 @@ async fn fresh_for_route(
 
 /// The headers of the upstream request: the browser's that may cross, the route's injected
 /// secrets, the token, and gatehouse's own (forwarding, request id, trace context).
+/// The request a DPoP proof names: method, URL (no query) and the upstream's nonce.
+struct Call<'a> {
+    method: &'a str,
+    htu: &'a str,
+    nonce: Option<&'a str>,
+}
+
 fn upstream_headers(
     req: &HttpRequest,
     headers: &mut HeaderMap,
     state: &AppState,
-    forwarding: Forwarding,
+    (forwarding, call): (Forwarding, &Call<'_>),
     route: &RouteSettings,
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
@@ -377,7 +438,9 @@ fn upstream_headers(
         let name = HeaderName::from_bytes(injected.name.as_bytes()).expect("validated at start-up");
         headers.append(name, value);
     }
-    if let Some(token) = token {
+    if let Some(UpstreamToken::UserDpop(token, key)) = token {
+        dpop::attach(headers, token, key, call.method, call.htu, call.nonce);
+    } else if let Some(token) = token {
         // One String, moved into the header value (no copy).
         let bearer = format!("Bearer {}", token.secret().expose_secret());
         if let Ok(mut value) = HeaderValue::try_from(bearer) {

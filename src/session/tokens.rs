@@ -138,6 +138,11 @@ impl SessionDpopKey {
         }
     }
 
+    /// The sealed-away form (for tests that look for it where it must not be).
+    pub fn stored(&self) -> &SecretString {
+        &self.stored
+    }
+
     /// The key; `None` when the stored form does not parse (a corrupt session).
     pub fn key(&self) -> Option<&DpopKey> {
         self.parsed

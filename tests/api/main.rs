@@ -34,6 +34,7 @@ mod tls;
 mod topologies;
 mod topology_bed;
 mod trace_context;
+mod upstream_dpop;
 mod upstream_headers;
 mod upstream_tokens;
 mod websocket;

@@ -343,3 +343,36 @@ async fn no_route_token_is_in_the_clear_in_redis() {
         }
     }
 }
+
+#[tokio::test]
+async fn check_config_online_reports_what_the_provider_offers_for_tokens_per_upstream() {
+    let issuer = &shared_provider().issuer;
+    let routes = format!(
+        "dpop = true\n{}\n{}",
+        Route::new("/orders", "https://orders.internal")
+            .resource("https://orders.example")
+            .toml(),
+        Route::new("/reports", "https://reports.internal")
+            .exchange("https://reports.internal", None)
+            .toml()
+    );
+    let output = crate::helpers::check_online::check_online(issuer, &routes);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "resource indicators (RFC 8707): not advertised in discovery (no standard member); 1 route resource(s) asked for at login",
+        "token exchange (RFC 8693): yes",
+        "DPoP (RFC 9449): dpop_signing_alg_values_supported ES256",
+        EXCHANGE_GRANT,
+    ] {
+        assert!(stdout.contains(expected), "`{expected}` missing from:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("dpop = true, but"),
+        "no DPoP warning: {stdout}"
+    );
+}
