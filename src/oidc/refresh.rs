@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use super::refresh_target::{applied_skew, RefreshTarget};
 use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
-use crate::config::SessionSettings;
+use crate::config::{RouteSettings, SessionSettings};
 use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::session::crypto::{b64, random_bytes};
@@ -83,6 +83,32 @@ impl TokenRefresher {
         session: LoadedSession,
     ) -> Result<LoadedSession, RefreshError> {
         self.fresh(cookie, session, RefreshTarget::Session).await
+    }
+
+    /// The session with the token `route`'s calls carry good for the skew: its own, the
+    /// route's resource token (RFC 8707; the session's own is then not needed), or the
+    /// route's exchanged token (RFC 8693, exchanged from a fresh own token).
+    pub async fn fresh_for_route(
+        &self,
+        cookie: &str,
+        session: LoadedSession,
+        route: &RouteSettings,
+    ) -> Result<LoadedSession, RefreshError> {
+        match (&route.resource, &route.exchange) {
+            (Some(resource), _) => {
+                self.fresh(cookie, session, RefreshTarget::Resource(resource))
+                    .await
+            }
+            (None, Some(settings)) => {
+                let session = self.fresh_session(cookie, session).await?;
+                let target = RefreshTarget::Exchange {
+                    prefix: &route.prefix,
+                    settings,
+                };
+                self.fresh(cookie, session, target).await
+            }
+            (None, None) => self.fresh_session(cookie, session).await,
+        }
     }
 
     /// The session with `target`'s token good for at least the skew: obtained or renewed

@@ -16,8 +16,7 @@ use crate::edge::ClientIp;
 use crate::error::{ApiError, Problem};
 use crate::observability::metrics::{Metrics, UpstreamOutcome};
 use crate::observability::telemetry::{RequestId, SecurityEvent, SecurityLog};
-use crate::oidc::refresh::{RefreshError, TokenRefresher};
-use crate::oidc::refresh_target::RefreshTarget;
+use crate::oidc::refresh::RefreshError;
 use crate::proxy::forward::{
     append_request_headers, declared_length, has_body, is_websocket_upgrade, reqwest_failure,
     stream_response, stream_upstream_response, upload_chunks, ResponsePolicy,
@@ -280,6 +279,15 @@ async fn open_websocket(
         None,
     )
     .await?;
+    if matches!(token, Some(UpstreamToken::UserDpop(..))) {
+        // A handshake is not sent twice; the nonce an upstream asks for serves the next one.
+        let (status, headers) = (response.status(), response.headers());
+        let sent = nonce.as_deref();
+        state
+            .proxy
+            .dpop_nonces
+            .learn(&origin, status, headers, sent);
+    }
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
@@ -375,7 +383,8 @@ async fn admit(
     limits.enforce(req, limit_name, subject, limit).await?;
     match session {
         Some((session, cookie)) => {
-            let session = fresh_for_route(refresher, route, &cookie, session)
+            let session = refresher
+                .fresh_for_route(&cookie, session, route)
                 .await
                 .map_err(|e| refresh_error(e, cookie_settings))?;
             Ok(Some((session, cookie)))
@@ -384,35 +393,6 @@ async fn admit(
     }
 }
 
-/// The session with the token the route's calls carry good for the skew: its own, the
-/// route's resource token (RFC 8707; the session's own is then not needed), or the
-/// route's exchanged token (RFC 8693, exchanged from a fresh own token).
-async fn fresh_for_route(
-    refresher: &TokenRefresher,
-    route: &RouteSettings,
-    cookie: &str,
-    session: LoadedSession,
-) -> Result<LoadedSession, RefreshError> {
-    match (&route.resource, &route.exchange) {
-        (Some(resource), _) => {
-            refresher
-                .fresh(cookie, session, RefreshTarget::Resource(resource))
-                .await
-        }
-        (None, Some(settings)) => {
-            let session = refresher.fresh_session(cookie, session).await?;
-            let target = RefreshTarget::Exchange {
-                prefix: &route.prefix,
-                settings,
-            };
-            refresher.fresh(cookie, session, target).await
-        }
-        (None, None) => refresher.fresh_session(cookie, session).await,
-    }
-}
-
-/// The headers of the upstream request: the browser's that may cross, the route's injected
-/// secrets, the token, and gatehouse's own (forwarding, request id, trace context).
 /// The request a DPoP proof names: method, URL (no query) and the upstream's nonce.
 struct Call<'a> {
     method: &'a str,
