@@ -376,3 +376,43 @@ async fn check_config_online_reports_what_the_provider_offers_for_tokens_per_ups
         "no DPoP warning: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_resource_token_the_provider_cannot_issue_now_answers_503_and_keeps_the_session() {
+    let provider = ProviderProcess::start(&ProviderOptions::default());
+    let orders = spawn_token_upstream(&provider.issuer, None).await;
+    let app = spawn_app_with(AppOptions {
+        provider: Some(&provider),
+        routes: vec![Route::new("/orders", &orders.base).resource(&orders.audience)],
+        session: SessionKeys::long(),
+        ..AppOptions::default()
+    })
+    .await;
+    let cookie = logged_in(&app).await;
+    let control = |on: &'static str| {
+        let url = format!("{}/__test/token-down?on={on}", provider.issuer);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .expect("control");
+            assert!(response.status().is_success());
+        }
+    };
+    control("1").await;
+    let response = app.get_with_session("/orders/a", &cookie).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        app.get_with_session("/auth/user", &cookie).await.status(),
+        200
+    );
+    control("0").await;
+    assert_eq!(
+        call(&app, "/orders/a", &cookie).await.0,
+        200,
+        "served once it is back"
+    );
+    last_token(&orders);
+}
