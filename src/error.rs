@@ -387,6 +387,9 @@ impl From<ProxyError> for ApiError {
             ProxyError::UpstreamTimeout => ApiError::new(Problem::UpstreamTimeout),
             ProxyError::UpstreamTls(cause) => ApiError::new(Problem::UpstreamTls).cause(cause),
             ProxyError::Token(e) => ApiError::new(Problem::ProviderUnavailable).cause(e),
+            ProxyError::NoRouteToken => {
+                ApiError::new(Problem::ProviderUnavailable).cause("no token for the route")
+            }
             // The API handler adds the `login_url`; this is the fallback.
             ProxyError::StepUpRequired(challenge) => ApiError::new(Problem::StepUpRequired)
                 .header("WWW-Authenticate", challenge.www_authenticate())

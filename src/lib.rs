@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client_key;
 pub mod clock;
 pub mod config;
+pub mod dpop;
 pub mod drain;
 pub mod edge;
 pub mod error;

@@ -510,6 +510,22 @@ fn validate(
         }
     }
 
+    for route in &routes {
+        let (Some(resource), Some(provider)) =
+            (&route.resource, providers.get_mut(&route.provider))
+        else {
+            continue;
+        };
+        if !provider.resources.contains(&resource.uri) {
+            provider.resources.push(resource.uri.clone());
+        }
+        for scope in &resource.scopes {
+            if !provider.resource_scopes.contains(scope) && !provider.scopes.contains(scope) {
+                provider.resource_scopes.push(scope.clone());
+            }
+        }
+    }
+
     if problems.len() > start {
         return None;
     }

@@ -29,6 +29,8 @@ pub(super) struct RawProvider {
     pub(super) revocation_endpoint: Option<String>,
     #[serde(default, deserialize_with = "string_from_scalar")]
     pub(super) end_session_endpoint: Option<String>,
+    /// RFC 9449: sender-constrained tokens, a key per session.
+    pub(super) dpop: Option<bool>,
 }
 
 /// Pushed authorization requests (RFC 9126): the authorization parameters go to the
@@ -85,6 +87,14 @@ pub struct ProviderSettings {
     pub revocation_endpoint: Option<Url>,
     /// RP-initiated logout endpoint, set by the operator: wins over discovery.
     pub end_session_endpoint: Option<Url>,
+    /// RFC 8707: the resources of this provider's routes, asked for at login so that the
+    /// grant covers them (each route's token is then one refresh away).
+    pub resources: Vec<String>,
+    /// The scopes those routes ask for, added to the login's scopes.
+    pub resource_scopes: Vec<String>,
+    /// RFC 9449: each session gets its own key, token requests and proxied calls carry
+    /// proofs, and the provider's tokens are bound to the key.
+    pub dpop: bool,
 }
 
 /// An endpoint URL set in the configuration: absolute, https (plain http only on loopback,
@@ -434,6 +444,9 @@ pub(super) fn validate_provider(
         allowed_acr_values,
         revocation_endpoint,
         end_session_endpoint,
+        resources: Vec::new(),
+        resource_scopes: Vec::new(),
+        dpop: raw.dpop.unwrap_or(false),
     })
 }
 

@@ -4,8 +4,11 @@
 use super::*;
 
 mod step_up;
+mod upstream_token;
 use step_up::validate_step_up;
 pub use step_up::{is_auth_value, StepUpRequirement};
+use upstream_token::{validate_exchange, validate_resource, RawExchange};
+pub use upstream_token::{ExchangeSettings, ResourceIndicator, ACCESS_TOKEN_TYPE};
 
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct RawRoute {
@@ -37,6 +40,12 @@ pub(super) struct RawRoute {
     pub(super) forward_headers: Option<Vec<String>>,
     /// `Cache-Control: private, no-store` on answers that carried a user's token.
     pub(super) cache_private: Option<bool>,
+    /// RFC 8707: the audience of the route's own token (with `token = "user"`).
+    pub(super) resource: Option<String>,
+    /// The scopes asked for `resource`.
+    pub(super) scopes: Option<Vec<String>>,
+    /// RFC 8693, with `token = "exchange"`.
+    pub(super) exchange: Option<RawExchange>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -93,6 +102,8 @@ pub enum TokenPolicy {
     Optional,
     /// Never a token.
     None,
+    /// The user's access token exchanged for one of the route's own (RFC 8693).
+    Exchange,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +147,10 @@ pub struct RouteSettings {
     /// A response to a call that carried the user's token gets `Cache-Control: private,
     /// no-store` when the upstream sent no `Cache-Control` of its own.
     pub cache_private: bool,
+    /// RFC 8707: calls carry a token for this resource alone instead of the session's own.
+    pub resource: Option<ResourceIndicator>,
+    /// RFC 8693 (`token = "exchange"`): what the user's token is exchanged for.
+    pub exchange: Option<ExchangeSettings>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -358,9 +373,10 @@ pub(super) fn validate_routes(
             "user-or-client" => TokenPolicy::UserOrClient,
             "optional" => TokenPolicy::Optional,
             "none" => TokenPolicy::None,
+            "exchange" => TokenPolicy::Exchange,
             other => {
                 problems.push(format!(
-                    "{}: `{other}` is not one of user, client, user-or-client, optional, none",
+                    "{}: `{other}` is not one of user, client, user-or-client, optional, none, exchange",
                     at("token")
                 ));
                 TokenPolicy::User
@@ -402,9 +418,9 @@ pub(super) fn validate_routes(
             .collect();
         let has_requirements =
             !route.require.scopes.is_empty() || !required_claims.is_empty() || !step_up.is_empty();
-        if has_requirements && token != TokenPolicy::User {
+        if has_requirements && !matches!(token, TokenPolicy::User | TokenPolicy::Exchange) {
             problems.push(format!(
-                "{}: scope, claim and step-up requirements need token = \"user\" (they are checked against the user's session)",
+                "{}: scope, claim and step-up requirements need token = \"user\" or \"exchange\" (they are checked against the user's session)",
                 at("require")
             ));
         }
@@ -475,6 +491,8 @@ pub(super) fn validate_routes(
             csrf_header,
             problems,
         );
+        let resource = validate_resource(&at, route.resource, route.scopes, token, problems);
+        let exchange = validate_exchange(&at, route.exchange, token, problems);
         if problems.len() > start {
             continue;
         }
@@ -501,6 +519,8 @@ pub(super) fn validate_routes(
             match_case: route.match_case.unwrap_or(true),
             forward_headers,
             cache_private: route.cache_private.unwrap_or(true),
+            resource,
+            exchange,
         });
     }
     routes

@@ -507,3 +507,72 @@ fn telemetry_is_off_by_default_and_its_keys_are_checked() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn route_tokens_name_their_resource_or_exchange_and_the_login_asks_for_the_resources() {
+    let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+    let good = format!(
+        r#"{MINIMAL}
+        [[routes]]
+        prefix = "/orders"
+        upstream = "https://orders.internal"
+        resource = "https://orders.example"
+        scopes = ["orders:read"]
+        [[routes]]
+        prefix = "/reports"
+        upstream = "https://reports.internal"
+        token = "exchange"
+        [routes.exchange]
+        audience = "https://reports.internal"
+        scope = "reports:read"
+    "#
+    );
+    let settings = load(Some(&good), secret.clone()).expect("valid");
+    let provider = &settings.providers["main"];
+    assert_eq!(
+        provider.resources,
+        vec!["https://orders.example".to_owned()]
+    );
+    assert_eq!(provider.resource_scopes, vec!["orders:read".to_owned()]);
+    assert!(!provider.dpop, "off by default");
+    let exchange = settings.routes[1].exchange.as_ref().expect("exchange");
+    assert_eq!(settings.routes[1].token, TokenPolicy::Exchange);
+    assert_eq!(exchange.requested_token_type, ACCESS_TOKEN_TYPE);
+
+    let bad = format!(
+        r#"{MINIMAL}
+        [[routes]]
+        prefix = "/a"
+        upstream = "https://a.internal"
+        token = "client"
+        resource = "https://a.example#frag"
+        [[routes]]
+        prefix = "/b"
+        upstream = "https://b.internal"
+        scopes = ["b:read"]
+        [[routes]]
+        prefix = "/c"
+        upstream = "https://c.internal"
+        token = "exchange"
+        [[routes]]
+        prefix = "/d"
+        upstream = "https://d.internal"
+        [routes.exchange]
+        audience = ""
+    "#
+    );
+    let problems = load(Some(&bad), secret).expect_err("invalid").to_string();
+    for expected in [
+        "routes[0].resource: `https://a.example#frag` must be an absolute URI without a fragment",
+        "routes[0].resource: a resource token stands in for the user's token",
+        "routes[1].scopes applies only with `resource`",
+        "routes[2].exchange: token = \"exchange\" needs a [routes.exchange] table",
+        "routes[3].exchange applies only with token = \"exchange\"",
+        "routes[3].exchange.audience must not be empty",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "`{expected}` missing from: {problems}"
+        );
+    }
+}

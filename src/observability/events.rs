@@ -64,7 +64,7 @@ catalogue! {
     CsrfRejected => "csrf.rejected", WARN, [SUB, SESSION, REASON];
     SessionRejected => "session.rejected", WARN, [SUB, SESSION, REASON];
     BackchannelLogout => "backchannel_logout.received", INFO, [SUB, REASON];
-    RefreshSucceeded => "refresh.succeeded", INFO, [SUB, SESSION];
+    RefreshSucceeded => "refresh.succeeded", INFO, [SUB, SESSION, REASON];
     RefreshFailed => "refresh.failed", WARN, [SUB, SESSION, REASON];
     AuthorizationDenied => "authz.denied", WARN, [SUB, SESSION, REASON];
     StepUpRequired => "authz.step_up_required", WARN, [SUB, SESSION, REASON];

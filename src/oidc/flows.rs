@@ -248,6 +248,8 @@ impl AuthFlows {
                 refresh_token_expires_at,
             ),
             device,
+            route_tokens: Default::default(),
+            dpop_key: outcome.dpop_key,
         };
         // A new login always gets a new session id (no fixation); the one it replaces ends.
         // Its refresh token is revoked only when it came from another provider session:

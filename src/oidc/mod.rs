@@ -11,9 +11,13 @@ mod par;
 pub mod provider;
 pub mod refresh;
 mod refresh_grant;
+pub mod refresh_target;
 pub mod return_to;
 mod revocation;
+mod route_grants;
 pub mod step_up;
+mod token_request;
+mod userinfo;
 
 use tracing::Instrument;
 
@@ -35,12 +39,13 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::clock::UnixMillis;
-use crate::session::{Authentication, LoginState, TokenSet};
+use crate::dpop::DpopKey;
+use crate::session::{Authentication, LoginState, SessionDpopKey, TokenSet};
 use error::token_error;
 pub use error::OidcError;
-use provider::without_url;
 pub use provider::{Discovered, Provider};
 pub use refresh_grant::RefreshedTokens;
+pub use route_grants::{RouteGrant, TOKEN_EXCHANGE_GRANT};
 use step_up::LoginRequirements;
 
 /// Claims that only serve the protocol; the SPA gets the rest.
@@ -77,6 +82,8 @@ pub struct LoginOutcome {
     pub claims: Map<String, Value>,
     pub tokens: TokenSet,
     pub authentication: Authentication,
+    /// RFC 9449: the key the tokens are bound to, when the provider uses DPoP.
+    pub dpop_key: Option<crate::session::SessionDpopKey>,
 }
 
 /// Every configured provider, keyed by name, one of them the default.
@@ -122,6 +129,13 @@ impl Provider {
             .set_pkce_challenge(challenge);
         for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        // RFC 8707: the grant covers every route's resource, each then one refresh away.
+        for scope in &self.settings.resource_scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        for resource in &self.settings.resources {
+            request = request.add_extra_param("resource", resource.clone());
         }
         for (key, value) in &self.settings.extra_authorize_params {
             if (key != "prompt" || prompt.is_none()) && !step_up.sets(key) {
@@ -207,11 +221,26 @@ impl Provider {
         for (key, value) in self.assertion_params(token_endpoint(&discovered)?)? {
             request = request.add_extra_param(key, value);
         }
-        let response: provider::TokenResponse = request
-            .request_async(&self.http)
-            .instrument(spans::provider_call("code_exchange", self.name()))
-            .await
-            .map_err(token_error)?;
+        // RFC 9449: a new key for the new session, proven on the code exchange.
+        let dpop = match self.settings.dpop {
+            true => {
+                Some(DpopKey::generate().map_err(|e| OidcError::ClientAssertion(e.to_string()))?)
+            }
+            false => None,
+        };
+        let response: provider::TokenResponse = match &dpop {
+            Some((key, _)) => request
+                .request_async(&|http_request| self.send_with_proof(http_request, key))
+                .instrument(spans::provider_call("code_exchange", self.name()))
+                .await
+                .map_err(token_error)?,
+            None => request
+                .request_async(&self.http)
+                .instrument(spans::provider_call("code_exchange", self.name()))
+                .await
+                .map_err(token_error)?,
+        };
+        let dpop_bound = dpop.is_some() && is_dpop(response.token_type());
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::BadResponse("token response has no id_token".into()))?;
@@ -235,7 +264,12 @@ impl Provider {
             .filter(|(k, _)| !PROTOCOL_CLAIMS.contains(&k.as_str()))
             .collect();
         if let Some(userinfo) = self
-            .fetch_userinfo(&discovered, response.access_token(), &sub)
+            .fetch_userinfo(
+                &discovered,
+                response.access_token(),
+                &sub,
+                dpop.as_ref().filter(|_| dpop_bound).map(|(key, _)| key),
+            )
             .await?
         {
             for (key, value) in userinfo {
@@ -259,8 +293,10 @@ impl Provider {
                     .map(|t| SecretString::from(t.secret().clone())),
                 id_token: SecretString::from(id_token.to_string()),
                 scope: granted_scope(&response),
+                dpop_bound,
             },
             authentication,
+            dpop_key: dpop.map(|(key, stored)| SessionDpopKey::new(stored, key)),
         })
     }
 
@@ -361,51 +397,6 @@ impl Provider {
         Ok(payload)
     }
 
-    async fn fetch_userinfo(
-        &self,
-        discovered: &Discovered,
-        access_token: &AccessToken,
-        sub: &str,
-    ) -> Result<Option<Map<String, Value>>, OidcError> {
-        let Some(endpoint) = discovered.metadata.userinfo_endpoint() else {
-            return Ok(None);
-        };
-        let response = self
-            .http
-            .get(endpoint.url().as_str())
-            .bearer_auth(access_token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .instrument(spans::provider_call("userinfo", self.name()))
-            .await
-            .map_err(|e| OidcError::transport("userinfo", e))?;
-        if !response.status().is_success() {
-            return Err(OidcError::BadResponse(format!(
-                "userinfo answered {}",
-                response.status()
-            )));
-        }
-        let is_json = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            // Signed or encrypted userinfo: the ID token claims stand alone.
-            return Ok(None);
-        }
-        let userinfo: Map<String, Value> = response
-            .json()
-            .await
-            .map_err(|e| OidcError::BadResponse(format!("userinfo: {}", without_url(&e))))?;
-        if userinfo.get("sub").and_then(Value::as_str) != Some(sub) {
-            return Err(OidcError::BadResponse(
-                "userinfo sub differs from the ID token".into(),
-            ));
-        }
-        Ok(Some(userinfo))
-    }
-
     /// `client_secret_basic` per RFC 6749 §2.3.1: both parts form-urlencoded first.
     fn basic_auth_header(&self) -> String {
         let encode =
@@ -486,6 +477,11 @@ impl Provider {
             response.expires_in(),
         ))
     }
+}
+
+/// Whether a token response's `token_type` is DPoP (RFC 9449 §5: case-insensitive).
+fn is_dpop(token_type: &openidconnect::core::CoreTokenType) -> bool {
+    token_type.as_ref().eq_ignore_ascii_case("dpop")
 }
 
 /// The token endpoint's URL: the audience of a client assertion for a token request.

@@ -8,9 +8,11 @@ use url::Url;
 
 use super::metadata::{EndpointSources, OptionalEndpoint};
 use super::provider::{is_asymmetric, ExtraMetadata, Provider};
+use super::TOKEN_EXCHANGE_GRANT;
 use crate::config::{
     ClientAuthMethod, ProviderSettings, PushedAuthorization, RouteSettings, TokenPolicy,
 };
+use crate::dpop::DPOP_ALG;
 
 /// What one provider said: problems make the check fail; facts are for the operator.
 #[derive(Debug, Default)]
@@ -283,6 +285,7 @@ impl Provider {
                 .push(format!("RFC 8414 metadata: not used ({reason})"));
         }
         check.warnings = feature_warnings(settings, expect, &document, &extra);
+        upstream_token_report(settings, expect.routes, &document, &mut check);
         acr_report(settings, &document, &mut check);
         check
     }
@@ -375,6 +378,54 @@ fn feature_warnings(
     warnings
 }
 
+/// Tokens per upstream: whether the provider can give routes their own tokens (RFC 8707,
+/// RFC 8693) and bind them (RFC 9449), with a warning for each route that needs what the
+/// provider does not advertise.
+fn upstream_token_report(
+    settings: &ProviderSettings,
+    routes: &[RouteSettings],
+    document: &Value,
+    check: &mut ProviderCheck,
+) {
+    // RFC 8707 defines no discovery member: only a token request can tell.
+    check.supports.push(format!(
+        "resource indicators (RFC 8707): not advertised in discovery (no standard member); \
+         {} route resource(s) asked for at login",
+        settings.resources.len()
+    ));
+    let exchange = strings(document, "grant_types_supported")
+        .is_some_and(|grants| grants.iter().any(|g| g == TOKEN_EXCHANGE_GRANT));
+    check.supports.push(format!(
+        "token exchange (RFC 8693): {}",
+        advertised(exchange)
+    ));
+    let exchange_routes = routes
+        .iter()
+        .filter(|route| route.provider == settings.name && route.token == TokenPolicy::Exchange)
+        .count();
+    if exchange_routes > 0 && !exchange {
+        check.warnings.push(format!(
+            "{exchange_routes} route(s) with token = \"exchange\" need the token-exchange \
+             grant, which the provider does not advertise"
+        ));
+    }
+    let dpop_algs = strings(document, "dpop_signing_alg_values_supported");
+    check.supports.push(match &dpop_algs {
+        Some(algs) => format!(
+            "DPoP (RFC 9449): dpop_signing_alg_values_supported {}",
+            algs.join(", ")
+        ),
+        None => "DPoP (RFC 9449): not advertised".to_owned(),
+    });
+    if settings.dpop && !dpop_algs.is_some_and(|algs| algs.iter().any(|a| a == DPOP_ALG)) {
+        check.warnings.push(format!(
+            "dpop = true, but the provider does not list {DPOP_ALG} in \
+             dpop_signing_alg_values_supported: it may answer Bearer tokens, which gatehouse \
+             then sends as Bearer (not sender-constrained)"
+        ));
+    }
+}
+
 /// The client registration this configuration needs at the provider.
 fn what_to_register(
     settings: &ProviderSettings,
@@ -396,6 +447,12 @@ fn what_to_register(
     });
     if uses_client_credentials {
         grants.push("client_credentials");
+    }
+    if routes
+        .iter()
+        .any(|route| route.provider == settings.name && route.token == TokenPolicy::Exchange)
+    {
+        grants.push(TOKEN_EXCHANGE_GRANT);
     }
     vec![
         ("redirect URI", settings.redirect_uri.to_string()),

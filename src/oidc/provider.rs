@@ -93,6 +93,8 @@ pub struct Provider {
     discovered: RwLock<Option<Arc<Discovered>>>,
     last_jwks_refetch: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    /// The token endpoint's latest `DPoP-Nonce` (RFC 9449 §8), sent with the next proof.
+    dpop_nonce: Mutex<Option<String>>,
 }
 
 pub fn is_asymmetric(alg: &CoreJwsSigningAlgorithm) -> bool {
@@ -128,7 +130,27 @@ impl Provider {
             discovered: RwLock::new(None),
             last_jwks_refetch: Mutex::new(None),
             last_error: Mutex::new(None),
+            dpop_nonce: Mutex::new(None),
         })
+    }
+
+    pub(super) fn dpop_nonce(&self) -> Option<String> {
+        self.dpop_nonce
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn remember_dpop_nonce(&self, nonce: &str) {
+        // A nonce is opaque but printable (RFC 9449 §8: NQCHAR); anything else is not kept.
+        if !nonce.is_empty()
+            && nonce.len() <= 512
+            && nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        {
+            *self.dpop_nonce.lock().unwrap_or_else(|p| p.into_inner()) = Some(nonce.to_owned());
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -7,18 +7,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
+use secrecy::SecretString;
 
+use super::refresh_target::{applied_skew, RefreshTarget};
 use super::{OidcError, Providers};
 use crate::clock::{SharedClock, UnixMillis};
-use crate::config::SessionSettings;
+use crate::config::{RouteSettings, SessionSettings};
 use crate::observability::metrics::{LogoutKind, Metrics, RefreshOutcome};
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::session::crypto::{b64, random_bytes};
 use crate::session::held_locks::HeldLocks;
 use crate::session::{
-    absolute_expiry, LoadedSession, Locks, SessionData, SessionError, SessionManager, TokenSet,
+    absolute_expiry, LoadedSession, Locks, SessionData, SessionError, SessionManager,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,40 +86,6 @@ impl TokenRefresher {
         self
     }
 
-    fn skew_for(&self, tokens: &TokenSet) -> i64 {
-        applied_skew(self.skew_ms, tokens.access_token_lifetime_ms)
-    }
-
-    fn needs_refresh(&self, session: &LoadedSession, now: UnixMillis) -> bool {
-        let tokens = &session.data.tokens;
-        tokens
-            .access_token_expires_at
-            .is_some_and(|expires_at| expires_at - self.skew_for(tokens) <= now)
-    }
-
-    /// Whether the session holds a new access token, not the one this call found due, that
-    /// is still unexpired: a refresh that just ran produced it, and it is used as it is. A
-    /// slow token endpoint can hand back a token already inside the skew (its expiry counts
-    /// from when the request was sent); refreshing it again would only repeat that.
-    fn refreshed_meanwhile(due: &SecretString, current: &LoadedSession, now: UnixMillis) -> bool {
-        let same = current
-            .data
-            .tokens
-            .access_token
-            .expose_secret()
-            .as_bytes()
-            .ct_eq(due.expose_secret().as_bytes());
-        !bool::from(same) && Self::still_valid(current, now)
-    }
-
-    fn still_valid(session: &LoadedSession, now: UnixMillis) -> bool {
-        session
-            .data
-            .tokens
-            .access_token_expires_at
-            .is_none_or(|expires_at| expires_at > now)
-    }
-
     /// The session with an access token that is good for at least the skew, refreshing it
     /// when needed. `cookie` is the browser's session cookie (it opens the session).
     pub async fn fresh_session(
@@ -127,10 +93,48 @@ impl TokenRefresher {
         cookie: &str,
         session: LoadedSession,
     ) -> Result<LoadedSession, RefreshError> {
-        if !self.needs_refresh(&session, self.clock.now_millis()) {
+        self.fresh(cookie, session, RefreshTarget::Session).await
+    }
+
+    /// The session with the token `route`'s calls carry good for the skew: its own, the
+    /// route's resource token (RFC 8707; the session's own is then not needed), or the
+    /// route's exchanged token (RFC 8693, exchanged from a fresh own token).
+    pub async fn fresh_for_route(
+        &self,
+        cookie: &str,
+        session: LoadedSession,
+        route: &RouteSettings,
+    ) -> Result<LoadedSession, RefreshError> {
+        match (&route.resource, &route.exchange) {
+            (Some(resource), _) => {
+                self.fresh(cookie, session, RefreshTarget::Resource(resource))
+                    .await
+            }
+            (None, Some(settings)) => {
+                let session = self.fresh_session(cookie, session).await?;
+                let target = RefreshTarget::Exchange {
+                    prefix: &route.prefix,
+                    settings,
+                };
+                self.fresh(cookie, session, target).await
+            }
+            (None, None) => self.fresh_session(cookie, session).await,
+        }
+    }
+
+    /// The session with `target`'s token good for at least the skew: obtained or renewed
+    /// under the session's one refresh lock (whatever the target, so a rotating refresh
+    /// token is spent by one grant at a time), or reused when another call just did.
+    pub async fn fresh(
+        &self,
+        cookie: &str,
+        session: LoadedSession,
+        target: RefreshTarget<'_>,
+    ) -> Result<LoadedSession, RefreshError> {
+        if !target.needs_refresh(&session, self.skew_ms, self.clock.now_millis()) {
             return Ok(session);
         }
-        let due = session.data.tokens.access_token.clone();
+        let due = target.held(&session.data).map(|held| held.token.clone());
         let owner = b64(&random_bytes()[..16]);
         let deadline = Instant::now() + self.wait;
         let mut latest = session;
@@ -144,7 +148,13 @@ impl TokenRefresher {
                 Ok(true) => {
                     self.held.taken(&latest.store_key, &owner);
                     let outcome = self
-                        .refresh_holding_lock(cookie, &latest.store_key, &owner, &due)
+                        .refresh_holding_lock(
+                            cookie,
+                            &latest.store_key,
+                            &owner,
+                            due.as_ref(),
+                            target,
+                        )
                         .await;
                     if let Err(error) = self.locks.unlock(&latest.store_key, &owner).await {
                         // It lapses on its own within the lock TTL.
@@ -154,15 +164,15 @@ impl TokenRefresher {
                     return outcome;
                 }
                 Ok(false) => {}
-                Err(error) => return self.fall_back(latest, now, error.to_string()),
+                Err(error) => return self.fall_back(latest, now, error.to_string(), target),
             }
             // Someone else is refreshing: wait for their result.
             tokio::time::sleep(WAIT_POLL).await;
             let now = self.clock.now_millis();
             match self.sessions.load(cookie, now).await {
                 Ok(Some(current))
-                    if !self.needs_refresh(&current, now)
-                        || Self::refreshed_meanwhile(&due, &current, now) =>
+                    if !target.needs_refresh(&current, self.skew_ms, now)
+                        || target.refreshed_meanwhile(due.as_ref(), &current, now) =>
                 {
                     self.metrics
                         .refresh(&current.data.provider, RefreshOutcome::Waited);
@@ -170,24 +180,30 @@ impl TokenRefresher {
                 }
                 Ok(Some(current)) => latest = current,
                 Ok(None) => return Err(RefreshError::SessionEnded("session ended during refresh")),
-                Err(error) => return self.fall_back(latest, now, error.to_string()),
+                Err(error) => return self.fall_back(latest, now, error.to_string(), target),
             }
             if Instant::now() >= deadline {
-                return self.fall_back(latest, now, "timed out waiting for another refresh".into());
+                return self.fall_back(
+                    latest,
+                    now,
+                    "timed out waiting for another refresh".into(),
+                    target,
+                );
             }
         }
     }
 
-    /// A transient failure: the old access token if it is still valid, else 503.
+    /// A transient failure: the old token if it is still valid, else 503.
     fn fall_back(
         &self,
         session: LoadedSession,
         now: UnixMillis,
         reason: String,
+        target: RefreshTarget<'_>,
     ) -> Result<LoadedSession, RefreshError> {
         self.metrics
             .refresh(&session.data.provider, RefreshOutcome::Transient);
-        if Self::still_valid(&session, now) {
+        if target.still_valid(&session, now) {
             tracing::warn!(%reason, "token refresh failed; using the still-valid access token");
             Ok(session)
         } else {
@@ -200,21 +216,30 @@ impl TokenRefresher {
         cookie: &str,
         store_key: &str,
         owner: &str,
-        due: &SecretString,
+        due: Option<&SecretString>,
+        target: RefreshTarget<'_>,
     ) -> Result<LoadedSession, RefreshError> {
         let now = self.clock.now_millis();
         // The fencing re-read: the token may have been refreshed between our read and the lock.
         let Some(current) = self.sessions.load(cookie, now).await? else {
             return Err(RefreshError::SessionEnded("session ended"));
         };
-        if !self.needs_refresh(&current, now) || Self::refreshed_meanwhile(due, &current, now) {
+        if !target.needs_refresh(&current, self.skew_ms, now)
+            || target.refreshed_meanwhile(due, &current, now)
+        {
             self.metrics
                 .refresh(&current.data.provider, RefreshOutcome::Waited);
             return Ok(current);
         }
-        let Some(refresh_token) = current.data.tokens.refresh_token.clone() else {
-            if Self::still_valid(&current, now) {
+        if target.uses_refresh_token() && current.data.tokens.refresh_token.is_none() {
+            if target.still_valid(&current, now) {
                 return Ok(current);
+            }
+            if !matches!(target, RefreshTarget::Session) {
+                // Nothing to obtain a resource's token with; the session itself may go on.
+                return Err(RefreshError::Unavailable(
+                    "no refresh token to obtain the resource's token with".into(),
+                ));
             }
             if self.sessions.delete(store_key).await? {
                 self.metrics
@@ -223,24 +248,27 @@ impl TokenRefresher {
             return Err(RefreshError::SessionEnded(
                 "access token expired and there is no refresh token",
             ));
-        };
+        }
         let Some(provider) = self.providers.get(Some(&current.data.provider)) else {
             return Err(RefreshError::SessionEnded(
                 "the session's provider is no longer configured",
             ));
         };
-        let applied = self.skew_for(&current.data.tokens);
-        if applied < self.skew_ms {
-            // Someone who raised refresh_skew_secs to refresh sooner sees why it came later.
-            tracing::debug!(
-                configured_skew_secs = self.skew_ms as f64 / 1000.0,
-                applied_skew_secs = applied as f64 / 1000.0,
-                "refresh later than refresh_skew_secs: the skew is capped at half the access \
-                 token's lifetime"
-            );
+        if let Some(held) = target.held(&current.data) {
+            let applied = applied_skew(self.skew_ms, held.lifetime_ms);
+            if applied < self.skew_ms {
+                // Someone who raised refresh_skew_secs to refresh sooner sees why it came later.
+                tracing::debug!(
+                    configured_skew_secs = self.skew_ms as f64 / 1000.0,
+                    applied_skew_secs = applied as f64 / 1000.0,
+                    "refresh later than refresh_skew_secs: the skew is capped at half the \
+                     access token's lifetime"
+                );
+            }
         }
 
-        let refresh = provider.refresh(&refresh_token, &current.data.sub, now);
+        let dpop = current.data.dpop_key.as_ref().and_then(|key| key.key());
+        let renewal = target.renew(provider, &current.data, dpop, now);
         let keep_lock = async {
             loop {
                 tokio::time::sleep(self.lock_ttl / 3).await;
@@ -255,7 +283,7 @@ impl TokenRefresher {
             }
         };
         let result = tokio::select! {
-            result = refresh => result,
+            result = renewal => result,
             // The keeper loops forever; should it ever stop, treat it as a transient failure.
             _ = keep_lock => Err(OidcError::Transport {
                 what: "refresh lock keeper stopped".into(),
@@ -265,23 +293,9 @@ impl TokenRefresher {
 
         let now = self.clock.now_millis();
         match result {
-            Ok(tokens) => {
+            Ok(renewed) => {
                 let mut data = SessionData::clone(&current.data);
-                data.tokens.access_token = tokens.access_token;
-                data.tokens.access_token_expires_at = tokens.access_token_expires_at;
-                data.tokens.access_token_lifetime_ms = tokens.access_token_lifetime_ms;
-                if let Some(rotated) = tokens.refresh_token {
-                    data.tokens.refresh_token = Some(rotated);
-                }
-                if tokens.refresh_token_expires_at.is_some() {
-                    data.tokens.refresh_token_expires_at = tokens.refresh_token_expires_at;
-                }
-                if let Some(id_token) = tokens.id_token {
-                    data.tokens.id_token = id_token;
-                }
-                if tokens.scope.is_some() {
-                    data.tokens.scope = tokens.scope;
-                }
+                target.apply(&mut data, renewed);
                 data.absolute_expires_at = absolute_expiry(
                     data.created_at,
                     self.absolute_timeout,
@@ -296,7 +310,7 @@ impl TokenRefresher {
                     SecurityEvent::RefreshSucceeded,
                     Some(&data.sub),
                     Some(store_key),
-                    None,
+                    target.describe(),
                 );
                 Ok(LoadedSession {
                     store_key: current.store_key,
@@ -328,45 +342,8 @@ impl TokenRefresher {
                     Some(store_key),
                     Some("transient"),
                 );
-                self.fall_back(current, now, error.to_string())
+                self.fall_back(current, now, error.to_string(), target)
             }
-        }
-    }
-}
-
-/// How long before its expiry an access token is refreshed: the configured skew, capped at
-/// half the token's lifetime (its `expires_in`), or every call would refresh a token that
-/// was just issued (a 60 s skew and 60 s tokens: a refresh per call).
-pub fn applied_skew(configured_ms: i64, lifetime_ms: Option<i64>) -> i64 {
-    match lifetime_ms {
-        Some(lifetime) if lifetime > 0 => configured_ms.min(lifetime / 2),
-        _ => configured_ms,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::applied_skew;
-
-    #[test]
-    fn the_skew_is_capped_at_half_the_access_tokens_lifetime() {
-        // (configured, lifetime, applied), milliseconds.
-        for (configured, lifetime, applied) in [
-            (60_000, Some(3_600_000), 60_000),
-            (60_000, Some(120_000), 60_000),
-            (60_000, Some(60_000), 30_000),
-            (600_000, Some(300_000), 150_000),
-            (60_000, Some(1_000), 500),
-            (60_000, None, 60_000),
-            (60_000, Some(0), 60_000),
-            (60_000, Some(-5), 60_000),
-            (0, Some(60_000), 0),
-        ] {
-            assert_eq!(
-                applied_skew(configured, lifetime),
-                applied,
-                "skew {configured} ms, lifetime {lifetime:?} ms"
-            );
         }
     }
 }

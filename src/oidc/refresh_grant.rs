@@ -1,5 +1,8 @@
 //! The refresh-token grant itself (the lock around it is in `refresh`).
 
+use std::str::FromStr;
+
+use openidconnect::core::CoreIdToken;
 use tracing::Instrument;
 
 use crate::observability::spans;
@@ -10,6 +13,7 @@ use serde_json::Value;
 use super::{granted_scope, provider, refresh_expiry, token_endpoint, token_error};
 use super::{OidcError, Provider};
 use crate::clock::UnixMillis;
+use crate::dpop::DpopKey;
 
 /// What a refresh yields; absent members mean "keep what the session has".
 pub struct RefreshedTokens {
@@ -20,17 +24,24 @@ pub struct RefreshedTokens {
     pub refresh_token_expires_at: Option<UnixMillis>,
     pub id_token: Option<SecretString>,
     pub scope: Option<String>,
+    /// `token_type` was DPoP: the new access token is bound to the session's key.
+    pub dpop_bound: bool,
 }
 
 impl Provider {
     /// The refresh-token grant. A new ID token, when the provider sends one, is validated
-    /// like the first (its nonce may be absent) and must name the same user.
+    /// like the first (its nonce may be absent) and must name the same user. With `dpop`,
+    /// the request carries a proof of that key (and the new tokens are bound to it).
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
         sub: &str,
+        dpop: Option<&DpopKey>,
         now: UnixMillis,
     ) -> Result<RefreshedTokens, OidcError> {
+        if dpop.is_some() {
+            return self.refresh_with_proof(refresh_token, sub, dpop, now).await;
+        }
         let discovered = self.current()?;
         let token = openidconnect::RefreshToken::new(refresh_token.expose_secret().to_owned());
         let mut request = discovered
@@ -47,14 +58,8 @@ impl Provider {
             .map_err(token_error)?;
         let id_token = match response.id_token() {
             Some(id_token) => {
-                let claims = self
-                    .verify_id_token(id_token, None, response.access_token(), now)
+                self.check_refreshed_id_token(id_token, response.access_token(), sub, now)
                     .await?;
-                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-                    return Err(OidcError::InvalidIdToken(
-                        "refreshed ID token names another user".into(),
-                    ));
-                }
                 Some(SecretString::from(id_token.to_string()))
             }
             None => None,
@@ -69,6 +74,69 @@ impl Provider {
             refresh_token_expires_at: refresh_expiry(&response, now),
             id_token,
             scope: granted_scope(&response),
+            dpop_bound: false,
         })
+    }
+
+    /// The same grant through gatehouse's own token request, which carries DPoP proofs.
+    async fn refresh_with_proof(
+        &self,
+        refresh_token: &SecretString,
+        sub: &str,
+        dpop: Option<&DpopKey>,
+        now: UnixMillis,
+    ) -> Result<RefreshedTokens, OidcError> {
+        let form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose_secret().to_owned()),
+        ];
+        let granted = self
+            .token_request(form, dpop)
+            .instrument(spans::provider_call("refresh", self.name()))
+            .await?;
+        let id_token = match granted.id_token {
+            Some(text) => {
+                let id_token = CoreIdToken::from_str(text.expose_secret()).map_err(|_| {
+                    OidcError::InvalidIdToken("refreshed ID token unreadable".into())
+                })?;
+                let access_token = openidconnect::AccessToken::new(
+                    granted.access_token.expose_secret().to_owned(),
+                );
+                self.check_refreshed_id_token(&id_token, &access_token, sub, now)
+                    .await?;
+                Some(text)
+            }
+            None => None,
+        };
+        Ok(RefreshedTokens {
+            dpop_bound: granted.token_type.eq_ignore_ascii_case("dpop"),
+            access_token_expires_at: granted.expires_in.map(|d| now + d.as_millis() as i64),
+            access_token_lifetime_ms: granted.expires_in.map(|d| d.as_millis() as i64),
+            access_token: granted.access_token,
+            refresh_token: granted.refresh_token,
+            refresh_token_expires_at: granted
+                .refresh_expires_in
+                .map(|secs| now + secs as i64 * 1000),
+            id_token,
+            scope: granted.scope,
+        })
+    }
+
+    async fn check_refreshed_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        access_token: &openidconnect::AccessToken,
+        sub: &str,
+        now: UnixMillis,
+    ) -> Result<(), OidcError> {
+        let claims = self
+            .verify_id_token(id_token, None, access_token, now)
+            .await?;
+        if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(OidcError::InvalidIdToken(
+                "refreshed ID token names another user".into(),
+            ));
+        }
+        Ok(())
     }
 }

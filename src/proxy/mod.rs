@@ -2,6 +2,7 @@
 //! decision of which token a call carries, and forwarding (bodies, upgrades, WebSockets).
 
 pub mod client_credentials;
+pub mod dpop;
 pub mod forward;
 pub mod headers;
 pub mod path;
@@ -21,8 +22,9 @@ use url::Url;
 
 use crate::clock::UnixMillis;
 use crate::config::{RouteSettings, RouteTlsSettings, TokenPolicy};
+use crate::dpop::DpopKey;
 use crate::oidc::{OidcError, Providers};
-use crate::session::LoadedSession;
+use crate::session::{LoadedSession, RouteTokenFor};
 use crate::tls::{upstream_client_config, TlsError};
 use client_credentials::ClientTokenCache;
 pub use routes::RouteTable;
@@ -47,6 +49,10 @@ pub enum ProxyError {
     UpstreamTls(String),
     #[error("no token for the upstream: {0}")]
     Token(#[from] OidcError),
+    /// The session lacks the route's own token (or the key it is bound to) although it was
+    /// just obtained: a store that lost a write, or a corrupt session (503).
+    #[error("the session holds no token for this route")]
+    NoRouteToken,
     /// The session's authentication is not strong or recent enough for the route (401).
     #[error("step-up required: {}", .0.reason)]
     StepUpRequired(step_up::StepUpChallenge),
@@ -70,21 +76,62 @@ pub struct Proxy {
     /// and host (with its port, when it has one), made once.
     pub forwarded_proto: HeaderValue,
     pub forwarded_host: HeaderValue,
+    /// RFC 9449: the nonce each upstream origin last asked DPoP proofs to carry.
+    pub dpop_nonces: dpop::UpstreamNonces,
 }
 
-/// The token a call carries: the session's own (borrowed, not copied per call) or a
-/// client-credentials token.
+/// The token a call carries: the session's own or one of its route tokens (borrowed, not
+/// copied per call), or a client-credentials token.
 pub enum UpstreamToken<'a> {
     User(&'a SecretString),
+    /// A user's token bound to the session's DPoP key (RFC 9449): sent as `DPoP` with a
+    /// fresh proof of that key.
+    UserDpop(&'a SecretString, &'a DpopKey),
     Client(SecretString),
 }
 
 impl UpstreamToken<'_> {
     pub fn secret(&self) -> &SecretString {
         match self {
-            Self::User(token) => token,
+            Self::User(token) | Self::UserDpop(token, _) => token,
             Self::Client(token) => token,
         }
+    }
+
+    /// Whether it is a user's token (the answer is then kept out of shared caches).
+    pub fn is_users(&self) -> bool {
+        !matches!(self, Self::Client(_))
+    }
+}
+
+/// The session's own token, or the route's (RFC 8707 resource, RFC 8693 exchange), as the
+/// call carries it: bound ones with the session's DPoP key.
+fn user_token<'s>(
+    route: &RouteSettings,
+    session: &'s LoadedSession,
+) -> Result<UpstreamToken<'s>, ProxyError> {
+    let data = &session.data;
+    let (token, bound) = match (&route.resource, route.token) {
+        (_, TokenPolicy::Exchange) => {
+            let held = data
+                .route_tokens
+                .get(RouteTokenFor::Exchange(&route.prefix))
+                .ok_or(ProxyError::NoRouteToken)?;
+            (&held.access_token, held.dpop_bound)
+        }
+        (Some(resource), _) => {
+            let held = data
+                .route_tokens
+                .get(RouteTokenFor::Resource(&resource.uri))
+                .ok_or(ProxyError::NoRouteToken)?;
+            (&held.access_token, held.dpop_bound)
+        }
+        (None, _) => (&data.tokens.access_token, data.tokens.dpop_bound),
+    };
+    match data.dpop_key.as_ref().and_then(|key| key.key()) {
+        Some(key) if bound => Ok(UpstreamToken::UserDpop(token, key)),
+        None if bound => Err(ProxyError::NoRouteToken),
+        _ => Ok(UpstreamToken::User(token)),
     }
 }
 
@@ -177,6 +224,7 @@ impl Proxy {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             forwarded_host: HeaderValue::from_str(&public_host)
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
+            dpop_nonces: dpop::UpstreamNonces::default(),
         })
     }
 
@@ -208,11 +256,14 @@ impl Proxy {
         session: Option<&'s LoadedSession>,
         now: UnixMillis,
     ) -> Result<Option<UpstreamToken<'s>>, ProxyError> {
-        let user_token = session.map(|s| UpstreamToken::User(&s.data.tokens.access_token));
+        let user_token = match session {
+            Some(session) if route.token != TokenPolicy::None => Some(user_token(route, session)?),
+            _ => None,
+        };
         match route.token {
             TokenPolicy::None => Ok(None),
             TokenPolicy::Optional => Ok(user_token),
-            TokenPolicy::User => {
+            TokenPolicy::User | TokenPolicy::Exchange => {
                 let session = session.ok_or(ProxyError::Unauthenticated)?;
                 check_requirements(route, session)?;
                 step_up::check(&route.step_up, &session.data.authentication, now)

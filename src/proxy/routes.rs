@@ -203,6 +203,8 @@ mod tests {
             match_case: true,
             forward_headers: vec![],
             cache_private: true,
+            resource: None,
+            exchange: None,
         }
     }
 

@@ -26,7 +26,7 @@ use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::step_up::upstream_challenge;
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
-use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
+use crate::proxy::{dpop, websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
 use crate::session::LoadedSession;
 use crate::state::{AppState, CookieSettings};
@@ -120,15 +120,30 @@ pub async fn forward(
     // Exported, the upstream call is a client span of its own and the upstream's parent.
     let upstream_span = spans::upstream_call(&route.prefix, method.as_str());
     let upstream_parent = trace_export::span_id(&upstream_span);
-    let request = |body| {
+    let bound = matches!(token, Some(UpstreamToken::UserDpop(..)));
+    let origin = bound.then(|| route.upstream.origin().ascii_serialization());
+    let htu = if bound {
+        dpop::htu(&uri)
+    } else {
+        String::new()
+    };
+    let first_nonce = origin
+        .as_deref()
+        .and_then(|o| state.proxy.dpop_nonces.get(o));
+    let request = |body, nonce: Option<&str>| {
         let mut request = http::Request::new(body);
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri.clone();
+        let call = Call {
+            method: method.as_str(),
+            htu: &htu,
+            nonce,
+        };
         upstream_headers(
             req,
             request.headers_mut(),
             state,
-            Forwarding::Api,
+            (Forwarding::Api, &call),
             route,
             session,
             token.as_ref(),
@@ -147,7 +162,7 @@ pub async fn forward(
     let response = if has_body(req) {
         let too_large = Arc::new(AtomicBool::new(false));
         let body = upload_chunks(payload, route.max_body_bytes, too_large.clone());
-        let mut request = request(streamed_body(body));
+        let mut request = request(streamed_body(body), first_nonce.as_deref());
         if let Some(len) = declared_length {
             let headers = request.headers_mut();
             headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -164,13 +179,46 @@ pub async fn forward(
     } else {
         // Nothing to stream, so it can be sent again should a pooled connection turn out
         // to be one the upstream had closed.
-        let sent = client.send_replayable(|| request(empty_body()), method.is_idempotent());
-        send(sent, classify, measured, route, None)
+        let sent = client.send_replayable(
+            || request(empty_body(), first_nonce.as_deref()),
+            method.is_idempotent(),
+        );
+        let response = send(sent, classify, measured, route, None)
             .instrument(upstream_span.clone())
-            .await?
+            .await?;
+        // RFC 9449 §9: an upstream that wants a nonce in the proof gets one more call.
+        match origin.as_deref() {
+            Some(origin)
+                if state.proxy.dpop_nonces.learn(
+                    origin,
+                    response.status(),
+                    response.headers(),
+                    first_nonce.as_deref(),
+                ) =>
+            {
+                let nonce = state.proxy.dpop_nonces.get(origin);
+                let sent = client.send_replayable(
+                    || request(empty_body(), nonce.as_deref()),
+                    method.is_idempotent(),
+                );
+                send(sent, classify, measured, route, None)
+                    .instrument(upstream_span.clone())
+                    .await?
+            }
+            _ => response,
+        }
     };
     upstream_span.record("http.response.status_code", response.status().as_u16());
     drop(upstream_span);
+    if let (Some(origin), true) = (origin.as_deref(), has_body(req)) {
+        // A streamed body cannot be sent twice: its nonce serves the next call.
+        state.proxy.dpop_nonces.learn(
+            origin,
+            response.status(),
+            response.headers(),
+            first_nonce.as_deref(),
+        );
+    }
     // The upstream's own RFC 9470 challenge to the user's token: the same step-up answer
     // as a route requirement's. Any other 401 passes through as it is.
     if let (Some(session), http::StatusCode::UNAUTHORIZED) = (session, response.status()) {
@@ -223,11 +271,19 @@ async fn open_websocket(
         .header("upgrade", "websocket")
         .build()
         .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
+    let htu = crate::dpop::htu(request.url());
+    let origin = route.upstream.origin().ascii_serialization();
+    let nonce = state.proxy.dpop_nonces.get(&origin);
+    let call = Call {
+        method: "GET",
+        htu: &htu,
+        nonce: nonce.as_deref(),
+    };
     upstream_headers(
         req,
         request.headers_mut(),
         state,
-        Forwarding::ApiWebSocket,
+        (Forwarding::ApiWebSocket, &call),
         route,
         session,
         token,
@@ -244,6 +300,15 @@ async fn open_websocket(
         None,
     )
     .await?;
+    if matches!(token, Some(UpstreamToken::UserDpop(..))) {
+        // A handshake is not sent twice; the nonce an upstream asks for serves the next one.
+        let (status, headers) = (response.status(), response.headers());
+        let sent = nonce.as_deref();
+        state
+            .proxy
+            .dpop_nonces
+            .learn(&origin, status, headers, sent);
+    }
     if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(stream_response(
             response,
@@ -277,7 +342,7 @@ async fn open_websocket(
 fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> ResponsePolicy {
     ResponsePolicy {
         pass_set_cookie: route.pass_set_cookie,
-        private: route.cache_private && matches!(token, Some(UpstreamToken::User(_))),
+        private: route.cache_private && token.is_some_and(UpstreamToken::is_users),
     }
 }
 
@@ -341,7 +406,7 @@ async fn admit(
     match session {
         Some((session, cookie)) => {
             let session = refresher
-                .fresh_session(&cookie, session)
+                .fresh_for_route(&cookie, session, route)
                 .await
                 .map_err(|e| refresh_error(e, cookie_settings))?;
             Ok(Some((session, cookie)))
@@ -350,13 +415,18 @@ async fn admit(
     }
 }
 
-/// The headers of the upstream request: the browser's that may cross, the route's injected
-/// secrets, the token, and gatehouse's own (forwarding, request id, trace context).
+/// The request a DPoP proof names: method, URL (no query) and the upstream's nonce.
+struct Call<'a> {
+    method: &'a str,
+    htu: &'a str,
+    nonce: Option<&'a str>,
+}
+
 fn upstream_headers(
     req: &HttpRequest,
     headers: &mut HeaderMap,
     state: &AppState,
-    forwarding: Forwarding,
+    (forwarding, call): (Forwarding, &Call<'_>),
     route: &RouteSettings,
     session: Option<&LoadedSession>,
     token: Option<&UpstreamToken<'_>>,
@@ -370,7 +440,9 @@ fn upstream_headers(
         let name = HeaderName::from_bytes(injected.name.as_bytes()).expect("validated at start-up");
         headers.append(name, value);
     }
-    if let Some(token) = token {
+    if let Some(UpstreamToken::UserDpop(token, key)) = token {
+        dpop::attach(headers, token, key, call.method, call.htu, call.nonce);
+    } else if let Some(token) = token {
         // One String, moved into the header value (no copy).
         let bearer = format!("Bearer {}", token.secret().expose_secret());
         if let Ok(mut value) = HeaderValue::try_from(bearer) {

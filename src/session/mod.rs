@@ -10,6 +10,7 @@ mod one_time;
 pub mod redis;
 mod secret_serde;
 pub mod store;
+mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use store::{
     FetchedSession, IdlePolicy, Locks, OneTimeRecords, RateBuckets, ReplayMemory, SessionRecord,
     SessionRecords, SessionStore, SessionSummary, StoreError, StoreHealth,
 };
+pub use tokens::{RouteToken, RouteTokenFor, RouteTokens, SessionDpopKey, TokenSet};
 
 const SESSION_PURPOSE: &str = "gatehouse/session/v1";
 const REVOCATION_PURPOSE: &str = "gatehouse/session-revocation/v1";
@@ -92,43 +94,6 @@ pub struct SessionListing {
     pub current: bool,
 }
 
-/// The tokens of one session. Only ever serialized into a sealed payload.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct TokenSet {
-    #[serde(with = "secret_serde")]
-    pub access_token: SecretString,
-    /// When the access token expires, if the provider said.
-    pub access_token_expires_at: Option<UnixMillis>,
-    /// How long the access token lives (the provider's `expires_in`): the refresh skew never
-    /// exceeds half of it. Absent in sessions written before it was recorded.
-    #[serde(default)]
-    pub access_token_lifetime_ms: Option<i64>,
-    #[serde(with = "secret_serde::option", default)]
-    pub refresh_token: Option<SecretString>,
-    /// When the refresh token expires, if the provider said; the session ends by then.
-    #[serde(default)]
-    pub refresh_token_expires_at: Option<UnixMillis>,
-    #[serde(with = "secret_serde")]
-    pub id_token: SecretString,
-    /// Scopes the provider granted (space separated), when it said.
-    pub scope: Option<String>,
-}
-
-impl fmt::Debug for TokenSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("access_token", &"<present>")
-            .field("access_token_expires_at", &self.access_token_expires_at)
-            .field(
-                "refresh_token",
-                &self.refresh_token.as_ref().map(|_| "<present>"),
-            )
-            .field("id_token", &"<present>")
-            .field("scope", &self.scope)
-            .finish()
-    }
-}
-
 /// Everything gatehouse knows about a logged-in browser.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SessionData {
@@ -149,6 +114,14 @@ pub struct SessionData {
     /// The coarse device label taken from the User-Agent at login (see `device`).
     #[serde(default)]
     pub device: String,
+    /// The tokens of its routes beyond its own: per resource (RFC 8707) and exchanged
+    /// (RFC 8693). Written only under the refresh lock, like `tokens`.
+    #[serde(default, skip_serializing_if = "RouteTokens::is_empty")]
+    pub route_tokens: RouteTokens,
+    /// RFC 9449: the session's own DPoP private key (PKCS#8, base64url), when its provider
+    /// binds tokens. Sealed with the rest; never leaves the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<SessionDpopKey>,
 }
 
 impl fmt::Debug for SessionData {
@@ -166,6 +139,8 @@ impl fmt::Debug for SessionData {
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)
             .field("device", &self.device)
+            .field("route_tokens", &self.route_tokens)
+            .field("dpop_key", &self.dpop_key.as_ref().map(|_| "<present>"))
             .finish_non_exhaustive()
     }
 }

@@ -40,6 +40,8 @@ mod tls;
 mod topologies;
 mod topology_bed;
 mod trace_context;
+mod upstream_dpop;
 mod upstream_headers;
+mod upstream_tokens;
 mod websocket;
 mod your_sessions;

@@ -106,11 +106,14 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
             refresh_token_expires_at: None,
             id_token: SecretString::from("header.payload.signature".to_owned()),
             scope: Some("openid profile".into()),
+            dpop_bound: false,
         },
         logout_sid: "logout-sid".into(),
         created_at: now,
         absolute_expires_at: now + absolute.as_millis() as i64,
         device: "Firefox on Linux".into(),
+        route_tokens: Default::default(),
+        dpop_key: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod otlp_receiver;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
+pub mod token_upstream;
 pub mod topologies;
 pub mod webdriver;
 pub mod websocket_echo;
@@ -214,6 +215,8 @@ pub struct AppOptions<'a> {
     pub telemetry: Option<Telemetry>,
     /// The top-level `default_provider`.
     pub default_provider: Option<String>,
+    /// `dpop = true` on the main provider (RFC 9449).
+    pub main_dpop: bool,
 }
 
 pub struct Preset {
@@ -246,6 +249,7 @@ impl Default for AppOptions<'_> {
             admin_api_token_file: None,
             telemetry: None,
             default_provider: None,
+            main_dpop: false,
         }
     }
 }
@@ -294,7 +298,12 @@ pub async fn register_client_with(
         "post_logout_redirect_uris": [format!("{gatehouse_base}/")],
         "backchannel_logout_uri": format!("{gatehouse_base}/auth/backchannel-logout"),
         "backchannel_logout_session_required": true,
-        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
         "response_types": ["code"],
         "token_endpoint_auth_method": "client_secret_basic",
     });
@@ -471,6 +480,7 @@ shutdown_timeout_secs = 1
 issuer = "{issuer}"
 client_id = "{client_id}"
 http_timeout_secs = 5
+dpop = {main_dpop}
 
 {admin}
 {extra}
@@ -482,6 +492,7 @@ http_timeout_secs = 5
             .as_deref()
             .map(|name| format!("default_provider = \"{name}\"\n"))
             .unwrap_or_default(),
+        main_dpop = options.main_dpop,
         extra = options.extra_toml,
         server_keys = options.server.toml(),
         session_keys = options.session.toml(),

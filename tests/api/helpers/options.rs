@@ -30,6 +30,7 @@ pub struct Route {
     claims: Vec<(String, String)>,
     inject_headers: Vec<(String, String)>,
     tls: Option<RouteTls>,
+    exchange: BTreeMap<&'static str, String>,
 }
 
 /// A route's `[routes.tls]` table: how gatehouse verifies an https upstream and which
@@ -78,7 +79,27 @@ impl Route {
             claims: Vec::new(),
             inject_headers: Vec::new(),
             tls: None,
+            exchange: BTreeMap::new(),
         }
+    }
+
+    /// `resource` (RFC 8707): the route's token is for this resource alone.
+    pub fn resource(self, uri: &str) -> Self {
+        self.key("resource", quote(uri))
+    }
+
+    /// `scopes`: asked for the route's resource.
+    pub fn scopes(self, scopes: &[&str]) -> Self {
+        self.key("scopes", string_array(scopes))
+    }
+
+    /// `token = "exchange"` with `[routes.exchange] audience` (and `scope` when given).
+    pub fn exchange(mut self, audience: &str, scope: Option<&str>) -> Self {
+        self.exchange.insert("audience", quote(audience));
+        if let Some(scope) = scope {
+            self.exchange.insert("scope", quote(scope));
+        }
+        self.token("exchange")
     }
 
     /// The `[routes.tls]` table.
@@ -219,6 +240,10 @@ impl Route {
         if let Some(tls) = &self.tls {
             text.push_str("[routes.tls]\n");
             text.push_str(&render_keys(&tls.keys));
+        }
+        if !self.exchange.is_empty() {
+            text.push_str("[routes.exchange]\n");
+            text.push_str(&render_keys(&self.exchange));
         }
         text
     }

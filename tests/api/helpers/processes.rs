@@ -207,6 +207,8 @@ pub struct ProviderOptions {
     pub omit_from_openid_configuration: &'static [&'static str],
     /// Members left out of `/.well-known/oauth-authorization-server`; `["all"]`: none there.
     pub omit_from_rfc8414: &'static [&'static str],
+    /// The token endpoint requires a DPoP server nonce (`PROVIDER_DPOP_NONCE`).
+    pub dpop_nonce: bool,
 }
 
 impl Default for ProviderOptions {
@@ -225,6 +227,7 @@ impl Default for ProviderOptions {
             auth_response_iss: true,
             omit_from_openid_configuration: &[],
             omit_from_rfc8414: &[],
+            dpop_nonce: false,
         }
     }
 }
@@ -286,6 +289,10 @@ impl ProviderProcess {
                 options.omit_from_openid_configuration.join(","),
             )
             .env("PROVIDER_OMIT_RFC8414", options.omit_from_rfc8414.join(","))
+            .env(
+                "PROVIDER_DPOP_NONCE",
+                if options.dpop_nonce { "on" } else { "off" },
+            )
             .env("PROVIDER_WATCH_STDIN", "1")
             .env("PROVIDER_QUIET", "1")
             .stdin(Stdio::piped())

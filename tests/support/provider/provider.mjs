@@ -41,8 +41,8 @@
 //   GET  /__test/grants?client_id=X
 //        -> {"authorization_code":N,"refresh_token":N,"client_credentials":N,
 //            "refresh_token_errors":N,"revoked":N}
-//        Counts of successful token-endpoint grants for client X by grant_type
-//        (provider `grant.success` event) plus failed refresh_token grants
+//        Counts of successful token-endpoint grants for client X by grant_type (and by
+//        "<grant_type> <resource>" with RFC 8707's resource) plus failed refresh_token grants
 //        (`grant.error` event; failures of other grant types count as
 //        "<grant_type>_errors"). Other grant types appear as extra keys if used;
 //        "revoked" counts the tokens the client revoked (RFC 7009).
@@ -71,11 +71,12 @@
 //   Token responses that carry a refresh token also carry refresh_expires_in
 //   (REFRESH_TOKEN_TTL), as Keycloak does, so clients can bound sessions by it.
 //   POST /__test/acr-answer, POST /__test/clock: see second_factor.mjs (a second factor).
+//   POST /__test/exchange-failure, resource servers, DPoP: see upstream_tokens.mjs.
 //   Unknown /__test/ paths -> 404 {"error":"not_found"}.
 
 import * as crypto from 'node:crypto';
-import { fstatSync } from 'node:fs';
 import * as http from 'node:http';
+import { watchLifecycle } from './lifecycle.mjs';
 import { countRequest, requestCount } from './request_counts.mjs';
 import { sendFramePage } from './test_pages.mjs';
 
@@ -86,6 +87,7 @@ console.log = console.info = console.error;
 const { default: Provider, errors } = await import('oidc-provider');
 const { default: MemoryAdapter } = await import('./memory_adapter.mjs');
 const secondFactor = await import('./second_factor.mjs');
+const upstreamTokens = await import('./upstream_tokens.mjs'); // RFC 8707, 8693, 9449
 
 function intEnv(name, fallback) {
   const raw = process.env[name];
@@ -124,35 +126,8 @@ if (process.env.PROVIDER_CLIENTS) {
 const log = QUIET ? () => {} : (...args) => console.error('[provider]', ...args);
 
 // ---------------------------------------------------------------------------
-// Lifecycle: exit on signals and (when watched) when stdin closes.
-
-let shuttingDown = false;
-function shutdown(reason) {
-  if (shuttingDown) return;
-  shuttingDown = true;
-  log(`shutting down (${reason})`);
-  process.exit(0);
-}
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => shutdown(signal));
-
-function shouldWatchStdin() {
-  const flag = process.env.PROVIDER_WATCH_STDIN;
-  if (flag === '1') return true;
-  if (flag === '0') return false;
-  try {
-    const st = fstatSync(0);
-    return st.isFIFO() || st.isSocket();
-  } catch {
-    return false;
-  }
-}
-if (shouldWatchStdin()) {
-  process.stdin.on('data', () => {});
-  process.stdin.on('end', () => shutdown('stdin closed'));
-  process.stdin.on('close', () => shutdown('stdin closed'));
-  process.stdin.on('error', () => shutdown('stdin error'));
-  process.stdin.resume();
-}
+// Lifecycle: exit on signals and (when watched) when stdin closes (lifecycle.mjs).
+watchLifecycle(log);
 
 // ---------------------------------------------------------------------------
 // Accounts: any id is a valid account.
@@ -302,7 +277,8 @@ async function handleTest(req, res, url) {
     return sendJson(res, 200, { jwt: signJwt(body.header ?? {}, body.payload ?? {}) });
   }
   req.resume();
-  if (secondFactor.handleTest(route, q, (status, body) => sendJson(res, status, body)) !== false) return undefined;
+  const reply = (status, body) => sendJson(res, status, body);
+  if (secondFactor.handleTest(route, q, reply) !== false || upstreamTokens.handleTest(route, q, reply) !== false) return undefined;
   switch (route) {
     case 'GET /__test/grants': {
       const clientId = q.get('client_id');
@@ -468,6 +444,7 @@ const configuration = {
     rpInitiatedLogout: { enabled: process.env.PROVIDER_END_SESSION !== 'off' },
     backchannelLogout: { enabled: true },
     registration: { enabled: true, initialAccessToken: false },
+    ...upstreamTokens.configuration(ACCESS_TOKEN_TTL),
   },
 
   pkce: { required: () => true },
@@ -506,6 +483,7 @@ const configuration = {
 
 provider = new Provider(ISSUER, { ...configuration, ...secondFactor.configuration(configuration.claims) });
 provider.use(secondFactor.middleware(provider));
+upstreamTokens.register(provider, errors, ISSUER, signJwt);
 
 // Like Keycloak, say how long the refresh token lives.
 provider.use(async (ctx, next) => {
@@ -555,6 +533,8 @@ provider.on('grant.success', (ctx) => {
   if (!clientId || !grantType) return;
   const c = countsFor(clientId);
   c[grantType] = (c[grantType] ?? 0) + 1;
+  const resource = ctx.oidc.params.resource; // counted per resource too: "<grant_type> <resource>"
+  if (resource) c[`${grantType} ${resource}`] = (c[`${grantType} ${resource}`] ?? 0) + 1;
 });
 provider.on('grant.error', (ctx, err) => {
   let clientId;
