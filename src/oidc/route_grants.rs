@@ -2,12 +2,14 @@
 //! token exchange (RFC 8693). The lock around them, and where the tokens go, is `refresh`.
 
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
 
 use super::token_request::GrantedToken;
 use super::{OidcError, Provider};
 use crate::clock::UnixMillis;
 use crate::config::{ExchangeSettings, ResourceIndicator, ACCESS_TOKEN_TYPE};
 use crate::dpop::DpopKey;
+use crate::observability::spans;
 use crate::session::RouteToken;
 
 /// RFC 8693's grant type.
@@ -57,7 +59,10 @@ impl Provider {
         if !resource.scopes.is_empty() {
             form.push(("scope", resource.scopes.join(" ")));
         }
-        let granted = self.token_request(form, dpop).await?;
+        let granted = self
+            .token_request(form, dpop)
+            .instrument(spans::provider_call("resource_token", self.name()))
+            .await?;
         Ok(RouteGrant::from_granted(granted, now))
     }
 
@@ -84,7 +89,10 @@ impl Provider {
         if let Some(scope) = &exchange.scope {
             form.push(("scope", scope.clone()));
         }
-        let granted = self.token_request(form, dpop).await?;
+        let granted = self
+            .token_request(form, dpop)
+            .instrument(spans::provider_call("token_exchange", self.name()))
+            .await?;
         let mut grant = RouteGrant::from_granted(granted, now);
         // An exchange hands out no refresh token gatehouse would use: the next exchange
         // starts again from the user's access token.
