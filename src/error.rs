@@ -41,6 +41,7 @@ pub enum Problem {
     OriginRejected,
     TooManyWebSockets,
     StepUpRequired,
+    ForbiddenByPolicy,
 }
 
 impl Problem {
@@ -162,6 +163,11 @@ impl Problem {
                 StatusCode::UNAUTHORIZED,
                 "step-up-required",
                 "A stronger or more recent sign-in is needed",
+            ),
+            Problem::ForbiddenByPolicy => (
+                StatusCode::FORBIDDEN,
+                "forbidden-by-policy",
+                "Not allowed by the authorization policy",
             ),
         }
     }

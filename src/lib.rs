@@ -13,6 +13,7 @@ pub mod error;
 pub mod frontend;
 pub mod observability;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;

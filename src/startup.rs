@@ -19,6 +19,7 @@ use crate::observability::telemetry::SecurityLog;
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
+use crate::policy::{self, PolicyStore};
 use crate::proxy::Proxy;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
@@ -45,6 +46,8 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot watch for SIGHUP: {0}")]
     Signal(std::io::Error),
+    #[error("policies: {0}")]
+    Policies(#[source] crate::policy::PolicyProblems),
     #[error("cannot build the proxy's upstream client: {0}")]
     ProxyClient(#[source] crate::proxy::ProxyBuildError),
 }
@@ -166,6 +169,23 @@ impl Application {
         let limiter = RateLimiter::new(store.clone(), clock.clone());
         let sessions = session_manager(&settings, store.clone());
 
+        let policies = match &settings.policies {
+            Some(policy_settings) => {
+                let store = Arc::new(
+                    PolicyStore::load(
+                        policy_settings.clone(),
+                        settings.routes.clone(),
+                        metrics.clone(),
+                        crate::clock::Clock::now_millis(clock.as_ref()),
+                    )
+                    .map_err(StartupError::Policies)?,
+                );
+                policy::watch::spawn_reloader(&store, clock.clone())
+                    .map_err(StartupError::Signal)?;
+                Some(store)
+            }
+            None => None,
+        };
         let proxy = Proxy::new(
             settings.routes.clone(),
             &providers,
@@ -242,6 +262,7 @@ impl Application {
             metrics,
             measured,
             events,
+            policies,
         });
         let admin = match settings.admin.bind {
             Some(address) => Some(admin_server(address, state.clone())?),

@@ -22,6 +22,7 @@ use crate::observability::metrics::Metrics;
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
+use crate::policy::PolicyStore;
 use crate::proxy::websocket::SocketSlots;
 use crate::proxy::Proxy;
 use crate::ratelimit::{
@@ -60,6 +61,8 @@ pub struct AppState {
     pub measured: bool,
     /// The handlers' security events: logged, and counted when `measured`.
     pub events: SecurityLog,
+    /// The Cedar policy set of `policy = true` routes (`None`: no `[policies]`).
+    pub policies: Option<std::sync::Arc<PolicyStore>>,
 }
 
 /// The injected clock, read as milliseconds since the Unix epoch.

@@ -24,6 +24,7 @@ use crate::ratelimit::RateLimit;
 
 mod admin;
 mod frontend;
+mod policies;
 pub mod presets;
 mod providers;
 mod rate_limits;
@@ -35,6 +36,7 @@ mod store;
 
 pub use admin::*;
 pub use frontend::*;
+pub use policies::*;
 pub use providers::*;
 pub use rate_limits::*;
 pub use routes::*;
@@ -89,6 +91,7 @@ struct RawSettings {
     rate_limits: RawRateLimits,
     #[serde(default)]
     admin: RawAdmin,
+    policies: Option<RawPolicies>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -154,6 +157,8 @@ pub struct Settings {
     pub frontend: FrontendSettings,
     pub rate_limits: RateLimitSettings,
     pub admin: AdminSettings,
+    /// `None`: no `[policies]` table (and no `policy = true` route).
+    pub policies: Option<PolicySettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -485,6 +490,7 @@ fn validate(
         problems,
     );
     let frontend = validate_frontend(raw.frontend, problems);
+    let policies = validate_policies(raw.policies, &routes, problems);
 
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
@@ -508,6 +514,7 @@ fn validate(
         frontend: frontend?,
         rate_limits,
         admin,
+        policies,
     })
 }
 

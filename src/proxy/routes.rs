@@ -203,6 +203,9 @@ mod tests {
             match_case: true,
             forward_headers: vec![],
             cache_private: true,
+            name: prefix.into(),
+            templates: vec![],
+            policy: false,
         }
     }
 

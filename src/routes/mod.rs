@@ -1,6 +1,7 @@
 //! HTTP handlers: thin translations between requests and the flows.
 
 pub mod auth;
+pub mod authorize;
 pub mod cookies;
 pub mod frontend;
 pub mod health;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 
+use super::authorize::PolicyCheck;
 use super::cookies;
 use super::step_up::step_up_problem;
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
@@ -24,6 +25,7 @@ use crate::proxy::forward::{
 use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::step_up::upstream_challenge;
+use crate::proxy::template::match_templates;
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
@@ -58,6 +60,14 @@ pub async fn forward(
         state.anti_forgery.require(req)?;
     }
     Proxy::check_method(route, req.method().as_str())?;
+    // A route with templates serves only the paths that fit one; nothing else under its
+    // prefix is passed on (least of all to a broader route, which the policy would not see).
+    let parameters = if route.templates.is_empty() {
+        Vec::new()
+    } else {
+        match_templates(&route.templates, rest, route.match_case)
+            .ok_or_else(|| ApiError::new(Problem::NotFound))?
+    };
     let caller = admit(req, state, route).await?;
     let now = state.clock.now();
     let session = caller.as_ref().map(|(session, _)| session);
@@ -84,6 +94,12 @@ pub async fn forward(
         }
         Err(e) => return Err(e.into()),
     };
+    let policy = PolicyCheck {
+        policies: state.policies.as_deref(),
+        clock: &state.clock,
+        events: &state.events,
+    };
+    policy.require(req, route, &parameters, session)?;
     if websocket {
         // Boxed: a plain call's future then carries a pointer, not the relay's state.
         let cookie = caller.as_ref().map(|(_, cookie)| cookie.as_str());

@@ -20,6 +20,7 @@ mod login_start;
 mod logout;
 mod logout_continuation;
 mod metrics;
+mod policies;
 mod presets;
 mod providers;
 mod proxy;

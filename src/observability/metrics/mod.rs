@@ -29,6 +29,7 @@ use crate::ratelimit::{LimitName, RateDecision, RateLimit};
 mod collectors;
 mod exposition;
 mod http;
+mod policy;
 mod store;
 
 use collectors::{ProcessCollector, StateCollector};
@@ -173,6 +174,9 @@ struct Inner {
     store_errors: Family<Labels<1>, Counter>,
     websockets_open: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
     websockets_closed: Family<Labels<2>, Counter>,
+    policy_set_info: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
+    policy_set_loaded_at: prometheus_client::metrics::gauge::Gauge,
+    policy_reloads: Family<Labels<1>, Counter>,
     /// Configured names (route prefixes, provider names), shared by every series that uses
     /// them. A name not in here is reported as `unknown`.
     names: HashMap<String, Arc<str>>,
@@ -274,6 +278,24 @@ impl Metrics {
             "WebSockets closed, by route and why (peer, session_ended, idle, max_duration)",
             Family::<Labels<2>, Counter>::default(),
         );
+        let policy_set_info = registered(
+            &mut registry,
+            "gatehouse_policy_set_info",
+            "The live Cedar policy set, by digest (always 1; no series without [policies])",
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
+        );
+        let policy_set_loaded_at = registered(
+            &mut registry,
+            "gatehouse_policy_set_loaded_timestamp_seconds",
+            "When the live policy set was loaded, in Unix seconds (0 without [policies])",
+            prometheus_client::metrics::gauge::Gauge::default(),
+        );
+        let policy_reloads = registered(
+            &mut registry,
+            "gatehouse_policy_reloads",
+            "Policy set reloads (SIGHUP, a changed file), by result (ok, failed)",
+            Family::<Labels<1>, Counter>::default(),
+        );
         registry.register(
             "gatehouse_build_info",
             "The running version (always 1)",
@@ -305,6 +327,9 @@ impl Metrics {
             store_errors,
             websockets_open,
             websockets_closed,
+            policy_set_info,
+            policy_set_loaded_at,
+            policy_reloads,
             names,
         }))
     }

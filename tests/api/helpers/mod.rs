@@ -31,8 +31,8 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 pub use options::{
-    Frontend, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls, ServerKeys,
-    SessionKeys,
+    Frontend, Policies, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls,
+    ServerKeys, SessionKeys,
 };
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
@@ -186,6 +186,8 @@ pub struct AppOptions<'a> {
     pub public_url: Option<String>,
     /// An admin listener (`[admin] bind`) on a free port; its URL is `TestApp::admin_base`.
     pub admin: bool,
+    /// The `[policies]` table (Cedar files and schema).
+    pub policies: Option<Policies>,
 }
 
 pub struct Preset {
@@ -213,6 +215,7 @@ impl Default for AppOptions<'_> {
             not_ready: false,
             share: None,
             preset: None,
+            policies: None,
             public_url: None,
             admin: false,
         }
@@ -376,7 +379,8 @@ http_timeout_secs = 5
             &options.rate_limits,
             options.frontend.as_ref(),
             &options.providers,
-            &options.routes
+            &options.routes,
+            options.policies.as_ref()
         ),
         admin = if options.admin {
             "[admin]\nbind = \"127.0.0.1:0\"\n"
