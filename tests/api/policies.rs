@@ -813,3 +813,62 @@ async fn denials_are_logged_as_authz_denied_with_policy_ids_and_no_claim_value()
         "authz.denied documents policy denials"
     );
 }
+
+#[tokio::test]
+async fn the_demo_policy_lets_users_read_only_their_own_profile_and_support_the_support_area() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/policies");
+    let echo = spawn_echo().await;
+    let app = spawn_app_with(AppOptions {
+        routes: vec![
+            Route::new("/api/users", &echo.base)
+                .name("users")
+                .paths(&["/{sub}"])
+                .methods(&["GET"])
+                .policy(),
+            Route::new("/api/support", &echo.base)
+                .name("support")
+                .methods(&["GET"])
+                .policy(),
+        ],
+        policies: Some(Policies::new(
+            &demo.join("gatehouse.cedarschema"),
+            &[&demo.join("demo.cedar")],
+        )),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut bob = app.browser();
+    bob.login("bob").await;
+    let mut alice = app.browser();
+    alice.login("alice").await; // the support role
+
+    assert_eq!(get(&mut bob, "/api/users/bob").await.status, 200);
+    get(&mut bob, "/api/users/alice")
+        .await
+        .assert_problem(403, "forbidden-by-policy");
+    get(&mut bob, "/api/support")
+        .await
+        .assert_problem(403, "forbidden-by-policy");
+    assert_eq!(get(&mut alice, "/api/users/alice").await.status, 200);
+    get(&mut alice, "/api/users/bob")
+        .await
+        .assert_problem(403, "forbidden-by-policy");
+    assert_eq!(get(&mut alice, "/api/support/tickets").await.status, 200);
+    assert_eq!(echo.seen(), vec!["/bob", "/alice", "/tickets"]);
+
+    // The demo's own configuration passes check-config with its policy set.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check-config", "--config", "demo/gatehouse.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("GATEHOUSE_CONFIG")
+        .env("GATEHOUSE_PROVIDERS__DEMO__CLIENT_SECRET", "not-used")
+        .env("GATEHOUSE_PROVIDERS__PARTNER__CLIENT_SECRET", "not-used")
+        .output()
+        .expect("check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("policy set is valid: 2 polic"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
