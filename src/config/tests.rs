@@ -395,3 +395,50 @@ fn insecure_http_drops_host_prefix_and_secure() {
     assert!(!settings.session.secure_cookies);
     assert_eq!(settings.session.cookie_name, "gatehouse");
 }
+
+#[test]
+fn policy_routes_need_a_user_token_a_policies_table_and_valid_templates() {
+    let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+    let route = |keys: &str| {
+        format!("\n[[routes]]\nprefix = \"/api/orders\"\nupstream = \"http://127.0.0.1:9000\"\n{keys}\n")
+    };
+    let settings = load(
+        Some(&format!(
+            "{MINIMAL}{}",
+            route("path = [\"/{id}\", \"/{id}/refund\"]")
+        )),
+        secret.clone(),
+    )
+    .expect("valid");
+    let orders = &settings.routes[0];
+    assert_eq!(orders.name, "/api/orders", "the prefix is the default name");
+    assert_eq!(orders.templates.len(), 2);
+    assert!(!orders.policy);
+    assert!(settings.policies.is_none());
+
+    let problems = |text: String| load(Some(&text), secret.clone()).expect_err("invalid").0;
+    let found = problems(format!(
+        "{MINIMAL}{}{}{}",
+        route("policy = true\ntoken = \"client\"\npath = \"{id}\""),
+        route("name = \"/api/orders\""),
+        "[policies]\nfiles = []\nroles_claim = \"\"\n"
+    ));
+    for expected in [
+        "routes[0].policy: a policy route needs token = \"user\"",
+        "routes[0].path: `{id}` must start with `/`",
+        "routes[1].name: `/api/orders` is used by another route",
+        "policies.files: name at least one Cedar policy file",
+        "policies.schema is required",
+        "policies.roles_claim must not be empty",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected} not in {found:#?}"
+        );
+    }
+    let found = problems(format!("{MINIMAL}{}", route("policy = true")));
+    assert!(
+        found.iter().any(|p| p.contains("need a [policies] table")),
+        "{found:#?}"
+    );
+}

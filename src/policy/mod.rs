@@ -11,7 +11,8 @@ pub mod watch;
 
 use std::sync::{Arc, RwLock};
 
-use cedar_policy::{AuthorizationError, Authorizer, Decision};
+pub use cedar_policy::Authorizer;
+use cedar_policy::{AuthorizationError, Decision};
 
 pub use load::{load_set, LoadedSet, PolicyProblems};
 pub use request::CallFacts;
@@ -19,7 +20,7 @@ pub use request::CallFacts;
 use crate::clock::UnixMillis;
 use crate::config::{PolicySettings, RouteSettings};
 use crate::observability::metrics::Metrics;
-use request::TypeNames;
+pub use request::TypeNames;
 
 /// The live set and what it was loaded from.
 pub struct PolicyStore {
@@ -143,35 +144,42 @@ impl PolicyStore {
 
     /// Decides one call against the live set.
     pub fn decide(&self, facts: &CallFacts<'_>) -> Verdict {
-        let set = self.live();
-        let Ok((request, entities)) = request::build(&self.names, facts) else {
-            return Verdict::Deny(DenyReason::Unbuildable);
-        };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &set.policies, &entities);
-        let diagnostics = response.diagnostics();
-        let mut failed: Vec<String> = diagnostics
-            .errors()
-            .map(|error| match error {
-                AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
-            })
-            .collect();
-        if !failed.is_empty() {
-            failed.sort();
-            return Verdict::Deny(DenyReason::Errors(failed));
-        }
-        match response.decision() {
-            Decision::Allow => Verdict::Allow,
-            Decision::Deny => {
-                let mut forbidding: Vec<String> =
-                    diagnostics.reason().map(ToString::to_string).collect();
-                if forbidding.is_empty() {
-                    Verdict::Deny(DenyReason::NoPermit)
-                } else {
-                    forbidding.sort();
-                    Verdict::Deny(DenyReason::Forbidden(forbidding))
-                }
+        evaluate(&self.authorizer, &self.names, &self.live(), facts)
+    }
+}
+
+/// One decision of `set` on a call (what [`PolicyStore::decide`] does with the live set).
+pub fn evaluate(
+    authorizer: &Authorizer,
+    names: &TypeNames,
+    set: &LoadedSet,
+    facts: &CallFacts<'_>,
+) -> Verdict {
+    let Ok((request, entities)) = request::build(names, facts) else {
+        return Verdict::Deny(DenyReason::Unbuildable);
+    };
+    let response = authorizer.is_authorized(&request, &set.policies, &entities);
+    let diagnostics = response.diagnostics();
+    let mut failed: Vec<String> = diagnostics
+        .errors()
+        .map(|error| match error {
+            AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
+        })
+        .collect();
+    if !failed.is_empty() {
+        failed.sort();
+        return Verdict::Deny(DenyReason::Errors(failed));
+    }
+    match response.decision() {
+        Decision::Allow => Verdict::Allow,
+        Decision::Deny => {
+            let mut forbidding: Vec<String> =
+                diagnostics.reason().map(ToString::to_string).collect();
+            if forbidding.is_empty() {
+                Verdict::Deny(DenyReason::NoPermit)
+            } else {
+                forbidding.sort();
+                Verdict::Deny(DenyReason::Forbidden(forbidding))
             }
         }
     }
