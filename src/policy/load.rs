@@ -122,11 +122,14 @@ pub fn load_set(
         });
         let mut cursor = 0;
         for policy in in_file {
+            // Its own text, found after the policies before it: where it starts.
             let source = policy.to_string();
-            let line = match text[cursor..].find(source.trim()) {
+            let source = source.trim();
+            let line = match text[cursor..].find(source) {
                 Some(at) => {
-                    cursor += at + 1;
-                    line_of(&text, cursor - 1)
+                    let start = cursor + at;
+                    cursor = start + source.len();
+                    line_of(&text, start)
                 }
                 None => line_of(&text, cursor),
             };
@@ -250,4 +253,51 @@ fn check_routes(
 /// A context with every attribute gatehouse may send, for the schema check.
 fn sample_context() -> Option<Context> {
     Context::from_pairs(super::request::sample_context_pairs()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = "entity User; entity Route; action \"GET\" appliesTo { principal: [User], resource: [Route] };";
+
+    fn settings(files: &[(&str, &str)]) -> PolicySettings {
+        let dir = std::env::temp_dir().join(format!(
+            "gatehouse-policy-load-{}-{}",
+            std::process::id(),
+            files.len()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("schema.cedarschema"), SCHEMA).expect("schema");
+        PolicySettings {
+            files: files
+                .iter()
+                .map(|(name, text)| {
+                    std::fs::write(dir.join(name), text).expect("file");
+                    dir.join(name)
+                })
+                .collect(),
+            schema: dir.join("schema.cedarschema"),
+            roles_claim: "roles".into(),
+            poll_interval: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn policies_are_named_by_their_id_annotation_or_their_file_and_line() {
+        let text =
+            "// two policies\npermit (principal, action == Action::\"GET\", resource);\n\n\n\
+                    @id(\"named\")\npermit (principal, action, resource);\n\
+                    permit (principal, action, resource);\n";
+        let settings = settings(&[("a.cedar", text)]);
+        let set = load_set(&settings, &[]).expect("valid");
+        let file = settings.files[0].display().to_string();
+        let mut ids: Vec<&String> = set.sources.keys().collect();
+        ids.sort();
+        let mut expected = vec![format!("{file}:2"), format!("{file}:7"), "named".to_owned()];
+        expected.sort();
+        assert_eq!(ids, expected.iter().collect::<Vec<_>>());
+        assert_eq!(set.sources["named"], format!("{file}:5"));
+        assert_eq!(set.digest.len(), 12);
+    }
 }
