@@ -294,7 +294,7 @@ mod tests {
         let file = settings.files[0].display().to_string();
         let mut ids: Vec<&String> = set.sources.keys().collect();
         ids.sort();
-        let mut expected = vec![format!("{file}:2"), format!("{file}:7"), "named".to_owned()];
+        let mut expected = [format!("{file}:2"), format!("{file}:7"), "named".to_owned()];
         expected.sort();
         assert_eq!(ids, expected.iter().collect::<Vec<_>>());
         assert_eq!(set.sources["named"], format!("{file}:5"));
