@@ -133,7 +133,7 @@ async fn customers_read_their_own_orders_and_support_reads_everyones() {
     let (dir, files) = policy_files(&[("orders.cedar", OWN_ORDERS)]);
     let app = spawn_app_with(AppOptions {
         routes: vec![orders_route(&echo)],
-        policies: Some(policies(&dir, &files)),
+        policies: Some(policies(&dir, &files).roles_claim("roles")),
         ..AppOptions::default()
     })
     .await;
