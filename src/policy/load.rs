@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Context, Entities, Entity, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Context, Entities, Entity, PolicyId, PolicySet, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
@@ -30,6 +30,10 @@ pub struct LoadedSet {
     pub digest: String,
     /// Each policy's id and where it is (`file:line`).
     pub sources: HashMap<String, String>,
+    /// By route name and method: the policies whose scope can match such a call (the others
+    /// name another route or action with `==`, so they can neither apply nor fail). Cedar
+    /// builds and evaluates each policy's condition per call; the ones left out cost nothing.
+    pub by_call: HashMap<String, HashMap<String, PolicySet>>,
 }
 
 /// The methods a route without a method list may see, for the check of what the schema
@@ -171,6 +175,7 @@ pub fn load_set(
         .collect();
     match schema {
         Some(schema) if problems.is_empty() => Ok(LoadedSet {
+            by_call: by_call(&policies, routes),
             policies,
             schema,
             digest,
@@ -178,6 +183,49 @@ pub fn load_set(
         }),
         _ => Err(PolicyProblems(problems)),
     }
+}
+
+/// The subsets of `policies` each policy route's calls are decided by, per method.
+fn by_call(
+    policies: &PolicySet,
+    routes: &[RouteSettings],
+) -> HashMap<String, HashMap<String, PolicySet>> {
+    let mut by_route = HashMap::new();
+    for route in routes.iter().filter(|route| route.policy) {
+        let Some(resource) = entity_uid(ROUTE, &route.name) else {
+            continue;
+        };
+        let methods: Vec<&str> = if route.methods.is_empty() {
+            ALL_METHODS.to_vec()
+        } else {
+            route.methods.iter().map(String::as_str).collect()
+        };
+        let mut by_method = HashMap::new();
+        for method in methods {
+            let Some(action) = entity_uid(ACTION, method) else {
+                continue;
+            };
+            let mut subset = PolicySet::new();
+            for policy in policies.policies() {
+                let resource_fits = match policy.resource_constraint() {
+                    ResourceConstraint::Eq(uid) => uid == resource,
+                    _ => true,
+                };
+                let action_fits = match policy.action_constraint() {
+                    ActionConstraint::Eq(uid) => uid == action,
+                    _ => true,
+                };
+                if resource_fits && action_fits && subset.add(policy.clone()).is_err() {
+                    // Cannot happen (the ids are unique in `policies`); the whole set then.
+                    subset = policies.clone();
+                    break;
+                }
+            }
+            by_method.insert(method.to_owned(), subset);
+        }
+        by_route.insert(route.name.clone(), by_method);
+    }
+    by_route
 }
 
 /// What each `policy = true` route will ask: its resource (with its template parameters as

@@ -158,7 +158,14 @@ pub fn evaluate(
     let Ok((request, entities)) = request::build(names, facts) else {
         return Verdict::Deny(DenyReason::Unbuildable);
     };
-    let response = authorizer.is_authorized(&request, &set.policies, &entities);
+    // The route's subset for the method when the set has one (a route the set was loaded
+    // for), else the whole set: the same decision either way.
+    let policies = set
+        .by_call
+        .get(facts.route_name)
+        .and_then(|by_method| by_method.get(facts.method))
+        .unwrap_or(&set.policies);
+    let response = authorizer.is_authorized(&request, policies, &entities);
     let diagnostics = response.diagnostics();
     let mut failed: Vec<String> = diagnostics
         .errors()
