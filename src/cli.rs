@@ -185,6 +185,19 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::CheckConfig { online } => match load(&cli) {
             Ok(settings) => {
+                if let Some(policies) = &settings.policies {
+                    match crate::policy::load_set(policies, &settings.routes) {
+                        Ok(set) => println!(
+                            "policy set is valid: {} polic(ies), digest {}",
+                            set.sources.len(),
+                            set.digest
+                        ),
+                        Err(problems) => {
+                            eprintln!("{problems}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
                 println!(
                     "configuration is valid: {} provider(s), {} session store",
                     settings.providers.len(),

@@ -43,6 +43,12 @@ impl OffsetClock {
         self.offset_millis
             .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
+
+    /// Moves time back (a test that needs a given time of day without waiting for it).
+    pub fn rewind(&self, by: std::time::Duration) {
+        self.offset_millis
+            .fetch_sub(by.as_millis() as i64, Ordering::SeqCst);
+    }
 }
 
 impl Clock for OffsetClock {

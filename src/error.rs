@@ -42,6 +42,7 @@ pub enum Problem {
     TooManyWebSockets,
     StepUpRequired,
     OperatorTokenRequired,
+    ForbiddenByPolicy,
 }
 
 impl Problem {
@@ -168,6 +169,11 @@ impl Problem {
                 StatusCode::UNAUTHORIZED,
                 "step-up-required",
                 "A stronger or more recent sign-in is needed",
+            ),
+            Problem::ForbiddenByPolicy => (
+                StatusCode::FORBIDDEN,
+                "forbidden-by-policy",
+                "Not allowed by the authorization policy",
             ),
         }
     }

@@ -16,6 +16,7 @@ pub mod frontend;
 pub mod live;
 pub mod observability;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;

@@ -27,6 +27,7 @@ use crate::observability::telemetry::SecurityLog;
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
 use crate::oidc::{OidcError, Provider, Providers};
+use crate::policy::PolicyStore;
 use crate::proxy::websocket::SocketSlots;
 use crate::proxy::{Proxy, ProxyBuildError};
 use crate::ratelimit::RateLimiter;
@@ -71,6 +72,9 @@ pub struct LastingParts {
     pub drain: Drain,
     /// The refresh locks this process holds, whichever state's refresher took them.
     pub held_locks: HeldLocks,
+    /// The Cedar policy set (`None` without `[policies]`); it reloads its own files. A
+    /// route added live is decided by the whole set (it has no subset of its own).
+    pub policies: Option<Arc<PolicyStore>>,
 }
 
 /// The state in force. A cheap `load_full` per request.
@@ -201,6 +205,7 @@ pub fn build_state(
         measured: lasting.measured,
         events,
         drain: lasting.drain.clone(),
+        policies: lasting.policies.clone(),
     })
 }
 

@@ -17,6 +17,7 @@ use crate::live::{self, LastingParts, LiveState, Reloader};
 use crate::observability::metrics::{self, Metrics, Timed};
 use crate::observability::telemetry::SecurityLog;
 use crate::oidc::OidcError;
+use crate::policy::{self, PolicyStore};
 use crate::proxy::websocket::SocketSlots;
 use crate::ratelimit::RateLimiter;
 use crate::routes;
@@ -46,6 +47,8 @@ pub enum StartupError {
     Signal(std::io::Error),
     #[error(transparent)]
     State(#[from] live::BuildError),
+    #[error("policies: {0}")]
+    Policies(#[source] crate::policy::PolicyProblems),
 }
 
 /// What the settings were loaded from: the key tree (the file with the environment over
@@ -208,6 +211,25 @@ impl Application {
         // Security events are counted on the same terms: only where someone can read them.
         let events = SecurityLog::new(measured.then(|| metrics.clone()));
         let store_handle = store.clone();
+        // The policy set lives for the process: its files reload on their own (SIGHUP, a
+        // changed file); `[policies]` itself is not a live key.
+        let policies = match &settings.policies {
+            Some(policy_settings) => {
+                let policy_store = Arc::new(
+                    PolicyStore::load(
+                        policy_settings.clone(),
+                        settings.routes.clone(),
+                        metrics.clone(),
+                        crate::clock::Clock::now_millis(clock.as_ref()),
+                    )
+                    .map_err(StartupError::Policies)?,
+                );
+                policy::watch::spawn_reloader(&policy_store, clock.clone())
+                    .map_err(StartupError::Signal)?;
+                Some(policy_store)
+            }
+            None => None,
+        };
         let dev_server_http = routes::frontend::dev_server_client().map_err(|e| {
             StartupError::Frontend(format!("cannot build the dev-server client: {e}"))
         })?;
@@ -226,6 +248,7 @@ impl Application {
             websockets: SocketSlots::new(settings.session.websocket_max_per_session),
             drain: drain.clone(),
             held_locks: held_locks.clone(),
+            policies,
         };
         let first = live::build_state(&settings, providers.clone(), &lasting)?;
         let live_state = Arc::new(LiveState::new(first));

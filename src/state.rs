@@ -22,6 +22,7 @@ use crate::observability::metrics::Metrics;
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 use crate::oidc::flows::AuthFlows;
 use crate::oidc::refresh::TokenRefresher;
+use crate::policy::PolicyStore;
 use crate::proxy::websocket::SocketSlots;
 use crate::proxy::Proxy;
 use crate::ratelimit::{
@@ -63,6 +64,8 @@ pub struct AppState {
     /// Set once SIGTERM arrived: readiness fails, connections close after their answer,
     /// WebSockets close with 1001.
     pub drain: crate::drain::Drain,
+    /// The Cedar policy set of `policy = true` routes (`None`: no `[policies]`).
+    pub policies: Option<std::sync::Arc<PolicyStore>>,
 }
 
 /// The injected clock, read as milliseconds since the Unix epoch.

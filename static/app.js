@@ -112,6 +112,7 @@ async function loadUser() {
   }
   // { sub, claims: {...}, session: { expires_in, idle_expires_in, logout_url, provider } }
   const user = await response.json();
+  currentSub = user.sub;
   $('name').textContent = user.claims.name || user.claims.preferred_username || user.sub;
   $('session-info').textContent =
     `Signed in at "${user.session.provider}" as ${user.sub}. The session ends after ` +
@@ -272,6 +273,24 @@ async function callPayments() {
   output.textContent = JSON.stringify(await response.json(), null, 2);
 }
 
+// Calls that gatehouse's Cedar policies decide: 403 `forbidden-by-policy` when refused.
+let currentSub = null;
+async function callByPolicy(path) {
+  const output = $('policy-result');
+  output.hidden = false;
+  output.textContent = `Calling ${path}…`;
+  const response = await gatehouseFetch(path);
+  if (response.status === 401) {
+    sessionEnded();
+    return;
+  }
+  if (!response.ok) {
+    output.textContent = `${path}: ` + (await problemText(response));
+    return;
+  }
+  output.textContent = JSON.stringify(await response.json(), null, 2);
+}
+
 // A WebSocket through gatehouse: same origin, so ws: or wss: to this very host.
 let live = null;
 function connectLive() {
@@ -313,6 +332,15 @@ $('call-api').addEventListener('click', () => {
 $('call-payments').addEventListener('click', () => {
   callPayments().catch((e) => showError('The API call failed: ' + e.message));
 });
+for (const [button, path] of [
+  ['call-own-profile', () => `/api/users/${encodeURIComponent(currentSub ?? '')}`],
+  ['call-other-profile', () => '/api/users/bob'],
+  ['call-support', () => '/api/support'],
+]) {
+  $(button).addEventListener('click', () => {
+    callByPolicy(path()).catch((e) => showError('The API call failed: ' + e.message));
+  });
+}
 $('end-others').addEventListener('click', () => {
   endOtherSessions().catch((e) => showSessionsResult('Sign-out failed: ' + e.message));
 });

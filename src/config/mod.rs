@@ -24,6 +24,7 @@ use crate::ratelimit::RateLimit;
 
 mod admin;
 mod frontend;
+mod policies;
 pub mod presets;
 mod providers;
 mod rate_limits;
@@ -36,6 +37,7 @@ mod telemetry;
 
 pub use admin::*;
 pub use frontend::*;
+pub use policies::*;
 pub use providers::*;
 pub use rate_limits::*;
 pub use routes::*;
@@ -93,6 +95,7 @@ struct RawSettings {
     admin: RawAdmin,
     #[serde(default)]
     telemetry: RawTelemetry,
+    policies: Option<RawPolicies>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -159,6 +162,8 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub admin: AdminSettings,
     pub telemetry: TelemetrySettings,
+    /// `None`: no `[policies]` table (and no `policy = true` route).
+    pub policies: Option<PolicySettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -502,6 +507,7 @@ fn validate(
         problems,
     );
     let frontend = validate_frontend(raw.frontend, problems);
+    let policies = validate_policies(raw.policies, &routes, problems);
 
     let mut providers = BTreeMap::new();
     for (name, provider) in raw.providers {
@@ -542,6 +548,7 @@ fn validate(
         rate_limits,
         admin,
         telemetry,
+        policies,
     })
 }
 

@@ -3,10 +3,14 @@
 
 use super::*;
 
+mod headers;
 mod step_up;
+mod template;
 mod upstream_token;
+use headers::{validate_forward_headers, validate_injected_headers};
 use step_up::validate_step_up;
 pub use step_up::{is_auth_value, StepUpRequirement};
+pub use template::{PathTemplate, TemplateSegment};
 use upstream_token::{validate_exchange, validate_resource, RawExchange};
 pub use upstream_token::{ExchangeSettings, ResourceIndicator, ACCESS_TOKEN_TYPE};
 
@@ -46,6 +50,12 @@ pub(super) struct RawRoute {
     pub(super) scopes: Option<Vec<String>>,
     /// RFC 8693, with `token = "exchange"`.
     pub(super) exchange: Option<RawExchange>,
+    /// The route's name: the Cedar resource `Route::"<name>"` (default: the prefix).
+    pub(super) name: Option<String>,
+    /// Path templates after the prefix (`"/{order_id}/refund"`), one or a list.
+    pub(super) path: Option<StringOrList>,
+    /// Every call is decided by the `[policies]` set.
+    pub(super) policy: Option<bool>,
 }
 
 /// A server-held secret for a header: `{ env = "NAME" }` or `{ file = "/path" }`.
@@ -151,6 +161,13 @@ pub struct RouteSettings {
     pub resource: Option<ResourceIndicator>,
     /// RFC 8693 (`token = "exchange"`): what the user's token is exchanged for.
     pub exchange: Option<ExchangeSettings>,
+    /// The route's name, unique: the Cedar resource `Route::"<name>"`.
+    pub name: String,
+    /// When not empty, the route serves only paths (after its prefix) that fit one of
+    /// these; their parameters are the resource's attributes.
+    pub templates: Vec<PathTemplate>,
+    /// Every call is decided by the `[policies]` set (after scopes, claims and step-up).
+    pub policy: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,110 +181,6 @@ pub struct InjectedHeader {
     /// Lower-case.
     pub name: String,
     pub value: SecretString,
-}
-
-/// Headers an operator may not hand to `inject_headers`: gatehouse sets them itself, or
-/// they frame the message.
-const NOT_INJECTABLE: &[&str] = &[
-    "authorization",
-    "cookie",
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-authorization",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-];
-
-fn validate_injected_headers(
-    at: &str,
-    raw: BTreeMap<String, RawInjectedHeader>,
-    env: &BTreeMap<String, String>,
-    problems: &mut Vec<String>,
-) -> Vec<InjectedHeader> {
-    let mut headers = Vec::new();
-    for (name, source) in raw {
-        let key = format!("{at}.\"{name}\"");
-        let lower = name.to_ascii_lowercase();
-        if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            problems.push(format!("{key}: not a valid header name"));
-            continue;
-        }
-        if NOT_INJECTABLE.contains(&lower.as_str()) {
-            problems.push(format!("{key}: gatehouse sets {name} itself"));
-            continue;
-        }
-        let value = match (source.env, source.file) {
-            (Some(var), None) => match env.get(&var) {
-                Some(value) if !value.is_empty() => Some(SecretString::from(value.clone())),
-                _ => {
-                    problems.push(format!("{key}: environment variable {var} is not set"));
-                    None
-                }
-            },
-            (None, Some(path)) => read_secret_file(&path, &key, problems),
-            _ => {
-                problems.push(format!("{key}: give exactly one of env and file"));
-                None
-            }
-        };
-        let Some(value) = value else { continue };
-        // The value is never quoted: it is a secret.
-        if actix_web::http::header::HeaderValue::from_str(value.expose_secret()).is_err() {
-            problems.push(format!("{key}: the value is not a valid header value"));
-            continue;
-        }
-        headers.push(InjectedHeader { name: lower, value });
-    }
-    headers
-}
-
-/// `forward_headers`: valid names, none that gatehouse reserves, sets or injects itself.
-fn validate_forward_headers(
-    at: &str,
-    raw: Vec<String>,
-    inject_headers: &[InjectedHeader],
-    csrf_header: &str,
-    problems: &mut Vec<String>,
-) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for name in raw {
-        if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            problems.push(format!("{at}: `{name}` is not a valid header name"));
-        } else if reserved_headers::never_from_browser(&name) {
-            problems.push(format!(
-                "{at}: `{name}` is a header gatehouse sets itself, a hop-by-hop header, or an \
-                 identity, client-address or method-override header an upstream may trust \
-                 (in any case, with `_` or `-`): a browser's copy is never forwarded"
-            ));
-        } else if reserved_headers::same_header(&name, csrf_header) {
-            problems.push(format!(
-                "{at}: `{name}` is the anti-forgery header (csrf.header), which stops at gatehouse"
-            ));
-        } else if inject_headers
-            .iter()
-            .any(|injected| reserved_headers::same_header(&name, &injected.name))
-        {
-            problems.push(format!(
-                "{at}: `{name}` is injected by this route (inject_headers): it never comes from the browser"
-            ));
-        } else {
-            let lower = name.to_ascii_lowercase();
-            if !names.contains(&lower) {
-                names.push(lower);
-            }
-        }
-    }
-    names
 }
 
 /// The default: the web roots, no client certificate, the URL's own host name.
@@ -294,6 +207,7 @@ pub(super) fn validate_routes(
 ) -> Vec<RouteSettings> {
     let mut routes = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
     for (index, route) in raw.into_iter().enumerate() {
         let at = |field: &str| format!("routes[{index}].{field}");
         let start = problems.len();
@@ -493,6 +407,40 @@ pub(super) fn validate_routes(
         );
         let resource = validate_resource(&at, route.resource, route.scopes, token, problems);
         let exchange = validate_exchange(&at, route.exchange, token, problems);
+        let name = route.name.unwrap_or_else(|| prefix.clone());
+        if name.is_empty() || name.chars().any(char::is_control) {
+            problems.push(format!(
+                "{}: a route name must be printable text",
+                at("name")
+            ));
+        } else if !names.insert(name.clone()) {
+            problems.push(format!("{}: `{name}` is used by another route", at("name")));
+        }
+        let templates = match route.path {
+            None => Vec::new(),
+            Some(StringOrList::One(path)) => vec![path],
+            Some(StringOrList::Many(paths)) => paths,
+        }
+        .iter()
+        .filter_map(|path| {
+            template::parse_template(path)
+                .map_err(|problem| problems.push(format!("{}: {problem}", at("path"))))
+                .ok()
+        })
+        .collect();
+        let policy = route.policy.unwrap_or(false);
+        if policy && token != TokenPolicy::User {
+            problems.push(format!(
+                "{}: a policy route needs token = \"user\" (the principal is the session's user)",
+                at("policy")
+            ));
+        }
+        if policy && route.websocket == Some(true) {
+            problems.push(format!(
+                "{}: WebSocket routes are not decided by policies yet",
+                at("policy")
+            ));
+        }
         if problems.len() > start {
             continue;
         }
@@ -521,6 +469,9 @@ pub(super) fn validate_routes(
             cache_private: route.cache_private.unwrap_or(true),
             resource,
             exchange,
+            name,
+            templates,
+            policy,
         });
     }
     routes

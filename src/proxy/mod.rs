@@ -8,6 +8,7 @@ pub mod headers;
 pub mod path;
 pub mod routes;
 pub mod step_up;
+pub mod template;
 pub mod upstream;
 pub mod websocket;
 

@@ -205,6 +205,9 @@ mod tests {
             cache_private: true,
             resource: None,
             exchange: None,
+            name: prefix.into(),
+            templates: vec![],
+            policy: false,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authorize;
 pub mod cookies;
 pub mod frontend;
 pub mod health;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 
+use super::authorize::PolicyCheck;
 use super::cookies;
 use super::step_up::step_up_problem;
 use crate::config::{RouteRateLimit, RouteSettings, TokenPolicy};
@@ -25,6 +26,7 @@ use crate::proxy::forward::{
 use crate::proxy::headers::Forwarding;
 use crate::proxy::routes::{upstream_uri, upstream_url};
 use crate::proxy::step_up::upstream_challenge;
+use crate::proxy::template::match_templates;
 use crate::proxy::upstream::{classify, empty_body, streamed_body, SendFailure};
 use crate::proxy::{dpop, websocket, Proxy, ProxyError, UpstreamToken};
 use crate::ratelimit::{LimitName, Subject};
@@ -33,6 +35,9 @@ use crate::state::{AppState, CookieSettings};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
+
+mod websocket_open;
+use websocket_open::{open_websocket, require_own_origin};
 
 const AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
@@ -60,6 +65,14 @@ pub async fn forward(
         state.anti_forgery.require(req)?;
     }
     Proxy::check_method(route, req.method().as_str())?;
+    // A route with templates serves only the paths that fit one; nothing else under its
+    // prefix is passed on (least of all to a broader route, which the policy would not see).
+    let parameters = if route.templates.is_empty() {
+        Vec::new()
+    } else {
+        match_templates(&route.templates, rest, route.match_case)
+            .ok_or_else(|| ApiError::new(Problem::NotFound))?
+    };
     let caller = admit(req, state, route).await?;
     let now = state.clock.now();
     let session = caller.as_ref().map(|(session, _)| session);
@@ -86,6 +99,12 @@ pub async fn forward(
         }
         Err(e) => return Err(e.into()),
     };
+    let policy = PolicyCheck {
+        policies: state.policies.as_deref(),
+        clock: &state.clock,
+        events: &state.events,
+    };
+    policy.require(req, route, &parameters, session)?;
     if websocket {
         // Boxed: a plain call's future then carries a pointer, not the relay's state.
         let cookie = caller.as_ref().map(|(_, cookie)| cookie.as_str());
@@ -240,103 +259,6 @@ pub async fn forward(
     ))
 }
 
-/// The WebSocket handshake on a WebSocket route, then the relay (see `websocket::tunnel`).
-async fn open_websocket(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &web::Data<AppState>,
-    route: &RouteSettings,
-    rest: &str,
-    (session, cookie): (Option<&LoadedSession>, Option<&str>),
-    token: Option<&UpstreamToken<'_>>,
-) -> Result<HttpResponse, ApiError> {
-    let key = websocket::browser_key(req).map_err(|e| {
-        ApiError::new(Problem::InvalidRequest)
-            .detail("A WebSocket handshake needs one valid Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
-            .cause(e)
-    })?;
-    let slot = match session {
-        Some(session) => Some(socket_slot(&state.websockets, &state.events, session)?),
-        None => None,
-    };
-    let client = state
-        .proxy
-        .websocket_client_for(route)
-        .ok_or_else(|| ApiError::new(Problem::Internal))?;
-    let url = upstream_url(&route.upstream, rest, req.query_string());
-    let mut request = client
-        .get(url)
-        .version(reqwest::Version::HTTP_11)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .build()
-        .map_err(|_| ApiError::new(Problem::InvalidRequest))?;
-    let htu = crate::dpop::htu(request.url());
-    let origin = route.upstream.origin().ascii_serialization();
-    let nonce = state.proxy.dpop_nonces.get(&origin);
-    let call = Call {
-        method: "GET",
-        htu: &htu,
-        nonce: nonce.as_deref(),
-    };
-    upstream_headers(
-        req,
-        request.headers_mut(),
-        state,
-        (Forwarding::ApiWebSocket, &call),
-        route,
-        session,
-        token,
-    );
-    // Frames are parsed on the way through; an extension (permessage-deflate) would
-    // change what they mean, so none is offered.
-    request.headers_mut().remove("sec-websocket-extensions");
-    let measured = state.measured.then_some(&state.metrics);
-    let response = send(
-        client.execute(request),
-        reqwest_failure,
-        measured,
-        route,
-        None,
-    )
-    .await?;
-    if matches!(token, Some(UpstreamToken::UserDpop(..))) {
-        // A handshake is not sent twice; the nonce an upstream asks for serves the next one.
-        let (status, headers) = (response.status(), response.headers());
-        let sent = nonce.as_deref();
-        state
-            .proxy
-            .dpop_nonces
-            .learn(&origin, status, headers, sent);
-    }
-    if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(stream_response(
-            response,
-            response_policy(route, token),
-            route.max_duration,
-        ));
-    }
-    let settings = route.websocket.expect("a WebSocket route");
-    let limits = websocket::TunnelLimits {
-        idle: settings.idle,
-        max_duration: route.max_duration,
-        max_message_bytes: usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX),
-        until: state.drain.clone(),
-    };
-    let check = cookie.map(|cookie| session_check(state.clone(), cookie.to_owned()));
-    let counted = websocket::SocketMetrics {
-        metrics: state.metrics.clone(),
-        route: route.prefix.clone(),
-    };
-    websocket::tunnel(response, payload, key, check, limits, counted, slot)
-        .await
-        .map_err(|e| {
-            ApiError::new(Problem::UpstreamUnreachable)
-                .detail("The upstream did not accept the WebSocket.")
-                .cause(e)
-        })
-}
-
 /// What the upstream's answer gets on its way back: a call that carried the user's token is
 /// kept out of shared caches unless the upstream says otherwise (or the route turns it off).
 fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> ResponsePolicy {
@@ -344,27 +266,6 @@ fn response_policy(route: &RouteSettings, token: Option<&UpstreamToken<'_>>) -> 
         pass_set_cookie: route.pass_set_cookie,
         private: route.cache_private && token.is_some_and(UpstreamToken::is_users),
     }
-}
-
-/// A place for one more socket of the session on this instance, or 429 at the cap
-/// (`session.websocket_max_per_session`). The upstream is not asked.
-fn socket_slot(
-    websockets: &websocket::SocketSlots,
-    events: &SecurityLog,
-    session: &LoadedSession,
-) -> Result<websocket::SocketSlot, ApiError> {
-    websockets.take(&session.store_key).ok_or_else(|| {
-        events.log(
-            SecurityEvent::RateLimited,
-            None,
-            Some(&session.store_key),
-            Some("websocket_max_per_session"),
-        );
-        ApiError::new(Problem::TooManyWebSockets).detail(format!(
-            "A session may hold {} WebSockets open at once here; close one first.",
-            websockets.max()
-        ))
-    })
 }
 
 /// The session the route needs (refreshed when due) with its cookie, after the rate limit.
@@ -527,50 +428,6 @@ async fn send<R, E>(
         }
     }
     .into())
-}
-
-/// A WebSocket's handshake must come from a page of the public origin, exactly.
-fn require_own_origin(
-    req: &HttpRequest,
-    public_url: &url::Url,
-    events: &SecurityLog,
-) -> Result<(), ApiError> {
-    let expected = public_url.origin().ascii_serialization();
-    let mut origins = req.headers().get_all(actix_web::http::header::ORIGIN);
-    match (origins.next(), origins.next()) {
-        (Some(origin), None) if origin.as_bytes() == expected.as_bytes() => Ok(()),
-        _ => {
-            events.log(
-                SecurityEvent::CsrfRejected,
-                None,
-                None,
-                Some("websocket handshake without this site's Origin"),
-            );
-            Err(ApiError::new(Problem::OriginRejected).detail(format!(
-                "A WebSocket must be opened from a page of {expected}."
-            )))
-        }
-    }
-}
-
-/// Asks the store, at each check of an open socket, whether its session still lives.
-fn session_check(state: web::Data<AppState>, cookie: String) -> websocket::SessionCheck {
-    let cookie = std::rc::Rc::new(cookie);
-    Box::new(move || {
-        let state = state.clone();
-        let cookie = cookie.clone();
-        Box::pin(async move {
-            match state
-                .flows
-                .current_session(Some(&cookie), state.clock.now())
-                .await
-            {
-                Ok(Some(_)) => websocket::SessionState::Live,
-                Ok(None) => websocket::SessionState::Ended,
-                Err(_) => websocket::SessionState::Unknown,
-            }
-        })
-    })
 }
 
 fn refresh_error(error: RefreshError, cookie_settings: &CookieSettings) -> ApiError {

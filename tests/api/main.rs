@@ -24,6 +24,7 @@ mod logout;
 mod logout_continuation;
 mod metrics;
 mod otlp;
+mod policies;
 mod presets;
 mod providers;
 mod proxy;

@@ -30,6 +30,7 @@ use crate::ratelimit::{LimitName, RateDecision, RateLimit};
 mod collectors;
 mod exposition;
 mod http;
+mod policy;
 mod store;
 
 use collectors::{ProcessCollector, StateCollector};
@@ -179,6 +180,9 @@ struct Inner {
     websockets_closed: Family<Labels<2>, Counter>,
     config_reloads: Family<Labels<1>, Counter>,
     config_info: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
+    policy_set_info: Family<Labels<1>, prometheus_client::metrics::gauge::Gauge>,
+    policy_set_loaded_at: prometheus_client::metrics::gauge::Gauge,
+    policy_reloads: Family<Labels<1>, Counter>,
     /// Configured names (route prefixes, provider names), shared by every series that uses
     /// them. A name not in here is reported as `unknown`. Replaced by a reload.
     names: ArcSwap<HashMap<String, Arc<str>>>,
@@ -313,6 +317,24 @@ impl Metrics {
             "The configuration in force: its file's SHA-256 (always 1)",
             Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
         );
+        let policy_set_info = registered(
+            &mut registry,
+            "gatehouse_policy_set_info",
+            "The live Cedar policy set, by digest (always 1; no series without [policies])",
+            Family::<Labels<1>, prometheus_client::metrics::gauge::Gauge>::default(),
+        );
+        let policy_set_loaded_at = registered(
+            &mut registry,
+            "gatehouse_policy_set_loaded_timestamp_seconds",
+            "When the live policy set was loaded, in Unix seconds (0 without [policies])",
+            prometheus_client::metrics::gauge::Gauge::default(),
+        );
+        let policy_reloads = registered(
+            &mut registry,
+            "gatehouse_policy_reloads",
+            "Policy set reloads (SIGHUP, a changed file), by result (ok, failed)",
+            Family::<Labels<1>, Counter>::default(),
+        );
         registry.register(
             "gatehouse_build_info",
             "The running version (always 1)",
@@ -347,6 +369,9 @@ impl Metrics {
             websockets_closed,
             config_reloads,
             config_info,
+            policy_set_info,
+            policy_set_loaded_at,
+            policy_reloads,
             names,
             providers,
         }))

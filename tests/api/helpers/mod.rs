@@ -35,8 +35,8 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 pub use options::{
-    Frontend, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls, ServerKeys,
-    SessionKeys, Telemetry,
+    Frontend, Policies, Provider, RateLimits, RedisKeys, RedisTopology, Route, RouteTls,
+    ServerKeys, SessionKeys, Telemetry,
 };
 pub use processes::{shared_provider, shared_redis, ProviderProcess};
 
@@ -217,6 +217,8 @@ pub struct AppOptions<'a> {
     pub default_provider: Option<String>,
     /// `dpop = true` on the main provider (RFC 9449).
     pub main_dpop: bool,
+    /// The `[policies]` table (Cedar files and schema).
+    pub policies: Option<Policies>,
 }
 
 pub struct Preset {
@@ -244,6 +246,7 @@ impl Default for AppOptions<'_> {
             not_ready: false,
             share: None,
             preset: None,
+            policies: None,
             public_url: None,
             admin: false,
             admin_api_token_file: None,
@@ -500,7 +503,8 @@ dpop = {main_dpop}
             &options.rate_limits,
             options.frontend.as_ref(),
             &options.providers,
-            &options.routes
+            &options.routes,
+            options.policies.as_ref()
         ),
         telemetry = options
             .telemetry

@@ -173,6 +173,21 @@ impl Route {
         self.key("forward_headers", string_array(names))
     }
 
+    /// `name`: the Cedar resource `Route::"<name>"`.
+    pub fn name(self, name: &str) -> Self {
+        self.key("name", quote(name))
+    }
+
+    /// `path = […]`: the path templates after the prefix.
+    pub fn paths(self, templates: &[&str]) -> Self {
+        self.key("path", string_array(templates))
+    }
+
+    /// `policy = true`: every call decided by the `[policies]` set.
+    pub fn policy(self) -> Self {
+        self.key("policy", "true".into())
+    }
+
     /// `[routes.require] acr = […]`.
     pub fn require_acr(mut self, values: &[&str]) -> Self {
         self.require.insert("acr", string_array(values));
@@ -246,6 +261,47 @@ impl Route {
             text.push_str(&render_keys(&self.exchange));
         }
         text
+    }
+}
+
+/// The `[policies]` table: Cedar policy files and their schema.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    files: Vec<std::path::PathBuf>,
+    schema: std::path::PathBuf,
+    keys: BTreeMap<&'static str, String>,
+}
+
+impl Policies {
+    pub fn new(schema: &std::path::Path, files: &[&std::path::Path]) -> Self {
+        Self {
+            files: files.iter().map(|f| f.to_path_buf()).collect(),
+            schema: schema.to_path_buf(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// `roles_claim`: the claim whose values are the user's roles.
+    pub fn roles_claim(mut self, claim: &str) -> Self {
+        self.keys.insert("roles_claim", quote(claim));
+        self
+    }
+
+    /// `poll_secs`: how often the files are looked at for a change.
+    pub fn poll_secs(mut self, secs: u64) -> Self {
+        self.keys.insert("poll_secs", secs.to_string());
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        format!(
+            "[policies]\nfiles = {}\nschema = {}\n{}",
+            string_array(&files),
+            quote(&self.schema.display().to_string()),
+            render_keys(&self.keys)
+        )
     }
 }
 
@@ -550,8 +606,12 @@ pub fn render_tables(
     frontend: Option<&Frontend>,
     providers: &[Provider],
     routes: &[Route],
+    policies: Option<&Policies>,
 ) -> String {
     let mut text = rate_limits.toml();
+    if let Some(policies) = policies {
+        text.push_str(&policies.toml());
+    }
     if let Some(frontend) = frontend {
         text.push_str(&frontend.toml());
     }
