@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use lru::LruCache;
 
-use super::tracking::{Channel, Frame, TrackingListener, STALE_AFTER};
+use super::resp3::Frame;
+use super::tracking::{Channel, TrackingListener, STALE_AFTER};
 use crate::clock::UnixMillis;
 use crate::session::store::{CacheStatistics, Memo, SessionRecord};
 

@@ -17,7 +17,10 @@
 mod cache;
 mod client;
 mod connection;
+mod reconnecting;
+mod resp3;
 mod short_lived;
+mod slots;
 mod tracking;
 
 use std::num::NonZeroUsize;
