@@ -19,6 +19,7 @@ use redis::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::nodes::NodeConnections;
 use super::reconnecting::Reconnecting;
 use super::slots::{hash_slot, parse_cluster_masters};
 use super::tracking::Endpoint;
@@ -39,6 +40,8 @@ enum Topology {
     Cluster {
         client: ClusterClient,
         current: Reconnecting<ClusterConnection>,
+        /// Connections to single masters by address, for the session cache's reads.
+        nodes: NodeConnections,
     },
     Sentinel {
         client: tokio::sync::Mutex<SentinelClient>,
@@ -54,6 +57,8 @@ pub(super) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(MultiplexedConnection),
+    /// One cluster master by address, following no redirection.
+    Node(MultiplexedConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -61,7 +66,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
-            Connection::Sentinel(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) | Connection::Node(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -74,7 +79,9 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) | Connection::Node(c) => {
+                c.req_packed_commands(pipeline, offset, count)
+            }
         }
     }
 
@@ -82,7 +89,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
-            Connection::Sentinel(c) => c.get_db(),
+            Connection::Sentinel(c) | Connection::Node(c) => c.get_db(),
         }
     }
 }
@@ -171,6 +178,7 @@ impl Connector {
                     .iter()
                     .map(|url| url.expose_secret().into_connection_info())
                     .collect::<RedisResult<Vec<_>>>()?;
+                let nodes = NodeConnections::new(&seeds, settings, certificates.clone())?;
                 let mut builder = ClusterClientBuilder::new(seeds)
                     .connection_timeout(settings.connect_timeout)
                     .response_timeout(settings.response_timeout)
@@ -186,13 +194,14 @@ impl Connector {
                 }
                 if settings.topology.uses_tls() {
                     builder = builder.tls(TlsMode::Secure);
-                    if let Some(certificates) = certificates {
+                    if let Some(certificates) = certificates.clone() {
                         builder = builder.certs(certificates);
                     }
                 }
                 Topology::Cluster {
                     client: builder.build()?,
                     current: Reconnecting::new(),
+                    nodes,
                 }
             }
             RedisTopology::Sentinel {
@@ -279,7 +288,9 @@ impl Connector {
     pub(super) async fn get(&self) -> RedisResult<Connection> {
         match &self.topology {
             Topology::Standalone { manager, .. } => Ok(Connection::Standalone(manager.clone())),
-            Topology::Cluster { client, current } => current
+            Topology::Cluster {
+                client, current, ..
+            } => current
                 .get_or_connect(|| client.get_async_connection())
                 .await
                 .map(Connection::Cluster),
@@ -305,10 +316,9 @@ impl Connector {
         }
     }
 
-    /// Whether Redis can track keys for the session cache: one server or a Sentinel master,
-    /// not a cluster (tracking there is per node).
-    pub(super) fn supports_tracking(&self) -> bool {
-        !matches!(self.topology, Topology::Cluster { .. })
+    /// Whether session keys live on several nodes (a cluster), each tracked on its own.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
     }
 
     /// Where the session keys live (the server, or the master the sentinels name now) and
@@ -327,7 +337,7 @@ impl Connector {
             Topology::Cluster { .. } => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
-                    "the session cache needs one Redis or a Sentinel master, not a cluster",
+                    "a cluster is tracked per master (see `cluster_endpoints`)",
                 )))
             }
         };
@@ -352,6 +362,55 @@ impl Connector {
                 .password()
                 .map(|p| SecretString::from(p.to_owned())),
         })
+    }
+
+    /// The cluster's seeds, and how to log in there, for learning its slot map (nothing
+    /// for one server or Sentinel).
+    pub(super) fn cluster_seeds(&self) -> Vec<Endpoint> {
+        match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes
+                .seeds()
+                .into_iter()
+                .map(|(host, port)| self.node_endpoint(host, port))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One cluster node by address, and how to log in there (the cluster's credentials).
+    pub(super) fn node_endpoint(&self, host: String, port: u16) -> Endpoint {
+        let (username, password) = match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes.credentials(),
+            _ => (None, None),
+        };
+        Endpoint {
+            host,
+            port,
+            tls: self.tracking_tls.clone(),
+            username,
+            password,
+        }
+    }
+
+    /// A connection to one cluster master by address that follows no redirection: what it
+    /// answers comes from that master (a MOVED or ASK is an error). Only for a cluster.
+    pub(super) async fn node(&self, address: &(String, u16)) -> RedisResult<Connection> {
+        match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes.get(address).await.map(Connection::Node),
+            _ => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "only a cluster has nodes to read from by address",
+            ))),
+        }
+    }
+
+    /// A read on a node's own connection failed: made again next time.
+    pub(super) fn node_failed(&self, address: &(String, u16), error: &RedisError) {
+        if let Topology::Cluster { nodes, .. } = &self.topology {
+            if is_lost_master(error) {
+                nodes.forget(address);
+            }
+        }
     }
 
     /// Tells the connector that a command failed, so that a lost Sentinel master is looked

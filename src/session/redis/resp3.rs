@@ -12,9 +12,10 @@ pub(super) enum Frame {
     Error(String),
     Bulk(Vec<u8>),
     Null,
+    Integer(i64),
     Array(Vec<Frame>),
     Push(Vec<Frame>),
-    /// Integers, doubles, booleans, maps, sets, attributes: read whole, not needed here.
+    /// Doubles, booleans, big numbers, maps, sets, attributes: read whole, not needed here.
     Other,
 }
 
@@ -69,7 +70,8 @@ pub(super) fn parse(buffer: &[u8], at: usize) -> Result<Option<(Frame, usize)>, 
     match kind {
         b'+' => Ok(Some((Frame::Simple(text()), next))),
         b'-' => Ok(Some((Frame::Error(text()), next))),
-        b':' | b',' | b'#' | b'(' => Ok(Some((Frame::Other, next))),
+        b':' => Ok(Some((Frame::Integer(number(head)?), next))),
+        b',' | b'#' | b'(' => Ok(Some((Frame::Other, next))),
         b'_' => Ok(Some((Frame::Null, next))),
         b'$' | b'=' | b'!' => {
             let length = number(head)?;

@@ -1,5 +1,7 @@
 //! Hash slots and the cluster's map of them: which master serves which slots.
 
+use super::resp3::Frame;
+
 /// The cluster hash slot of a key: CRC16 of its hash tag (the text in the first `{…}`, when
 /// not empty) or of the whole key.
 pub(super) fn hash_slot(key: &str) -> u16 {
@@ -36,6 +38,47 @@ pub(super) fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
     masters
 }
 
+/// One range of a cluster's slot map: its first and last slot and its master's address.
+pub(super) type SlotRange = (u16, u16, (String, u16));
+
+/// A `CLUSTER SLOTS` reply (RESP3): `[[first, last, [host, port, id, …], replicas…], …]`.
+/// An empty host means the node that was asked; a range whose master has no known address
+/// (`?`) is left out, so nobody serves it.
+pub(super) fn parse_cluster_slots(reply: &Frame, asked: &str) -> Result<Vec<SlotRange>, String> {
+    let Frame::Array(ranges) = reply else {
+        return Err("CLUSTER SLOTS did not answer an array".into());
+    };
+    let mut parsed = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let malformed = || "a malformed CLUSTER SLOTS range".to_owned();
+        let Frame::Array(fields) = range else {
+            return Err(malformed());
+        };
+        let (Some(Frame::Integer(first)), Some(Frame::Integer(last)), Some(Frame::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return Err(malformed());
+        };
+        let (Some(Frame::Bulk(host)), Some(Frame::Integer(port))) = (master.first(), master.get(1))
+        else {
+            return Err(malformed());
+        };
+        let host = String::from_utf8_lossy(host);
+        let host = match host.as_ref() {
+            "?" => continue,
+            "" => asked.to_owned(),
+            other => other.to_owned(),
+        };
+        let slot = |n: i64| u16::try_from(n).ok().filter(|s| usize::from(*s) < 16384);
+        let (Some(first), Some(last), Ok(port)) = (slot(*first), slot(*last), u16::try_from(*port))
+        else {
+            return Err(malformed());
+        };
+        parsed.push((first, last, (host, port)));
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +111,44 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
                 ("127.0.0.1".to_owned(), 30001),
             ]
         );
+    }
+
+    #[test]
+    fn cluster_slots_name_each_range_and_its_master() {
+        let bulk = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
+        let node = |host: &str, port: i64| {
+            Frame::Array(vec![
+                bulk(host),
+                Frame::Integer(port),
+                bulk("id"),
+                Frame::Other,
+            ])
+        };
+        let reply = Frame::Array(vec![
+            Frame::Array(vec![
+                Frame::Integer(0),
+                Frame::Integer(5460),
+                node("10.0.0.1", 7000),
+                node("10.0.0.4", 7003),
+            ]),
+            Frame::Array(vec![
+                Frame::Integer(5461),
+                Frame::Integer(10922),
+                node("", 7001),
+            ]),
+            Frame::Array(vec![
+                Frame::Integer(10923),
+                Frame::Integer(16383),
+                node("?", 7002),
+            ]),
+        ]);
+        assert_eq!(
+            parse_cluster_slots(&reply, "10.0.0.9").expect("parsed"),
+            vec![
+                (0, 5460, ("10.0.0.1".to_owned(), 7000)),
+                (5461, 10922, ("10.0.0.9".to_owned(), 7001)),
+            ]
+        );
+        assert!(parse_cluster_slots(&Frame::Simple("OK".into()), "h").is_err());
     }
 }
