@@ -6,6 +6,7 @@ mod browser;
 mod browser_step_up;
 mod callback;
 mod client_auth;
+mod cluster_cache;
 mod config_cli;
 mod cookie_names;
 mod discovery;

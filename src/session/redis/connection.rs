@@ -41,7 +41,7 @@ enum Topology {
         client: ClusterClient,
         current: Reconnecting<ClusterConnection>,
         /// Connections to single masters by address, for the session cache's reads.
-        nodes: NodeConnections,
+        nodes: Box<NodeConnections>,
     },
     Sentinel {
         client: tokio::sync::Mutex<SentinelClient>,
@@ -178,7 +178,11 @@ impl Connector {
                     .iter()
                     .map(|url| url.expose_secret().into_connection_info())
                     .collect::<RedisResult<Vec<_>>>()?;
-                let nodes = NodeConnections::new(&seeds, settings, certificates.clone())?;
+                let nodes = Box::new(NodeConnections::new(
+                    &seeds,
+                    settings,
+                    certificates.clone(),
+                )?);
                 let mut builder = ClusterClientBuilder::new(seeds)
                     .connection_timeout(settings.connect_timeout)
                     .response_timeout(settings.response_timeout)

@@ -12,6 +12,7 @@ pub mod options;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
+pub mod session_cache;
 pub mod topologies;
 pub mod webdriver;
 pub mod websocket_echo;
