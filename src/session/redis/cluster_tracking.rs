@@ -39,55 +39,34 @@ pub(super) fn follow(
     target: String,
 ) {
     let mut trackers: HashMap<Address, Arc<Node>> = HashMap::new();
+    // The map last placed: the same map is not placed again (placing stops the fills of the
+    // reads under way).
+    let mut placed: Vec<(u16, u16, Address)> = Vec::new();
     let mut reported = false;
     loop {
         let checked_at = Instant::now();
         let Some(live) = cache.upgrade() else { break };
         match slot_map(&connector, &trackers, connect_timeout) {
-            Ok(ranges) => {
+            Ok(mut ranges) => {
                 if reported {
                     tracing::info!(redis = %target, "the cluster's slot map is known again");
                     reported = false;
                 }
-                let masters: HashSet<&Address> = ranges.iter().map(|(_, _, a)| a).collect();
-                trackers.retain(|address, node| {
-                    let stays = masters.contains(address);
-                    if !stays {
-                        node.retire();
-                        live.go_dark(node);
-                    }
-                    stays
-                });
-                for address in masters {
-                    if trackers.contains_key(address) {
-                        continue;
-                    }
-                    let node = live.new_node(Some(address.clone()));
-                    let started = start_tracker(
-                        &cache,
-                        &node,
-                        &connector,
-                        &session_prefix,
-                        connect_timeout,
-                        &target,
-                    );
-                    match started {
-                        Ok(()) => {
-                            trackers.insert(address.clone(), node);
-                        }
-                        Err(e) => tracing::error!(
-                            error = %e,
-                            "session cache: no tracker thread for a cluster master"
-                        ),
-                    }
+                ranges.sort();
+                if ranges != placed {
+                    let complete = place(&live, &ranges, &mut trackers, |node| {
+                        start_tracker(
+                            &cache,
+                            node,
+                            &connector,
+                            &session_prefix,
+                            connect_timeout,
+                            &target,
+                        )
+                    });
+                    // A master without a tracker (no thread): try again next round.
+                    placed = if complete { ranges } else { Vec::new() };
                 }
-                let placed: Vec<(u16, u16, Arc<Node>)> = ranges
-                    .iter()
-                    .filter_map(|(first, last, address)| {
-                        Some((*first, *last, trackers.get(address)?.clone()))
-                    })
-                    .collect();
-                live.serve_slots(&placed);
             }
             Err(reason) => {
                 if !reported {
@@ -110,6 +89,50 @@ pub(super) fn follow(
     for node in trackers.values() {
         node.retire();
     }
+}
+
+/// Makes `ranges` the cache's slot map: masters that left are retired (their entries go),
+/// new ones get a tracker. Whether every master has one.
+fn place(
+    cache: &SessionCache,
+    ranges: &[(u16, u16, Address)],
+    trackers: &mut HashMap<Address, Arc<Node>>,
+    start: impl Fn(&Arc<Node>) -> std::io::Result<()>,
+) -> bool {
+    let masters: HashSet<&Address> = ranges.iter().map(|(_, _, a)| a).collect();
+    trackers.retain(|address, node| {
+        let stays = masters.contains(address);
+        if !stays {
+            node.retire();
+            cache.go_dark(node);
+        }
+        stays
+    });
+    let mut complete = true;
+    for address in masters {
+        if trackers.contains_key(address) {
+            continue;
+        }
+        let node = cache.new_node(Some(address.clone()));
+        match start(&node) {
+            Ok(()) => {
+                trackers.insert(address.clone(), node);
+            }
+            Err(e) => {
+                complete = false;
+                tracing::error!(
+                    error = %e,
+                    "session cache: no tracker thread for a cluster master"
+                );
+            }
+        }
+    }
+    let slots: Vec<(u16, u16, Arc<Node>)> = ranges
+        .iter()
+        .filter_map(|(first, last, address)| Some((*first, *last, trackers.get(address)?.clone())))
+        .collect();
+    cache.serve_slots(&slots);
+    complete
 }
 
 /// The slot map, asked of the masters tracked now, then of the seeds.
