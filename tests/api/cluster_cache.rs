@@ -177,6 +177,11 @@ async fn on_a_cluster_a_session_ended_at_one_instance_is_401_at_the_next_call_to
     }
 }
 
+fn hits_and_misses(app: &TestApp) -> (u64, u64) {
+    let statistics = app.store.cache_statistics().expect("a cache");
+    (statistics.hits, statistics.misses)
+}
+
 /// One call during the resharding: when it started and ended, and what it answered.
 struct Call {
     session: usize,
@@ -287,7 +292,14 @@ async fn while_slots_move_nothing_stale_is_served_and_moved_sessions_are_cached_
             stop.store(true, Ordering::Relaxed);
         }
     };
+    let (hits_before, misses_before) = hits_and_misses(&a);
     tokio::join!(futures_util::future::join_all(callers), mover);
+    let (hits_after, misses_after) = hits_and_misses(&a);
+    eprintln!(
+        "resharding with the cache: A served {} calls from its cache and read Redis for {}",
+        hits_after - hits_before,
+        misses_after - misses_before
+    );
 
     let immediate = immediate.into_inner().expect("immediate");
     assert_eq!(immediate.len(), 3);
