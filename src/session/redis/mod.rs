@@ -193,8 +193,9 @@ impl SessionRecords for RedisStore {
             // A plain read on the hot path; the expiry checks use the injected clock, and
             // the write-back of sliding expiry happens only when the touch interval passed.
             // From the cache when Redis vouches for it; the clock checks below apply either way.
-            // The Redis key is spelled out only when Redis is asked (not on a cache hit).
-            // On a cluster, the entry is served only by its slot's master.
+            // The Redis key is spelled out only when Redis is asked (not on a cache hit), or
+            // on a cluster, for its slot: an entry is served only while its slot's master
+            // vouches for it.
             let slot = match &self.cache {
                 Some(cache) if cache.routed() => hash_slot(&self.session_key(key)),
                 _ => 0,
