@@ -186,3 +186,19 @@ fn slots_that_change_hands_drop_their_entries() {
     assert!(fill(&cache, "b", 100, 1));
     assert!(cache.get("b", 100).is_some());
 }
+
+#[test]
+fn a_suspected_topology_wakes_the_follower_once() {
+    let hint = TopologyHint::default();
+    let started = Instant::now();
+    assert!(!hint.wait(Duration::from_millis(20)), "nothing suspected");
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    hint.suspect();
+    let started = Instant::now();
+    assert!(hint.wait(Duration::from_secs(5)), "woken");
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    assert!(
+        !hint.wait(Duration::from_millis(1)),
+        "taken by the first wait"
+    );
+}
