@@ -7,6 +7,7 @@ mod browser;
 mod browser_step_up;
 mod callback;
 mod client_auth;
+mod cluster_cache;
 mod config_cli;
 mod container;
 mod cookie_names;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::helpers::echo::{spawn_echo, EchoUpstream};
 use crate::helpers::logout_tokens::{logout_claims, post_logout_token, sign, unix_now};
 use crate::helpers::processes::RedisServer;
+use crate::helpers::session_cache::{self, hits, warm};
 use crate::helpers::{
     gatehouse_cli, proxied_call, spawn_app_with, wait_until_cache_serves, AppOptions, Browser,
     RateLimits, Route, SessionKeys, TestApp,
@@ -36,47 +36,15 @@ async fn instance(
     app
 }
 
-fn hits(app: &TestApp) -> u64 {
-    app.store.cache_statistics().expect("a cache").hits
-}
-
 /// A proxied call: its status and the bearer the upstream saw.
 async fn api_call(app: &TestApp, cookie: &str) -> (u16, Option<String>) {
     let (status, bearer, _) = proxied_call(app, cookie).await;
     (status, bearer)
 }
 
-/// Calls on `app` until one is served from its cache. (A read that overlaps any
-/// invalidation, e.g. the one Redis broadcasts for the session's own creation, does not
-/// fill the cache; the next read does.)
-/// Under load the tracker thread may not have read a PONG yet, and then calls read Redis
-/// until it has (that is the cache being careful), so this retries for up to 2 s.
-async fn warm(app: &TestApp, cookie: &str) {
-    for _ in 0..100 {
-        let before = hits(app);
-        assert_eq!(api_call(app, cookie).await.0, 200);
-        if hits(app) > before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("a hundred calls over 2 s and none was served from the cache");
-}
-
-/// A session of its own for `sub`, a copy of a real login's session with another sub and
-/// provider sid (made through the store's own code, as a login would).
+/// A session of its own for `sub` (its cookie).
 async fn copy_session(app: &TestApp, template: &str, sub: &str, sid: &str) -> String {
-    let loaded = app.session_for(template).await.expect("template");
-    let mut data = gatehouse::session::SessionData::clone(&loaded.data);
-    data.sub = sub.to_owned();
-    data.provider_sid = Some(sid.to_owned());
-    let now = gatehouse::clock::Clock::now_millis(&app.clock);
-    let handle = app
-        .session_manager()
-        .create(&data, now)
-        .await
-        .expect("create");
-    handle.cookie_value().expose_secret().to_owned()
+    session_cache::copy_session(app, template, sub, sid).await.0
 }
 
 #[tokio::test]

@@ -1,24 +1,34 @@
 //! The session cache: sessions read from Redis stay in process, still sealed, for as long as
-//! Redis vouches for them. A tracking connection (`CLIENT TRACKING ON BCAST PREFIX
-//! <prefix>:s:` over RESP3, see `tracking`) hears of every change to any session key, from
-//! any instance or operator command, and drops that entry here.
+//! Redis vouches for them. A tracking connection per node (`CLIENT TRACKING ON BCAST PREFIX
+//! <prefix>:s:` over RESP3, see `tracking`) hears of every change to any session key on that
+//! node, from any instance or operator command, and drops that entry here.
 //!
-//! An entry is only ever served while the invalidation channel is known to be whole: tracking
-//! is on, the connection answered a PING within `STALE_AFTER`, and no invalidation is
-//! waiting unread in its socket. When the channel breaks (connection lost, Redis restarted,
-//! a failover), the cache is emptied and bypassed until tracking is re-established, because
-//! an entry may have missed its invalidation meanwhile.
+//! An entry remembers the node it was read from and that node's tracking epoch. It is only
+//! ever served while that node still serves the entry's slot and its invalidation channel is
+//! known to be whole: tracking is on (in the same epoch), the connection answered a PING
+//! within `STALE_AFTER`, and no invalidation is waiting unread in its socket. When a node's
+//! channel breaks (connection lost, Redis restarted, a failover), that node's entries are
+//! dropped and its slots bypassed until tracking is re-established, because an entry may have
+//! missed its invalidation meanwhile; the other nodes' entries keep being served.
+//!
+//! One server or a Sentinel master is a single node that serves every slot; a cluster has a
+//! node per master and a slot map, kept current by `cluster_tracking`.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::tracking::{Channel, Frame, TrackingListener, STALE_AFTER};
+use super::node::Node;
+use super::resp3::Frame;
+use super::tracking::TrackingListener;
 use crate::clock::UnixMillis;
 use crate::session::store::{CacheStatistics, Memo, SessionRecord};
+
+/// The number of hash slots of a Redis Cluster.
+pub(super) const SLOTS: usize = 16384;
 
 /// A session hash as read from Redis: the sealed payload and its metadata, and the session
 /// manager's memo of it (the opened session, for the cookie that opened it).
@@ -29,61 +39,196 @@ pub(super) struct CachedSession {
     pub(super) memo: Memo,
 }
 
+struct Entry {
+    session: CachedSession,
+    /// The node it was read from, in which tracking epoch, for which slot.
+    node: Arc<Node>,
+    epoch: u64,
+    slot: u16,
+}
+
+/// Which node serves which slot.
+#[derive(Default)]
+struct Placement {
+    /// Slot → index in `nodes` (`NONE`: nobody serves it now). Empty: `nodes[0]` serves all.
+    owners: Vec<u16>,
+    nodes: Vec<Arc<Node>>,
+}
+
+const NONE: u16 = u16::MAX;
+
+impl Placement {
+    fn owner(&self, slot: u16) -> Option<&Arc<Node>> {
+        if self.owners.is_empty() {
+            return self.nodes.first();
+        }
+        let index = *self.owners.get(usize::from(slot))?;
+        self.nodes.get(usize::from(index))
+    }
+}
+
+/// A hint that the cluster's topology changed (a MOVED or ASK met by a read, a node's channel
+/// broke): whoever follows the topology looks again now rather than at its next round.
+#[derive(Default)]
+pub(super) struct TopologyHint {
+    suspected: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl TopologyHint {
+    pub(super) fn suspect(&self) {
+        *self.suspected.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout` for a suspicion; whether there was one (it is taken).
+    pub(super) fn wait(&self, timeout: Duration) -> bool {
+        let suspected = self.suspected.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut suspected, _) = self
+            .wake
+            .wait_timeout_while(suspected, timeout, |s| !*s)
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *suspected)
+    }
+}
+
 pub(super) struct SessionCache {
-    entries: Mutex<LruCache<String, CachedSession>>,
+    entries: Mutex<LruCache<String, Entry>>,
     /// Bumped by every invalidation: a read that overlapped one does not fill the cache.
     invalidations: AtomicU64,
-    /// Whether tracking is on for the current connection.
-    tracking: AtomicBool,
-    /// Until when (ms since `epoch`) the last heartbeat vouches for the channel.
-    vouched_until: AtomicI64,
-    epoch: Instant,
+    placement: RwLock<Arc<Placement>>,
+    /// Whether reads must go to the node that serves the slot by name (a cluster).
+    routed: bool,
+    clock_zero: Instant,
     hits: AtomicU64,
     misses: AtomicU64,
-    channel: Arc<Channel>,
+    topology: Arc<TopologyHint>,
 }
 
 /// What a reader noted before asking Redis, so that it fills the cache only if nothing was
-/// invalidated meanwhile.
-#[derive(Clone, Copy)]
-pub(super) struct ReadTicket(u64);
+/// invalidated meanwhile and the node it read from still vouches for the slot.
+pub(super) struct ReadTicket {
+    invalidations: u64,
+    slot: u16,
+    node: Option<(Arc<Node>, u64)>,
+}
+
+impl ReadTicket {
+    /// The node to read from, when the read must go there by name (a cluster master). A read
+    /// elsewhere must not fill the cache.
+    pub(super) fn read_at(&self) -> Option<&(String, u16)> {
+        self.node.as_ref()?.0.address.as_ref()
+    }
+}
 
 impl SessionCache {
-    pub(super) fn new(capacity: NonZeroUsize) -> Self {
+    /// An empty cache with no node yet: `routed` for a cluster (reads go to a slot's master
+    /// by name), else one node serves everything (see `serve_everything_from`).
+    pub(super) fn new(capacity: NonZeroUsize, routed: bool) -> Self {
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
             invalidations: AtomicU64::new(0),
-            tracking: AtomicBool::new(false),
-            vouched_until: AtomicI64::new(0),
-            epoch: Instant::now(),
+            placement: RwLock::new(Arc::new(Placement::default())),
+            routed,
+            clock_zero: Instant::now(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            channel: Arc::new(Channel::new()),
+            topology: Arc::new(TopologyHint::default()),
         }
     }
 
-    fn since_epoch(&self) -> i64 {
-        self.epoch.elapsed().as_millis() as i64
+    pub(super) fn routed(&self) -> bool {
+        self.routed
     }
 
-    fn serving(&self) -> bool {
-        self.tracking.load(Ordering::Acquire)
-            && self.since_epoch() < self.vouched_until.load(Ordering::Acquire)
+    pub(super) fn topology_hint(&self) -> Arc<TopologyHint> {
+        self.topology.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, CachedSession>> {
+    /// A node for this cache's placement (its heartbeats are measured on the cache's clock).
+    pub(super) fn new_node(&self, address: Option<(String, u16)>) -> Arc<Node> {
+        Arc::new(Node::new(address, self.clock_zero))
+    }
+
+    /// One server, or the Sentinel master: one node serves every slot.
+    pub(super) fn serve_everything_from(&self, node: Arc<Node>) {
+        self.place(Placement {
+            owners: Vec::new(),
+            nodes: vec![node],
+        });
+    }
+
+    /// A cluster's slot map: `ranges` of slots and the node that serves them. Entries of
+    /// slots that changed hands are dropped.
+    pub(super) fn serve_slots(&self, ranges: &[(u16, u16, Arc<Node>)]) {
+        let mut placement = Placement {
+            owners: vec![NONE; SLOTS],
+            nodes: Vec::new(),
+        };
+        for (first, last, node) in ranges {
+            let index = match placement.nodes.iter().position(|n| Arc::ptr_eq(n, node)) {
+                Some(index) => index,
+                None => {
+                    placement.nodes.push(node.clone());
+                    placement.nodes.len() - 1
+                }
+            };
+            let (first, last) = (usize::from(*first), usize::from(*last).min(SLOTS - 1));
+            for owner in placement.owners.iter_mut().take(last + 1).skip(first) {
+                *owner = index as u16;
+            }
+        }
+        self.place(placement);
+    }
+
+    fn place(&self, placement: Placement) {
+        let placement = Arc::new(placement);
+        let mut entries = self.lock();
+        let before = self.placement();
+        let moved = |slot: u16| match (before.owner(slot), placement.owner(slot)) {
+            (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
+            _ => true,
+        };
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        drop_where(&mut entries, |entry| moved(entry.slot));
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = placement;
+    }
+
+    fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn owner(&self, slot: u16) -> Option<Arc<Node>> {
+        self.placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .owner(slot)
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry>> {
         // A panic while holding the lock cannot leave an entry half-written: LruCache's
         // operations complete or do not happen.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<CachedSession> {
+    /// The session cached under `key` (in hash slot `slot`), if it may be served.
+    pub(super) fn get(&self, key: &str, slot: u16) -> Option<CachedSession> {
         // The channel check comes first: an invalidation it finds waiting may be this key's.
-        let found = if self.serving() && self.channel.quiet() {
-            self.lock().get(key).cloned()
-        } else {
-            None
-        };
+        let found = self
+            .owner(slot)
+            .filter(|node| node.serving() && node.channel.quiet())
+            .and_then(|node| {
+                let epoch = node.epoch();
+                let mut entries = self.lock();
+                entries
+                    .get(key)
+                    .filter(|entry| Arc::ptr_eq(&entry.node, &node) && entry.epoch == epoch)
+                    .map(|entry| entry.session.clone())
+            });
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -94,29 +239,54 @@ impl SessionCache {
     }
 
     pub(super) fn statistics(&self) -> CacheStatistics {
+        let placement = self.placement();
         CacheStatistics {
-            serving: self.serving(),
+            serving: !placement.nodes.is_empty() && placement.nodes.iter().all(|n| n.serving()),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             entries: self.lock().len(),
         }
     }
 
-    pub(super) fn ticket(&self) -> ReadTicket {
-        ReadTicket(self.invalidations.load(Ordering::Acquire))
+    /// Notes, before a read of a key in `slot`, what must not change until it fills.
+    pub(super) fn ticket(&self, slot: u16) -> ReadTicket {
+        let invalidations = self.invalidations.load(Ordering::Acquire);
+        let node = self.owner(slot).filter(|node| node.serving()).map(|node| {
+            let epoch = node.epoch();
+            (node, epoch)
+        });
+        ReadTicket {
+            invalidations,
+            slot,
+            node,
+        }
     }
 
-    /// Keeps what a read found, unless the channel is down or anything was invalidated since
-    /// the read began (it might have been this key, changed after Redis answered).
-    /// Whether it was kept.
+    /// Keeps what a read found, unless the node's channel is down or in another epoch, the
+    /// slot changed hands, or anything was invalidated since the read began (it might have
+    /// been this key, changed after Redis answered). Whether it was kept.
     pub(super) fn fill(&self, key: &str, ticket: ReadTicket, session: CachedSession) -> bool {
-        if !self.serving() {
+        let Some((node, epoch)) = ticket.node else {
+            return false;
+        };
+        let still_owner = self
+            .owner(ticket.slot)
+            .is_some_and(|owner| Arc::ptr_eq(&owner, &node));
+        if !still_owner || !node.serving() || node.epoch() != epoch {
             return false;
         }
         let mut entries = self.lock();
-        let unchanged = self.invalidations.load(Ordering::Acquire) == ticket.0;
+        let unchanged = self.invalidations.load(Ordering::Acquire) == ticket.invalidations;
         if unchanged {
-            entries.put(key.to_owned(), session);
+            entries.put(
+                key.to_owned(),
+                Entry {
+                    session,
+                    node,
+                    epoch,
+                    slot: ticket.slot,
+                },
+            );
         }
         unchanged
     }
@@ -128,10 +298,11 @@ impl SessionCache {
         entries.pop(key);
     }
 
-    fn invalidate_all(&self) {
+    /// Drops every entry read from `node`.
+    fn invalidate_node(&self, node: &Node) {
         let mut entries = self.lock();
         self.invalidations.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        drop_where(&mut entries, |entry| std::ptr::eq(&*entry.node, node));
     }
 
     #[cfg(test)]
@@ -140,54 +311,55 @@ impl SessionCache {
     }
 }
 
+fn drop_where(entries: &mut LruCache<String, Entry>, doomed: impl Fn(&Entry) -> bool) {
+    let keys: Vec<String> = entries
+        .iter()
+        .filter(|(_, entry)| doomed(entry))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in keys {
+        entries.pop(&key);
+    }
+}
+
 impl TrackingListener for SessionCache {
-    fn channel(&self) -> Arc<Channel> {
-        self.channel.clone()
+    /// Tracking on `node` is on (since `since`): whatever was cached from it before may have
+    /// missed an invalidation.
+    fn go_live(&self, node: &Node, since: Instant) {
+        self.invalidate_node(node);
+        node.vouch(since);
+        node.set_tracking(true);
     }
 
-    /// Tracking is on (since `since`): whatever was cached before may have missed an
-    /// invalidation.
-    fn go_live(&self, since: Instant) {
-        self.invalidate_all();
-        self.vouch(since);
-        self.tracking.store(true, Ordering::Release);
+    fn go_dark(&self, node: &Node) {
+        node.set_tracking(false);
+        self.invalidate_node(node);
+        if self.routed {
+            // A master that stopped answering may have failed over.
+            self.topology.suspect();
+        }
     }
 
-    fn go_dark(&self) {
-        self.tracking.store(false, Ordering::Release);
-        self.invalidate_all();
-    }
-
-    /// An `invalidate` push's keys (or nil, after FLUSHALL/FLUSHDB: everything).
-    fn apply_invalidation(&self, session_prefix: &str, keys: Option<&Frame>) {
+    /// An `invalidate` push's keys (or nil, after FLUSHALL/FLUSHDB: the node's entries).
+    fn apply_invalidation(&self, node: &Node, session_prefix: &str, keys: Option<&Frame>) {
         match keys {
             Some(Frame::Array(keys)) => {
                 for key in keys {
                     let key = match key {
                         Frame::Bulk(bytes) => String::from_utf8_lossy(bytes),
                         _ => {
-                            self.invalidate_all();
+                            self.invalidate_node(node);
                             continue;
                         }
                     };
                     match key.strip_prefix(session_prefix) {
                         Some(tagged) => self.invalidate(strip_hash_tag(tagged)),
-                        None => self.invalidate_all(),
+                        None => self.invalidate_node(node),
                     }
                 }
             }
-            _ => self.invalidate_all(),
+            _ => self.invalidate_node(node),
         }
-    }
-
-    /// Entries are served until `since + STALE_AFTER` unless the next heartbeat says more.
-    fn vouch(&self, since: Instant) {
-        let since_ms = match since.checked_duration_since(self.epoch) {
-            Some(after) => after.as_millis() as i64,
-            None => -(self.epoch.duration_since(since).as_millis() as i64),
-        };
-        self.vouched_until
-            .store(since_ms + STALE_AFTER.as_millis() as i64, Ordering::Release);
     }
 }
 
@@ -200,104 +372,4 @@ fn strip_hash_tag(tagged: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixStream;
-
-    use super::*;
-
-    fn session(last_touch: UnixMillis) -> CachedSession {
-        CachedSession {
-            record: Arc::new(SessionRecord {
-                sealed: vec![1, 2, 3],
-                provider: "main".into(),
-                sub: "alice".into(),
-                provider_sid: None,
-                created_at: 0,
-                absolute_expires_at: 10,
-                device: "Firefox on Linux".into(),
-                revocation: None,
-            }),
-            last_touch,
-            memo: Memo::default(),
-        }
-    }
-
-    /// A cache whose channel is a socket pair; the other end is returned, to play Redis.
-    fn live_cache_with_peer(capacity: usize) -> (SessionCache, UnixStream) {
-        let cache = SessionCache::new(NonZeroUsize::new(capacity).expect("capacity"));
-        let (ours, redis) = UnixStream::pair().expect("socket pair");
-        cache.channel.open(ours.as_raw_fd());
-        std::mem::forget(ours); // lives as long as the test process
-        cache.go_live(Instant::now());
-        (cache, redis)
-    }
-
-    fn live_cache(capacity: usize) -> SessionCache {
-        let (cache, redis) = live_cache_with_peer(capacity);
-        std::mem::forget(redis);
-        cache
-    }
-
-    #[test]
-    fn an_invalidation_waiting_in_the_socket_stops_serving_at_once() {
-        let (cache, mut redis) = live_cache_with_peer(10);
-        cache.fill("k", cache.ticket(), session(1));
-        assert!(cache.get("k").is_some());
-        redis.write_all(b">2\r\n").expect("write");
-        assert!(cache.get("k").is_none(), "unread bytes: read Redis instead");
-    }
-
-    #[test]
-    fn a_read_that_overlapped_an_invalidation_is_not_kept() {
-        let cache = live_cache(10);
-        let ticket = cache.ticket();
-        cache.invalidate("other");
-        cache.fill("k", ticket, session(1));
-        assert!(cache.get("k").is_none());
-        let ticket = cache.ticket();
-        cache.fill("k", ticket, session(2));
-        assert_eq!(cache.get("k").map(|s| s.last_touch), Some(2));
-    }
-
-    #[test]
-    fn nothing_is_served_while_the_channel_is_down_or_unvouched() {
-        let cache = live_cache(10);
-        cache.fill("k", cache.ticket(), session(1));
-        assert!(cache.get("k").is_some());
-        cache.go_dark();
-        assert!(cache.get("k").is_none());
-        assert_eq!(cache.len(), 0, "emptied, not just hidden");
-
-        let cache = live_cache(10);
-        cache.fill("k", cache.ticket(), session(1));
-        cache.vouch(Instant::now() - STALE_AFTER * 2);
-        assert!(cache.get("k").is_none(), "no recent heartbeat, no cache");
-    }
-
-    #[test]
-    fn pushes_drop_the_keys_they_name_and_a_flush_drops_all() {
-        let cache = live_cache(10);
-        for key in ["a", "b", "c"] {
-            cache.fill(key, cache.ticket(), session(1));
-        }
-        let pushed = |key: &str| Frame::Bulk(format!("gh:s:{{{key}}}").into_bytes());
-        cache.apply_invalidation("gh:s:", Some(&Frame::Array(vec![pushed("a")])));
-        assert!(cache.get("a").is_none());
-        assert!(cache.get("b").is_some());
-        cache.apply_invalidation("gh:s:", Some(&Frame::Null));
-        assert_eq!(cache.len(), 0);
-    }
-
-    #[test]
-    fn the_least_recently_used_entry_leaves_first() {
-        let cache = live_cache(2);
-        cache.fill("a", cache.ticket(), session(1));
-        cache.fill("b", cache.ticket(), session(1));
-        assert!(cache.get("a").is_some());
-        cache.fill("c", cache.ticket(), session(1));
-        assert!(cache.get("b").is_none());
-        assert!(cache.get("a").is_some() && cache.get("c").is_some());
-    }
-}
+mod tests;

@@ -28,42 +28,65 @@ impl RedisStore {
     }
 
     /// The store with a session cache of up to `entries` sessions, kept coherent by Redis
-    /// key tracking (see `cache`), on a thread of its own. On a cluster the cache stays off
-    /// (tracking is per node there).
+    /// key tracking (see `cache`), on threads of their own: one per tracked node (the one
+    /// server, the Sentinel master, or each master of a cluster), plus one that follows a
+    /// cluster's slot map (`cluster_tracking`).
     pub fn with_cache(settings: &RedisSettings, entries: NonZeroUsize) -> Result<Self, StoreError> {
         let mut store = Self::new(settings)?;
-        if !store.connector.supports_tracking() {
-            tracing::info!("session cache off: Redis Cluster tracks keys per node");
-            return Ok(store);
-        }
-        let cache = Arc::new(SessionCache::new(entries));
-        // A thread of its own, blocking: a reader can then see an invalidation waiting in
-        // its socket before this thread has run (see `tracking`).
+        let routed = store.connector.is_cluster();
+        let cache = Arc::new(SessionCache::new(entries, routed));
+        // Threads of their own, blocking: a reader can then see an invalidation waiting in
+        // a socket before its thread has run (see `tracking`).
         let (weak, connector) = (Arc::downgrade(&cache), store.connector.clone());
         let session_prefix = format!("{}:s:", store.prefix);
         let (target, connect_timeout) = (store.target.clone(), settings.connect_timeout);
-        std::thread::Builder::new()
-            .name("session-cache".into())
-            .spawn(move || {
-                // Only for asking the sentinels where the master is.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::error!(error = %e, "session cache off: no runtime for its thread");
-                        return;
-                    }
-                };
-                let endpoint = || {
-                    runtime
-                        .block_on(connector.tracking_endpoint())
-                        .map_err(|e| describe(&e))
-                };
-                tracking::run(weak, endpoint, &session_prefix, connect_timeout, &target);
-            })
-            .map_err(|e| StoreError::Unavailable(format!("session cache thread: {e}")))?;
+        let spawned = if routed {
+            let hint = cache.topology_hint();
+            std::thread::Builder::new()
+                .name("session-cache-slots".into())
+                .spawn(move || {
+                    cluster_tracking::follow(
+                        weak,
+                        hint,
+                        connector,
+                        session_prefix,
+                        connect_timeout,
+                        target,
+                    );
+                })
+        } else {
+            let node = cache.new_node(None);
+            cache.serve_everything_from(node.clone());
+            std::thread::Builder::new()
+                .name("session-cache".into())
+                .spawn(move || {
+                    // Only for asking the sentinels where the master is.
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::error!(error = %e, "session cache off: no runtime for its thread");
+                            return;
+                        }
+                    };
+                    let endpoint = || {
+                        runtime
+                            .block_on(connector.tracking_endpoint())
+                            .map_err(|e| describe(&e))
+                    };
+                    tracking::run(
+                        weak,
+                        node,
+                        endpoint,
+                        &session_prefix,
+                        connect_timeout,
+                        &target,
+                    );
+                })
+        };
+        spawned.map_err(|e| StoreError::Unavailable(format!("session cache thread: {e}")))?;
         store.cache = Some(cache);
         Ok(store)
     }
@@ -191,18 +214,35 @@ impl RedisStore {
         session_key: &str,
     ) -> StoreResult<Option<(SessionRecord, UnixMillis)>> {
         let fields: Vec<Option<Vec<u8>>> = self
-            .run(|mut conn| async move {
-                redis::cmd("HMGET")
-                    .arg(session_key)
-                    .arg(&["c", "p", "u", "i", "t0", "ta", "ts", "d", "v"])
-                    .query_async(&mut conn)
-                    .await
-            })
+            .run(|mut conn| async move { session_fields(session_key).query_async(&mut conn).await })
             .await?;
-        if fields.first().is_none_or(|c| c.is_none()) {
-            return Ok(None);
+        decode_record(&fields)
+    }
+
+    /// The session hash read from the cluster master at `address` itself; `None` when that
+    /// read failed (a MOVED or ASK: the slot moved; or the node is unreachable), and then
+    /// the cache's view of the cluster is checked again.
+    pub(super) async fn read_record_at(
+        &self,
+        address: &(String, u16),
+        session_key: &str,
+    ) -> Option<StoreResult<Option<(SessionRecord, UnixMillis)>>> {
+        let read = async {
+            let mut conn = self.connector.node(address).await?;
+            session_fields(session_key)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        };
+        match read.await {
+            Ok(fields) => Some(decode_record(&fields)),
+            Err(error) => {
+                self.connector.node_failed(address, &error);
+                if let Some(cache) = &self.cache {
+                    cache.topology_hint().suspect();
+                }
+                None
+            }
         }
-        record_from_fields(&fields).map(Some)
     }
 
     /// `SET key value NX PX ttl`: whether the key was absent (and is now set).
@@ -279,6 +319,21 @@ impl RedisStore {
         live.sort();
         Ok(live)
     }
+}
+
+fn session_fields(session_key: &str) -> redis::Cmd {
+    let mut command = redis::cmd("HMGET");
+    command
+        .arg(session_key)
+        .arg(&["c", "p", "u", "i", "t0", "ta", "ts", "d", "v"]);
+    command
+}
+
+fn decode_record(fields: &[Option<Vec<u8>>]) -> StoreResult<Option<(SessionRecord, UnixMillis)>> {
+    if fields.first().is_none_or(|c| c.is_none()) {
+        return Ok(None);
+    }
+    record_from_fields(fields).map(Some)
 }
 
 /// Drops a session's cache entry when a write to it ends, however it ends (an error, or the

@@ -3,8 +3,8 @@
 //! refreshes its slot map), or the master that Sentinel names (asked again after a failure,
 //! so a failover needs no restart).
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -19,12 +19,11 @@ use redis::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::nodes::NodeConnections;
+use super::reconnecting::Reconnecting;
+use super::slots::{hash_slot, parse_cluster_masters};
 use super::tracking::Endpoint;
 use crate::config::{RedisSettings, RedisTls, RedisTopology, RouteTlsSettings};
-
-/// After a failed attempt to reach the master or the cluster, callers fail fast for this long
-/// instead of each asking the sentinels again.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 pub(super) struct Connector {
     topology: Topology,
@@ -41,6 +40,8 @@ enum Topology {
     Cluster {
         client: ClusterClient,
         current: Reconnecting<ClusterConnection>,
+        /// Connections to single masters by address, for the session cache's reads.
+        nodes: Box<NodeConnections>,
     },
     Sentinel {
         client: tokio::sync::Mutex<SentinelClient>,
@@ -56,6 +57,8 @@ pub(super) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(MultiplexedConnection),
+    /// One cluster master by address, following no redirection.
+    Node(MultiplexedConnection),
 }
 
 impl ConnectionLike for Connection {
@@ -63,7 +66,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
-            Connection::Sentinel(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) | Connection::Node(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -76,7 +79,9 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) | Connection::Node(c) => {
+                c.req_packed_commands(pipeline, offset, count)
+            }
         }
     }
 
@@ -84,7 +89,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
-            Connection::Sentinel(c) => c.get_db(),
+            Connection::Sentinel(c) | Connection::Node(c) => c.get_db(),
         }
     }
 }
@@ -143,42 +148,6 @@ impl Connection {
     }
 }
 
-/// The cluster hash slot of a key: CRC16 of its hash tag (the text in the first `{…}`, when
-/// not empty) or of the whole key.
-pub(super) fn hash_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &bytes[open + 1..];
-        rest.iter()
-            .position(|&b| b == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16384
-}
-
-/// `CLUSTER NODES` lines: `<id> <ip:port@cport[,hostname]> <flags> …`; live masters only.
-fn parse_cluster_masters(text: &str) -> Vec<(String, u16)> {
-    let mut masters = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
-            continue;
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
-            continue;
-        }
-        let host_port = address.split(['@', ',']).next().unwrap_or_default();
-        if let Some((host, port)) = host_port.rsplit_once(':') {
-            if let Ok(port) = port.parse() {
-                masters.push((host.to_owned(), port));
-            }
-        }
-    }
-    masters
-}
-
 impl Connector {
     /// Builds clients without connecting: gatehouse starts (not ready) while Redis is still
     /// coming up.
@@ -209,6 +178,11 @@ impl Connector {
                     .iter()
                     .map(|url| url.expose_secret().into_connection_info())
                     .collect::<RedisResult<Vec<_>>>()?;
+                let nodes = Box::new(NodeConnections::new(
+                    &seeds,
+                    settings,
+                    certificates.clone(),
+                )?);
                 let mut builder = ClusterClientBuilder::new(seeds)
                     .connection_timeout(settings.connect_timeout)
                     .response_timeout(settings.response_timeout)
@@ -224,13 +198,14 @@ impl Connector {
                 }
                 if settings.topology.uses_tls() {
                     builder = builder.tls(TlsMode::Secure);
-                    if let Some(certificates) = certificates {
+                    if let Some(certificates) = certificates.clone() {
                         builder = builder.certs(certificates);
                     }
                 }
                 Topology::Cluster {
                     client: builder.build()?,
                     current: Reconnecting::new(),
+                    nodes,
                 }
             }
             RedisTopology::Sentinel {
@@ -317,7 +292,9 @@ impl Connector {
     pub(super) async fn get(&self) -> RedisResult<Connection> {
         match &self.topology {
             Topology::Standalone { manager, .. } => Ok(Connection::Standalone(manager.clone())),
-            Topology::Cluster { client, current } => current
+            Topology::Cluster {
+                client, current, ..
+            } => current
                 .get_or_connect(|| client.get_async_connection())
                 .await
                 .map(Connection::Cluster),
@@ -343,10 +320,9 @@ impl Connector {
         }
     }
 
-    /// Whether Redis can track keys for the session cache: one server or a Sentinel master,
-    /// not a cluster (tracking there is per node).
-    pub(super) fn supports_tracking(&self) -> bool {
-        !matches!(self.topology, Topology::Cluster { .. })
+    /// Whether session keys live on several nodes (a cluster), each tracked on its own.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
     }
 
     /// Where the session keys live (the server, or the master the sentinels name now) and
@@ -365,7 +341,7 @@ impl Connector {
             Topology::Cluster { .. } => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
-                    "the session cache needs one Redis or a Sentinel master, not a cluster",
+                    "a cluster is tracked per master (see `cluster_endpoints`)",
                 )))
             }
         };
@@ -390,6 +366,55 @@ impl Connector {
                 .password()
                 .map(|p| SecretString::from(p.to_owned())),
         })
+    }
+
+    /// The cluster's seeds, and how to log in there, for learning its slot map (nothing
+    /// for one server or Sentinel).
+    pub(super) fn cluster_seeds(&self) -> Vec<Endpoint> {
+        match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes
+                .seeds()
+                .into_iter()
+                .map(|(host, port)| self.node_endpoint(host, port))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One cluster node by address, and how to log in there (the cluster's credentials).
+    pub(super) fn node_endpoint(&self, host: String, port: u16) -> Endpoint {
+        let (username, password) = match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes.credentials(),
+            _ => (None, None),
+        };
+        Endpoint {
+            host,
+            port,
+            tls: self.tracking_tls.clone(),
+            username,
+            password,
+        }
+    }
+
+    /// A connection to one cluster master by address that follows no redirection: what it
+    /// answers comes from that master (a MOVED or ASK is an error). Only for a cluster.
+    pub(super) async fn node(&self, address: &(String, u16)) -> RedisResult<Connection> {
+        match &self.topology {
+            Topology::Cluster { nodes, .. } => nodes.get(address).await.map(Connection::Node),
+            _ => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "only a cluster has nodes to read from by address",
+            ))),
+        }
+    }
+
+    /// A read on a node's own connection failed: made again next time.
+    pub(super) fn node_failed(&self, address: &(String, u16), error: &RedisError) {
+        if let Topology::Cluster { nodes, .. } = &self.topology {
+            if is_lost_master(error) {
+                nodes.forget(address);
+            }
+        }
     }
 
     /// Tells the connector that a command failed, so that a lost Sentinel master is looked
@@ -489,99 +514,4 @@ fn tls_certificates(tls: &RedisTls) -> RedisResult<Option<TlsCertificates>> {
         client_tls,
         root_cert,
     }))
-}
-
-/// A lazily made connection, made again after `forget`; one attempt at a time, and after a
-/// failed one everybody fails fast for `RECONNECT_PAUSE`.
-struct Reconnecting<C> {
-    current: RwLock<Option<C>>,
-    attempt: tokio::sync::Mutex<()>,
-    last_failure: Mutex<Option<(Instant, RedisError)>>,
-}
-
-impl<C: Clone> Reconnecting<C> {
-    fn new() -> Self {
-        Self {
-            current: RwLock::new(None),
-            attempt: tokio::sync::Mutex::new(()),
-            last_failure: Mutex::new(None),
-        }
-    }
-
-    fn cached(&self) -> Option<C> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn forget(&self) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    async fn get_or_connect<F, Fut>(&self, connect: F) -> RedisResult<C>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = RedisResult<C>>,
-    {
-        if let Some(connection) = self.cached() {
-            return Ok(connection);
-        }
-        let _attempt = self.attempt.lock().await;
-        if let Some(connection) = self.cached() {
-            return Ok(connection);
-        }
-        if let Some((at, error)) = &*self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < RECONNECT_PAUSE {
-                return Err(error.clone());
-            }
-        }
-        match connect().await {
-            Ok(connection) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
-                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                Ok(connection)
-            }
-            Err(error) => {
-                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), error.clone()));
-                Err(error)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The examples of the Redis Cluster specification.
-    #[test]
-    fn hash_slots_follow_the_cluster_specification() {
-        assert_eq!(hash_slot("123456789"), 12739); // CRC16 XMODEM check value 0x31C3
-        assert_eq!(hash_slot("{user1000}.following"), hash_slot("user1000"));
-        assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
-        assert_ne!(hash_slot("foo{}{bar}"), hash_slot("bar"));
-        assert_eq!(hash_slot("foo{{bar}}zap"), hash_slot("{bar"));
-        assert_eq!(hash_slot("foo{bar}{zap}"), hash_slot("bar"));
-    }
-
-    #[test]
-    fn cluster_nodes_lists_live_masters_only() {
-        let text = "\
-07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@40002,node-b master - 0 1426238316232 2 connected 5461-10922
-292f 127.0.0.1:30003@40003 master - 0 1426238318243 3 connected 10923-16383
-6ec2 127.0.0.1:30005@40005 master,fail - 1426238316232 1426238316232 5 disconnected
-e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
-";
-        assert_eq!(
-            parse_cluster_masters(text),
-            vec![
-                ("127.0.0.1".to_owned(), 30002),
-                ("127.0.0.1".to_owned(), 30003),
-                ("127.0.0.1".to_owned(), 30001),
-            ]
-        );
-    }
 }

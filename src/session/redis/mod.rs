@@ -16,8 +16,14 @@
 
 mod cache;
 mod client;
+mod cluster_tracking;
 mod connection;
+mod node;
+mod nodes;
+mod reconnecting;
+mod resp3;
 mod short_lived;
+mod slots;
 mod tracking;
 
 use std::num::NonZeroUsize;
@@ -32,6 +38,7 @@ use redis::{AsyncCommands, ErrorKind, RedisError, Script};
 use self::cache::{CachedSession, SessionCache};
 use self::client::ForgetOnDrop;
 use self::connection::{Connection, Connector};
+use self::slots::hash_slot;
 use super::store::*;
 use crate::clock::UnixMillis;
 use crate::config::RedisSettings;
@@ -186,13 +193,34 @@ impl SessionRecords for RedisStore {
             // A plain read on the hot path; the expiry checks use the injected clock, and
             // the write-back of sliding expiry happens only when the touch interval passed.
             // From the cache when Redis vouches for it; the clock checks below apply either way.
-            // The Redis key is spelled out only when Redis is asked (not on a cache hit).
-            let cached = self.cache.as_ref().and_then(|cache| cache.get(key));
+            // The Redis key is spelled out only when Redis is asked (not on a cache hit), or
+            // on a cluster, for its slot: an entry is served only while its slot's master
+            // vouches for it.
+            let slot = match &self.cache {
+                Some(cache) if cache.routed() => hash_slot(&self.session_key(key)),
+                _ => 0,
+            };
+            let cached = self.cache.as_ref().and_then(|cache| cache.get(key, slot));
             let found = match cached {
                 Some(cached) => Some((cached.record, cached.last_touch, Some(cached.memo))),
                 None => {
-                    let ticket = self.cache.as_ref().map(|cache| cache.ticket());
-                    match self.read_record(&self.session_key(key)).await? {
+                    let mut ticket = self.cache.as_ref().map(|cache| cache.ticket(slot));
+                    let session_key = self.session_key(key);
+                    let at_node = match ticket.as_ref().and_then(|t| t.read_at()) {
+                        Some(address) => self.read_record_at(address, &session_key).await,
+                        None => None,
+                    };
+                    let read = match at_node {
+                        Some(read) => read,
+                        None => {
+                            // Read the ordinary way; on a cluster it fills nothing (see `nodes`).
+                            if self.cache.as_ref().is_some_and(|cache| cache.routed()) {
+                                ticket = None;
+                            }
+                            self.read_record(&session_key).await
+                        }
+                    };
+                    match read? {
                         None => None,
                         Some((record, last_touch)) => {
                             let record = Arc::new(record);

@@ -14,6 +14,7 @@ pub mod otlp_receiver;
 pub mod processes;
 pub mod provider_logout;
 pub mod scrape;
+pub mod session_cache;
 pub mod token_upstream;
 pub mod topologies;
 pub mod webdriver;

@@ -478,6 +478,109 @@ impl RedisCluster {
         }
     }
 
+    /// The node id of the node on `port` (CLUSTER MYID).
+    pub fn node_id(&self, port: u16) -> String {
+        query(port, redis::cmd("CLUSTER").arg("MYID"))
+            .unwrap_or_else(|e| panic!("CLUSTER MYID on {port}: {e}"))
+    }
+
+    /// The hash slot of `key` (CLUSTER KEYSLOT).
+    pub fn key_slot(&self, key: &str) -> u16 {
+        let slot: i64 = query(
+            self.ports()[0],
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+        )
+        .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT: {e}"));
+        u16::try_from(slot).expect("slot")
+    }
+
+    /// The first step of moving one slot by hand, as `redis-cli --cluster reshard` does:
+    /// the target IMPORTING it, the source MIGRATING it (keys still on the source are served
+    /// there; others get ASK to the target).
+    pub fn begin_slot_move(&self, slot: u16, from: u16, to: u16) {
+        let setslot = |port: u16, state: &str, node: &str| {
+            let () = query(
+                port,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(state)
+                    .arg(node),
+            )
+            .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {state} on {port}: {e}"));
+        };
+        setslot(to, "IMPORTING", &self.node_id(from));
+        setslot(from, "MIGRATING", &self.node_id(to));
+    }
+
+    /// MIGRATEs every key of `slot` from `from` to `to`; how many moved.
+    pub fn migrate_slot_keys(&self, slot: u16, from: u16, to: u16) -> usize {
+        let keys: Vec<String> = query(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(1000),
+        )
+        .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT {slot} on {from}: {e}"));
+        if !keys.is_empty() {
+            let () = query(
+                from,
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(to)
+                    .arg("")
+                    .arg(0)
+                    .arg(5000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            )
+            .unwrap_or_else(|e| panic!("MIGRATE of slot {slot} from {from} to {to}: {e}"));
+        }
+        keys.len()
+    }
+
+    /// Ends a slot's move: `CLUSTER SETSLOT <slot> NODE <to>` on the target, then the other
+    /// nodes (the order the cluster specification gives).
+    pub fn finish_slot_move(&self, slot: u16, to: u16) {
+        let id = self.node_id(to);
+        let mut ports = self.ports();
+        ports.sort_by_key(|port| *port != to);
+        for port in ports {
+            let () = query(
+                port,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&id),
+            )
+            .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} NODE on {port}: {e}"));
+        }
+    }
+
+    /// The ids of the clients connected to the node on `port` under `name` (CLIENT LIST).
+    pub fn client_ids_named(&self, port: u16, name: &str) -> Vec<String> {
+        let list: String = query(port, redis::cmd("CLIENT").arg("LIST"))
+            .unwrap_or_else(|e| panic!("CLIENT LIST on {port}: {e}"));
+        list.lines()
+            .filter(|line| line.split_whitespace().any(|f| f == format!("name={name}")))
+            .filter_map(|line| line.split_whitespace().next()?.strip_prefix("id="))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `CLIENT KILL ID <id>` on the node on `port`.
+    pub fn kill_client(&self, port: u16, id: &str) {
+        let () = query(port, redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id))
+            .unwrap_or_else(|e| panic!("CLIENT KILL on {port}: {e}"));
+    }
+
+    /// Deletes a key on the node on `port` (which must serve its slot).
+    pub fn delete_key(&self, port: u16, key: &str) -> i64 {
+        query(port, redis::cmd("DEL").arg(key)).unwrap_or_else(|e| panic!("DEL on {port}: {e}"))
+    }
+
     fn log_tails(&self) -> String {
         self.nodes
             .iter()
