@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod drain;
 pub mod edge;
 pub mod error;
+pub mod file_watch;
 pub mod frontend;
 pub mod live;
 pub mod observability;

@@ -4,9 +4,8 @@
 //!
 //! Key files are secret: errors name the file and what is wrong with it, never its contents.
 
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -83,18 +82,6 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig
         .with_cert_resolver(resolver))
 }
 
-/// What identifies a file's version cheaply: its modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamps(files: &CertKeyFiles) -> (Stamp, Stamp) {
-    let stamp = |path: &PathBuf| {
-        std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    };
-    (stamp(&files.cert_file), stamp(&files.key_file))
-}
-
 /// A short description of the serving certificate for the log: subject and expiry.
 fn describe(key: &CertifiedKey) -> String {
     key.end_entity_cert()
@@ -111,47 +98,14 @@ fn describe(key: &CertifiedKey) -> String {
 /// Must be called inside the runtime; the SIGHUP handler is in place when this returns, so
 /// a SIGHUP no longer terminates the process.
 pub fn spawn_reloader(resolver: &Arc<CertResolver>, files: CertKeyFiles) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup())?;
-    let resolver = Arc::downgrade(resolver);
-    tokio::spawn(async move {
-        let mut seen = stamps(&files);
-        let mut ticker = tokio::time::interval(POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let reason = tokio::select! {
-                _ = ticker.tick() => {
-                    let now = stamps(&files);
-                    if now == seen {
-                        if resolver.strong_count() == 0 {
-                            return;
-                        }
-                        continue;
-                    }
-                    seen = now;
-                    "files changed"
-                }
-                received = hangup.recv() => {
-                    if received.is_none() {
-                        return;
-                    }
-                    seen = stamps(&files);
-                    "SIGHUP"
-                }
-            };
-            if !reload(&resolver, &files, reason) {
-                return;
-            }
-        }
-    });
-    Ok(())
+    let paths = vec![files.cert_file.clone(), files.key_file.clone()];
+    crate::file_watch::spawn(resolver, paths, POLL_INTERVAL, move |resolver, reason| {
+        reload(resolver, &files, reason)
+    })
 }
 
-/// One reload attempt; false when the resolver is gone.
-fn reload(resolver: &Weak<CertResolver>, files: &CertKeyFiles, reason: &str) -> bool {
-    let Some(resolver) = resolver.upgrade() else {
-        return false;
-    };
+/// One reload attempt: a pair that fails to load leaves the current one serving.
+fn reload(resolver: &CertResolver, files: &CertKeyFiles, reason: &str) {
     match load_certified_key(files) {
         Ok(key) => {
             let certificate = describe(&key);
@@ -166,7 +120,6 @@ fn reload(resolver: &Weak<CertResolver>, files: &CertKeyFiles, reason: &str) -> 
             );
         }
     }
-    true
 }
 
 // ---------------------------------------------------------------------------------------

@@ -345,6 +345,42 @@ impl Provider {
         ])
     }
 
+    /// A form POST to one of the provider's endpoints (token, revocation) carrying the
+    /// client's authentication the way its settings say: the Basic header, the secret in
+    /// the form, or a fresh `private_key_jwt` assertion for that endpoint.
+    pub(super) fn authenticated_form_post(
+        &self,
+        endpoint: &str,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<reqwest::RequestBuilder, OidcError> {
+        let mut request = self.http.post(endpoint);
+        match self.settings.client_auth_method {
+            ClientAuthMethod::ClientSecretBasic => {
+                request = request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header());
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.push((
+                    "client_secret",
+                    self.settings.client_secret.expose_secret().to_owned(),
+                ));
+            }
+            ClientAuthMethod::PrivateKeyJwt => {
+                form.push(("client_id", self.settings.client_id.clone()));
+                form.extend(self.assertion_params(endpoint)?);
+            }
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        Ok(request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body))
+    }
+
     /// Refetches the JWKS at most once per interval; returns whether new keys were installed.
     pub async fn refetch_jwks_if_due(&self) -> bool {
         {

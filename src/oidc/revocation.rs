@@ -10,7 +10,6 @@ use url::Url;
 
 use super::metadata::EndpointSource;
 use super::{OidcError, Provider};
-use crate::config::ClientAuthMethod;
 use crate::observability::telemetry::{SecurityEvent, SecurityLog};
 
 /// `token.revocation_failed`'s reason when there is nowhere to send the token.
@@ -61,38 +60,12 @@ impl Provider {
         endpoint: &Url,
         refresh_token: &SecretString,
     ) -> Result<(), OidcError> {
-        let mut form = vec![
+        let form = vec![
             ("token", refresh_token.expose_secret().to_owned()),
             ("token_type_hint", "refresh_token".to_owned()),
         ];
-        let mut request = self.http.post(endpoint.as_str());
-        request = match self.settings.client_auth_method {
-            ClientAuthMethod::ClientSecretBasic => {
-                request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header())
-            }
-            ClientAuthMethod::ClientSecretPost => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.push((
-                    "client_secret",
-                    self.settings.client_secret.expose_secret().to_owned(),
-                ));
-                request
-            }
-            ClientAuthMethod::PrivateKeyJwt => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.extend(self.assertion_params(endpoint.as_str())?);
-                request
-            }
-        };
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
-        let response = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
+        let response = self
+            .authenticated_form_post(endpoint.as_str(), form)?
             .send()
             .await
             .map_err(|e| OidcError::transport("revocation", e))?;

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{token_endpoint, OidcError, Provider};
-use crate::config::ClientAuthMethod;
 use crate::dpop::{wall_clock_secs, DpopKey, ProofTarget};
 
 /// What a token endpoint granted.
@@ -91,41 +90,15 @@ impl Provider {
     async fn send_token_request(
         &self,
         endpoint: &str,
-        mut form: Vec<(&'static str, String)>,
+        form: Vec<(&'static str, String)>,
         proof: Option<String>,
     ) -> Result<GrantedToken, OidcError> {
-        let mut request = self.http.post(endpoint);
+        let mut request = self.authenticated_form_post(endpoint, form)?;
         if let Some(proof) = proof {
             request = request.header("dpop", proof);
         }
-        request = match self.settings.client_auth_method {
-            ClientAuthMethod::ClientSecretBasic => {
-                request.header(reqwest::header::AUTHORIZATION, self.basic_auth_header())
-            }
-            ClientAuthMethod::ClientSecretPost => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.push((
-                    "client_secret",
-                    self.settings.client_secret.expose_secret().to_owned(),
-                ));
-                request
-            }
-            ClientAuthMethod::PrivateKeyJwt => {
-                form.push(("client_id", self.settings.client_id.clone()));
-                form.extend(self.assertion_params(endpoint)?);
-                request
-            }
-        };
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(&form)
-            .finish();
         let response = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
             .send()
             .await
             .map_err(|e| OidcError::transport("token endpoint", e))?;
