@@ -10,6 +10,7 @@ use crate::observability::telemetry::SecurityEvent;
 use crate::oidc::operator::EndedByOperator;
 use crate::state::{AppState, OperatorTokens};
 
+use super::auth::unix_seconds;
 use super::single_params;
 
 /// The admin API's routes, under `/admin` (registered only when tokens are configured).
@@ -25,11 +26,6 @@ fn sub_param(req: &HttpRequest) -> Result<String, ApiError> {
         .remove("sub")
         .filter(|sub| !sub.is_empty())
         .ok_or_else(|| ApiError::new(Problem::InvalidRequest).detail("`sub` is required."))
-}
-
-/// Whole seconds since the Unix epoch, as `GET /auth/sessions` gives times.
-fn unix_seconds(millis: i64) -> i64 {
-    millis.div_euclid(1000)
 }
 
 /// `GET /admin/sessions?sub=…`: the user's sessions at every provider.

@@ -284,7 +284,7 @@ async fn caller(
 }
 
 /// Whole seconds since the Unix epoch, as OpenID Connect writes times.
-fn unix_seconds(millis: i64) -> i64 {
+pub(super) fn unix_seconds(millis: i64) -> i64 {
     millis.div_euclid(1000)
 }
 
