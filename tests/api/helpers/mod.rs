@@ -189,8 +189,6 @@ pub struct AppOptions<'a> {
     pub frontend: Option<Frontend>,
     /// Providers besides `main`.
     pub providers: Vec<Provider>,
-    /// Extra TOML appended to the generated config (new tables only).
-    pub extra_toml: String,
     /// Extra environment variables (secrets of extra providers, top-level keys).
     pub env: Vec<(String, String)>,
     /// Another Redis than the shared one (a test that takes Redis down).
@@ -240,7 +238,6 @@ impl Default for AppOptions<'_> {
             rate_limits: RateLimits::new(),
             frontend: None,
             providers: Vec::new(),
-            extra_toml: String::new(),
             env: Vec::new(),
             redis_url: None,
             redis_topology: None,
@@ -487,7 +484,6 @@ http_timeout_secs = 5
 dpop = {main_dpop}
 
 {admin}
-{extra}
 {tables}
 {telemetry}
 "#,
@@ -497,7 +493,6 @@ dpop = {main_dpop}
             .map(|name| format!("default_provider = \"{name}\"\n"))
             .unwrap_or_default(),
         main_dpop = options.main_dpop,
-        extra = options.extra_toml,
         server_keys = options.server.toml(),
         session_keys = options.session.toml(),
         tables = options::render_tables(

@@ -599,7 +599,7 @@ impl Provider {
     }
 }
 
-/// The tables the typed options render, after any `extra_toml` (each starts with its
+/// The tables the typed options render (each starts with its
 /// header, so nothing attaches to the table before it).
 pub fn render_tables(
     rate_limits: &RateLimits,
