@@ -250,6 +250,7 @@ impl AuthFlows {
             device,
             route_tokens: Default::default(),
             dpop_key: outcome.dpop_key,
+            memo: Default::default(),
         };
         // A new login always gets a new session id (no fixation); the one it replaces ends.
         // Its refresh token is revoked only when it came from another provider session:

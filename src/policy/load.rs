@@ -2,13 +2,13 @@
 //! validated (strictly) against the schema, and what the `policy = true` routes will ask of
 //! it. Every problem is reported, each with its file and line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
     ActionConstraint, Context, Entities, Entity, PolicyId, PolicySet, ResourceConstraint,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
@@ -34,6 +34,9 @@ pub struct LoadedSet {
     /// name another route or action with `==`, so they can neither apply nor fail). Cedar
     /// builds and evaluates each policy's condition per call; the ones left out cost nothing.
     pub by_call: HashMap<String, HashMap<String, PolicySet>>,
+    /// The attributes the schema declares for `User` (`None`: it does not say in a form
+    /// read here, so every claim becomes one).
+    pub user_attributes: Option<HashSet<String>>,
 }
 
 /// The methods a route without a method list may see, for the check of what the schema
@@ -176,6 +179,7 @@ pub fn load_set(
     match schema {
         Some(schema) if problems.is_empty() => Ok(LoadedSet {
             by_call: by_call(&policies, routes),
+            user_attributes: schema_text.as_deref().and_then(declared_user_attributes),
             policies,
             schema,
             digest,
@@ -226,6 +230,28 @@ fn by_call(
         by_route.insert(route.name.clone(), by_method);
     }
     by_route
+}
+
+/// The attributes the schema declares for `User`, when it declares them as a record in
+/// place; `None` for a shape this does not read (a common type), where every claim stays.
+fn declared_user_attributes(schema_text: &str) -> Option<HashSet<String>> {
+    let (fragment, _warnings) = SchemaFragment::from_cedarschema_str(schema_text).ok()?;
+    let json = fragment.to_json_value().ok()?;
+    let user = json.get("")?.get("entityTypes")?.get(USER)?;
+    let Some(shape) = user.get("shape") else {
+        return Some(HashSet::new());
+    };
+    if shape.get("type")?.as_str()? != "Record" {
+        return None;
+    }
+    Some(
+        shape
+            .get("attributes")?
+            .as_object()?
+            .keys()
+            .cloned()
+            .collect(),
+    )
 }
 
 /// What each `policy = true` route will ask: its resource (with its template parameters as
@@ -347,5 +373,23 @@ mod tests {
         assert_eq!(ids, expected.iter().collect::<Vec<_>>());
         assert_eq!(set.sources["named"], format!("{file}:5"));
         assert_eq!(set.digest.len(), 12);
+    }
+
+    #[test]
+    fn the_user_attributes_are_read_from_the_schema_where_it_declares_them_in_place() {
+        let declared = declared_user_attributes(
+            "entity Role; entity User in [Role] { sub: String, email?: String };",
+        );
+        let expected: HashSet<String> = ["sub", "email"].map(str::to_owned).into();
+        assert_eq!(declared, Some(expected));
+        assert_eq!(
+            declared_user_attributes("entity User;"),
+            Some(HashSet::new())
+        );
+        assert_eq!(
+            declared_user_attributes("type Person = { sub: String }; entity User = Person;"),
+            None,
+            "a common type: every claim stays"
+        );
     }
 }

@@ -155,7 +155,11 @@ pub fn evaluate(
     set: &LoadedSet,
     facts: &CallFacts<'_>,
 ) -> Verdict {
-    let Ok((request, entities)) = request::build(names, facts) else {
+    let set_facts = request::SetFacts {
+        digest: &set.digest,
+        user_attributes: set.user_attributes.as_ref(),
+    };
+    let Ok((request, entities)) = request::build(names, &set_facts, facts) else {
         return Verdict::Deny(DenyReason::Unbuildable);
     };
     // The route's subset for the method when the set has one (a route the set was loaded

@@ -5,6 +5,7 @@ pub mod authentication;
 pub mod crypto;
 pub mod device;
 pub mod held_locks;
+pub mod memo;
 pub mod memory;
 mod one_time;
 pub mod redis;
@@ -122,6 +123,9 @@ pub struct SessionData {
     /// binds tokens. Sealed with the rest; never leaves the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_key: Option<SessionDpopKey>,
+    /// What the policy layer derives from this session once (never sealed).
+    #[serde(skip)]
+    pub memo: memo::SessionMemo,
 }
 
 impl fmt::Debug for SessionData {

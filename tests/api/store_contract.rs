@@ -114,6 +114,7 @@ fn session(sub: &str, sid: &str, now: i64, absolute: Duration) -> SessionData {
         device: "Firefox on Linux".into(),
         route_tokens: Default::default(),
         dpop_key: None,
+        memo: Default::default(),
     }
 }
 
