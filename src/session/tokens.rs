@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::secret_serde;
@@ -35,6 +35,18 @@ pub struct TokenSet {
     /// `token_type` was DPoP (RFC 9449): calls carry `Authorization: DPoP` and a proof.
     #[serde(default)]
     pub dpop_bound: bool,
+}
+
+impl TokenSet {
+    /// The bytes of its tokens (access, refresh, ID) as the sealed payload holds them.
+    pub fn token_bytes(&self) -> usize {
+        self.access_token.expose_secret().len()
+            + self
+                .refresh_token
+                .as_ref()
+                .map_or(0, |token| token.expose_secret().len())
+            + self.id_token.expose_secret().len()
+    }
 }
 
 impl fmt::Debug for TokenSet {
@@ -112,6 +124,14 @@ impl RouteTokens {
 
     pub fn remove(&mut self, what: RouteTokenFor<'_>) {
         self.0.remove(&what.key());
+    }
+
+    /// The bytes of the route tokens as the sealed payload holds them.
+    pub fn token_bytes(&self) -> usize {
+        self.0
+            .values()
+            .map(|token| token.access_token.expose_secret().len())
+            .sum()
     }
 }
 
