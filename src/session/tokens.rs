@@ -33,7 +33,8 @@ pub struct TokenSet {
     /// Scopes the provider granted (space separated), when it said.
     pub scope: Option<String>,
     /// `token_type` was DPoP (RFC 9449): calls carry `Authorization: DPoP` and a proof.
-    #[serde(default)]
+    /// Written only when true (19 bytes less in every other session).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub dpop_bound: bool,
 }
 
@@ -64,6 +65,10 @@ impl fmt::Debug for TokenSet {
     }
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// What a route token is for: an RFC 8707 resource, or a route's RFC 8693 exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteTokenFor<'a> {
@@ -90,7 +95,7 @@ pub struct RouteToken {
     /// The provider's `expires_in`: the refresh skew never exceeds half of it.
     pub lifetime_ms: Option<i64>,
     /// `token_type` was DPoP: calls carry `Authorization: DPoP` and a proof.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub dpop_bound: bool,
 }
 

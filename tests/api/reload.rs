@@ -460,7 +460,15 @@ async fn a_client_secret_changed_alone_is_used_from_the_next_reload_on() {
     // A second client at the same provider, whose secret file first holds a stale secret.
     let client = register_client(&app.issuer, &app.base).await;
     let secret_file = crate::helpers::processes::artifacts_dir().join(random_name("secret-"));
-    std::fs::write(&secret_file, "a-secret-the-provider-no-longer-takes").expect("secret file");
+    let stale = [
+        "a-secret-the-provider-no-longer-takes",
+        "another-stale-secret",
+    ];
+    // The whole-run log check then shows that no reload logs a secret, old or new.
+    for secret in stale.iter().copied().chain([client.client_secret.as_str()]) {
+        crate::helpers::record_secret(secret);
+    }
+    std::fs::write(&secret_file, stale[0]).expect("secret file");
     let config = app.config_with(AppOptions {
         default_provider: Some("main".into()),
         providers: vec![Provider::new("second", &app.issuer, &client.client_id)
@@ -506,7 +514,7 @@ async fn a_client_secret_changed_alone_is_used_from_the_next_reload_on() {
     assert!(cookie.is_some(), "logged in with the new secret");
 
     // And once more: a secret changed again is used again (the provider refuses this one).
-    std::fs::write(&secret_file, "another-stale-secret").expect("secret file");
+    std::fs::write(&secret_file, stale[1]).expect("secret file");
     reload().await;
     assert_eq!(login_at_second().await, refused, "the stale secret again");
 }
