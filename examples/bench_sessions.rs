@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Prints one JSON line: how many sessions were created, how long it took, and the byte
-//! sizes of the template's tokens and plaintext payload.
+//! sizes of the template's tokens (all of them, its routes' included, and those alone) and
+//! plaintext payload.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,13 +78,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("the template cookie names no live session")?
         .data;
     let template = gatehouse::session::SessionData::clone(&template);
-    let tokens = &template.tokens;
-    let token_bytes = tokens.access_token.expose_secret().len()
-        + tokens
-            .refresh_token
-            .as_ref()
-            .map_or(0, |t| t.expose_secret().len())
-        + tokens.id_token.expose_secret().len();
+    // Every token the sealed session carries: its own and its routes' (resource and
+    // exchanged tokens), so that "beyond the tokens" leaves out all of them.
+    let token_bytes = template.token_bytes();
+    let route_token_bytes = template.route_tokens.token_bytes();
     let plaintext_bytes = serde_json::to_vec(&template)?.len();
 
     let started = Instant::now();
@@ -121,6 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "secs": (secs * 1000.0).round() / 1000.0,
             "per_sec": (created as f64 / secs).round(),
             "token_bytes": token_bytes,
+            "route_token_bytes": route_token_bytes,
             "plaintext_bytes": plaintext_bytes,
         })
     );

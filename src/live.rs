@@ -94,9 +94,10 @@ impl LiveState {
     }
 }
 
-/// The providers of `settings`; one whose settings did not change since `previous` is the
-/// same provider (its discovered metadata, keys and background discovery go on). The
-/// second list holds the new ones, whose discovery is to be started.
+/// The providers of `settings`; one whose settings did not change since `previous`, its
+/// credentials included, is the same provider (its discovered metadata, keys and background
+/// discovery go on). The second list holds the new and changed ones, whose discovery is to
+/// be started.
 pub fn build_providers(
     settings: &Settings,
     previous: Option<&Providers>,
@@ -106,7 +107,7 @@ pub fn build_providers(
     for (name, provider_settings) in &settings.providers {
         let kept = previous
             .and_then(|previous| previous.by_name.get(name))
-            .filter(|old| format!("{:?}", old.settings) == format!("{provider_settings:?}"));
+            .filter(|old| old.settings.same_client_as(provider_settings));
         let provider = match kept {
             Some(old) => old.clone(),
             None => {
@@ -323,6 +324,11 @@ impl Reloader {
         };
         // A provider added or changed can log users in as soon as the reload is done.
         for provider in &fresh {
+            let what = match in_force.providers.by_name.contains_key(provider.name()) {
+                true => "changed: its client is built anew",
+                false => "added",
+            };
+            tracing::info!(provider = %provider.name(), "reload: provider {what}");
             let bound = provider.settings.http_timeout + Duration::from_secs(1);
             if let Ok(Err(error)) = tokio::time::timeout(bound, provider.discover()).await {
                 tracing::warn!(provider = %provider.name(), %error, "reload: provider discovery failed; it retries in the background");

@@ -97,6 +97,27 @@ pub struct ProviderSettings {
     pub dpop: bool,
 }
 
+impl ProviderSettings {
+    /// Whether `other` configures the very same client, its credentials included: a live
+    /// reload keeps a provider only then. `Debug` shows every setting but the credentials
+    /// (redacted), so those are compared here besides: the secret in constant time, the
+    /// client key by its public half (a new key under the old `kid` is a change). A
+    /// credential field added later must join this comparison.
+    pub fn same_client_as(&self, other: &Self) -> bool {
+        let same_secret: bool = subtle::ConstantTimeEq::ct_eq(
+            self.client_secret.expose_secret().as_bytes(),
+            other.client_secret.expose_secret().as_bytes(),
+        )
+        .into();
+        let same_key = match (&self.client_key, &other.client_key) {
+            (None, None) => true,
+            (Some(mine), Some(theirs)) => mine.public_jwk() == theirs.public_jwk(),
+            _ => false,
+        };
+        same_secret && same_key && format!("{self:?}") == format!("{other:?}")
+    }
+}
+
 /// An endpoint URL set in the configuration: absolute, https (plain http only on loopback,
 /// as for the issuer), and without a fragment.
 fn endpoint_url(field: &str, raw: Option<&str>, problems: &mut Vec<String>) -> Option<Url> {
@@ -453,6 +474,55 @@ pub(super) fn validate_provider(
 #[cfg(test)]
 mod tests {
     use super::super::load;
+
+    fn main_with(extra: &str, env: &[(&str, &str)]) -> super::ProviderSettings {
+        let toml = format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[providers.main]\n\
+             issuer = \"https://id.example.com\"\nclient_id = \"spa\"\n{extra}\n"
+        );
+        let env = env.iter().map(|(name, value)| {
+            (
+                format!("GATEHOUSE_PROVIDERS__MAIN__{name}"),
+                value.to_string(),
+            )
+        });
+        load(Some(&toml), env).expect("valid").providers["main"].clone()
+    }
+
+    #[test]
+    fn the_same_client_means_the_same_credentials_too() {
+        let secret = |value| main_with("", &[("CLIENT_SECRET", value)]);
+        assert!(secret("s1").same_client_as(&secret("s1")));
+        // Debug cannot tell these apart (it redacts the secret); the comparison does.
+        assert_eq!(format!("{:?}", secret("s1")), format!("{:?}", secret("s2")));
+        assert!(!secret("s1").same_client_as(&secret("s2")));
+        assert!(!secret("s1").same_client_as(&secret("s1-longer")));
+        assert!(!secret("s1").same_client_as(&main_with(
+            "scopes = [\"openid\"]",
+            &[("CLIENT_SECRET", "s1")]
+        )));
+
+        // private_key_jwt: a new key in the file under the same key id is another client.
+        let dir = std::env::temp_dir().join(format!("gatehouse-same-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key_file = dir.join("client.pem");
+        let keyed = || {
+            main_with(
+                "client_auth_method = \"private_key_jwt\"\nclient_key_id = \"k1\"",
+                &[("CLIENT_KEY_FILE", key_file.to_str().expect("utf-8"))],
+            )
+        };
+        let new_key = || rcgen::KeyPair::generate().expect("key").serialize_pem();
+        std::fs::write(&key_file, new_key()).expect("key");
+        let (first, again) = (keyed(), keyed());
+        std::fs::write(&key_file, new_key()).expect("key");
+        let rotated = keyed();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(first.same_client_as(&again), "the same key read twice");
+        assert_eq!(format!("{first:?}"), format!("{rotated:?}"));
+        assert!(!first.same_client_as(&rotated));
+        assert!(!first.same_client_as(&secret("s1")));
+    }
 
     fn with(extra: &str) -> Result<super::ProviderSettings, Vec<String>> {
         let toml = format!(

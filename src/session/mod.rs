@@ -128,6 +128,14 @@ pub struct SessionData {
     pub memo: memo::SessionMemo,
 }
 
+impl SessionData {
+    /// The bytes of every token the session carries, its own and its routes' (what a
+    /// measure of the session "beyond its tokens" leaves out; the DPoP key is not a token).
+    pub fn token_bytes(&self) -> usize {
+        self.tokens.token_bytes() + self.route_tokens.token_bytes()
+    }
+}
+
 impl fmt::Debug for SessionData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionData")

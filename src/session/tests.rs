@@ -31,3 +31,55 @@ fn claims_keep_the_stored_json_shape() {
         serde_json::Value::Object(map)
     );
 }
+
+#[test]
+fn a_token_bound_to_no_key_is_written_without_saying_so_and_reads_as_unbound() {
+    let tokens = |dpop_bound| TokenSet {
+        access_token: SecretString::from("at"),
+        access_token_expires_at: None,
+        access_token_lifetime_ms: None,
+        refresh_token: None,
+        refresh_token_expires_at: None,
+        id_token: SecretString::from("it"),
+        scope: None,
+        dpop_bound,
+    };
+    let unbound = serde_json::to_string(&tokens(false)).expect("serialize");
+    assert!(!unbound.contains("dpop_bound"), "{unbound}");
+    assert!(
+        !serde_json::from_str::<TokenSet>(&unbound)
+            .expect("reads")
+            .dpop_bound
+    );
+    // As sessions written before were: `"dpop_bound":false` spelled out.
+    let spelled = unbound.replace('}', ",\"dpop_bound\":false}");
+    assert!(
+        !serde_json::from_str::<TokenSet>(&spelled)
+            .expect("reads")
+            .dpop_bound
+    );
+    let bound = serde_json::to_string(&tokens(true)).expect("serialize");
+    assert!(
+        serde_json::from_str::<TokenSet>(&bound)
+            .expect("reads")
+            .dpop_bound
+    );
+    assert_eq!(tokens(true).token_bytes(), 4);
+
+    let mut routes = RouteTokens::default();
+    let route = |dpop_bound| RouteToken {
+        access_token: SecretString::from("route"),
+        expires_at: None,
+        lifetime_ms: None,
+        dpop_bound,
+    };
+    routes.insert(RouteTokenFor::Resource("https://api.example"), route(false));
+    let written = serde_json::to_string(&routes).expect("serialize");
+    assert!(!written.contains("dpop_bound"), "{written}");
+    routes.insert(RouteTokenFor::Exchange("/x"), route(true));
+    let written = serde_json::to_string(&routes).expect("serialize");
+    let read: RouteTokens = serde_json::from_str(&written).expect("reads");
+    let exchange = read.get(RouteTokenFor::Exchange("/x")).expect("exchange");
+    assert!(exchange.dpop_bound);
+    assert_eq!(read.token_bytes(), 10);
+}

@@ -453,3 +453,68 @@ async fn the_frontends_settings_change_live() {
         .expect("page");
     assert_eq!(csp(page), "default-src 'none'");
 }
+
+#[tokio::test]
+async fn a_client_secret_changed_alone_is_used_from_the_next_reload_on() {
+    let app = crate::helpers::spawn_app().await;
+    // A second client at the same provider, whose secret file first holds a stale secret.
+    let client = register_client(&app.issuer, &app.base).await;
+    let secret_file = crate::helpers::processes::artifacts_dir().join(random_name("secret-"));
+    let stale = [
+        "a-secret-the-provider-no-longer-takes",
+        "another-stale-secret",
+    ];
+    // The whole-run log check then shows that no reload logs a secret, old or new.
+    for secret in stale.iter().copied().chain([client.client_secret.as_str()]) {
+        crate::helpers::record_secret(secret);
+    }
+    std::fs::write(&secret_file, stale[0]).expect("secret file");
+    let config = app.config_with(AppOptions {
+        default_provider: Some("main".into()),
+        providers: vec![Provider::new("second", &app.issuer, &client.client_id)
+            .client_secret_file(&secret_file)],
+        ..AppOptions::default()
+    });
+    let reload = || async {
+        let outcome = app
+            .reloader
+            .reload_text(Some(&config), app.env.clone())
+            .await;
+        assert!(
+            matches!(outcome, ReloadOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+    };
+    reload().await;
+    // Where a login at `second` ends for the browser, and whether it has a session then.
+    let login_at_second = || async {
+        let mut browser = Browser::new(&app);
+        let start = browser.get("/auth/login?provider=second").await;
+        assert_eq!(start.status, 302, "{}", start.transcript());
+        let location = start.location().expect("a redirect").to_owned();
+        // The provider's pushed authorization request takes the client's secret already.
+        if !location.starts_with(&app.issuer) {
+            return (location, browser.session_cookie());
+        }
+        let callback = browser.authenticate_at_provider(&location, "bob").await;
+        let done = browser.get(&callback).await;
+        assert_eq!(done.status, 302, "callback: {}", done.transcript());
+        let location = done.location().expect("a redirect").to_owned();
+        (location, browser.session_cookie())
+    };
+    let refused = ("/?login_error=invalid_client".to_owned(), None);
+    assert_eq!(login_at_second().await, refused, "the stale secret");
+
+    // The operator writes the new secret into the same file and reloads: nothing else
+    // changes, and the provider's next client authentication carries the new secret.
+    std::fs::write(&secret_file, &client.client_secret).expect("secret file");
+    reload().await;
+    let (landed, cookie) = login_at_second().await;
+    assert_eq!(landed, "/");
+    assert!(cookie.is_some(), "logged in with the new secret");
+
+    // And once more: a secret changed again is used again (the provider refuses this one).
+    std::fs::write(&secret_file, stale[1]).expect("secret file");
+    reload().await;
+    assert_eq!(login_at_second().await, refused, "the stale secret again");
+}

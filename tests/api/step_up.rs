@@ -337,3 +337,61 @@ fn check_config_online_reports_the_acr_values_the_provider_supports() {
         "{all}"
     );
 }
+
+#[tokio::test]
+async fn what_the_login_proved_is_sealed_once_and_the_user_answer_shows_it_nowhere() {
+    let app = app_with(None, Vec::new()).await;
+    let mut browser = app.browser();
+    let start = browser
+        .get(&format!(
+            "/auth/login?acr_values={}",
+            crate::helpers::urlencode(MFA_ACR)
+        ))
+        .await;
+    assert_eq!(start.status, 302, "{}", start.transcript());
+    let authorize = start.location().expect("to the provider").to_owned();
+    let callback = browser.authenticate_at_provider(&authorize, "alice").await;
+    assert_eq!(browser.get(&callback).await.status, 302);
+    let cookie = browser.session_cookie().expect("session");
+
+    let session = app.session_for(&cookie).await.expect("stored");
+    let proved = &session.data.authentication;
+    assert_eq!(proved.acr.as_deref(), Some(MFA_ACR));
+    assert_eq!(proved.amr, vec!["pwd", "otp"]);
+    assert!(proved.auth_time.is_some());
+    let claims = session.data.claims.to_map();
+    assert_eq!(claims["name"], "Alice", "the user's claims are kept");
+    // The payload as it was sealed: written again from what it opened to, it has the
+    // length of the sealed bytes in Redis less the seal's 41 (version, nonce, tag), so
+    // nothing in it was dropped on the way.
+    let payload = serde_json::to_string(&*session.data).expect("payload");
+    let sealed: Vec<usize> = app
+        .redis_dump()
+        .await
+        .iter()
+        .filter(|(key, _)| key.contains(":s:"))
+        .flat_map(|(_, fields)| fields.chunks(2))
+        .filter(|field| field[0] == b"c")
+        .map(|field| field[1].len())
+        .collect();
+    assert_eq!(
+        sealed,
+        vec![payload.len() + 41],
+        "one session, this payload"
+    );
+    for proof in ["acr", "amr", "auth_time"] {
+        assert!(!claims.contains_key(proof), "{proof} among the claims");
+        assert_eq!(
+            payload.matches(&format!("\"{proof}\":")).count(),
+            1,
+            "{proof} once in the sealed payload"
+        );
+    }
+
+    // What the SPA reads is the claims as they were, without what the login proved.
+    let user = browser.api_get("/auth/user").await.json();
+    assert_eq!(user["claims"], serde_json::Value::Object(claims));
+    for proof in ["acr", "amr", "auth_time"] {
+        assert!(user["claims"].get(proof).is_none(), "{proof}: {user}");
+    }
+}

@@ -416,3 +416,27 @@ async fn a_resource_token_the_provider_cannot_issue_now_answers_503_and_keeps_th
     );
     last_token(&orders);
 }
+
+#[tokio::test]
+async fn a_sessions_token_bytes_count_its_route_tokens_too() {
+    let (orders, invoices) = two_resources().await;
+    let app = resource_app(&orders, &invoices).await;
+    let cookie = logged_in(&app).await;
+    assert_eq!(call(&app, "/orders/a", &cookie).await.0, 200);
+    assert_eq!(call(&app, "/invoices/a", &cookie).await.0, 200);
+    let route_tokens = last_token(&orders).len() + last_token(&invoices).len();
+
+    let session = app.session_for(&cookie).await.expect("session");
+    let own = &session.data.tokens;
+    let own_bytes = own.access_token.expose_secret().len()
+        + own
+            .refresh_token
+            .as_ref()
+            .expect("refresh token")
+            .expose_secret()
+            .len()
+        + own.id_token.expose_secret().len();
+    assert_eq!(session.data.route_tokens.token_bytes(), route_tokens);
+    // What bench/run subtracts from a session's Redis bytes: every token it carries.
+    assert_eq!(session.data.token_bytes(), own_bytes + route_tokens);
+}
