@@ -75,6 +75,26 @@ pub(super) struct RawRouteTls {
     pub(super) server_name: Option<String>,
 }
 
+/// Claims that only serve the protocol: a session keeps none of them among its claims (what
+/// the login proved, `acr`, `amr`, `auth_time`, is kept apart); the SPA gets the rest.
+pub const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "azp",
+    "jti",
+    "sid",
+    "auth_time",
+    "acr",
+    "amr",
+];
+
 #[derive(Debug, Deserialize, Default)]
 pub(super) struct RawRequire {
     #[serde(default)]
@@ -330,6 +350,15 @@ pub(super) fn validate_routes(
                 StringOrList::Many(values) => (claim, values),
             })
             .collect();
+        for claim in required_claims
+            .keys()
+            .filter(|claim| PROTOCOL_CLAIMS.contains(&claim.as_str()))
+        {
+            problems.push(format!(
+                "{}: `{claim}` is a protocol claim the session does not keep among its claims, so this requirement could never hold (what the login proved is required with require.acr, require.amr and require.max_auth_age_secs)",
+                at("require.claims")
+            ));
+        }
         let has_requirements =
             !route.require.scopes.is_empty() || !required_claims.is_empty() || !step_up.is_empty();
         if has_requirements && !matches!(token, TokenPolicy::User | TokenPolicy::Exchange) {

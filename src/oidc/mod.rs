@@ -48,24 +48,7 @@ pub use refresh_grant::RefreshedTokens;
 pub use route_grants::{RouteGrant, TOKEN_EXCHANGE_GRANT};
 use step_up::LoginRequirements;
 
-/// Claims that only serve the protocol; the SPA gets the rest.
-const PROTOCOL_CLAIMS: &[&str] = &[
-    "iss",
-    "aud",
-    "exp",
-    "iat",
-    "nbf",
-    "nonce",
-    "at_hash",
-    "c_hash",
-    "s_hash",
-    "azp",
-    "jti",
-    "sid",
-    "auth_time",
-    "acr",
-    "amr",
-];
+use crate::config::PROTOCOL_CLAIMS;
 
 /// A login about to leave for the provider.
 pub struct AuthorizationRequest {

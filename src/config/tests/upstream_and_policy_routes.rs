@@ -118,3 +118,29 @@ fn policy_routes_need_a_user_token_a_policies_table_and_valid_templates() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_claim_requirement_on_a_protocol_claim_is_refused_for_it_could_never_hold() {
+    let secret = env(&[("GATEHOUSE_PROVIDERS__MAIN__CLIENT_SECRET", "s")]);
+    let config = format!(
+        r#"{MINIMAL}
+        [[routes]]
+        prefix = "/refunds"
+        upstream = "https://refunds.internal"
+        [routes.require.claims]
+        acr = "urn:example:mfa"
+        department = "sales"
+    "#
+    );
+    let problems = load(Some(&config), secret.clone())
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        problems.contains("routes[0].require.claims: `acr` is a protocol claim"),
+        "{problems}"
+    );
+    assert!(problems.contains("require.acr"), "{problems}");
+    assert!(!problems.contains("`department`"), "{problems}");
+    let fine = config.replace("acr = \"urn:example:mfa\"\n", "");
+    load(Some(&fine), secret).expect("an ordinary claim is fine");
+}
