@@ -14,6 +14,7 @@ use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
 use super::request::{entity_uid, ACTION, ROUTE, USER};
+use super::subsets::CallPolicies;
 use crate::config::{PolicySettings, RouteSettings};
 
 /// Every problem found in a policy set, each naming its file (and line, where one applies).
@@ -33,7 +34,9 @@ pub struct LoadedSet {
     /// By route name and method: the policies whose scope can match such a call (the others
     /// name another route or action with `==`, so they can neither apply nor fail). Cedar
     /// builds and evaluates each policy's condition per call; the ones left out cost nothing.
-    pub by_call: HashMap<String, HashMap<String, PolicySet>>,
+    pub by_call: HashMap<String, HashMap<String, CallPolicies>>,
+    /// The whole set, for a call of a route it was not loaded for (added by a live reload).
+    pub whole: CallPolicies,
     /// The attributes the schema declares for `User` (`None`: it does not say in a form
     /// read here, so every claim becomes one).
     pub user_attributes: Option<HashSet<String>>,
@@ -179,6 +182,7 @@ pub fn load_set(
     match schema {
         Some(schema) if problems.is_empty() => Ok(LoadedSet {
             by_call: by_call(&policies, routes),
+            whole: CallPolicies::new(policies.clone()),
             user_attributes: schema_text.as_deref().and_then(declared_user_attributes),
             policies,
             schema,
@@ -193,7 +197,7 @@ pub fn load_set(
 fn by_call(
     policies: &PolicySet,
     routes: &[RouteSettings],
-) -> HashMap<String, HashMap<String, PolicySet>> {
+) -> HashMap<String, HashMap<String, CallPolicies>> {
     let mut by_route = HashMap::new();
     for route in routes.iter().filter(|route| route.policy) {
         let Some(resource) = entity_uid(ROUTE, &route.name) else {
@@ -225,7 +229,7 @@ fn by_call(
                     break;
                 }
             }
-            by_method.insert(method.to_owned(), subset);
+            by_method.insert(method.to_owned(), CallPolicies::new(subset));
         }
         by_route.insert(route.name.clone(), by_method);
     }

@@ -7,6 +7,7 @@
 
 pub mod load;
 pub mod request;
+pub mod subsets;
 pub mod watch;
 
 use std::sync::{Arc, RwLock};
@@ -159,17 +160,18 @@ pub fn evaluate(
         digest: &set.digest,
         user_attributes: set.user_attributes.as_ref(),
     };
-    let Ok((request, entities)) = request::build(names, &set_facts, facts) else {
+    let Ok(built) = request::build(names, &set_facts, facts) else {
         return Verdict::Deny(DenyReason::Unbuildable);
     };
     // The route's subset for the method when the set has one (a route the set was loaded
-    // for), else the whole set: the same decision either way.
-    let policies = set
+    // for), else the whole set; of it, the policies whose principal scope the user meets.
+    let call = set
         .by_call
         .get(facts.route_name)
         .and_then(|by_method| by_method.get(facts.method))
-        .unwrap_or(&set.policies);
-    let response = authorizer.is_authorized(&request, policies, &entities);
+        .unwrap_or(&set.whole);
+    let policies = call.for_principal(&built.principal.as_principal(names));
+    let response = authorizer.is_authorized(&built.request, &policies, &built.entities);
     let diagnostics = response.diagnostics();
     let mut failed: Vec<String> = diagnostics
         .errors()

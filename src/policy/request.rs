@@ -5,13 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
 use serde_json::Value;
 
+use super::subsets::Principal;
 use crate::clock::UnixMillis;
 use crate::session::SessionData;
 
@@ -79,7 +80,7 @@ pub fn build(
     names: &TypeNames,
     set: &SetFacts<'_>,
     facts: &CallFacts<'_>,
-) -> Result<(Request, Entities), BuildError> {
+) -> Result<Built, BuildError> {
     let principal = facts.session.memo.get_or_make(
         |kept: &SessionPrincipal| {
             kept.digest == set.digest && kept.roles_claim == facts.roles_claim
@@ -115,7 +116,18 @@ pub fn build(
     let context = principal.context(facts)?;
     let request = Request::new(principal.uid.clone(), action, resource, context, None)
         .map_err(|_| BuildError)?;
-    Ok((request, entities))
+    Ok(Built {
+        request,
+        entities,
+        principal,
+    })
+}
+
+/// A call as Cedar is asked it, and the session's principal it was built for.
+pub struct Built {
+    pub request: Request,
+    pub entities: Entities,
+    pub principal: Arc<SessionPrincipal>,
 }
 
 /// What of the live set the principal depends on.
@@ -127,11 +139,12 @@ pub struct SetFacts<'a> {
 }
 
 /// A session's user as the live set sees it, kept with the opened session.
-struct SessionPrincipal {
+pub struct SessionPrincipal {
     /// The set (by digest: its schema decides the attributes) and roles claim it was made for.
     digest: String,
     roles_claim: String,
     uid: EntityUid,
+    roles: HashSet<EntityUid>,
     /// The user entity alone; `None` when it cannot be built (every call is then refused).
     entities: Option<Entities>,
     /// The context attributes the login decided: `amr`, `provider`, `acr`.
@@ -167,16 +180,26 @@ impl SessionPrincipal {
             "sub".into(),
             RestrictedExpression::new_string(session.sub.clone()),
         );
-        let entities = Entity::new(uid.clone(), attributes, roles)
+        let entities = Entity::new(uid.clone(), attributes, roles.clone())
             .ok()
             .and_then(|user| Entities::from_entities([user], None).ok());
         Self {
             digest: set.digest.to_owned(),
             roles_claim: facts.roles_claim.to_owned(),
             uid,
+            roles,
             entities,
             login_context: login_context(session),
             last_call: Mutex::default(),
+        }
+    }
+
+    /// As a principal scope sees it.
+    pub fn as_principal<'a>(&'a self, names: &'a TypeNames) -> Principal<'a> {
+        Principal {
+            uid: &self.uid,
+            kind: &names.user,
+            roles: &self.roles,
         }
     }
 
@@ -393,8 +416,9 @@ mod tests {
             user_attributes: Some(&declared),
         };
         let now = 1_700_000_600_000;
-        let (_, entities) =
-            build(&names, &first_set, &facts(&session, now, [10, 0, 0, 1])).expect("built");
+        let entities = build(&names, &first_set, &facts(&session, now, [10, 0, 0, 1]))
+            .expect("built")
+            .entities;
         assert!(user_attribute(&entities, "department").is_some());
         assert!(user_attribute(&entities, "sub").is_some());
         assert_eq!(user_attribute(&entities, "email"), None, "not declared");
@@ -407,8 +431,9 @@ mod tests {
             digest: "second",
             user_attributes: None,
         };
-        let (_, entities) =
-            build(&names, &second_set, &facts(&session, now, [10, 0, 0, 1])).expect("built");
+        let entities = build(&names, &second_set, &facts(&session, now, [10, 0, 0, 1]))
+            .expect("built")
+            .entities;
         assert!(user_attribute(&entities, "email").is_some());
         // A copy of the session (what a change makes) keeps nothing of the memo.
         let copy = session.clone();
@@ -428,8 +453,8 @@ mod tests {
             user_attributes: None,
         };
         let at = |now, ip| {
-            let (request, _) = build(&names, &set, &facts(&session, now, ip)).expect("built");
-            context_of(&request)
+            let built = build(&names, &set, &facts(&session, now, ip)).expect("built");
+            context_of(&built.request)
         };
         let start = 1_700_000_600_000;
         let has = |context: &[String], name: &str, value: &str| {
