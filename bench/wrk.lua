@@ -13,6 +13,13 @@ if body_file and body_file ~= "" then
   wrk.headers["Content-Type"] = "application/octet-stream"
 end
 
+-- Each thread has its own Lua state with the same default seed: seeded apart, so threads
+-- neither start at the same cookie nor draw the same waits.
+function init(args)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
+  if start_cookie then start_cookie() end
+end
+
 -- BENCH_COOKIES_FILE: one session cookie value a line; each request takes the next one
 -- (as many users at once would), under the cookie name BENCH_COOKIE_NAME.
 local cookies_file = os.getenv("BENCH_COOKIES_FILE")
@@ -22,7 +29,10 @@ if cookies_file and cookies_file ~= "" then
   for line in io.lines(cookies_file) do
     if line ~= "" then cookies[#cookies + 1] = line end
   end
-  local next_cookie = math.random(#cookies)
+  local next_cookie = 1
+  function start_cookie()
+    next_cookie = math.random(#cookies)
+  end
   function request()
     next_cookie = next_cookie % #cookies + 1
     wrk.headers["Cookie"] = cookie_name .. "=" .. cookies[next_cookie]
@@ -33,10 +43,6 @@ end
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms and delay_ms > 0 then
   if os.getenv("BENCH_DELAY_JITTER") == "1" then
-    function init(args)
-      -- Each thread has its own Lua state: seeded apart, so threads do not draw alike.
-      math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
-    end
     function delay()
       return math.random(0, 2 * delay_ms)
     end
