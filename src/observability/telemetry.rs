@@ -196,10 +196,7 @@ impl SecurityLog {
         session: Option<&str>,
         reason: Option<&str>,
     ) {
-        if let Some(metrics) = &self.counted_in {
-            metrics.security_event(event);
-        }
-        write_security_event(event, None, provider, sub, session, reason);
+        self.record(event, None, provider, sub, session, reason);
     }
 
     /// [`SecurityLog::log_for_provider`] for an operator's call to the admin API: `operator`
@@ -213,10 +210,23 @@ impl SecurityLog {
         session: Option<&str>,
         reason: Option<&str>,
     ) {
+        self.record(event, Some(operator), provider, sub, session, reason);
+    }
+
+    /// Counts the event and writes it.
+    fn record(
+        &self,
+        event: SecurityEvent,
+        operator: Option<&str>,
+        provider: Option<&str>,
+        sub: Option<&str>,
+        session: Option<&str>,
+        reason: Option<&str>,
+    ) {
         if let Some(metrics) = &self.counted_in {
             metrics.security_event(event);
         }
-        write_security_event(event, Some(operator), provider, sub, session, reason);
+        write_security_event(event, operator, provider, sub, session, reason);
     }
 }
 

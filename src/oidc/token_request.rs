@@ -61,18 +61,7 @@ impl Provider {
         };
         let mut retried = false;
         loop {
-            let nonce = self.dpop_nonce();
-            let proof = key
-                .proof(
-                    &ProofTarget {
-                        method: "POST",
-                        url: endpoint,
-                        nonce: nonce.as_deref(),
-                        access_token: None,
-                    },
-                    wall_clock_secs(),
-                )
-                .map_err(|e| OidcError::ClientAssertion(e.to_string()))?;
+            let (proof, nonce) = self.token_endpoint_proof(key, "POST", endpoint)?;
             match self
                 .send_token_request(endpoint, form.clone(), Some(proof))
                 .await
@@ -85,6 +74,29 @@ impl Provider {
                 outcome => return outcome,
             }
         }
+    }
+
+    /// A fresh proof of `key` for a request to the provider, with the provider's latest
+    /// `DPoP-Nonce`; and that nonce, to tell a new one from it when the answer asks for one.
+    fn token_endpoint_proof(
+        &self,
+        key: &DpopKey,
+        method: &str,
+        url: &str,
+    ) -> Result<(String, Option<String>), OidcError> {
+        let nonce = self.dpop_nonce();
+        let proof = key
+            .proof(
+                &ProofTarget {
+                    method,
+                    url,
+                    nonce: nonce.as_deref(),
+                    access_token: None,
+                },
+                wall_clock_secs(),
+            )
+            .map_err(|e| OidcError::ClientAssertion(e.to_string()))?;
+        Ok((proof, nonce))
     }
 
     async fn send_token_request(
@@ -189,18 +201,7 @@ impl Provider {
         );
         let mut retried = false;
         loop {
-            let nonce = self.dpop_nonce();
-            let proof = key
-                .proof(
-                    &ProofTarget {
-                        method: request.method().as_str(),
-                        url: &url,
-                        nonce: nonce.as_deref(),
-                        access_token: None,
-                    },
-                    wall_clock_secs(),
-                )
-                .map_err(|e| OidcError::ClientAssertion(e.to_string()))?;
+            let (proof, nonce) = self.token_endpoint_proof(key, request.method().as_str(), &url)?;
             let mut outgoing = self
                 .http
                 .request(request.method().clone(), request.uri().to_string())
